@@ -1,0 +1,312 @@
+//! Reading any `T: Deserialize` from canonical record bytes, borrowing strings and bytes
+//! from the input where the type allows it.
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+
+use super::{Error, tag, varint};
+
+/// Decodes one value that must fill `bytes` exactly.
+pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
+    let mut decoder = Decoder::new(bytes);
+    let value = T::deserialize(&mut decoder)?;
+    if decoder.input.is_empty() {
+        Ok(value)
+    } else {
+        Err(Error::new(format!(
+            "{} bytes left over after the value",
+            decoder.input.len()
+        )))
+    }
+}
+
+/// Splits the first encoded value off `input`, returning it and the rest. This is how the
+/// host walks a record (say, to take the key of a pair) without decoding it.
+pub fn skip_value(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
+    let mut rest = input;
+    skip(&mut rest)?;
+    Ok(input.split_at(input.len() - rest.len()))
+}
+
+fn skip(input: &mut &[u8]) -> Result<(), Error> {
+    match read_tag(input)? {
+        tag::NULL => {}
+        tag::BOOL => {
+            varint::take(input, 1)?;
+        }
+        tag::INT => {
+            varint::read_u64(input)?;
+        }
+        tag::FLOAT => {
+            varint::take(input, 8)?;
+        }
+        tag::STRING | tag::BYTES => {
+            let len = varint::read_len(input)?;
+            varint::take(input, len)?;
+        }
+        tag::LIST | tag::TUPLE => {
+            for _ in 0..varint::read_len(input)? {
+                skip(input)?;
+            }
+        }
+        tag::MAP => {
+            for _ in 0..varint::read_len(input)? {
+                skip(input)?;
+                skip(input)?;
+            }
+        }
+        tag::STRUCT => {
+            for _ in 0..varint::read_len(input)? {
+                let len = varint::read_len(input)?;
+                varint::take(input, len)?;
+                skip(input)?;
+            }
+        }
+        other => return Err(unknown_tag(other)),
+    }
+    Ok(())
+}
+
+fn read_tag(input: &mut &[u8]) -> Result<u8, Error> {
+    let (&tag, rest) = input
+        .split_first()
+        .ok_or_else(|| Error::new("record ends where a value should start"))?;
+    *input = rest;
+    Ok(tag)
+}
+
+fn unknown_tag(tag: u8) -> Error {
+    Error::new(format!(
+        "byte {tag} is not a value tag: the record is not in Sluice's encoding"
+    ))
+}
+
+pub(crate) fn read_str<'de>(input: &mut &'de [u8]) -> Result<&'de str, Error> {
+    let len = varint::read_len(input)?;
+    std::str::from_utf8(varint::take(input, len)?)
+        .map_err(|err| Error::new(format!("a string is not valid UTF-8: {err}")))
+}
+
+/// A serde deserializer over the canonical encoding.
+pub struct Decoder<'de> {
+    input: &'de [u8],
+}
+
+impl<'de> Decoder<'de> {
+    /// A decoder reading values from the front of `input`.
+    pub fn new(input: &'de [u8]) -> Self {
+        Self { input }
+    }
+
+    fn peek_tag(&self) -> Result<u8, Error> {
+        self.input
+            .first()
+            .copied()
+            .ok_or_else(|| Error::new("record ends where a value should start"))
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match read_tag(&mut self.input)? {
+            tag::NULL => visitor.visit_unit(),
+            tag::BOOL => match varint::take(&mut self.input, 1)?[0] {
+                0 => visitor.visit_bool(false),
+                1 => visitor.visit_bool(true),
+                other => Err(Error::new(format!("byte {other} is not a boolean"))),
+            },
+            tag::INT => visitor.visit_i64(varint::read_i64(&mut self.input)?),
+            tag::FLOAT => {
+                let bytes = varint::take(&mut self.input, 8)?;
+                visitor.visit_f64(f64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+            }
+            tag::STRING => visitor.visit_borrowed_str(read_str(&mut self.input)?),
+            tag::BYTES => {
+                let len = varint::read_len(&mut self.input)?;
+                visitor.visit_borrowed_bytes(varint::take(&mut self.input, len)?)
+            }
+            tag::LIST | tag::TUPLE => {
+                let remaining = varint::read_len(&mut self.input)?;
+                visitor.visit_seq(Elements {
+                    decoder: self,
+                    remaining,
+                })
+            }
+            tag::MAP => {
+                let remaining = varint::read_len(&mut self.input)?;
+                visitor.visit_map(Entries {
+                    decoder: self,
+                    remaining,
+                })
+            }
+            tag::STRUCT => {
+                let remaining = varint::read_len(&mut self.input)?;
+                visitor.visit_map(Fields {
+                    decoder: self,
+                    remaining,
+                })
+            }
+            other => Err(unknown_tag(other)),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.peek_tag()? == tag::NULL {
+            self.input = &self.input[1..];
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match read_tag(&mut self.input)? {
+            tag::STRING => visitor.visit_enum(read_str(&mut self.input)?.into_deserializer()),
+            tag::STRUCT if varint::read_u64(&mut self.input)? == 1 => visitor.visit_enum(self),
+            _ => Err(Error::new(
+                "an enum must be encoded as its variant name or a one-field struct",
+            )),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        skip(&mut self.input)?;
+        visitor.visit_unit()
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+struct Elements<'a, 'de> {
+    decoder: &'a mut Decoder<'de>,
+    remaining: usize,
+}
+
+impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        self.remaining -= 1;
+        seed.deserialize(&mut *self.decoder).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.remaining)
+    }
+}
+
+struct Entries<'a, 'de> {
+    decoder: &'a mut Decoder<'de>,
+    remaining: usize,
+}
+
+impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        self.remaining -= 1;
+        seed.deserialize(&mut *self.decoder).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        seed.deserialize(&mut *self.decoder)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.remaining)
+    }
+}
+
+/// A struct's fields, whose names are bare strings rather than tagged values.
+struct Fields<'a, 'de> {
+    decoder: &'a mut Decoder<'de>,
+    remaining: usize,
+}
+
+impl<'de> de::MapAccess<'de> for Fields<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        self.remaining -= 1;
+        let name = read_str(&mut self.decoder.input)?;
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(name))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        seed.deserialize(&mut *self.decoder)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.remaining)
+    }
+}
+
+/// A one-field struct read as an enum: the field name is the variant, its value the content.
+impl<'de> de::EnumAccess<'de> for &mut Decoder<'de> {
+    type Error = Error;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
+        let name = read_str(&mut self.input)?;
+        let variant = seed.deserialize(de::value::BorrowedStrDeserializer::<Error>::new(name))?;
+        Ok((variant, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for &mut Decoder<'de> {
+    type Error = Error;
+
+    fn unit_variant(self) -> Result<(), Error> {
+        de::Deserialize::deserialize(self)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+}

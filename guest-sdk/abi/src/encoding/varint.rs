@@ -1,0 +1,110 @@
+//! bincode 2's variable-length integers: values up to 250 take one byte; larger ones a
+//! marker byte (251, 252, 253) then 2, 4 or 8 little-endian bytes.
+
+use super::Error;
+
+const SINGLE_BYTE_MAX: u8 = 250;
+const U16_MARKER: u8 = 251;
+const U32_MARKER: u8 = 252;
+const U64_MARKER: u8 = 253;
+
+/// Appends `value` in its shortest form.
+pub fn write_u64(out: &mut Vec<u8>, value: u64) {
+    if value <= u64::from(SINGLE_BYTE_MAX) {
+        out.push(value as u8);
+    } else if value <= u64::from(u16::MAX) {
+        out.push(U16_MARKER);
+        out.extend_from_slice(&(value as u16).to_le_bytes());
+    } else if value <= u64::from(u32::MAX) {
+        out.push(U32_MARKER);
+        out.extend_from_slice(&(value as u32).to_le_bytes());
+    } else {
+        out.push(U64_MARKER);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Appends `value` zig-zagged, so that small negative numbers stay short.
+pub fn write_i64(out: &mut Vec<u8>, value: i64) {
+    write_u64(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// Reads a varint from the front of `input`, advancing it.
+pub fn read_u64(input: &mut &[u8]) -> Result<u64, Error> {
+    let (&first, rest) = input
+        .split_first()
+        .ok_or_else(|| Error::new("record ends inside a length or integer"))?;
+    *input = rest;
+    let width = match first {
+        U16_MARKER => 2,
+        U32_MARKER => 4,
+        U64_MARKER => 8,
+        byte if byte <= SINGLE_BYTE_MAX => return Ok(u64::from(byte)),
+        byte => return Err(Error::new(format!("invalid varint marker byte {byte}"))),
+    };
+    let bytes = take(input, width)?;
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(bytes);
+    Ok(u64::from_le_bytes(le))
+}
+
+/// Reads a zig-zagged varint from the front of `input`.
+pub fn read_i64(input: &mut &[u8]) -> Result<i64, Error> {
+    let raw = read_u64(input)?;
+    Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+}
+
+/// Reads a length and checks it against what is left, so a corrupt length fails here
+/// rather than as a huge allocation.
+pub fn read_len(input: &mut &[u8]) -> Result<usize, Error> {
+    let len = read_u64(input)?;
+    if len > input.len() as u64 {
+        return Err(Error::new(format!(
+            "length {len} is larger than the {} bytes left in the record",
+            input.len()
+        )));
+    }
+    Ok(len as usize)
+}
+
+/// Splits `len` bytes off the front of `input`.
+pub fn take<'de>(input: &mut &'de [u8], len: usize) -> Result<&'de [u8], Error> {
+    if input.len() < len {
+        return Err(Error::new(format!(
+            "record ends early: {len} bytes expected, {} left",
+            input.len()
+        )));
+    }
+    let (head, rest) = input.split_at(len);
+    *input = rest;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_width_and_sign() {
+        for value in [0i64, 1, -1, 125, -126, 127, 300, -300, 70_000, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_i64(&mut out, value);
+            let mut input = out.as_slice();
+            assert_eq!(read_i64(&mut input).unwrap(), value);
+            assert!(input.is_empty());
+        }
+        for value in [0u64, 250, 251, 65_535, 65_536, u64::from(u32::MAX) + 1, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, value);
+            assert_eq!(read_u64(&mut out.as_slice()).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn rejects_a_length_past_the_end() {
+        let mut out = Vec::new();
+        write_u64(&mut out, 1_000);
+        out.push(0);
+        assert!(read_len(&mut out.as_slice()).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Sluice's data ABI: what the host and every guest agree on below the WIT contract.
+//!
+//! - [`Value`]: the self-describing model every record is an instance of.
+//! - [`encoding`]: its compact canonical bytes, as a serde format, so guest authors write
+//!   plain Rust types and the host can render, hash and compare records without a guest.
+//! - [`Batch`] and [`Groups`]: records laid out flat, as they cross the boundary.
+//! - [`function`]: the adapters that run a plain Rust function over a batch.
+
+pub mod batch;
+pub mod encoding;
+pub mod function;
+pub mod value;
+
+pub use batch::{Batch, Groups};
+pub use function::{Failure, Function, Kind, NamedFunction};
+pub use value::Value;
