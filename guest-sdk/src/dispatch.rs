@@ -1,0 +1,135 @@
+//! The component's exports: find the function by index, check its kind, move the batch
+//! between the WIT types and the ABI types (no copy), and run the adapter.
+
+use std::sync::Once;
+
+use sluice_abi::{Function, Kind, NamedFunction, function};
+
+use crate::bindings::sluice::udf::{diagnostics, types};
+
+pub use types::{Batch, Failure, FunctionInfo, Groups};
+
+/// What a batch-returning export answers.
+pub type BatchResult = Result<Batch, Failure>;
+/// What the filter export answers.
+pub type BitmapResult = Result<Vec<u8>, Failure>;
+
+/// Lists `table` for the host.
+pub fn functions(table: &[NamedFunction]) -> Vec<FunctionInfo> {
+    table
+        .iter()
+        .map(|named| FunctionInfo {
+            name: named.name.to_owned(),
+            kind: match named.function.kind() {
+                Kind::Map => types::Kind::Map,
+                Kind::FlatMap => types::Kind::FlatMap,
+                Kind::Filter => types::Kind::Filter,
+                Kind::MapPartition => types::Kind::MapPartition,
+                Kind::Reduce => types::Kind::Reduce,
+            },
+        })
+        .collect()
+}
+
+/// Runs map function `index` of `table`.
+pub fn map(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
+    match lookup(table, index, Kind::Map)? {
+        Function::Map(run) => records(run, input),
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs flat-map function `index` of `table`.
+pub fn flat_map(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
+    match lookup(table, index, Kind::FlatMap)? {
+        Function::FlatMap(run) => records(run, input),
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs map-partition function `index` of `table`.
+pub fn map_partition(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
+    match lookup(table, index, Kind::MapPartition)? {
+        Function::MapPartition(run) => records(run, input),
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs filter function `index` of `table`.
+pub fn filter(table: &[NamedFunction], index: u32, input: Batch) -> BitmapResult {
+    match lookup(table, index, Kind::Filter)? {
+        Function::Filter(run) => run(&from_wit(input)?).map_err(to_wit),
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs aggregating function `index` of `table` on every group.
+pub fn aggregate(table: &[NamedFunction], index: u32, input: Groups) -> BatchResult {
+    match lookup(table, index, Kind::Reduce)? {
+        Function::Reduce(run) => {
+            let groups = sluice_abi::Groups::from_parts(from_wit(input.records)?, input.group_ends)
+                .map_err(|error| Failure { message: error.to_string(), record_index: None })?;
+            run(&groups).map(into_wit).map_err(to_wit)
+        }
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+fn records(run: function::RecordsFn, input: Batch) -> BatchResult {
+    run(&from_wit(input)?).map(into_wit).map_err(to_wit)
+}
+
+fn lookup(table: &[NamedFunction], index: u32, expected: Kind) -> Result<Function, Failure> {
+    install_panic_hook();
+    let named = table.get(index as usize).ok_or_else(|| Failure {
+        message: format!("this component has no function number {index} (it has {})", table.len()),
+        record_index: None,
+    })?;
+    if named.function.kind() == expected {
+        Ok(named.function)
+    } else {
+        Err(Failure {
+            message: format!(
+                "function `{}` is a {} function, called as a {expected} function",
+                named.name,
+                named.function.kind()
+            ),
+            record_index: None,
+        })
+    }
+}
+
+fn from_wit(batch: Batch) -> Result<sluice_abi::Batch, Failure> {
+    sluice_abi::Batch::from_parts(batch.data, batch.ends)
+        .map_err(|error| Failure { message: error.to_string(), record_index: None })
+}
+
+fn into_wit(batch: sluice_abi::Batch) -> Batch {
+    let (data, ends) = batch.into_parts();
+    Batch { data, ends }
+}
+
+fn to_wit(failure: sluice_abi::Failure) -> Failure {
+    Failure { message: failure.message, record_index: failure.record_index }
+}
+
+/// Reports a panic to the host before the guest traps: with `panic = "abort"` (the only
+/// panic strategy on wasm32-wasip2) nothing can be returned after it.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            let message = match info.location() {
+                Some(at) => format!("{payload} (at {}:{})", at.file(), at.line()),
+                None => payload.to_owned(),
+            };
+            diagnostics::report_panic(&message, function::current_record());
+        }))
+    });
+}

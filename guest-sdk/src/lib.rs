@@ -1,0 +1,108 @@
+//! Write Sluice user functions (UDFs) as plain Rust functions over serde types, and export
+//! them as a WebAssembly component the Sluice host runs.
+//!
+//! ```ignore
+//! use sluice_sdk::udfs;
+//!
+//! /// Splits a line into words.
+//! fn tokenize(line: &str) -> Vec<String> {
+//!     line.split_whitespace().map(str::to_lowercase).collect()
+//! }
+//!
+//! /// Pairs a word with a count of one.
+//! fn one(word: String) -> (String, i64) {
+//!     (word, 1)
+//! }
+//!
+//! fn sum(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! udfs! {
+//!     flat_map tokenize,
+//!     map one,
+//!     reduce sum,
+//! }
+//! ```
+//!
+//! Build the crate (a `cdylib`) with `sluice udf build PATH`, or `cargo build --release
+//! --target wasm32-wasip2`; a manifest then refers to a function as
+//! `path/to/crate.wasm#tokenize`. `udfs/wordcount` is a complete example.
+//!
+//! | kind | signature | serves |
+//! |---|---|---|
+//! | `map` | `fn(A) -> B` | map, key extraction |
+//! | `flat_map` | `fn(A) -> impl IntoIterator<Item = B>` | flatMap |
+//! | `filter` | `fn(A) -> bool` | filter |
+//! | `map_partition` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | mapPartitions |
+//! | `reduce` | `fn(A, A) -> A` | reduce, reduceByKey, inverse functions of windows |
+//!
+//! `A` may borrow from the record (`&str`, `&[u8]`), or be any `Deserialize` type; `B` any
+//! `Serialize` type. A function is called once per record, but the host calls into the
+//! component once per batch partition. A panic fails the batch with the panic message and
+//! the index of the record being processed; anything printed to stdout or stderr goes to
+//! the job's log.
+
+#[doc(hidden)]
+pub mod dispatch;
+
+pub use serde;
+pub use sluice_abi as abi;
+pub use sluice_abi::Value;
+
+/// The bindings wit-bindgen generates for the `sluice:udf` world (used by [`udfs!`]).
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "udf",
+        pub_export_macro: true,
+        export_macro_name: "export_component",
+        default_bindings_module: "sluice_sdk::bindings",
+    });
+}
+
+/// Exports the listed functions as this crate's component, one `kind name` per line (see
+/// the crate docs for the kinds). Use it once per crate, at its root. Built for a native
+/// target, the crate instead offers the same table as `functions()`, so its functions
+/// can run in-process through the host's native path.
+#[macro_export]
+macro_rules! udfs {
+    ($($kind:ident $name:ident),* $(,)?) => {
+        static __SLUICE_FUNCTIONS: &[$crate::abi::NamedFunction] =
+            $crate::abi::functions!($($kind $name),*);
+
+        #[cfg(target_family = "wasm")]
+        struct __SluiceComponent;
+
+        #[cfg(target_family = "wasm")]
+        impl $crate::bindings::Guest for __SluiceComponent {
+            fn functions() -> ::std::vec::Vec<$crate::dispatch::FunctionInfo> {
+                $crate::dispatch::functions(__SLUICE_FUNCTIONS)
+            }
+            fn map(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::map(__SLUICE_FUNCTIONS, function, input)
+            }
+            fn flat_map(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::flat_map(__SLUICE_FUNCTIONS, function, input)
+            }
+            fn filter(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BitmapResult {
+                $crate::dispatch::filter(__SLUICE_FUNCTIONS, function, input)
+            }
+            fn map_partition(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::map_partition(__SLUICE_FUNCTIONS, function, input)
+            }
+            fn aggregate(function: u32, input: $crate::dispatch::Groups) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::aggregate(__SLUICE_FUNCTIONS, function, input)
+            }
+        }
+
+        #[cfg(target_family = "wasm")]
+        $crate::bindings::export_component!(__SluiceComponent with_types_in $crate::bindings);
+
+        /// The exported functions, for running them natively (tests, benchmarks).
+        pub fn functions() -> &'static [$crate::abi::NamedFunction] {
+            __SLUICE_FUNCTIONS
+        }
+    };
+}

@@ -1,0 +1,107 @@
+//! A loaded component: compiled, linked, pre-instantiated, with its function list read.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use sluice_abi::Kind;
+
+use super::Runtime;
+use super::instance::{GuestState, Limits, UdfInstance, bindings};
+
+/// One function a component exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedFunction {
+    /// Its name, as a manifest refers to it.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+}
+
+/// A component ready to be instantiated any number of times.
+pub struct LoadedComponent {
+    path: PathBuf,
+    digest: String,
+    pre: bindings::UdfPre<GuestState>,
+    functions: Vec<ExportedFunction>,
+}
+
+impl LoadedComponent {
+    pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
+        let wasm = std::fs::read(path)
+            .with_context(|| format!("cannot read UDF component {}", path.display()))?;
+        let digest = format!("{:x}", Sha256::digest(&wasm));
+        let not_a_udf = || {
+            format!(
+                "{} is not a Sluice UDF component: build it from a crate that uses `sluice_sdk::udfs!` \
+                 with `sluice udf build CRATE`",
+                path.display()
+            )
+        };
+        let component = runtime
+            .cache
+            .compile(runtime.engine(), &wasm, &digest)
+            .with_context(not_a_udf)?;
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(not_a_udf)?;
+        let pre = bindings::UdfPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(not_a_udf)?;
+        let mut loaded = Self {
+            path: path.to_owned(),
+            digest,
+            pre,
+            functions: Vec::new(),
+        };
+        let mut probe = loaded
+            .instantiate("(listing functions)", Limits::default())
+            .with_context(not_a_udf)?;
+        loaded.functions = probe
+            .functions()
+            .with_context(|| format!("{} failed to list its functions", path.display()))?;
+        let mut names: Vec<&str> = loaded.functions.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            bail!("{} exports two functions named `{}`", path.display(), pair[0]);
+        }
+        Ok(loaded)
+    }
+
+    /// The file the component was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The SHA-256 of the component's bytes, in hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The functions it exports, in index order.
+    pub fn functions(&self) -> &[ExportedFunction] {
+        &self.functions
+    }
+
+    /// The index of the function called `name`, for calls.
+    pub fn function_index(&self, name: &str) -> Option<(u32, Kind)> {
+        self.functions
+            .iter()
+            .position(|function| function.name == name)
+            .map(|index| (index as u32, self.functions[index].kind))
+    }
+
+    /// A fresh instance with its own store and limits; `owner` names who uses it in logs
+    /// and errors (job and operator).
+    pub fn instantiate(&self, owner: &str, limits: Limits) -> Result<UdfInstance> {
+        UdfInstance::new(&self.pre, owner, limits).with_context(|| {
+            format!(
+                "cannot instantiate {} for {owner}: if the host's instance pool is exhausted, \
+                 run fewer jobs or raise the instance limit",
+                self.path.display()
+            )
+        })
+    }
+}

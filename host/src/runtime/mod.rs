@@ -1,0 +1,147 @@
+//! The WASM runtime: one wasmtime engine per host process, components compiled once and
+//! cached on disk, and pools of pre-instantiated, limited instances per operator.
+//!
+//! Settings follow `shared/notes/wasm-boundary-measurements.md`: concurrency support off
+//! (~290 ns a call otherwise), epoch interruption rather than fuel for CPU deadlines,
+//! the default large memory reservation (a small one brings bounds checks back) with
+//! memory capped per instance by a resource limiter, and the pooling allocator.
+
+mod cache;
+mod component;
+mod instance;
+mod output;
+mod pool;
+
+pub use component::{ExportedFunction, LoadedComponent};
+pub use instance::{CallError, Limits, UdfInstance};
+pub use pool::InstancePool;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use instance::GuestState;
+
+/// How often the epoch advances: the granularity of every UDF call deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the runtime shared by every job of a host.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// How many component instances may be alive at once, across all jobs.
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            max_instances: 256,
+        }
+    }
+}
+
+/// `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`.
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(dir.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("sluice"))
+}
+
+/// The wasmtime engine, the linker every instance is made with, and the loaded components.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache: cache::ComponentCache,
+    loaded: Mutex<HashMap<PathBuf, Arc<LoadedComponent>>>,
+    stop_ticker: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Runtime {
+    /// Builds the engine and starts the epoch ticker that enforces call deadlines.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
+        let mut pooling = PoolingAllocationConfig::default();
+        // A Rust component has a handful of core instances (main module plus shims).
+        pooling
+            .total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 8)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances);
+        let mut wasm_config = Config::new();
+        wasm_config
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm_config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the wasmtime engine")?;
+        let linker = instance::linker(&engine)?;
+        let cache = cache::ComponentCache::new(&engine, config.cache_dir);
+        let stop_ticker = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache,
+            loaded: Mutex::new(HashMap::new()),
+            stop_ticker,
+        }))
+    }
+
+    /// Loads the component at `path` (compiling it, or taking it from the disk cache) and
+    /// lists its functions. A component already loaded by this host is shared.
+    pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>> {
+        let key = path.canonicalize().with_context(|| {
+            format!(
+                "cannot open UDF component {}: build it first (`sluice udf build CRATE`) or fix the path",
+                path.display()
+            )
+        })?;
+        let mut loaded = self.loaded.lock().expect("component table poisoned");
+        if let Some(component) = loaded.get(&key) {
+            return Ok(component.clone());
+        }
+        let component = Arc::new(LoadedComponent::load(self, &key)?);
+        loaded.insert(key, component.clone());
+        Ok(component)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn spawn_epoch_ticker(
+    engine: Engine,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Pre-instantiated instances of one operator's component, checked out for one call on
+//! one partition and returned after it; an instance that trapped is dropped and replaced.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+use super::{Limits, LoadedComponent, UdfInstance};
+
+/// The instances of one operator's UDF.
+pub struct InstancePool {
+    component: Arc<LoadedComponent>,
+    owner: String,
+    limits: Limits,
+    idle: Mutex<Vec<UdfInstance>>,
+}
+
+impl InstancePool {
+    /// A pool with `warm` instances made up front, so the first batch pays no instantiation.
+    pub fn new(component: Arc<LoadedComponent>, owner: String, limits: Limits, warm: usize) -> Result<Self> {
+        let idle = (0..warm)
+            .map(|_| component.instantiate(&owner, limits))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            component,
+            owner,
+            limits,
+            idle: Mutex::new(idle),
+        })
+    }
+
+    /// Runs `call` on an idle instance (or a new one), and keeps the instance for later
+    /// unless it trapped.
+    pub fn with_instance<R>(&self, call: impl FnOnce(&mut UdfInstance) -> R) -> Result<R> {
+        let idle = self.idle.lock().expect("instance pool poisoned").pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.component.instantiate(&self.owner, self.limits)?,
+        };
+        let result = call(&mut instance);
+        if instance.is_usable() {
+            self.idle.lock().expect("instance pool poisoned").push(instance);
+        }
+        Ok(result)
+    }
+
+    /// The component the pool instantiates.
+    pub fn component(&self) -> &Arc<LoadedComponent> {
+        &self.component
+    }
+}

@@ -1,0 +1,138 @@
+//! The named functions of `shared/conformance/spark-dstream-functions.json`, as UDFs.
+//! Each carries the one-line semantics that file gives it.
+
+use serde::{Deserialize, Serialize};
+use sluice_sdk::{Value, udfs};
+
+/// v -> v + 10
+pub fn add_10(v: i64) -> i64 {
+    v + 10
+}
+
+/// x -> x + 4
+pub fn add_4(x: i64) -> i64 {
+    x + 4
+}
+
+/// x -> x + 8
+pub fn add_8(x: i64) -> i64 {
+    x + 8
+}
+
+/// Identity: the partition's elements as a list.
+pub fn array_to_list(items: Vec<Value>) -> Vec<Value> {
+    items
+}
+
+/// Identity on grouped values.
+pub fn iterable_to_list(items: Vec<Value>) -> Vec<Value> {
+    items
+}
+
+/// Identity on a cogroup value [left values, right values].
+pub fn iterables_to_lists(sides: (Vec<Value>, Vec<Value>)) -> (Vec<Value>, Vec<Value>) {
+    sides
+}
+
+/// Keep x iff x mod 2 == 0.
+pub fn is_even(x: i64) -> bool {
+    x % 2 == 0
+}
+
+/// Numeric narrowing from 64 to 32 bits; the value is unchanged.
+pub fn long_to_int(x: i64) -> i32 {
+    x as i32
+}
+
+/// [key, count] -> [key, count as 32-bit integer].
+pub fn value_long_to_int((key, count): (Value, i64)) -> (Value, i32) {
+    (key, count as i32)
+}
+
+/// x -> [x, 1]
+pub fn pair_with_one(x: Value) -> (Value, i64) {
+    (x, 1)
+}
+
+/// x -> [x, "x"]
+pub fn pair_with_x(x: Value) -> (Value, &'static str) {
+    (x, "x")
+}
+
+/// One record per partition: the sum of its integers.
+pub fn partition_sum(items: Vec<i64>) -> [i64; 1] {
+    [items.iter().sum()]
+}
+
+/// x -> the two records [x, 2x].
+pub fn self_and_double(x: i64) -> [i64; 2] {
+    [x, 2 * x]
+}
+
+/// v -> the two values [v, v + 10].
+pub fn self_and_plus_10(v: i64) -> [i64; 2] {
+    [v, v + 10]
+}
+
+/// The state of `expire_after_two_idle_batches`.
+#[derive(Serialize, Deserialize)]
+pub struct IdleCounter {
+    counter: i64,
+    idle: i64,
+}
+
+/// {counter, idle} -> counter
+pub fn state_counter(state: IdleCounter) -> i64 {
+    state.counter
+}
+
+/// (a, b) -> a - b
+pub fn subtract(a: i64, b: i64) -> i64 {
+    a - b
+}
+
+/// (a, b) -> a + b
+pub fn sum(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// A collection of integers -> its distinct elements, ascending.
+pub fn to_set(items: Vec<i64>) -> Vec<i64> {
+    let mut set = items;
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// An integer as its decimal string.
+pub fn to_string(x: i64) -> String {
+    x.to_string()
+}
+
+/// Keep a [key, value] pair iff value != 0.
+pub fn value_nonzero((_, value): (Value, i64)) -> bool {
+    value != 0
+}
+
+udfs! {
+    map add_10,
+    map add_4,
+    map add_8,
+    map array_to_list,
+    map iterable_to_list,
+    map iterables_to_lists,
+    filter is_even,
+    map long_to_int,
+    map value_long_to_int,
+    map pair_with_one,
+    map pair_with_x,
+    map_partition partition_sum,
+    flat_map self_and_double,
+    flat_map self_and_plus_10,
+    map state_counter,
+    reduce subtract,
+    reduce sum,
+    map to_set,
+    map to_string,
+    filter value_nonzero,
+}
