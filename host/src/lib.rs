@@ -1,4 +1,17 @@
 //! Sluice: a micro-batch stream-processing engine whose user functions are WebAssembly
 //! components.
+//!
+//! A job is read from a [`manifest`], turned into a [`graph`] of [`operators`] whose user
+//! functions ([`udf`]) run in the WASM [`runtime`]; [`receivers`] collect records, the
+//! [`batcher`] cuts them into a batch every interval, the graph computes the batch on all
+//! cores, and [`sinks`] write the results. A [`host`] runs many jobs side by side.
 
+pub mod dataset;
+pub mod graph;
+pub mod job;
+pub mod manifest;
+pub mod operators;
+pub mod receivers;
 pub mod runtime;
+pub mod sinks;
+pub mod udf;

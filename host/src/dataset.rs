@@ -1,0 +1,83 @@
+//! A batch's data set: its records split into partitions, each processed on its own core.
+
+use rayon::prelude::*;
+use sluice_abi::Batch;
+
+/// The records of one stream for one batch, in partitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dataset {
+    partitions: Vec<Batch>,
+}
+
+impl Dataset {
+    /// A data set made of these partitions.
+    pub fn from_partitions(partitions: Vec<Batch>) -> Self {
+        Self { partitions }
+    }
+
+    /// Splits `records` into `partitions` contiguous slices of near-equal size (slice `i`
+    /// holds records `floor(i * n / p)..floor((i + 1) * n / p)`, as Spark slices a local
+    /// collection).
+    pub fn split(records: Batch, partitions: usize) -> Self {
+        let partitions = partitions.max(1);
+        if partitions == 1 {
+            return Self::from_partitions(vec![records]);
+        }
+        let n = records.len();
+        let slices = (0..partitions)
+            .map(|i| {
+                let mut slice = Batch::new();
+                for index in i * n / partitions..(i + 1) * n / partitions {
+                    slice.push_encoded(records.get(index));
+                }
+                slice
+            })
+            .collect();
+        Self::from_partitions(slices)
+    }
+
+    /// The partitions.
+    pub fn partitions(&self) -> &[Batch] {
+        &self.partitions
+    }
+
+    /// The partitions, by value.
+    pub fn into_partitions(self) -> Vec<Batch> {
+        self.partitions
+    }
+
+    /// How many records there are in all.
+    pub fn len(&self) -> usize {
+        self.partitions.iter().map(Batch::len).sum()
+    }
+
+    /// Whether there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every record, partition after partition.
+    pub fn records(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.partitions.iter().flat_map(Batch::iter)
+    }
+
+    /// All records in one partition, in order.
+    pub fn concatenated(&self) -> Batch {
+        let mut all = Batch::with_capacity(self.len(), self.partitions.iter().map(|p| p.data().len()).sum());
+        self.partitions.iter().for_each(|partition| all.extend_from(partition));
+        all
+    }
+
+    /// Applies `f` to every partition in parallel, keeping partition order.
+    pub fn try_map_partitions<E: Send>(
+        self,
+        f: impl Fn(Batch) -> Result<Batch, E> + Sync + Send,
+    ) -> Result<Dataset, E> {
+        let partitions = self
+            .partitions
+            .into_par_iter()
+            .map(f)
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(Self::from_partitions(partitions))
+    }
+}

@@ -1,0 +1,71 @@
+//! A job: its graph and sinks, and the computation of one batch.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sluice_abi::Batch;
+
+use crate::dataset::Dataset;
+use crate::graph::JobGraph;
+use crate::manifest::JobConfig;
+use crate::operators::BatchContext;
+use crate::runtime::Runtime;
+use crate::sinks::{self, Collected, Sink};
+
+/// A built job, ready to compute batches.
+pub struct Job {
+    config: JobConfig,
+    graph: JobGraph,
+    sinks: Vec<Box<dyn Sink>>,
+    collected: Collected,
+}
+
+/// What computing one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Records the sources brought.
+    pub records_in: usize,
+    /// Records delivered to sinks.
+    pub records_out: usize,
+    /// Time spent computing and writing the batch.
+    pub processing: Duration,
+}
+
+impl Job {
+    /// Builds the job's operators (instantiating its UDFs) and sinks.
+    pub fn build(config: JobConfig, runtime: &Runtime) -> Result<Self> {
+        let graph = JobGraph::build(&config, runtime).with_context(|| format!("cannot build job `{}`", config.name))?;
+        let collected = Collected::default();
+        let sinks = config.sinks.iter().map(|sink| sinks::build(sink, &collected)).collect();
+        Ok(Self { config, graph, sinks, collected })
+    }
+
+    /// The job's configuration.
+    pub fn config(&self) -> &JobConfig {
+        &self.config
+    }
+
+    /// What the job's collect sinks have kept.
+    pub fn collected(&self) -> &Collected {
+        &self.collected
+    }
+
+    /// Computes the batch of time `time_ms` from each source's records (in source order)
+    /// and writes it to every sink.
+    pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
+        let started = Instant::now();
+        let records_in = inputs.iter().map(Batch::len).sum();
+        let batch = BatchContext { time_ms, partitions: self.config.partitions };
+        let sources = inputs.into_iter().map(|records| Dataset::split(records, batch.partitions)).collect();
+        let failed = || format!("job `{}` failed on the batch of time {time_ms} ms", self.config.name);
+        let outputs = self.graph.compute(sources, &batch).with_context(failed)?;
+        let mut records_out = 0;
+        for ((sink, config), data) in self.sinks.iter().zip(&self.config.sinks).zip(&outputs) {
+            records_out += data.len();
+            sink.write(time_ms, data)
+                .with_context(|| format!("sink `{}` could not write", config.name))
+                .with_context(failed)?;
+        }
+        Ok(BatchStats { records_in, records_out, processing: started.elapsed() })
+    }
+}

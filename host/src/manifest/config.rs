@@ -1,0 +1,168 @@
+//! A job as the engine runs it: the manifest resolved, checked and typed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_abi::{Kind, Value};
+
+use crate::runtime::Limits;
+
+/// Everything needed to build and run one job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// The job's name, used in logs and errors.
+    pub name: String,
+    /// How often a batch is cut.
+    pub batch_interval: Duration,
+    /// How many partitions each batch's data sets are split into.
+    pub partitions: usize,
+    /// What each UDF instance may use.
+    pub limits: Limits,
+    /// Where records come from.
+    pub sources: Vec<SourceConfig>,
+    /// Derived streams, each after everything it reads from.
+    pub streams: Vec<StreamConfig>,
+    /// Where results go.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// A named source of records.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The stream name it produces.
+    pub name: String,
+    /// What kind of receiver feeds it.
+    pub kind: SourceKind,
+}
+
+/// The receivers Sluice has.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// Text lines from a TCP server (Spark's `socketTextStream`); reconnects when the
+    /// server goes away.
+    Socket {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// Lines of the text files that appear in a directory after the job starts (Spark's
+    /// `textFileStream`), each file read once.
+    Directory {
+        /// The watched directory.
+        path: PathBuf,
+    },
+    /// The lines of one text file, all at once or a number per batch; ends at its end.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// How many lines go into each batch (`None`: all in the first).
+        lines_per_batch: Option<usize>,
+    },
+    /// Integers 0, 1, 2, ... at a fixed rate (Spark's rate source), for demos and benchmarks.
+    Generator {
+        /// Records per second.
+        rate: u64,
+        /// Stop after this many records (`None`: never).
+        limit: Option<u64>,
+    },
+    /// Lines of standard input, until it closes.
+    Stdin,
+    /// Fixed batches, one per batch interval (Spark's `queueStream` with `oneAtATime`).
+    Queue {
+        /// The records of each batch.
+        batches: Vec<Vec<Value>>,
+    },
+}
+
+/// A stream derived from another one.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Its name.
+    pub name: String,
+    /// The stream it reads.
+    pub from: String,
+    /// The steps applied in order.
+    pub steps: Vec<StepConfig>,
+}
+
+/// A function of a component, checked to exist and to have the kind its step needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdfRef {
+    /// The component file.
+    pub component: PathBuf,
+    /// The function's name.
+    pub function: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// How the manifest wrote it, for messages.
+    pub label: String,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone)]
+pub enum StepConfig {
+    /// One record in, one out.
+    Map(UdfRef),
+    /// One record in, any number out.
+    FlatMap(UdfRef),
+    /// Keep the records a predicate accepts.
+    Filter(UdfRef),
+    /// A function over each whole partition.
+    MapPartitions(UdfRef),
+    /// Each partition as one list record.
+    Glom,
+    /// Spread the records over this many partitions.
+    Repartition(usize),
+    /// This stream's records followed by those of the named streams.
+    Union(Vec<String>),
+    /// The number of records.
+    Count,
+    /// `[value, count]` per distinct record.
+    CountByValue,
+    /// All records folded with a reduce function.
+    Reduce(UdfRef),
+    /// A pipeline applied to each batch's data set.
+    Transform(Vec<StepConfig>),
+}
+
+/// Where a stream's batches go.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// The sink's name (for collected output and messages).
+    pub name: String,
+    /// The stream it writes.
+    pub from: String,
+    /// How it writes.
+    pub kind: SinkKind,
+}
+
+/// The sinks Sluice has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Spark's `print()`: a header with the batch time, then the first `num` records.
+    Print {
+        /// How many records to show.
+        num: usize,
+    },
+    /// One file per batch, `prefix-<batch time ms>[.suffix]`, written whole by rename.
+    Files {
+        /// Path prefix, relative to the manifest.
+        prefix: PathBuf,
+        /// File extension (may be empty).
+        suffix: String,
+        /// How records are written.
+        format: FileFormat,
+    },
+    /// Kept in memory for the program that runs the job (tests, embedding).
+    Collect,
+}
+
+/// How a file sink writes records, one per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Strings as themselves, anything else as JSON (Spark's `saveAsTextFiles`).
+    Text,
+    /// Every record as JSON.
+    JsonLines,
+}

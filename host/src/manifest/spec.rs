@@ -1,0 +1,85 @@
+//! The manifest as written: TOML tables with every field kept with its position, so that
+//! resolving it can point at the exact place of a mistake.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sluice_abi::Value;
+use toml::Spanned;
+
+/// The whole manifest file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: Spanned<String>,
+    pub batch_interval: Spanned<String>,
+    pub partitions: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub udfs: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default)]
+    pub streams: Vec<StreamSpec>,
+    #[serde(default)]
+    pub sinks: Vec<SinkSpec>,
+}
+
+/// `[limits]`: what each UDF instance of the job may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub memory: Option<Spanned<String>>,
+    pub call_timeout: Option<Spanned<String>>,
+    pub output: Option<Spanned<String>>,
+}
+
+/// One `[[sources]]` table; which fields apply depends on `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub lines_per_batch: Option<Spanned<i64>>,
+    pub rate: Option<Spanned<i64>>,
+    pub limit: Option<Spanned<i64>>,
+    pub batches: Option<Spanned<Vec<Vec<Value>>>>,
+}
+
+/// One `[[streams]]` table: a stream derived from another by a pipeline of steps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    pub name: Spanned<String>,
+    pub from: Spanned<String>,
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step of a pipeline; which fields apply depends on `op`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub op: Spanned<String>,
+    pub udf: Option<Spanned<String>>,
+    pub partitions: Option<Spanned<i64>>,
+    pub with: Option<Vec<Spanned<String>>>,
+    pub steps: Option<Spanned<Vec<StepSpec>>>,
+}
+
+/// One `[[sinks]]` table; which fields apply depends on `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    pub name: Option<Spanned<String>>,
+    pub from: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub num: Option<Spanned<i64>>,
+    pub prefix: Option<Spanned<String>>,
+    pub suffix: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+}

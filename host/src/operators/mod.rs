@@ -1,0 +1,47 @@
+//! The operators of a job's graph, each computing one step of one batch.
+//!
+//! Every operator follows Spark Streaming's DStream semantics; where a choice had to be
+//! made, the operator's docs say what Spark does.
+
+mod aggregate;
+mod stateless;
+mod union;
+
+pub use aggregate::{Count, CountByValue, Reduce};
+pub use stateless::{Filter, Glom, MapRecords, Repartition, Transform};
+pub use union::Union;
+
+use anyhow::Result;
+
+use crate::dataset::Dataset;
+
+/// What every operator knows about the batch it is computing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchContext {
+    /// The batch time: the end of the batch interval, in milliseconds.
+    pub time_ms: i64,
+    /// How many partitions a data set is split into (the job's parallelism).
+    pub partitions: usize,
+}
+
+/// One step of a job's graph.
+pub trait Operator: Send + Sync {
+    /// How errors and logs name the step, e.g. `flat_map wordcount.wasm#tokenize`.
+    fn describe(&self) -> String;
+
+    /// How many input streams the step takes (`None`: one or more, as union).
+    fn arity(&self) -> Option<usize> {
+        Some(1)
+    }
+
+    /// Computes the step's output for one batch from its inputs' outputs, in input order.
+    fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset>;
+}
+
+/// The one input of a unary operator.
+fn single(inputs: Vec<Dataset>) -> Dataset {
+    let [input]: [Dataset; 1] = inputs
+        .try_into()
+        .expect("the graph gives a unary operator exactly one input");
+    input
+}

@@ -1,0 +1,107 @@
+//! Record-at-a-time and partition-at-a-time operators: map, flatMap, mapPartitions,
+//! filter, glom, repartition, and transform (a sub-pipeline applied to each batch).
+
+use anyhow::Result;
+use sluice_abi::Batch;
+use sluice_abi::encoding::Encoder;
+
+use super::{BatchContext, Operator, single};
+use crate::dataset::Dataset;
+use crate::udf::BoundUdf;
+
+/// map, flatMap and mapPartitions: a UDF of the matching kind over each partition.
+pub struct MapRecords {
+    /// The operator's manifest name (`map`, `flat_map`, `map_partitions`).
+    pub op: &'static str,
+    /// The function.
+    pub udf: BoundUdf,
+}
+
+impl Operator for MapRecords {
+    fn describe(&self) -> String {
+        format!("{} {}", self.op, self.udf.label())
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        Ok(single(inputs).try_map_partitions(|partition| self.udf.records(partition))?)
+    }
+}
+
+/// filter: keeps the records the UDF says yes to, in order.
+pub struct Filter {
+    /// The predicate.
+    pub udf: BoundUdf,
+}
+
+impl Operator for Filter {
+    fn describe(&self) -> String {
+        format!("filter {}", self.udf.label())
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        Ok(single(inputs).try_map_partitions(|partition| self.udf.filter(partition))?)
+    }
+}
+
+/// glom: each partition becomes one record, the list of its records (as Spark's
+/// `glom`, which turns a partition into an array). The list is assembled from the
+/// records' bytes without decoding them.
+pub struct Glom;
+
+impl Operator for Glom {
+    fn describe(&self) -> String {
+        "glom".into()
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        let partitions = single(inputs)
+            .into_partitions()
+            .into_iter()
+            .map(|partition| {
+                let mut glommed = Batch::with_capacity(1, partition.data().len() + 10);
+                glommed.push_with(|out| {
+                    Encoder::new(out).list_header(partition.len());
+                    out.extend_from_slice(partition.data());
+                });
+                glommed
+            })
+            .collect();
+        Ok(Dataset::from_partitions(partitions))
+    }
+}
+
+/// repartition(n): the same records, in order, spread over `n` partitions.
+pub struct Repartition {
+    /// How many partitions to make.
+    pub partitions: usize,
+}
+
+impl Operator for Repartition {
+    fn describe(&self) -> String {
+        format!("repartition {}", self.partitions)
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        Ok(Dataset::split(single(inputs).concatenated(), self.partitions))
+    }
+}
+
+/// transform: a pipeline of operators applied to each batch's data set, as Spark's
+/// `transform(rdd => ...)`.
+pub struct Transform {
+    /// The steps, applied in order.
+    pub steps: Vec<Box<dyn Operator>>,
+}
+
+impl Operator for Transform {
+    fn describe(&self) -> String {
+        let steps: Vec<String> = self.steps.iter().map(|step| step.describe()).collect();
+        format!("transform [{}]", steps.join(", "))
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
+        self.steps.iter().try_fold(single(inputs), |data, step| {
+            step.apply(vec![data], batch)
+        })
+    }
+}

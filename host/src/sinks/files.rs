@@ -1,0 +1,52 @@
+//! files: one file per batch, Spark's `saveAsTextFiles(prefix, suffix)`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use sluice_abi::Value;
+
+use super::{Sink, display_text};
+use crate::dataset::Dataset;
+use crate::manifest::FileFormat;
+
+/// Writes batch `t` to `prefix-t.suffix`, through a hidden temporary file renamed into
+/// place, so a reader never sees half a file and a re-run of the batch replaces it.
+pub struct Files {
+    pub prefix: PathBuf,
+    pub suffix: String,
+    pub format: FileFormat,
+}
+
+impl Files {
+    fn path(&self, time_ms: i64) -> PathBuf {
+        let mut name = self.prefix.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-{time_ms}"));
+        if !self.suffix.is_empty() {
+            name.push(format!(".{}", self.suffix));
+        }
+        self.prefix.with_file_name(name)
+    }
+}
+
+impl Sink for Files {
+    fn write(&self, time_ms: i64, data: &Dataset) -> Result<()> {
+        let path = self.path(time_ms);
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        let temporary = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&temporary).with_context(|| format!("cannot write {}", temporary.display()))?,
+        );
+        for record in data.records() {
+            let line = match self.format {
+                FileFormat::Text => display_text(record),
+                FileFormat::JsonLines => Value::decode(record)?.to_json(),
+            };
+            writeln!(file, "{line}")?;
+        }
+        file.into_inner()?.sync_all()?;
+        std::fs::rename(&temporary, &path).with_context(|| format!("cannot move output into {}", path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! print: Spark's `DStream.print(num)`.
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use super::{Sink, display_text};
+use crate::dataset::Dataset;
+
+/// Prints a header with the batch time and the first `num` records, then `...` if
+/// there are more, then a blank line: the layout of Spark's `print()`.
+pub struct Print {
+    pub num: usize,
+}
+
+impl Sink for Print {
+    fn write(&self, time_ms: i64, data: &Dataset) -> Result<()> {
+        let rule = "-------------------------------------------";
+        let mut text = format!("{rule}\nTime: {time_ms} ms\n{rule}\n");
+        for record in data.records().take(self.num) {
+            text.push_str(&display_text(record));
+            text.push('\n');
+        }
+        if data.len() > self.num {
+            text.push_str("...\n");
+        }
+        text.push('\n');
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! A user function bound to an operator: a WASM component's export, run on the
+//! operator's instance pool, or a native function run in-process (built-in operators'
+//! helpers, benchmarks). Both take and give whole batch partitions.
+
+use std::sync::Arc;
+
+use sluice_abi::{Batch, Function, Groups, Kind, NamedFunction};
+
+use crate::runtime::{CallError, InstancePool};
+
+/// A function an operator calls once per partition.
+#[derive(Clone)]
+pub enum BoundUdf {
+    /// An export of a WASM component.
+    Wasm {
+        /// The pool of instances of the operator's component.
+        pool: Arc<InstancePool>,
+        /// The export's index in the component's function list.
+        index: u32,
+        /// Its kind.
+        kind: Kind,
+        /// How manifests and errors name it (`wordcount.wasm#tokenize`).
+        label: String,
+    },
+    /// A Rust function compiled into the host.
+    Native(NamedFunction),
+}
+
+/// A UDF call that failed, with the function's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdfError {
+    /// The function, as manifests name it.
+    pub udf: String,
+    /// What went wrong.
+    pub error: CallError,
+}
+
+impl std::fmt::Display for UdfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UDF `{}` {}", self.udf, self.error)?;
+        if let Some(index) = self.error.record_index() {
+            write!(f, " (record {index} of its partition)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UdfError {}
+
+impl BoundUdf {
+    /// How manifests and errors name the function.
+    pub fn label(&self) -> &str {
+        match self {
+            BoundUdf::Wasm { label, .. } => label,
+            BoundUdf::Native(named) => named.name,
+        }
+    }
+
+    /// The function's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            BoundUdf::Wasm { kind, .. } => *kind,
+            BoundUdf::Native(named) => named.function.kind(),
+        }
+    }
+
+    /// Runs a map, flat-map or map-partition function on one partition.
+    pub fn records(&self, input: Batch) -> Result<Batch, UdfError> {
+        match self {
+            BoundUdf::Wasm { pool, index, kind, .. } => {
+                self.on_instance(pool, |instance| instance.call_records(*kind, *index, input))
+            }
+            BoundUdf::Native(named) => match named.function {
+                Function::Map(run) | Function::FlatMap(run) | Function::MapPartition(run) => {
+                    run(&input).map_err(|failure| self.failed(failure))
+                }
+                _ => unreachable!("operators call records() only on record functions"),
+            },
+        }
+    }
+
+    /// Runs a filter function on one partition, returning the records it keeps.
+    pub fn filter(&self, input: Batch) -> Result<Batch, UdfError> {
+        match self {
+            BoundUdf::Wasm { pool, index, .. } => {
+                self.on_instance(pool, |instance| instance.call_filter(*index, input))
+            }
+            BoundUdf::Native(named) => match named.function {
+                Function::Filter(run) => run(&input)
+                    .map(|keep| input.select(&keep))
+                    .map_err(|failure| self.failed(failure)),
+                _ => unreachable!("operators call filter() only on filters"),
+            },
+        }
+    }
+
+    /// Runs an aggregating function on every group: one result per group.
+    pub fn aggregate(&self, input: Groups) -> Result<Batch, UdfError> {
+        match self {
+            BoundUdf::Wasm { pool, index, .. } => {
+                self.on_instance(pool, |instance| instance.call_aggregate(*index, input))
+            }
+            BoundUdf::Native(named) => match named.function {
+                Function::Reduce(run) => run(&input).map_err(|failure| self.failed(failure)),
+                _ => unreachable!("operators call aggregate() only on reduce functions"),
+            },
+        }
+    }
+
+    fn on_instance<R>(
+        &self,
+        pool: &InstancePool,
+        call: impl FnOnce(&mut crate::runtime::UdfInstance) -> Result<R, CallError>,
+    ) -> Result<R, UdfError> {
+        let error = |error| UdfError {
+            udf: self.label().to_owned(),
+            error,
+        };
+        pool.with_instance(call)
+            .map_err(|failure| {
+                error(CallError::Trapped {
+                    message: format!("could not be instantiated: {failure:#}"),
+                    record_index: None,
+                })
+            })?
+            .map_err(error)
+    }
+
+    fn failed(&self, failure: sluice_abi::Failure) -> UdfError {
+        UdfError {
+            udf: self.label().to_owned(),
+            error: CallError::Failed {
+                message: failure.message,
+                record_index: failure.record_index,
+            },
+        }
+    }
+}
