@@ -6,8 +6,10 @@
 //! [`batcher`] cuts them into a batch every interval, the graph computes the batch on all
 //! cores, and [`sinks`] write the results. A [`host`] runs many jobs side by side.
 
+pub mod batcher;
 pub mod dataset;
 pub mod graph;
+pub mod host;
 pub mod job;
 pub mod manifest;
 pub mod operators;

@@ -1,1 +1,7 @@
-fn main() {}
+//! `sluice`: run, check and inspect Sluice jobs and UDFs.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

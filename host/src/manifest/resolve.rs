@@ -258,15 +258,16 @@ impl<'a> Resolver<'a> {
         let Some((component, function)) = label.rsplit_once('#') else {
             return Err(self.error(Some(span), format!("UDF reference `{label}` has no `#function`"), "write `component.wasm#function` or `alias#function` (aliases are declared under [udfs])"));
         };
-        let path = match self.aliases.get(component) {
-            Some(aliased) => self.base.join(aliased.get_ref()),
-            None if component.ends_with(".wasm") => self.base.join(component),
+        // A broken path is reported where it is written: at the alias, if there is one.
+        let (path, path_span) = match self.aliases.get(component) {
+            Some(aliased) => (self.base.join(aliased.get_ref()), aliased.span()),
+            None if component.ends_with(".wasm") => (self.base.join(component), span.clone()),
             None => {
                 let known: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
                 return Err(self.error(Some(span), format!("`{component}` is neither a declared UDF alias nor a .wasm path"), format!("declare it under [udfs] (declared: {}), or give the component's path", list_or_none(&known))));
             }
         };
-        let loaded = self.runtime.load(&path).map_err(|error| self.error(Some(span.clone()), format!("{error:#}"), "build the UDF crate with `sluice udf build CRATE`, or fix the path (relative paths start at the manifest's directory)"))?;
+        let loaded = self.runtime.load(&path).map_err(|error| self.error(Some(path_span), format!("{error:#}"), "build the UDF crate with `sluice udf build CRATE`, or fix the path (relative paths start at the manifest's directory)"))?;
         let Some((_, found)) = loaded.function_index(function) else {
             let exports: Vec<String> = loaded.functions().iter().map(|f| format!("{} ({})", f.name, f.kind)).collect();
             let exports: Vec<&str> = exports.iter().map(String::as_str).collect();

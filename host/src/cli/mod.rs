@@ -1,0 +1,127 @@
+//! The command line: a thin layer over the library.
+
+mod run;
+mod status;
+mod udf;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::manifest::ManifestError;
+use sluice::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Run stream-processing jobs whose functions are WebAssembly components.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job until Ctrl-C, until its bounded sources are drained, or for N batches.
+    Run {
+        /// The job manifest (TOML).
+        manifest: PathBuf,
+        /// Stop after this many batches.
+        #[arg(long)]
+        batches: Option<u64>,
+        /// How to report progress: a live status line on a terminal, else log lines.
+        #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
+        log: LogFormat,
+    },
+    /// Check a job manifest (and load its UDFs) without running it.
+    Check {
+        /// The job manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Build and inspect UDF components.
+    Udf {
+        #[command(subcommand)]
+        command: UdfCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UdfCommand {
+    /// Compile a UDF crate (or workspace) to components, installing the wasm32-wasip2
+    /// target if it is missing.
+    Build {
+        /// The crate's or workspace's directory.
+        path: PathBuf,
+    },
+    /// List the functions a component exports and their kinds.
+    Inspect {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+}
+
+/// How `sluice run` reports.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// A status line on a terminal, text log lines otherwise.
+    Auto,
+    /// Text log lines.
+    Text,
+    /// JSON log lines.
+    Json,
+}
+
+/// Exit code for a job or manifest that cannot run.
+const INVALID: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Command::Run { log, .. } => *log,
+        _ => LogFormat::Text,
+    };
+    init_logging(log);
+    let outcome = match cli.command {
+        Command::Run { manifest, batches, log } => run::run(&manifest, batches, log),
+        Command::Check { manifest } => check(&manifest),
+        Command::Udf { command: UdfCommand::Build { path } } => udf::build(&path),
+        Command::Udf { command: UdfCommand::Inspect { file } } => udf::inspect(&file),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(manifest) = error.downcast_ref::<ManifestError>() {
+                eprintln!("error: {manifest}");
+                return ExitCode::from(INVALID);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check(manifest: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let config = sluice::manifest::load(manifest, &runtime)?;
+    println!(
+        "{}: job `{}` is valid: {} source(s), {} stream(s), {} sink(s), batch interval {} ms",
+        manifest.display(),
+        config.name,
+        config.sources.len(),
+        config.streams.len(),
+        config.sinks.len(),
+        config.batch_interval.as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,47 @@
+//! `sluice run`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use sluice::batcher::StopReason;
+use sluice::host::Host;
+use sluice::runtime::RuntimeConfig;
+
+use super::LogFormat;
+use super::status::Status;
+
+pub fn run(manifest: &Path, batches: Option<u64>, log: LogFormat) -> Result<ExitCode> {
+    let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(async {
+        let host = Host::new(RuntimeConfig::default())?;
+        let job = host.load(manifest)?;
+        let name = job.config().name.clone();
+        let mut handle = host.start(job, batches)?;
+        let mut status = Status::new(log);
+        tracing::info!(job = name, "started; Ctrl-C stops after the batch in flight");
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                report = handle.reports.recv() => match report {
+                    Some(report) => status.batch(&report),
+                    None => break,
+                },
+                _ = tokio::signal::ctrl_c(), if !interrupted => {
+                    interrupted = true;
+                    status.message("stopping: finishing the batch in flight");
+                    handle.stop();
+                }
+            }
+        }
+        status.finish();
+        let summary = handle.finished().await?;
+        let why = match summary.reason {
+            StopReason::Drained => "its sources are drained",
+            StopReason::BatchLimit => "the batch limit was reached",
+            StopReason::Stopped => "it was stopped",
+        };
+        tracing::info!(job = name, batches = summary.batches, "finished: {why}");
+        Ok(ExitCode::SUCCESS)
+    })
+}

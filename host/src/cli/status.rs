@@ -1,0 +1,55 @@
+//! Progress of `sluice run`: a live status line on a terminal, structured log lines
+//! otherwise.
+
+use std::io::{IsTerminal, Write};
+
+use sluice::batcher::BatchReport;
+
+use super::LogFormat;
+
+pub struct Status {
+    live: bool,
+}
+
+impl Status {
+    pub fn new(format: LogFormat) -> Self {
+        Self { live: format == LogFormat::Auto && std::io::stderr().is_terminal() }
+    }
+
+    pub fn batch(&mut self, report: &BatchReport) {
+        let stats = report.stats;
+        if self.live {
+            eprint!(
+                "\r\x1b[2Kbatch {} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms",
+                report.number,
+                report.time_ms,
+                stats.records_in,
+                stats.records_out,
+                stats.processing.as_millis(),
+                report.scheduling_delay.as_millis()
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            tracing::info!(
+                batch = report.number,
+                time_ms = report.time_ms,
+                records_in = stats.records_in,
+                records_out = stats.records_out,
+                processing_ms = stats.processing.as_millis() as u64,
+                scheduling_delay_ms = report.scheduling_delay.as_millis() as u64,
+                "batch done"
+            );
+        }
+    }
+
+    pub fn message(&mut self, text: &str) {
+        self.finish();
+        tracing::info!("{text}");
+    }
+
+    pub fn finish(&mut self) {
+        if self.live {
+            eprintln!();
+        }
+    }
+}
