@@ -13,12 +13,28 @@ use sluice::receivers::Receivers;
 use sluice::runtime::{Runtime, RuntimeConfig};
 
 /// Operators the engine implements, by the cases' names.
-const SUPPORTED: &[&str] = &["map", "flatMap", "filter", "mapPartitions", "glom", "count", "countByValue", "reduce", "union", "multi_transform", "transform"];
+const SUPPORTED: &[&str] = &[
+    "map",
+    "flatMap",
+    "filter",
+    "mapPartitions",
+    "glom",
+    "count",
+    "countByValue",
+    "reduce",
+    "union",
+    "multi_transform",
+    "transform",
+];
 
 fn main() {
     let cases_path = common::root().join("../shared/conformance/spark-dstream-cases.json");
-    let text = std::fs::read_to_string(&cases_path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error} (shared/ must sit beside the project)", cases_path.display()));
+    let text = std::fs::read_to_string(&cases_path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read {}: {error} (shared/ must sit beside the project)",
+            cases_path.display()
+        )
+    });
     let cases: Vec<Json> = serde_json::from_str(&text).expect("the cases file is JSON");
     let component = common::udf("conformance");
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
@@ -27,7 +43,11 @@ fn main() {
 
     let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
     for case in &cases {
-        let name = format!("{} / {}", case["suite"].as_str().unwrap(), case["test"].as_str().unwrap());
+        let name = format!(
+            "{} / {}",
+            case["suite"].as_str().unwrap(),
+            case["test"].as_str().unwrap()
+        );
         if let Some(op) = unsupported_op(case) {
             skipped.push(format!("{name} (needs `{op}`)"));
             continue;
@@ -43,7 +63,10 @@ fn main() {
     for case in &skipped {
         println!("skipped {case}");
     }
-    println!("conformance: {passed} passed, {failed} failed, {} skipped", skipped.len());
+    println!(
+        "conformance: {passed} passed, {failed} failed, {} skipped",
+        skipped.len()
+    );
     if failed > 0 {
         std::process::exit(1);
     }
@@ -74,16 +97,51 @@ fn unsupported_op(case: &Json) -> Option<String> {
 fn manifest(case: &Json, component: &std::path::Path) -> String {
     let mut streams = Vec::new();
     let last = translate(&case["pipeline"], "input".to_owned(), &mut streams);
-    let inputs: Vec<toml::Value> = case["inputs"].as_array().unwrap().iter().map(to_toml).collect();
+    let inputs: Vec<toml::Value> = case["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(to_toml)
+        .collect();
     let mut job = toml::Table::new();
     job.insert("name".into(), "conformance".into());
     job.insert("batch_interval".into(), "1s".into());
-    job.insert("partitions".into(), toml::Value::Integer(case["input_partitions"].as_i64().unwrap()));
-    job.insert("udfs".into(), toml::Value::Table([("c".to_owned(), toml::Value::from(component.display().to_string()))].into_iter().collect()));
-    let source: toml::Table = [("name", "input".into()), ("kind", "queue".into()), ("batches", toml::Value::Array(inputs))].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    job.insert(
+        "partitions".into(),
+        toml::Value::Integer(case["input_partitions"].as_i64().unwrap()),
+    );
+    job.insert(
+        "udfs".into(),
+        toml::Value::Table(
+            [(
+                "c".to_owned(),
+                toml::Value::from(component.display().to_string()),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+    );
+    let source: toml::Table = [
+        ("name", "input".into()),
+        ("kind", "queue".into()),
+        ("batches", toml::Value::Array(inputs)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     job.insert("sources".into(), toml::Value::Array(vec![source.into()]));
-    job.insert("streams".into(), toml::Value::Array(streams.into_iter().map(toml::Value::Table).collect()));
-    let sink: toml::Table = [("name", "out"), ("from", last.as_str()), ("kind", "collect")].into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+    job.insert(
+        "streams".into(),
+        toml::Value::Array(streams.into_iter().map(toml::Value::Table).collect()),
+    );
+    let sink: toml::Table = [
+        ("name", "out"),
+        ("from", last.as_str()),
+        ("kind", "collect"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into()))
+    .collect();
     job.insert("sinks".into(), toml::Value::Array(vec![sink.into()]));
     toml::to_string(&job).unwrap()
 }
@@ -92,21 +150,39 @@ fn manifest(case: &Json, component: &std::path::Path) -> String {
 fn translate(pipeline: &Json, from: String, streams: &mut Vec<toml::Table>) -> String {
     let mut current = from;
     let mut steps = Vec::new();
-    let flush = |current: &mut String, steps: &mut Vec<toml::Value>, streams: &mut Vec<toml::Table>| {
-        let name = format!("s{}", streams.len());
-        let table: toml::Table = [("name", name.clone().into()), ("from", current.clone().into()), ("steps", toml::Value::Array(std::mem::take(steps)))]
+    let flush =
+        |current: &mut String, steps: &mut Vec<toml::Value>, streams: &mut Vec<toml::Table>| {
+            let name = format!("s{}", streams.len());
+            let table: toml::Table = [
+                ("name", name.clone().into()),
+                ("from", current.clone().into()),
+                ("steps", toml::Value::Array(std::mem::take(steps))),
+            ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        streams.push(table);
-        *current = name;
-    };
+            streams.push(table);
+            *current = name;
+        };
     for step in pipeline.as_array().unwrap() {
         let op = step["op"].as_str().unwrap();
         if op == "union" || op == "multi_transform" {
             flush(&mut current, &mut steps, streams);
-            let branches: Vec<String> = step["branches"].as_array().unwrap().iter().map(|branch| translate(branch, current.clone(), streams)).collect();
-            let union: toml::Table = [("op".to_owned(), "union".into()), ("with".to_owned(), toml::Value::Array(branches[1..].iter().map(|b| b.clone().into()).collect()))].into_iter().collect();
+            let branches: Vec<String> = step["branches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|branch| translate(branch, current.clone(), streams))
+                .collect();
+            let union: toml::Table = [
+                ("op".to_owned(), "union".into()),
+                (
+                    "with".to_owned(),
+                    toml::Value::Array(branches[1..].iter().map(|b| b.clone().into()).collect()),
+                ),
+            ]
+            .into_iter()
+            .collect();
             current = branches[0].clone();
             steps.push(union.into());
         } else {
@@ -131,7 +207,12 @@ fn step_table(step: &Json) -> toml::Table {
         table.insert("udf".into(), format!("c#{function}").into());
     }
     if op == "transform" {
-        let steps = step["batch_pipeline"].as_array().unwrap().iter().map(|s| step_table(s).into()).collect();
+        let steps = step["batch_pipeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| step_table(s).into())
+            .collect();
         table.insert("steps".into(), toml::Value::Array(steps));
     }
     table
@@ -150,31 +231,55 @@ fn to_toml(json: &Json) -> toml::Value {
 
 fn run_case(case: &Json, component: &std::path::Path, runtime: &Runtime) -> Result<(), String> {
     let text = manifest(case, component);
-    let config = sluice::manifest::parse(&text, std::path::Path::new("conformance.toml"), runtime).map_err(|e| format!("{e}\n{text}"))?;
+    let config = sluice::manifest::parse(&text, std::path::Path::new("conformance.toml"), runtime)
+        .map_err(|e| format!("{e}\n{text}"))?;
     let receivers = Receivers::start(&config.sources).map_err(|e| format!("{e:#}"))?;
     let job = Job::build(config, runtime).map_err(|e| format!("{e:#}"))?;
     let num_batches = case["num_batches"].as_i64().unwrap();
     for batch in 1..=num_batches {
-        job.process(batch * 1000, receivers.cut()).map_err(|e| format!("{e:#}"))?;
+        job.process(batch * 1000, receivers.cut())
+            .map_err(|e| format!("{e:#}"))?;
     }
     let produced: BTreeMap<i64, Vec<Json>> = job
         .collected()
         .batches("out")
         .into_iter()
-        .map(|(time, records)| (time / 1000, records.iter().map(|r| serde_json::from_str(&r.to_json()).unwrap()).collect()))
+        .map(|(time, records)| {
+            (
+                time / 1000,
+                records
+                    .iter()
+                    .map(|r| serde_json::from_str(&r.to_json()).unwrap())
+                    .collect(),
+            )
+        })
         .collect();
     let expected = case["expected"].as_array().unwrap();
     let at = case["output_batches"].as_array().unwrap();
     if produced.len() != expected.len() {
-        return Err(format!("{} outputs produced, {} expected", produced.len(), expected.len()));
+        return Err(format!(
+            "{} outputs produced, {} expected",
+            produced.len(),
+            expected.len()
+        ));
     }
     for (batch, want) in at.iter().zip(expected) {
         let batch = batch.as_i64().unwrap();
-        let got = produced.get(&batch).ok_or(format!("no output at batch {batch}"))?;
+        let got = produced
+            .get(&batch)
+            .ok_or(format!("no output at batch {batch}"))?;
         let want = want.as_array().unwrap();
-        let same = if case["ordered"].as_bool().unwrap() { got == want } else { sorted(got) == sorted(want) };
+        let same = if case["ordered"].as_bool().unwrap() {
+            got == want
+        } else {
+            sorted(got) == sorted(want)
+        };
         if !same {
-            return Err(format!("batch {batch}: got {}, expected {}", Json::from(got.clone()), Json::from(want.clone())));
+            return Err(format!(
+                "batch {batch}: got {}, expected {}",
+                Json::from(got.clone()),
+                Json::from(want.clone())
+            ));
         }
     }
     Ok(())

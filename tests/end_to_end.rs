@@ -14,7 +14,10 @@ use serde_json::Value as Json;
 
 fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.env("SLUICE_CACHE_DIR", common::root().join("target/sluice-cache"));
+    command.env(
+        "SLUICE_CACHE_DIR",
+        common::root().join("target/sluice-cache"),
+    );
     command
 }
 
@@ -31,9 +34,18 @@ fn json_outputs(dir: &Path, prefix: &str) -> Vec<(i64, Vec<Json>)> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let time = name.strip_prefix(&format!("{prefix}-"))?.strip_suffix(".jsonl")?.parse().ok()?;
+            let time = name
+                .strip_prefix(&format!("{prefix}-"))?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
             let text = std::fs::read_to_string(entry.path()).unwrap();
-            Some((time, text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()))
+            Some((
+                time,
+                text.lines()
+                    .map(|line| serde_json::from_str(line).unwrap())
+                    .collect(),
+            ))
         })
         .collect();
     files.sort_by_key(|(time, _)| *time);
@@ -45,14 +57,19 @@ fn total_counts(batches: &[(i64, Vec<Json>)]) -> BTreeMap<String, i64> {
     let mut totals = BTreeMap::new();
     for (_, records) in batches {
         for pair in records {
-            *totals.entry(pair[0].as_str().unwrap().to_owned()).or_insert(0) += pair[1].as_i64().unwrap();
+            *totals
+                .entry(pair[0].as_str().unwrap().to_owned())
+                .or_insert(0) += pair[1].as_i64().unwrap();
         }
     }
     totals
 }
 
 fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
-    pairs.iter().map(|(word, count)| (word.to_string(), *count)).collect()
+    pairs
+        .iter()
+        .map(|(word, count)| (word.to_string(), *count))
+        .collect()
 }
 
 /// Waits until `done` holds, failing after `limit`.
@@ -66,9 +83,16 @@ fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 /// Stops a running `sluice run` as Ctrl-C would, and returns its output.
 fn interrupt(child: Child) -> Output {
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "sluice run failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "sluice run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -110,24 +134,51 @@ fn socket_word_count_counts_every_line_and_survives_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let job = write_manifest(dir.path(), &wordcount_job(&format!("kind = \"socket\"\nport = {port}"), dir.path()));
-    let child = sluice().args(["run", job.to_str().unwrap(), "--log", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let job = write_manifest(
+        dir.path(),
+        &wordcount_job(&format!("kind = \"socket\"\nport = {port}"), dir.path()),
+    );
+    let child = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     let (mut client, _) = listener.accept().unwrap();
-    client.write_all(b"the quick brown fox\nthe lazy dog\r\n").unwrap();
+    client
+        .write_all(b"the quick brown fox\nthe lazy dog\r\n")
+        .unwrap();
     client.flush().unwrap();
     std::thread::sleep(Duration::from_millis(450));
-    client.write_all(b"The fox, the dog!\n\xff\xfe broken bytes\n").unwrap();
+    client
+        .write_all(b"The fox, the dog!\n\xff\xfe broken bytes\n")
+        .unwrap();
     drop(client);
     // The server went away and came back: the receiver reconnects.
     let (mut again, _) = listener.accept().unwrap();
     again.write_all(b"reconnected\n").unwrap();
     drop(again);
 
-    let expected = counts(&[("the", 4), ("quick", 1), ("brown", 1), ("fox", 2), ("lazy", 1), ("dog", 2), ("broken", 1), ("bytes", 1), ("reconnected", 1)]);
-    wait_for(Duration::from_secs(20), "all words counted", || total_counts(&json_outputs(dir.path(), "counts")) == expected);
+    let expected = counts(&[
+        ("the", 4),
+        ("quick", 1),
+        ("brown", 1),
+        ("fox", 2),
+        ("lazy", 1),
+        ("dog", 2),
+        ("broken", 1),
+        ("bytes", 1),
+        ("reconnected", 1),
+    ]);
+    wait_for(Duration::from_secs(20), "all words counted", || {
+        total_counts(&json_outputs(dir.path(), "counts")) == expected
+    });
     let output = interrupt(child);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid UTF-8"), "the garbage line is reported");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not valid UTF-8"),
+        "the garbage line is reported"
+    );
     assert_eq!(total_counts(&json_outputs(dir.path(), "counts")), expected);
 }
 
@@ -137,8 +188,19 @@ fn directory_source_reads_each_file_moved_in_once() {
     let watched = dir.path().join("incoming");
     std::fs::create_dir(&watched).unwrap();
     std::fs::write(watched.join("before-start.txt"), "ignored ignored\n").unwrap();
-    let job = write_manifest(dir.path(), &wordcount_job(&format!("kind = \"directory\"\npath = \"{}\"", watched.display()), dir.path()));
-    let child = sluice().args(["run", job.to_str().unwrap(), "--log", "json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let job = write_manifest(
+        dir.path(),
+        &wordcount_job(
+            &format!("kind = \"directory\"\npath = \"{}\"", watched.display()),
+            dir.path(),
+        ),
+    );
+    let child = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(800));
 
     for (name, text) in [("a.txt", "alpha beta\nbeta\n"), ("b.txt", "gamma alpha\n")] {
@@ -148,42 +210,88 @@ fn directory_source_reads_each_file_moved_in_once() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let expected = counts(&[("alpha", 2), ("beta", 2), ("gamma", 1)]);
-    wait_for(Duration::from_secs(20), "both files counted", || total_counts(&json_outputs(dir.path(), "counts")) == expected);
+    wait_for(Duration::from_secs(20), "both files counted", || {
+        total_counts(&json_outputs(dir.path(), "counts")) == expected
+    });
     std::thread::sleep(Duration::from_millis(500));
     interrupt(child);
-    assert_eq!(total_counts(&json_outputs(dir.path(), "counts")), expected, "no file is read twice, none present at the start");
+    assert_eq!(
+        total_counts(&json_outputs(dir.path(), "counts")),
+        expected,
+        "no file is read twice, none present at the start"
+    );
 }
 
 #[test]
 fn transactions_job_separates_malformed_lines_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let example = common::root().join("examples/transactions");
-    std::fs::copy(example.join("transactions.csv"), dir.path().join("transactions.csv")).unwrap();
-    let manifest = std::fs::read_to_string(example.join("job.toml")).unwrap().replace("../../udfs", &common::root().join("udfs").display().to_string());
+    std::fs::copy(
+        example.join("transactions.csv"),
+        dir.path().join("transactions.csv"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(example.join("job.toml"))
+        .unwrap()
+        .replace(
+            "../../udfs",
+            &common::root().join("udfs").display().to_string(),
+        );
     let job = write_manifest(dir.path(), &manifest);
-    let output = sluice().args(["run", job.to_str().unwrap(), "--log", "json"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let out = dir.path().join("out");
     let parsed = json_outputs(&out, "transactions");
     let rejected = json_outputs(&out, "rejected");
     assert_eq!(parsed.len(), 2, "8 lines at 4 per batch make 2 batches");
     assert_eq!(rejected.len(), 2, "empty batches still get their file");
-    let ids: Vec<i64> = parsed.iter().flat_map(|(_, records)| records).map(|t| t["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = parsed
+        .iter()
+        .flat_map(|(_, records)| records)
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [1, 2, 4, 7]);
-    assert_eq!(parsed[0].1[1], serde_json::json!({"id": 2, "date": "2024-03-01", "account": "ACC-2", "amount": 2500.0, "description": "salary, March"}));
+    assert_eq!(
+        parsed[0].1[1],
+        serde_json::json!({"id": 2, "date": "2024-03-01", "account": "ACC-2", "amount": 2500.0, "description": "salary, March"})
+    );
     let reasons: Vec<(String, String)> = rejected
         .iter()
         .flat_map(|(_, records)| records)
-        .map(|r| (r["line"].as_str().unwrap().to_owned(), r["reason"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["line"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         reasons,
         [
-            ("three,2024-03-02,ACC-1,-4.00,bus ticket".to_owned(), "id `three` is not an integer".to_owned()),
-            ("5,2024-02-30x,ACC-1,-9.99,streaming service".to_owned(), "date `2024-02-30x` is not YYYY-MM-DD".to_owned()),
-            ("6,2024-03-03,ACC-2,lots,mystery".to_owned(), "amount `lots` is not a number".to_owned()),
-            ("garbage line without commas".to_owned(), "expected 5 comma-separated fields, found 1".to_owned()),
+            (
+                "three,2024-03-02,ACC-1,-4.00,bus ticket".to_owned(),
+                "id `three` is not an integer".to_owned()
+            ),
+            (
+                "5,2024-02-30x,ACC-1,-9.99,streaming service".to_owned(),
+                "date `2024-02-30x` is not YYYY-MM-DD".to_owned()
+            ),
+            (
+                "6,2024-03-03,ACC-2,lots,mystery".to_owned(),
+                "amount `lots` is not a number".to_owned()
+            ),
+            (
+                "garbage line without commas".to_owned(),
+                "expected 5 comma-separated fields, found 1".to_owned()
+            ),
         ]
     );
 }
@@ -194,26 +302,83 @@ fn manifest_mistakes_are_rejected_with_position_and_hint() {
     let good = wordcount_job("kind = \"queue\"\nbatches = [[\"a b\"]]", dir.path());
     let check = |text: &str| {
         let job = write_manifest(dir.path(), text);
-        let output = sluice().args(["check", job.to_str().unwrap()]).output().unwrap();
-        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr))
+        let output = sluice()
+            .args(["check", job.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
     };
-    assert_eq!(check(&good).0, Some(0), "the unmodified manifest is valid: {}", check(&good).1);
+    assert_eq!(
+        check(&good).0,
+        Some(0),
+        "the unmodified manifest is valid: {}",
+        check(&good).1
+    );
 
     let cases = [
-        (good.replace("batch_interval", "batch_intervall"), "unknown field `batch_intervall`", ":3:1"),
-        (good.replace("batch_interval = \"200ms\"", "batch_interval = 200"), "invalid type: integer `200`, expected a string", ":3:18"),
-        (good.replace("batch_interval = \"200ms\"", "batch_interval = \"soon\""), "is not a duration", ":3:18"),
-        (good.replace("wordcount.wasm", "nothing-here.wasm"), "cannot open UDF component", ":6:6"),
-        (good.replace("wc#tokenize", "wc#tokenise"), "has no function `tokenise`", ":17:28"),
-        (good.replace("\"flat_map\", udf = \"wc#tokenize\"", "\"map\", udf = \"wc#tokenize\""), "`map` needs a map function, but `tokenize` is a flat-map function", ":17:23"),
-        (good.replace("from = \"lines\"", "from = \"line\""), "no source or stream is named `line`", ":15:8"),
-        (good.replace("{ op = \"count_by_value\" }", "{ op = \"count_by_value\", udf = \"wc#sum\" }"), "`udf` does not apply to the `count_by_value` step", ":18:34"),
-        (good.replace("kind = \"queue\"", "kind = \"carrier-pigeon\""), "unknown source kind `carrier-pigeon`", ":10:8"),
+        (
+            good.replace("batch_interval", "batch_intervall"),
+            "unknown field `batch_intervall`",
+            ":3:1",
+        ),
+        (
+            good.replace("batch_interval = \"200ms\"", "batch_interval = 200"),
+            "invalid type: integer `200`, expected a string",
+            ":3:18",
+        ),
+        (
+            good.replace("batch_interval = \"200ms\"", "batch_interval = \"soon\""),
+            "is not a duration",
+            ":3:18",
+        ),
+        (
+            good.replace("wordcount.wasm", "nothing-here.wasm"),
+            "cannot open UDF component",
+            ":6:6",
+        ),
+        (
+            good.replace("wc#tokenize", "wc#tokenise"),
+            "has no function `tokenise`",
+            ":17:28",
+        ),
+        (
+            good.replace(
+                "\"flat_map\", udf = \"wc#tokenize\"",
+                "\"map\", udf = \"wc#tokenize\"",
+            ),
+            "`map` needs a map function, but `tokenize` is a flat-map function",
+            ":17:23",
+        ),
+        (
+            good.replace("from = \"lines\"", "from = \"line\""),
+            "no source or stream is named `line`",
+            ":15:8",
+        ),
+        (
+            good.replace(
+                "{ op = \"count_by_value\" }",
+                "{ op = \"count_by_value\", udf = \"wc#sum\" }",
+            ),
+            "`udf` does not apply to the `count_by_value` step",
+            ":18:34",
+        ),
+        (
+            good.replace("kind = \"queue\"", "kind = \"carrier-pigeon\""),
+            "unknown source kind `carrier-pigeon`",
+            ":10:8",
+        ),
     ];
     for (text, message, detail) in cases {
         let (code, output) = check(&text);
         assert_eq!(code, Some(2), "{message}: {output}");
-        assert!(output.contains(message), "expected `{message}` in: {output}");
+        assert!(
+            output.contains(message),
+            "expected `{message}` in: {output}"
+        );
         assert!(output.contains(detail), "expected `{detail}` in: {output}");
         assert!(output.contains("job.toml"), "the file is named: {output}");
         assert!(output.contains("help:"), "a hint is given: {output}");
@@ -228,11 +393,20 @@ fn guest_output_goes_to_the_job_log() {
         common::udf("faulty").display()
     );
     let job = write_manifest(dir.path(), &job);
-    let output = sluice().args(["run", job.to_str().unwrap(), "--log", "json"]).output().unwrap();
+    let output = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .output()
+        .unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
-    assert!(log.contains("chatty saw 2") && log.contains("chatty warns about 1"), "{log}");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("Time: "), "the print sink printed");
+    assert!(
+        log.contains("chatty saw 2") && log.contains("chatty warns about 1"),
+        "{log}"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Time: "),
+        "the print sink printed"
+    );
 }
 
 mod faulty_udfs {
@@ -259,18 +433,29 @@ mod faulty_udfs {
         std::fs::write(&healthy_path, HEALTHY).unwrap();
         let tokio = tokio::runtime::Runtime::new().unwrap();
         tokio.block_on(async {
-            let host = Host::new(RuntimeConfig { cache_dir: None, ..RuntimeConfig::default() }).unwrap();
+            let host = Host::new(RuntimeConfig {
+                cache_dir: None,
+                ..RuntimeConfig::default()
+            })
+            .unwrap();
             let mut healthy = host.start(host.load(&healthy_path).unwrap(), None).unwrap();
             let faulty = host.start(host.load(&faulty_path).unwrap(), None).unwrap();
             let error = faulty.finished().await.expect_err("the faulty job fails");
             let mut after = 0;
             while after < 5 {
-                let report = tokio::time::timeout(Duration::from_secs(10), healthy.reports.recv()).await;
-                assert!(matches!(report, Ok(Some(_))), "the healthy job keeps producing batches");
+                let report =
+                    tokio::time::timeout(Duration::from_secs(10), healthy.reports.recv()).await;
+                assert!(
+                    matches!(report, Ok(Some(_))),
+                    "the healthy job keeps producing batches"
+                );
                 after += 1;
             }
             healthy.stop();
-            healthy.finished().await.expect("the healthy job ends cleanly");
+            healthy
+                .finished()
+                .await
+                .expect("the healthy job ends cleanly");
             format!("{error:#}")
         })
     }
@@ -278,16 +463,25 @@ mod faulty_udfs {
     #[test]
     fn a_panicking_udf_fails_its_job_with_the_panic_message_and_record() {
         let error = fails_alone("panic_on_three", "");
-        assert!(error.contains("job `faulty-panic_on_three` failed on the batch of time"), "{error}");
+        assert!(
+            error.contains("job `faulty-panic_on_three` failed on the batch of time"),
+            "{error}"
+        );
         assert!(error.contains("stream `m` step 1 (map"), "{error}");
-        assert!(error.contains("panicked: assertion `left != right` failed: three is not allowed"), "{error}");
+        assert!(
+            error.contains("panicked: assertion `left != right` failed: three is not allowed"),
+            "{error}"
+        );
         assert!(error.contains("(record 1 of its partition)"), "{error}");
     }
 
     #[test]
     fn a_looping_udf_is_stopped_at_its_call_timeout() {
         let error = fails_alone("spin", "call_timeout = \"200ms\"");
-        assert!(error.contains("did not finish within the call timeout of 200 ms"), "{error}");
+        assert!(
+            error.contains("did not finish within the call timeout of 200 ms"),
+            "{error}"
+        );
         assert!(error.contains("#spin`"), "{error}");
     }
 

@@ -68,7 +68,10 @@ pub fn aggregate(table: &[NamedFunction], index: u32, input: Groups) -> BatchRes
     match lookup(table, index, Kind::Reduce)? {
         Function::Reduce(run) => {
             let groups = sluice_abi::Groups::from_parts(from_wit(input.records)?, input.group_ends)
-                .map_err(|error| Failure { message: error.to_string(), record_index: None })?;
+                .map_err(|error| Failure {
+                    message: error.to_string(),
+                    record_index: None,
+                })?;
             run(&groups).map(into_wit).map_err(to_wit)
         }
         _ => unreachable!("lookup checked the kind"),
@@ -82,7 +85,10 @@ fn records(run: function::RecordsFn, input: Batch) -> BatchResult {
 fn lookup(table: &[NamedFunction], index: u32, expected: Kind) -> Result<Function, Failure> {
     install_panic_hook();
     let named = table.get(index as usize).ok_or_else(|| Failure {
-        message: format!("this component has no function number {index} (it has {})", table.len()),
+        message: format!(
+            "this component has no function number {index} (it has {})",
+            table.len()
+        ),
         record_index: None,
     })?;
     if named.function.kind() == expected {
@@ -100,8 +106,10 @@ fn lookup(table: &[NamedFunction], index: u32, expected: Kind) -> Result<Functio
 }
 
 fn from_wit(batch: Batch) -> Result<sluice_abi::Batch, Failure> {
-    sluice_abi::Batch::from_parts(batch.data, batch.ends)
-        .map_err(|error| Failure { message: error.to_string(), record_index: None })
+    sluice_abi::Batch::from_parts(batch.data, batch.ends).map_err(|error| Failure {
+        message: error.to_string(),
+        record_index: None,
+    })
 }
 
 fn into_wit(batch: sluice_abi::Batch) -> Batch {
@@ -110,7 +118,10 @@ fn into_wit(batch: sluice_abi::Batch) -> Batch {
 }
 
 fn to_wit(failure: sluice_abi::Failure) -> Failure {
-    Failure { message: failure.message, record_index: failure.record_index }
+    Failure {
+        message: failure.message,
+        record_index: failure.record_index,
+    }
 }
 
 /// Reports a panic to the host before the guest traps: with `panic = "abort"` (the only

@@ -88,19 +88,36 @@ pub async fn run(
             .await
             .context("the batch computation panicked")??;
         number += 1;
-        report(&BatchReport { number, time_ms: cut.time_ms, scheduling_delay, stats });
+        report(&BatchReport {
+            number,
+            time_ms: cut.time_ms,
+            scheduling_delay,
+            stats,
+        });
         if cut.last {
-            break if options.stop.is_cancelled() { StopReason::Stopped } else { StopReason::Drained };
+            break if options.stop.is_cancelled() {
+                StopReason::Stopped
+            } else {
+                StopReason::Drained
+            };
         }
         if options.max_batches == Some(number) {
             break StopReason::BatchLimit;
         }
     };
     cutter.abort();
-    Ok(RunSummary { batches: number, reason })
+    Ok(RunSummary {
+        batches: number,
+        reason,
+    })
 }
 
-async fn cut_batches(receivers: Receivers, interval: Duration, cuts: mpsc::UnboundedSender<Cut>, stop: CancellationToken) {
+async fn cut_batches(
+    receivers: Receivers,
+    interval: Duration,
+    cuts: mpsc::UnboundedSender<Cut>,
+    stop: CancellationToken,
+) {
     let interval_ms = interval.as_millis().max(1) as i64;
     loop {
         let now = now_ms();
@@ -111,12 +128,22 @@ async fn cut_batches(receivers: Receivers, interval: Duration, cuts: mpsc::Unbou
         };
         let inputs = receivers.cut();
         let last = stopping || receivers.all_drained();
-        if cuts.send(Cut { time_ms, inputs, last }).is_err() || last {
+        if cuts
+            .send(Cut {
+                time_ms,
+                inputs,
+                last,
+            })
+            .is_err()
+            || last
+        {
             return;
         }
     }
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }

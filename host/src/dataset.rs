@@ -63,8 +63,13 @@ impl Dataset {
 
     /// All records in one partition, in order.
     pub fn concatenated(&self) -> Batch {
-        let mut all = Batch::with_capacity(self.len(), self.partitions.iter().map(|p| p.data().len()).sum());
-        self.partitions.iter().for_each(|partition| all.extend_from(partition));
+        let mut all = Batch::with_capacity(
+            self.len(),
+            self.partitions.iter().map(|p| p.data().len()).sum(),
+        );
+        self.partitions
+            .iter()
+            .for_each(|partition| all.extend_from(partition));
         all
     }
 

@@ -46,7 +46,9 @@ impl JobHandle {
 impl Host {
     /// A host with its own WASM runtime.
     pub fn new(config: RuntimeConfig) -> Result<Self> {
-        Ok(Self { runtime: Runtime::new(config)? })
+        Ok(Self {
+            runtime: Runtime::new(config)?,
+        })
     }
 
     /// The WASM runtime the jobs share.
@@ -65,11 +67,24 @@ impl Host {
         let name = job.config().name.clone();
         let receivers = Receivers::start(&job.config().sources)?;
         let stop = CancellationToken::new();
-        let options = RunOptions { max_batches, stop: stop.clone() };
+        let options = RunOptions {
+            max_batches,
+            stop: stop.clone(),
+        };
         let (sender, reports) = mpsc::unbounded_channel();
-        let task = tokio::spawn(batcher::run(Arc::new(job), receivers, options, move |report| {
-            let _ = sender.send(*report);
-        }));
-        Ok(JobHandle { name, reports, stop, task })
+        let task = tokio::spawn(batcher::run(
+            Arc::new(job),
+            receivers,
+            options,
+            move |report| {
+                let _ = sender.send(*report);
+            },
+        ));
+        Ok(JobHandle {
+            name,
+            reports,
+            stop,
+            task,
+        })
     }
 }

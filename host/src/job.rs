@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use sluice_abi::Batch;
+use sluice_abi::{Batch, NamedFunction};
 
 use crate::dataset::Dataset;
 use crate::graph::JobGraph;
@@ -34,10 +34,30 @@ pub struct BatchStats {
 impl Job {
     /// Builds the job's operators (instantiating its UDFs) and sinks.
     pub fn build(config: JobConfig, runtime: &Runtime) -> Result<Self> {
-        let graph = JobGraph::build(&config, runtime).with_context(|| format!("cannot build job `{}`", config.name))?;
+        Self::build_with(config, runtime, None)
+    }
+
+    /// Builds the job with its UDF references bound to `natives` by name rather than to
+    /// WASM instances (see [`JobGraph::build`]).
+    pub fn build_with(
+        config: JobConfig,
+        runtime: &Runtime,
+        natives: Option<&[NamedFunction]>,
+    ) -> Result<Self> {
+        let graph = JobGraph::build(&config, runtime, natives)
+            .with_context(|| format!("cannot build job `{}`", config.name))?;
         let collected = Collected::default();
-        let sinks = config.sinks.iter().map(|sink| sinks::build(sink, &collected)).collect();
-        Ok(Self { config, graph, sinks, collected })
+        let sinks = config
+            .sinks
+            .iter()
+            .map(|sink| sinks::build(sink, &collected))
+            .collect();
+        Ok(Self {
+            config,
+            graph,
+            sinks,
+            collected,
+        })
     }
 
     /// The job's configuration.
@@ -55,9 +75,20 @@ impl Job {
     pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
         let started = Instant::now();
         let records_in = inputs.iter().map(Batch::len).sum();
-        let batch = BatchContext { time_ms, partitions: self.config.partitions };
-        let sources = inputs.into_iter().map(|records| Dataset::split(records, batch.partitions)).collect();
-        let failed = || format!("job `{}` failed on the batch of time {time_ms} ms", self.config.name);
+        let batch = BatchContext {
+            time_ms,
+            partitions: self.config.partitions,
+        };
+        let sources = inputs
+            .into_iter()
+            .map(|records| Dataset::split(records, batch.partitions))
+            .collect();
+        let failed = || {
+            format!(
+                "job `{}` failed on the batch of time {time_ms} ms",
+                self.config.name
+            )
+        };
         let outputs = self.graph.compute(sources, &batch).with_context(failed)?;
         let mut records_out = 0;
         for ((sink, config), data) in self.sinks.iter().zip(&self.config.sinks).zip(&outputs) {
@@ -66,6 +97,10 @@ impl Job {
                 .with_context(|| format!("sink `{}` could not write", config.name))
                 .with_context(failed)?;
         }
-        Ok(BatchStats { records_in, records_out, processing: started.elapsed() })
+        Ok(BatchStats {
+            records_in,
+            records_out,
+            processing: started.elapsed(),
+        })
     }
 }

@@ -5,12 +5,19 @@ use std::path::PathBuf;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_owned()
 }
 
 /// The component built from `udfs/<name>`, or a panic saying how to build it.
 pub fn udf(name: &str) -> PathBuf {
     let path = root().join(format!("udfs/target/wasm32-wasip2/release/{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/test, which builds the UDFs first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which builds the UDFs first",
+        path.display()
+    );
     path
 }

@@ -113,11 +113,44 @@ impl Batch {
     pub fn select(&self, keep: &[u8]) -> Batch {
         let mut kept = Batch::with_capacity(self.len(), self.data.len());
         for (index, record) in self.iter().enumerate() {
-            if keep.get(index / 8).is_some_and(|byte| byte & (1 << (index % 8)) != 0) {
+            if keep
+                .get(index / 8)
+                .is_some_and(|byte| byte & (1 << (index % 8)) != 0)
+            {
                 kept.push_encoded(record);
             }
         }
         kept
+    }
+
+    /// The batch in consecutive pieces of at most `max_records` records and, unless a
+    /// single record is larger, `max_bytes` bytes, each with the index of its first record.
+    pub fn chunks(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> impl Iterator<Item = (usize, Batch)> + '_ {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start == self.len() {
+                return None;
+            }
+            let base = start.checked_sub(1).map_or(0, |i| self.ends[i]);
+            let mut end = start + 1;
+            while end < self.len()
+                && end - start < max_records
+                && (self.ends[end] - base) as usize <= max_bytes
+            {
+                end += 1;
+            }
+            let chunk = Batch {
+                data: self.data[base as usize..self.ends[end - 1] as usize].to_vec(),
+                ends: self.ends[start..end].iter().map(|e| e - base).collect(),
+            };
+            let first = start;
+            start = end;
+            Some((first, chunk))
+        })
     }
 
     fn close_record(&mut self) {
@@ -223,6 +256,34 @@ mod tests {
             .map(|r| crate::encoding::from_bytes(r).unwrap())
             .collect();
         assert_eq!(values, vec![0, 2, 9]);
+    }
+
+    #[test]
+    fn chunks_cover_every_record_once_within_the_bounds() {
+        let mut batch = Batch::new();
+        (0..1000i64).for_each(|n| batch.push(&n).unwrap());
+        let chunks: Vec<(usize, Batch)> = batch.chunks(64, 100).collect();
+        assert!(
+            chunks
+                .iter()
+                .all(|(_, chunk)| chunk.len() <= 64 && chunk.data().len() <= 100)
+        );
+        let mut joined = Batch::new();
+        for (first, chunk) in &chunks {
+            assert_eq!(*first, joined.len());
+            joined.extend_from(chunk);
+        }
+        assert_eq!(joined, batch);
+        let mut big = Batch::new();
+        big.push(&"x".repeat(500)).unwrap();
+        big.push(&"y").unwrap();
+        assert_eq!(
+            big.chunks(64, 100)
+                .map(|(_, c)| c.len())
+                .collect::<Vec<_>>(),
+            [1, 1],
+            "an oversized record is a chunk of its own"
+        );
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl Failure {
     }
 
     fn undecodable(index: usize, record: &[u8], error: Error) -> Self {
-        let shown = Value::decode(record).map_or_else(|_| "undecodable bytes".into(), |v| v.to_json());
+        let shown =
+            Value::decode(record).map_or_else(|_| "undecodable bytes".into(), |v| v.to_json());
         Self::at(
             index,
             format!("record {index} ({shown}) does not fit the function's input type: {error}"),
@@ -140,7 +141,11 @@ impl Drop for Progress {
     }
 }
 
-fn decode<'a, A: Deserialize<'a>>(progress: &Progress, index: usize, record: &'a [u8]) -> Result<A, Failure> {
+fn decode<'a, A: Deserialize<'a>>(
+    progress: &Progress,
+    index: usize,
+    record: &'a [u8],
+) -> Result<A, Failure> {
     progress.at(index);
     encoding::from_bytes(record).map_err(|error| Failure::undecodable(index, record, error))
 }
@@ -198,7 +203,10 @@ where
 }
 
 /// Runs a function over the whole partition at once.
-pub fn map_partition<'a, A, I>(input: &'a Batch, f: impl FnOnce(Vec<A>) -> I) -> Result<Batch, Failure>
+pub fn map_partition<'a, A, I>(
+    input: &'a Batch,
+    f: impl FnOnce(Vec<A>) -> I,
+) -> Result<Batch, Failure>
 where
     A: Deserialize<'a>,
     I: IntoIterator,
@@ -230,9 +238,11 @@ where
     let mut output = Batch::with_capacity(input.len(), records.data().len() / input.len().max(1));
     for group in 0..input.len() {
         let mut indices = input.group(group);
-        let first = indices
-            .next()
-            .ok_or_else(|| Failure::new(format!("group {group} is empty: there is nothing to reduce")))?;
+        let first = indices.next().ok_or_else(|| {
+            Failure::new(format!(
+                "group {group} is empty: there is nothing to reduce"
+            ))
+        })?;
         let mut accumulator: A = decode(&progress, first, records.get(first))?;
         for index in indices {
             accumulator = f(accumulator, decode(&progress, index, records.get(index))?);

@@ -193,7 +193,10 @@ fn write_json(value: &Value, out: &mut String) {
         Value::Float(_) => out.push_str("null"),
         Value::String(text) => write_json_string(text, out),
         Value::Bytes(bytes) => list(
-            &bytes.iter().map(|&b| Value::Int(b.into())).collect::<Vec<_>>(),
+            &bytes
+                .iter()
+                .map(|&b| Value::Int(b.into()))
+                .collect::<Vec<_>>(),
             out,
         ),
         Value::List(items) | Value::Tuple(items) => list(items, out),
@@ -267,7 +270,9 @@ impl Serialize for Value {
             Value::Bytes(bytes) => serializer.serialize_bytes(bytes),
             Value::List(items) | Value::Tuple(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                items.iter().try_for_each(|item| seq.serialize_element(item))?;
+                items
+                    .iter()
+                    .try_for_each(|item| seq.serialize_element(item))?;
                 seq.end()
             }
             Value::Map(entries) if entries.iter().all(|(k, _)| matches!(k, Value::String(_))) => {

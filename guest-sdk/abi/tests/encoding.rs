@@ -33,8 +33,12 @@ impl From<&Value> for BincodeValue {
             Value::Bytes(v) => BincodeValue::Bytes(v.clone()),
             Value::List(v) => BincodeValue::List(all(v)),
             Value::Tuple(v) => BincodeValue::Tuple(all(v)),
-            Value::Map(v) => BincodeValue::Map(v.iter().map(|(k, v)| (k.into(), v.into())).collect()),
-            Value::Struct(v) => BincodeValue::Struct(v.iter().map(|(k, v)| (k.clone(), v.into())).collect()),
+            Value::Map(v) => {
+                BincodeValue::Map(v.iter().map(|(k, v)| (k.into(), v.into())).collect())
+            }
+            Value::Struct(v) => {
+                BincodeValue::Struct(v.iter().map(|(k, v)| (k.clone(), v.into())).collect())
+            }
         }
     }
 }
@@ -67,13 +71,24 @@ where
     T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
 {
     let bytes = to_bytes(&rust).unwrap();
-    assert_eq!(bytes, expected.to_bytes(), "serde vs Value encoding of {rust:?}");
-    assert_eq!(bytes, bincode_bytes(&expected), "Value vs bincode encoding of {rust:?}");
+    assert_eq!(
+        bytes,
+        expected.to_bytes(),
+        "serde vs Value encoding of {rust:?}"
+    );
+    assert_eq!(
+        bytes,
+        bincode_bytes(&expected),
+        "Value vs bincode encoding of {rust:?}"
+    );
     assert_eq!(from_bytes::<T>(&bytes).unwrap(), rust);
     assert_eq!(Value::decode(&bytes).unwrap(), expected);
     let mut followed = bytes.clone();
     followed.push(0xff);
-    assert_eq!(skip_value(&followed).unwrap(), (bytes.as_slice(), &[0xffu8][..]));
+    assert_eq!(
+        skip_value(&followed).unwrap(),
+        (bytes.as_slice(), &[0xffu8][..])
+    );
 }
 
 fn s(text: &str) -> Value {
@@ -97,10 +112,22 @@ fn scalars_match_bincode() {
 
 #[test]
 fn containers_match_bincode() {
-    check(vec![1i64, 2, 3], Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)]));
-    check(("a".to_string(), 1i64), Value::Tuple(vec![s("a"), Value::Int(1)]));
     check(
-        Transaction { id: 7, account: "acc".into(), amount: 12.5, note: None, tags: vec!["x".into()] },
+        vec![1i64, 2, 3],
+        Value::List(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+    );
+    check(
+        ("a".to_string(), 1i64),
+        Value::Tuple(vec![s("a"), Value::Int(1)]),
+    );
+    check(
+        Transaction {
+            id: 7,
+            account: "acc".into(),
+            amount: 12.5,
+            note: None,
+            tags: vec!["x".into()],
+        },
         Value::Struct(vec![
             ("id".into(), Value::Int(7)),
             ("account".into(), s("acc")),
@@ -110,22 +137,34 @@ fn containers_match_bincode() {
         ]),
     );
     let map: BTreeMap<String, i64> = [("b".to_string(), 2), ("a".to_string(), 1)].into();
-    check(map, Value::Map(vec![(s("a"), Value::Int(1)), (s("b"), Value::Int(2))]));
+    check(
+        map,
+        Value::Map(vec![(s("a"), Value::Int(1)), (s("b"), Value::Int(2))]),
+    );
 }
 
 #[test]
 fn enums_are_names_or_one_field_structs() {
     check(Event::Tick, s("Tick"));
-    check(Event::Moved(-4), Value::Struct(vec![("Moved".into(), Value::Int(-4))]));
+    check(
+        Event::Moved(-4),
+        Value::Struct(vec![("Moved".into(), Value::Int(-4))]),
+    );
     check(
         Event::Pair(1, "p".into()),
-        Value::Struct(vec![("Pair".into(), Value::Tuple(vec![Value::Int(1), s("p")]))]),
+        Value::Struct(vec![(
+            "Pair".into(),
+            Value::Tuple(vec![Value::Int(1), s("p")]),
+        )]),
     );
     check(
         Event::Named { x: 1, y: 2 },
         Value::Struct(vec![(
             "Named".into(),
-            Value::Struct(vec![("x".into(), Value::Int(1)), ("y".into(), Value::Int(2))]),
+            Value::Struct(vec![
+                ("x".into(), Value::Int(1)),
+                ("y".into(), Value::Int(2)),
+            ]),
         )]),
     );
 }
@@ -150,20 +189,35 @@ fn strings_are_borrowed_from_the_record() {
 fn corrupt_records_are_errors_not_panics() {
     let bytes = to_bytes(&vec!["alpha".to_string(), "beta".to_string()]).unwrap();
     for cut in 0..bytes.len() {
-        assert!(from_bytes::<Vec<String>>(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            from_bytes::<Vec<String>>(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
         assert!(Value::decode(&bytes[..cut]).is_err());
     }
-    assert!(Value::decode(&[42]).unwrap_err().to_string().contains("not a value tag"));
+    assert!(
+        Value::decode(&[42])
+            .unwrap_err()
+            .to_string()
+            .contains("not a value tag")
+    );
     assert!(from_bytes::<i64>(&to_bytes("text").unwrap()).is_err());
     assert!(to_bytes(&u64::MAX).is_err());
 }
 
 #[test]
 fn json_rendering() {
-    let value = Value::Tuple(vec![s("a\"b"), Value::Float(1.0), Value::List(vec![Value::Null, Value::Bool(false)])]);
+    let value = Value::Tuple(vec![
+        s("a\"b"),
+        Value::Float(1.0),
+        Value::List(vec![Value::Null, Value::Bool(false)]),
+    ]);
     assert_eq!(value.to_json(), r#"["a\"b",1.0,[null,false]]"#);
     assert_eq!(value.to_json(), serde_json::to_string(&value).unwrap());
     assert_eq!(s("plain").to_display_text(), "plain");
     let parsed: Value = serde_json::from_str(r#"{"w": [1, "x"]}"#).unwrap();
-    assert_eq!(parsed.field("w"), Some(&Value::List(vec![Value::Int(1), s("x")])));
+    assert_eq!(
+        parsed.field("w"),
+        Some(&Value::List(vec![Value::Int(1), s("x")]))
+    );
 }

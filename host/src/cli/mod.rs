@@ -12,7 +12,11 @@ use sluice::manifest::ManifestError;
 use sluice::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Run stream-processing jobs whose functions are WebAssembly components.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Run stream-processing jobs whose functions are WebAssembly components."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,10 +84,18 @@ pub fn main() -> ExitCode {
     };
     init_logging(log);
     let outcome = match cli.command {
-        Command::Run { manifest, batches, log } => run::run(&manifest, batches, log),
+        Command::Run {
+            manifest,
+            batches,
+            log,
+        } => run::run(&manifest, batches, log),
         Command::Check { manifest } => check(&manifest),
-        Command::Udf { command: UdfCommand::Build { path } } => udf::build(&path),
-        Command::Udf { command: UdfCommand::Inspect { file } } => udf::inspect(&file),
+        Command::Udf {
+            command: UdfCommand::Build { path },
+        } => udf::build(&path),
+        Command::Udf {
+            command: UdfCommand::Inspect { file },
+        } => udf::inspect(&file),
     };
     match outcome {
         Ok(code) => code,
@@ -99,7 +111,8 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -19,7 +19,10 @@ pub fn run(manifest: &Path, batches: Option<u64>, log: LogFormat) -> Result<Exit
         let name = job.config().name.clone();
         let mut handle = host.start(job, batches)?;
         let mut status = Status::new(log);
-        tracing::info!(job = name, "started; Ctrl-C stops after the batch in flight");
+        tracing::info!(
+            job = name,
+            "started; Ctrl-C stops after the batch in flight"
+        );
         let mut interrupted = false;
         loop {
             tokio::select! {

@@ -13,7 +13,9 @@ pub struct Status {
 
 impl Status {
     pub fn new(format: LogFormat) -> Self {
-        Self { live: format == LogFormat::Auto && std::io::stderr().is_terminal() }
+        Self {
+            live: format == LogFormat::Auto && std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn batch(&mut self, report: &BatchReport) {

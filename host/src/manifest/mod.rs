@@ -53,7 +53,10 @@ pub fn load(path: &Path, runtime: &Runtime) -> Result<JobConfig, ManifestError> 
         file: path.to_owned(),
         position: None,
         message: format!("cannot read the manifest: {error}"),
-        hint: Some("check the path; `sluice run` takes a job manifest such as examples/wordcount/job.toml".into()),
+        hint: Some(
+            "check the path; `sluice run` takes a job manifest such as examples/wordcount/job.toml"
+                .into(),
+        ),
     })?;
     parse(&text, path, runtime)
 }

@@ -51,11 +51,19 @@ impl<'a> Resolver<'a> {
         self.aliases = spec.udfs.clone();
         let name = spec.name.get_ref().trim().to_owned();
         if name.is_empty() {
-            return Err(self.error(Some(spec.name.span()), "the job name is empty", "give the job a name: `name = \"wordcount\"`"));
+            return Err(self.error(
+                Some(spec.name.span()),
+                "the job name is empty",
+                "give the job a name: `name = \"wordcount\"`",
+            ));
         }
         let batch_interval = self.duration(&spec.batch_interval, "batch_interval")?;
         if batch_interval < Duration::from_millis(10) {
-            return Err(self.error(Some(spec.batch_interval.span()), "the batch interval is shorter than 10 ms", "use an interval of 10 ms or more"));
+            return Err(self.error(
+                Some(spec.batch_interval.span()),
+                "the batch interval is shorter than 10 ms",
+                "use an interval of 10 ms or more",
+            ));
         }
         let partitions = match &spec.partitions {
             Some(partitions) => self.positive(partitions, "partitions")?,
@@ -63,23 +71,67 @@ impl<'a> Resolver<'a> {
         };
         let limits = self.limits(&spec.limits)?;
         if spec.sources.is_empty() {
-            return Err(self.error(None, "the job has no source", "add a `[[sources]]` table, for example `kind = \"socket\"`"));
+            return Err(self.error(
+                None,
+                "the job has no source",
+                "add a `[[sources]]` table, for example `kind = \"socket\"`",
+            ));
         }
-        let sources = spec.sources.iter().map(|source| self.source(source)).collect::<Result<Vec<_>>>()?;
-        let streams = spec.streams.iter().map(|stream| self.stream(stream)).collect::<Result<Vec<_>>>()?;
+        let sources = spec
+            .sources
+            .iter()
+            .map(|source| self.source(source))
+            .collect::<Result<Vec<_>>>()?;
+        let streams = spec
+            .streams
+            .iter()
+            .map(|stream| self.stream(stream))
+            .collect::<Result<Vec<_>>>()?;
         if spec.sinks.is_empty() {
-            return Err(self.error(None, "the job has no sink, so its results would go nowhere", "add a `[[sinks]]` table, for example `kind = \"print\"`"));
+            return Err(self.error(
+                None,
+                "the job has no sink, so its results would go nowhere",
+                "add a `[[sinks]]` table, for example `kind = \"print\"`",
+            ));
         }
-        let sinks = spec.sinks.iter().enumerate().map(|(i, sink)| self.sink(i, sink)).collect::<Result<Vec<_>>>()?;
-        Ok(JobConfig { name, batch_interval, partitions, limits, sources, streams, sinks })
+        let sinks = spec
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, sink)| self.sink(i, sink))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(JobConfig {
+            name,
+            batch_interval,
+            partitions,
+            limits,
+            sources,
+            streams,
+            sinks,
+        })
     }
 
     fn limits(&self, spec: &LimitsSpec) -> Result<Limits> {
         let defaults = Limits::default();
         Ok(Limits {
-            memory_bytes: spec.memory.as_ref().map_or(Ok(defaults.memory_bytes), |memory| self.size(memory, "limits.memory"))?,
-            call_timeout: spec.call_timeout.as_ref().map_or(Ok(defaults.call_timeout), |timeout| self.duration(timeout, "limits.call_timeout"))?,
-            output_bytes: spec.output.as_ref().map_or(Ok(defaults.output_bytes), |output| self.size(output, "limits.output"))?,
+            memory_bytes: spec
+                .memory
+                .as_ref()
+                .map_or(Ok(defaults.memory_bytes), |memory| {
+                    self.size(memory, "limits.memory")
+                })?,
+            call_timeout: spec
+                .call_timeout
+                .as_ref()
+                .map_or(Ok(defaults.call_timeout), |timeout| {
+                    self.duration(timeout, "limits.call_timeout")
+                })?,
+            output_bytes: spec
+                .output
+                .as_ref()
+                .map_or(Ok(defaults.output_bytes), |output| {
+                    self.size(output, "limits.output")
+                })?,
         })
     }
 
@@ -89,7 +141,10 @@ impl<'a> Resolver<'a> {
             ("host", spec.host.as_ref().map(Spanned::span)),
             ("port", spec.port.as_ref().map(Spanned::span)),
             ("path", spec.path.as_ref().map(Spanned::span)),
-            ("lines_per_batch", spec.lines_per_batch.as_ref().map(Spanned::span)),
+            (
+                "lines_per_batch",
+                spec.lines_per_batch.as_ref().map(Spanned::span),
+            ),
             ("rate", spec.rate.as_ref().map(Spanned::span)),
             ("limit", spec.limit.as_ref().map(Spanned::span)),
             ("batches", spec.batches.as_ref().map(Spanned::span)),
@@ -101,8 +156,17 @@ impl<'a> Resolver<'a> {
                 let port = u16::try_from(*port.get_ref())
                     .ok()
                     .filter(|port| *port > 0)
-                    .ok_or_else(|| self.error(Some(port.span()), format!("port {} is not a TCP port", port.get_ref()), "use a port from 1 to 65535"))?;
-                let host = spec.host.as_ref().map_or("127.0.0.1".to_owned(), |host| host.get_ref().clone());
+                    .ok_or_else(|| {
+                        self.error(
+                            Some(port.span()),
+                            format!("port {} is not a TCP port", port.get_ref()),
+                            "use a port from 1 to 65535",
+                        )
+                    })?;
+                let host = spec
+                    .host
+                    .as_ref()
+                    .map_or("127.0.0.1".to_owned(), |host| host.get_ref().clone());
                 SourceKind::Socket { host, port }
             }
             "directory" => {
@@ -119,16 +183,31 @@ impl<'a> Resolver<'a> {
                 let path = self.required(&spec.path, &spec.kind, "path", "a file source")?;
                 let file = self.base.join(path.get_ref());
                 if !file.is_file() {
-                    return Err(self.error(Some(path.span()), format!("file {} does not exist", file.display()), "fix the path (relative paths start at the manifest's directory)"));
+                    return Err(self.error(
+                        Some(path.span()),
+                        format!("file {} does not exist", file.display()),
+                        "fix the path (relative paths start at the manifest's directory)",
+                    ));
                 }
-                let lines_per_batch = spec.lines_per_batch.as_ref().map(|lines| self.positive(lines, "lines_per_batch")).transpose()?;
-                SourceKind::File { path: file, lines_per_batch }
+                let lines_per_batch = spec
+                    .lines_per_batch
+                    .as_ref()
+                    .map(|lines| self.positive(lines, "lines_per_batch"))
+                    .transpose()?;
+                SourceKind::File {
+                    path: file,
+                    lines_per_batch,
+                }
             }
             "generator" => {
                 self.only(&fields, &["rate", "limit"], "a generator source")?;
                 let rate = self.required(&spec.rate, &spec.kind, "rate", "a generator source")?;
                 let rate = self.positive(rate, "rate")? as u64;
-                let limit = spec.limit.as_ref().map(|limit| self.positive(limit, "limit").map(|l| l as u64)).transpose()?;
+                let limit = spec
+                    .limit
+                    .as_ref()
+                    .map(|limit| self.positive(limit, "limit").map(|l| l as u64))
+                    .transpose()?;
                 SourceKind::Generator { rate, limit }
             }
             "stdin" => {
@@ -137,11 +216,18 @@ impl<'a> Resolver<'a> {
             }
             "queue" => {
                 self.only(&fields, &["batches"], "a queue source")?;
-                let batches = self.required(&spec.batches, &spec.kind, "batches", "a queue source")?;
-                SourceKind::Queue { batches: batches.get_ref().clone() }
+                let batches =
+                    self.required(&spec.batches, &spec.kind, "batches", "a queue source")?;
+                SourceKind::Queue {
+                    batches: batches.get_ref().clone(),
+                }
             }
             other => {
-                return Err(self.error(Some(spec.kind.span()), format!("unknown source kind `{other}`"), "use one of: socket, directory, file, generator, stdin, queue"));
+                return Err(self.error(
+                    Some(spec.kind.span()),
+                    format!("unknown source kind `{other}`"),
+                    "use one of: socket, directory, file, generator, stdin, queue",
+                ));
             }
         };
         Ok(SourceConfig { name, kind })
@@ -149,7 +235,11 @@ impl<'a> Resolver<'a> {
 
     fn stream(&mut self, spec: &StreamSpec) -> Result<StreamConfig> {
         let from = self.reference(&spec.from)?;
-        let steps = spec.steps.iter().map(|step| self.step(step)).collect::<Result<Vec<_>>>()?;
+        let steps = spec
+            .steps
+            .iter()
+            .map(|step| self.step(step))
+            .collect::<Result<Vec<_>>>()?;
         let name = self.define(&spec.name)?;
         Ok(StreamConfig { name, from, steps })
     }
@@ -158,7 +248,13 @@ impl<'a> Resolver<'a> {
         let fields = [
             ("udf", spec.udf.as_ref().map(Spanned::span)),
             ("partitions", spec.partitions.as_ref().map(Spanned::span)),
-            ("with", spec.with.as_ref().and_then(|with| with.first()).map(Spanned::span)),
+            (
+                "with",
+                spec.with
+                    .as_ref()
+                    .and_then(|with| with.first())
+                    .map(Spanned::span),
+            ),
             ("steps", spec.steps.as_ref().map(Spanned::span)),
         ];
         let op = spec.op.get_ref().as_str();
@@ -189,15 +285,33 @@ impl<'a> Resolver<'a> {
             }
             "union" => {
                 self.only(&fields, &["with"], &what)?;
-                let with = spec.with.as_ref().filter(|with| !with.is_empty()).ok_or_else(|| {
-                    self.error(Some(spec.op.span()), "`union` needs the streams to merge with", "add `with = [\"other-stream\"]`")
-                })?;
-                StepConfig::Union(with.iter().map(|name| self.reference(name)).collect::<Result<_>>()?)
+                let with = spec
+                    .with
+                    .as_ref()
+                    .filter(|with| !with.is_empty())
+                    .ok_or_else(|| {
+                        self.error(
+                            Some(spec.op.span()),
+                            "`union` needs the streams to merge with",
+                            "add `with = [\"other-stream\"]`",
+                        )
+                    })?;
+                StepConfig::Union(
+                    with.iter()
+                        .map(|name| self.reference(name))
+                        .collect::<Result<_>>()?,
+                )
             }
             "transform" => {
                 self.only(&fields, &["steps"], &what)?;
                 let steps = self.required(&spec.steps, &spec.op, "steps", &what)?;
-                StepConfig::Transform(steps.get_ref().iter().map(|step| self.step(step)).collect::<Result<_>>()?)
+                StepConfig::Transform(
+                    steps
+                        .get_ref()
+                        .iter()
+                        .map(|step| self.step(step))
+                        .collect::<Result<_>>()?,
+                )
             }
             other => {
                 return Err(self.error(
@@ -211,7 +325,10 @@ impl<'a> Resolver<'a> {
 
     fn sink(&self, index: usize, spec: &SinkSpec) -> Result<SinkConfig> {
         let from = self.reference(&spec.from)?;
-        let name = spec.name.as_ref().map_or_else(|| format!("sink-{}", index + 1), |name| name.get_ref().clone());
+        let name = spec.name.as_ref().map_or_else(
+            || format!("sink-{}", index + 1),
+            |name| name.get_ref().clone(),
+        );
         let fields = [
             ("num", spec.num.as_ref().map(Spanned::span)),
             ("prefix", spec.prefix.as_ref().map(Spanned::span)),
@@ -221,21 +338,37 @@ impl<'a> Resolver<'a> {
         let kind = match spec.kind.get_ref().as_str() {
             "print" => {
                 self.only(&fields, &["num"], "a print sink")?;
-                SinkKind::Print { num: spec.num.as_ref().map_or(Ok(10), |num| self.positive(num, "num"))? }
+                SinkKind::Print {
+                    num: spec
+                        .num
+                        .as_ref()
+                        .map_or(Ok(10), |num| self.positive(num, "num"))?,
+                }
             }
             "files" => {
                 self.only(&fields, &["prefix", "suffix", "format"], "a files sink")?;
                 let prefix = self.required(&spec.prefix, &spec.kind, "prefix", "a files sink")?;
-                let format = match spec.format.as_ref().map(|format| (format.get_ref().as_str(), format.span())) {
+                let format = match spec
+                    .format
+                    .as_ref()
+                    .map(|format| (format.get_ref().as_str(), format.span()))
+                {
                     None | Some(("text", _)) => FileFormat::Text,
                     Some(("json_lines", _)) => FileFormat::JsonLines,
                     Some((other, span)) => {
-                        return Err(self.error(Some(span), format!("unknown file format `{other}`"), "use `text` or `json_lines`"));
+                        return Err(self.error(
+                            Some(span),
+                            format!("unknown file format `{other}`"),
+                            "use `text` or `json_lines`",
+                        ));
                     }
                 };
                 SinkKind::Files {
                     prefix: self.base.join(prefix.get_ref()),
-                    suffix: spec.suffix.as_ref().map_or_else(String::new, |suffix| suffix.get_ref().clone()),
+                    suffix: spec
+                        .suffix
+                        .as_ref()
+                        .map_or_else(String::new, |suffix| suffix.get_ref().clone()),
                     format,
                 }
             }
@@ -244,7 +377,11 @@ impl<'a> Resolver<'a> {
                 SinkKind::Collect
             }
             other => {
-                return Err(self.error(Some(spec.kind.span()), format!("unknown sink kind `{other}`"), "use one of: print, files, collect"));
+                return Err(self.error(
+                    Some(spec.kind.span()),
+                    format!("unknown sink kind `{other}`"),
+                    "use one of: print, files, collect",
+                ));
             }
         };
         Ok(SinkConfig { name, from, kind })
@@ -264,29 +401,57 @@ impl<'a> Resolver<'a> {
             None if component.ends_with(".wasm") => (self.base.join(component), span.clone()),
             None => {
                 let known: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
-                return Err(self.error(Some(span), format!("`{component}` is neither a declared UDF alias nor a .wasm path"), format!("declare it under [udfs] (declared: {}), or give the component's path", list_or_none(&known))));
+                return Err(self.error(
+                    Some(span),
+                    format!("`{component}` is neither a declared UDF alias nor a .wasm path"),
+                    format!(
+                        "declare it under [udfs] (declared: {}), or give the component's path",
+                        list_or_none(&known)
+                    ),
+                ));
             }
         };
         let loaded = self.runtime.load(&path).map_err(|error| self.error(Some(path_span), format!("{error:#}"), "build the UDF crate with `sluice udf build CRATE`, or fix the path (relative paths start at the manifest's directory)"))?;
         let Some((_, found)) = loaded.function_index(function) else {
-            let exports: Vec<String> = loaded.functions().iter().map(|f| format!("{} ({})", f.name, f.kind)).collect();
+            let exports: Vec<String> = loaded
+                .functions()
+                .iter()
+                .map(|f| format!("{} ({})", f.name, f.kind))
+                .collect();
             let exports: Vec<&str> = exports.iter().map(String::as_str).collect();
-            return Err(self.error(Some(span), format!("{} has no function `{function}`", path.display()), format!("it exports: {}", list_or_none(&exports))));
+            return Err(self.error(
+                Some(span),
+                format!("{} has no function `{function}`", path.display()),
+                format!("it exports: {}", list_or_none(&exports)),
+            ));
         };
         if found != kind {
             return Err(self.error(Some(span), format!("`{op}` needs a {kind} function, but `{function}` is a {found} function"), format!("use a {kind} function here, or use `{function}` with an operator that takes {found} functions")));
         }
-        Ok(UdfRef { component: path, function: function.to_owned(), kind, label: label.clone() })
+        Ok(UdfRef {
+            component: path,
+            function: function.to_owned(),
+            kind,
+            label: label.clone(),
+        })
     }
 
     /// A new stream name: not empty, not taken.
     fn define(&mut self, name: &Spanned<String>) -> Result<String> {
         let text = name.get_ref().trim();
         if text.is_empty() {
-            return Err(self.error(Some(name.span()), "the name is empty", "give every source and stream a name"));
+            return Err(self.error(
+                Some(name.span()),
+                "the name is empty",
+                "give every source and stream a name",
+            ));
         }
         if !self.defined.insert(text.to_owned()) {
-            return Err(self.error(Some(name.span()), format!("the name `{text}` is used twice"), "give every source and stream its own name"));
+            return Err(self.error(
+                Some(name.span()),
+                format!("the name `{text}` is used twice"),
+                "give every source and stream its own name",
+            ));
         }
         Ok(text.to_owned())
     }
@@ -299,44 +464,105 @@ impl<'a> Resolver<'a> {
         }
         let mut known: Vec<&str> = self.defined.iter().map(String::as_str).collect();
         known.sort_unstable();
-        Err(self.error(Some(name.span()), format!("no source or stream is named `{text}` above this point"), format!("known so far: {}; define a stream before the streams and sinks that read it", list_or_none(&known))))
+        Err(self.error(
+            Some(name.span()),
+            format!("no source or stream is named `{text}` above this point"),
+            format!(
+                "known so far: {}; define a stream before the streams and sinks that read it",
+                list_or_none(&known)
+            ),
+        ))
     }
 
     /// Fails on the first field that is present but does not apply to `what`.
-    fn only(&self, fields: &[(&str, Option<Range<usize>>)], allowed: &[&str], what: &str) -> Result<()> {
-        match fields.iter().find(|(name, span)| span.is_some() && !allowed.contains(name)) {
+    fn only(
+        &self,
+        fields: &[(&str, Option<Range<usize>>)],
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<()> {
+        match fields
+            .iter()
+            .find(|(name, span)| span.is_some() && !allowed.contains(name))
+        {
             Some((name, span)) => Err(self.error(
                 span.clone(),
                 format!("`{name}` does not apply to {what}"),
-                if allowed.is_empty() { format!("{what} takes no parameters; remove `{name}`") } else { format!("{what} takes: {}", allowed.join(", ")) },
+                if allowed.is_empty() {
+                    format!("{what} takes no parameters; remove `{name}`")
+                } else {
+                    format!("{what} takes: {}", allowed.join(", "))
+                },
             )),
             None => Ok(()),
         }
     }
 
-    fn required<'s, T>(&self, field: &'s Option<Spanned<T>>, owner: &Spanned<String>, name: &str, what: &str) -> Result<&'s Spanned<T>> {
-        field.as_ref().ok_or_else(|| self.error(Some(owner.span()), format!("{what} needs `{name}`"), format!("add `{name} = ...`; {DOCS}")))
+    fn required<'s, T>(
+        &self,
+        field: &'s Option<Spanned<T>>,
+        owner: &Spanned<String>,
+        name: &str,
+        what: &str,
+    ) -> Result<&'s Spanned<T>> {
+        field.as_ref().ok_or_else(|| {
+            self.error(
+                Some(owner.span()),
+                format!("{what} needs `{name}`"),
+                format!("add `{name} = ...`; {DOCS}"),
+            )
+        })
     }
 
     fn positive(&self, value: &Spanned<i64>, name: &str) -> Result<usize> {
-        usize::try_from(*value.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
-            self.error(Some(value.span()), format!("`{name}` must be a positive whole number, not {}", value.get_ref()), format!("set `{name}` to 1 or more"))
-        })
+        usize::try_from(*value.get_ref())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                self.error(
+                    Some(value.span()),
+                    format!(
+                        "`{name}` must be a positive whole number, not {}",
+                        value.get_ref()
+                    ),
+                    format!("set `{name}` to 1 or more"),
+                )
+            })
     }
 
     fn duration(&self, value: &Spanned<String>, name: &str) -> Result<Duration> {
         humantime::parse_duration(value.get_ref()).map_err(|error| {
-            self.error(Some(value.span()), format!("`{name}` = \"{}\" is not a duration: {error}", value.get_ref()), "write a duration such as \"500ms\", \"2s\" or \"1m\"")
+            self.error(
+                Some(value.span()),
+                format!(
+                    "`{name}` = \"{}\" is not a duration: {error}",
+                    value.get_ref()
+                ),
+                "write a duration such as \"500ms\", \"2s\" or \"1m\"",
+            )
         })
     }
 
     fn size(&self, value: &Spanned<String>, name: &str) -> Result<usize> {
-        value.get_ref().parse::<bytesize::ByteSize>().map(|size| size.as_u64() as usize).map_err(|error| {
-            self.error(Some(value.span()), format!("`{name}` = \"{}\" is not a size: {error}", value.get_ref()), "write a size such as \"64MiB\" or \"512KiB\"")
-        })
+        value
+            .get_ref()
+            .parse::<bytesize::ByteSize>()
+            .map(|size| size.as_u64() as usize)
+            .map_err(|error| {
+                self.error(
+                    Some(value.span()),
+                    format!("`{name}` = \"{}\" is not a size: {error}", value.get_ref()),
+                    "write a size such as \"64MiB\" or \"512KiB\"",
+                )
+            })
     }
 
-    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>, hint: impl Into<String>) -> ManifestError {
+    fn error(
+        &self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> ManifestError {
         ManifestError {
             file: self.file.to_owned(),
             position: span.map(|span| line_and_column(self.text, span.start)),
@@ -349,10 +575,18 @@ impl<'a> Resolver<'a> {
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
     (line, column)
 }
 
 fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }

@@ -102,7 +102,9 @@ impl Operator for Reduce {
             .map(|partition| self.udf.aggregate(Groups::single(partition)))
             .collect::<Result<Vec<Batch>, _>>()?;
         let mut partial_results = Batch::new();
-        partials.iter().for_each(|partial| partial_results.extend_from(partial));
+        partials
+            .iter()
+            .for_each(|partial| partial_results.extend_from(partial));
         let reduced = if partial_results.is_empty() {
             Batch::new()
         } else {

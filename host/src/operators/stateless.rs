@@ -82,7 +82,10 @@ impl Operator for Repartition {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(Dataset::split(single(inputs).concatenated(), self.partitions))
+        Ok(Dataset::split(
+            single(inputs).concatenated(),
+            self.partitions,
+        ))
     }
 }
 
@@ -100,8 +103,8 @@ impl Operator for Transform {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        self.steps.iter().try_fold(single(inputs), |data, step| {
-            step.apply(vec![data], batch)
-        })
+        self.steps
+            .iter()
+            .try_fold(single(inputs), |data, step| step.apply(vec![data], batch))
     }
 }

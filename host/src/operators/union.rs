@@ -20,7 +20,10 @@ impl Operator for Union {
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
         Ok(Dataset::from_partitions(
-            inputs.into_iter().flat_map(Dataset::into_partitions).collect(),
+            inputs
+                .into_iter()
+                .flat_map(Dataset::into_partitions)
+                .collect(),
         ))
     }
 }

@@ -18,19 +18,28 @@ pub async fn receive(source: String, dir: PathBuf, intake: Arc<Intake>) {
     let mut seen: HashSet<PathBuf> = list(&source, &dir).into_iter().collect();
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        let mut new_files: Vec<PathBuf> = list(&source, &dir).into_iter().filter(|path| !seen.contains(path)).collect();
+        let mut new_files: Vec<PathBuf> = list(&source, &dir)
+            .into_iter()
+            .filter(|path| !seen.contains(path))
+            .collect();
         new_files.sort();
         for path in new_files {
             match tokio::fs::read(&path).await {
                 Ok(bytes) => {
                     let mut batch = Batch::new();
-                    String::from_utf8_lossy(&bytes).lines().for_each(|line| push_line(&mut batch, line));
+                    String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .for_each(|line| push_line(&mut batch, line));
                     tracing::info!(source, "read {} lines from {}", batch.len(), path.display());
                     intake.append(&batch);
                     seen.insert(path);
                 }
                 // Not marked as seen: the next poll tries again.
-                Err(error) => tracing::warn!(source, "cannot read {}: {error}; will retry", path.display()),
+                Err(error) => tracing::warn!(
+                    source,
+                    "cannot read {}: {error}; will retry",
+                    path.display()
+                ),
             }
         }
     }

@@ -18,7 +18,10 @@ pub async fn receive(rate: u64, limit: Option<u64>, intake: Arc<Intake>) {
         ticker.tick().await;
         let due = (started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
         let target = limit.map_or(due, |limit| due.min(limit));
-        let mut batch = Batch::with_capacity((target - produced) as usize, (target - produced) as usize * 5);
+        let mut batch = Batch::with_capacity(
+            (target - produced) as usize,
+            (target - produced) as usize * 5,
+        );
         for value in produced..target {
             batch.push(&value).expect("integers encode");
         }

@@ -8,8 +8,8 @@ mod queue;
 mod socket;
 mod stdin;
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sluice_abi::{Batch, Value};
@@ -37,7 +37,10 @@ impl Intake {
     /// Appends records (already encoded), taking the lock once for all of them.
     pub fn append(&self, records: &Batch) {
         if !records.is_empty() {
-            self.buffer.lock().expect("intake poisoned").extend_from(records);
+            self.buffer
+                .lock()
+                .expect("intake poisoned")
+                .extend_from(records);
         }
     }
 
@@ -53,7 +56,8 @@ impl Receiver for Intake {
     }
 
     fn is_drained(&self) -> bool {
-        self.finished.load(Ordering::Acquire) && self.buffer.lock().expect("intake poisoned").is_empty()
+        self.finished.load(Ordering::Acquire)
+            && self.buffer.lock().expect("intake poisoned").is_empty()
     }
 }
 
@@ -81,14 +85,28 @@ impl Receivers {
                     receivers.push(Arc::new(queue::Queue::from_values(batches)));
                     continue;
                 }
-                SourceKind::File { path, lines_per_batch } => {
-                    let text = std::fs::read(path).with_context(|| format!("source `{name}` cannot read {}", path.display()))?;
-                    receivers.push(Arc::new(queue::Queue::from_text(&String::from_utf8_lossy(&text), *lines_per_batch)));
+                SourceKind::File {
+                    path,
+                    lines_per_batch,
+                } => {
+                    let text = std::fs::read(path).with_context(|| {
+                        format!("source `{name}` cannot read {}", path.display())
+                    })?;
+                    receivers.push(Arc::new(queue::Queue::from_text(
+                        &String::from_utf8_lossy(&text),
+                        *lines_per_batch,
+                    )));
                     continue;
                 }
-                SourceKind::Socket { host, port } => tokio::spawn(socket::receive(name, host.clone(), *port, intake.clone())),
-                SourceKind::Directory { path } => tokio::spawn(directory::receive(name, path.clone(), intake.clone())),
-                SourceKind::Generator { rate, limit } => tokio::spawn(generator::receive(*rate, *limit, intake.clone())),
+                SourceKind::Socket { host, port } => {
+                    tokio::spawn(socket::receive(name, host.clone(), *port, intake.clone()))
+                }
+                SourceKind::Directory { path } => {
+                    tokio::spawn(directory::receive(name, path.clone(), intake.clone()))
+                }
+                SourceKind::Generator { rate, limit } => {
+                    tokio::spawn(generator::receive(*rate, *limit, intake.clone()))
+                }
                 SourceKind::Stdin => tokio::spawn(stdin::receive(name, intake.clone())),
             };
             receivers.push(intake);
@@ -99,7 +117,10 @@ impl Receivers {
 
     /// Cuts every receiver: one batch of records per source.
     pub fn cut(&self) -> Vec<Batch> {
-        self.receivers.iter().map(|receiver| receiver.cut()).collect()
+        self.receivers
+            .iter()
+            .map(|receiver| receiver.cut())
+            .collect()
     }
 
     /// Whether every receiver is drained (so the job can end).
@@ -117,6 +138,8 @@ impl Drop for Receivers {
 /// Encodes manifest values as records.
 pub(crate) fn encode_values(values: &[Value]) -> Batch {
     let mut batch = Batch::new();
-    values.iter().for_each(|value| batch.push_with(|out| value.encode_into(out)));
+    values
+        .iter()
+        .for_each(|value| batch.push_with(|out| value.encode_into(out)));
     batch
 }

@@ -16,7 +16,9 @@ pub struct Queue {
 impl Queue {
     /// One batch per element of `batches`.
     pub fn from_values(batches: &[Vec<Value>]) -> Self {
-        Self { batches: Mutex::new(batches.iter().map(|values| encode_values(values)).collect()) }
+        Self {
+            batches: Mutex::new(batches.iter().map(|values| encode_values(values)).collect()),
+        }
     }
 
     /// The lines of `text`, `lines_per_batch` at a time (all at once if `None`).
@@ -31,13 +33,19 @@ impl Queue {
                 batch
             })
             .collect();
-        Self { batches: Mutex::new(batches) }
+        Self {
+            batches: Mutex::new(batches),
+        }
     }
 }
 
 impl Receiver for Queue {
     fn cut(&self) -> Batch {
-        self.batches.lock().expect("queue poisoned").pop_front().unwrap_or_default()
+        self.batches
+            .lock()
+            .expect("queue poisoned")
+            .pop_front()
+            .unwrap_or_default()
     }
 
     fn is_drained(&self) -> bool {

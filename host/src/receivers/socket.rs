@@ -22,12 +22,21 @@ pub async fn receive(source: String, host: String, port: u16, intake: Arc<Intake
                 tracing::info!(source, "connected to {host}:{port}");
                 reported_down = false;
                 match read_lines(&source, stream, &intake).await {
-                    Ok(()) => tracing::info!(source, "{host}:{port} closed the connection; reconnecting"),
-                    Err(error) => tracing::warn!(source, "reading from {host}:{port} failed: {error}; reconnecting"),
+                    Ok(()) => {
+                        tracing::info!(source, "{host}:{port} closed the connection; reconnecting")
+                    }
+                    Err(error) => tracing::warn!(
+                        source,
+                        "reading from {host}:{port} failed: {error}; reconnecting"
+                    ),
                 }
             }
             Err(error) if !reported_down => {
-                tracing::warn!(source, "cannot connect to {host}:{port}: {error}; retrying every {} ms until it is up", RECONNECT_DELAY.as_millis());
+                tracing::warn!(
+                    source,
+                    "cannot connect to {host}:{port}: {error}; retrying every {} ms until it is up",
+                    RECONNECT_DELAY.as_millis()
+                );
                 reported_down = true;
             }
             Err(_) => {}
@@ -52,7 +61,11 @@ async fn read_lines(source: &str, stream: TcpStream, intake: &Intake) -> std::io
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         let text = String::from_utf8_lossy(text);
         if let std::borrow::Cow::Owned(_) = text {
-            tracing::warn!(source, line_number, "line is not valid UTF-8; kept with U+FFFD in place of the bad bytes");
+            tracing::warn!(
+                source,
+                line_number,
+                "line is not valid UTF-8; kept with U+FFFD in place of the bad bytes"
+            );
         }
         push_line(&mut pending, &text);
         // Hand over what has arrived once the read buffer is empty: one lock per read,

@@ -65,7 +65,11 @@ impl LoadedComponent {
         let mut names: Vec<&str> = loaded.functions.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
-            bail!("{} exports two functions named `{}`", path.display(), pair[0]);
+            bail!(
+                "{} exports two functions named `{}`",
+                path.display(),
+                pair[0]
+            );
         }
         Ok(loaded)
     }

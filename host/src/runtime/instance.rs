@@ -107,7 +107,12 @@ impl bindings::sluice::udf::diagnostics::Host for GuestState {
 }
 
 impl ResourceLimiter for GuestState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
             self.refused_memory = Some(desired);
             return Err(wasmtime::Error::msg("memory limit reached"));
@@ -115,7 +120,12 @@ impl ResourceLimiter for GuestState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -137,7 +147,11 @@ pub struct UdfInstance {
 }
 
 impl UdfInstance {
-    pub(super) fn new(pre: &bindings::UdfPre<GuestState>, owner: &str, limits: Limits) -> Result<Self> {
+    pub(super) fn new(
+        pre: &bindings::UdfPre<GuestState>,
+        owner: &str,
+        limits: Limits,
+    ) -> Result<Self> {
         let output = GuestOutput::new(limits.output_bytes);
         // No preopened directories, environment, arguments or network: only captured
         // stdout/stderr, clocks and random.
@@ -192,7 +206,12 @@ impl UdfInstance {
     }
 
     /// Calls a function of kind map, flat-map or map-partition on `input`.
-    pub fn call_records(&mut self, kind: Kind, function: u32, input: Batch) -> Result<Batch, CallError> {
+    pub fn call_records(
+        &mut self,
+        kind: Kind,
+        function: u32,
+        input: Batch,
+    ) -> Result<Batch, CallError> {
         let input = to_wit(input);
         let output = self.call(|udf, store| match kind {
             Kind::Map => udf.call_map(store, function, &input),
@@ -223,7 +242,10 @@ impl UdfInstance {
 
     fn call<R>(
         &mut self,
-        run: impl FnOnce(&bindings::Udf, &mut Store<GuestState>) -> wasmtime::Result<Result<R, wit::Failure>>,
+        run: impl FnOnce(
+            &bindings::Udf,
+            &mut Store<GuestState>,
+        ) -> wasmtime::Result<Result<R, wit::Failure>>,
     ) -> Result<R, CallError> {
         if self.trapped {
             return Err(CallError::Trapped {

@@ -130,10 +130,7 @@ impl Drop for Runtime {
     }
 }
 
-fn spawn_epoch_ticker(
-    engine: Engine,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<()> {
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
     std::thread::Builder::new()
         .name("sluice-epoch".into())
         .spawn(move || {

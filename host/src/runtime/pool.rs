@@ -17,7 +17,12 @@ pub struct InstancePool {
 
 impl InstancePool {
     /// A pool with `warm` instances made up front, so the first batch pays no instantiation.
-    pub fn new(component: Arc<LoadedComponent>, owner: String, limits: Limits, warm: usize) -> Result<Self> {
+    pub fn new(
+        component: Arc<LoadedComponent>,
+        owner: String,
+        limits: Limits,
+        warm: usize,
+    ) -> Result<Self> {
         let idle = (0..warm)
             .map(|_| component.instantiate(&owner, limits))
             .collect::<Result<_>>()?;
@@ -39,7 +44,10 @@ impl InstancePool {
         };
         let result = call(&mut instance);
         if instance.is_usable() {
-            self.idle.lock().expect("instance pool poisoned").push(instance);
+            self.idle
+                .lock()
+                .expect("instance pool poisoned")
+                .push(instance);
         }
         Ok(result)
     }

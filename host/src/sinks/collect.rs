@@ -20,11 +20,19 @@ pub struct Collected {
 impl Collected {
     /// The batches the sink called `name` has kept so far.
     pub fn batches(&self, name: &str) -> Vec<(i64, Vec<Value>)> {
-        self.batches.lock().expect("collected output poisoned").get(name).cloned().unwrap_or_default()
+        self.batches
+            .lock()
+            .expect("collected output poisoned")
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(super) fn sink(&self, name: &str) -> CollectSink {
-        CollectSink { name: name.to_owned(), collected: self.clone() }
+        CollectSink {
+            name: name.to_owned(),
+            collected: self.clone(),
+        }
     }
 }
 
@@ -35,8 +43,17 @@ pub struct CollectSink {
 
 impl Sink for CollectSink {
     fn write(&self, time_ms: i64, data: &Dataset) -> Result<()> {
-        let records = data.records().map(Value::decode).collect::<Result<Vec<_>, _>>()?;
-        self.collected.batches.lock().expect("collected output poisoned").entry(self.name.clone()).or_default().push((time_ms, records));
+        let records = data
+            .records()
+            .map(Value::decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.collected
+            .batches
+            .lock()
+            .expect("collected output poisoned")
+            .entry(self.name.clone())
+            .or_default()
+            .push((time_ms, records));
         Ok(())
     }
 }

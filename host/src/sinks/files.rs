@@ -32,11 +32,19 @@ impl Files {
 impl Sink for Files {
     fn write(&self, time_ms: i64, data: &Dataset) -> Result<()> {
         let path = self.path(time_ms);
-        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
-        let temporary = dir.join(format!(".{}.tmp", path.file_name().unwrap_or_default().to_string_lossy()));
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        let temporary = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
         let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&temporary).with_context(|| format!("cannot write {}", temporary.display()))?,
+            std::fs::File::create(&temporary)
+                .with_context(|| format!("cannot write {}", temporary.display()))?,
         );
         for record in data.records() {
             let line = match self.format {
@@ -46,7 +54,8 @@ impl Sink for Files {
             writeln!(file, "{line}")?;
         }
         file.into_inner()?.sync_all()?;
-        std::fs::rename(&temporary, &path).with_context(|| format!("cannot move output into {}", path.display()))?;
+        std::fs::rename(&temporary, &path)
+            .with_context(|| format!("cannot move output into {}", path.display()))?;
         Ok(())
     }
 }

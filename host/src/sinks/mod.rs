@@ -22,7 +22,11 @@ pub trait Sink: Send + Sync {
 pub fn build(config: &SinkConfig, collected: &Collected) -> Box<dyn Sink> {
     match &config.kind {
         SinkKind::Print { num } => Box::new(print::Print { num: *num }),
-        SinkKind::Files { prefix, suffix, format } => Box::new(files::Files {
+        SinkKind::Files {
+            prefix,
+            suffix,
+            format,
+        } => Box::new(files::Files {
             prefix: prefix.clone(),
             suffix: suffix.clone(),
             format: *format,
@@ -33,5 +37,8 @@ pub fn build(config: &SinkConfig, collected: &Collected) -> Box<dyn Sink> {
 
 /// A record as a line of text: strings as themselves, anything else as JSON.
 fn display_text(record: &[u8]) -> String {
-    sluice_abi::Value::decode(record).map_or_else(|error| format!("<undecodable record: {error}>"), |value| value.to_display_text())
+    sluice_abi::Value::decode(record).map_or_else(
+        |error| format!("<undecodable record: {error}>"),
+        |value| value.to_display_text(),
+    )
 }

@@ -32,9 +32,14 @@ pub fn parse(line: &str) -> Result<Transaction, Rejected> {
 fn parse_fields(line: &str) -> Result<Transaction, String> {
     let fields: Vec<&str> = line.splitn(5, ',').map(str::trim).collect();
     let [id, date, account, amount, description] = fields[..] else {
-        return Err(format!("expected 5 comma-separated fields, found {}", fields.len()));
+        return Err(format!(
+            "expected 5 comma-separated fields, found {}",
+            fields.len()
+        ));
     };
-    let id = id.parse().map_err(|_| format!("id `{id}` is not an integer"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("id `{id}` is not an integer"))?;
     if !is_iso_date(date) {
         return Err(format!("date `{date}` is not YYYY-MM-DD"));
     }
@@ -89,9 +94,29 @@ mod tests {
         let good = parse("7,2024-03-01,ACC-1,-12.50,coffee, with milk").unwrap();
         assert_eq!(good.amount, -12.5);
         assert_eq!(good.description, "coffee, with milk");
-        assert!(parse("x,2024-03-01,A,1,d").unwrap_err().reason.contains("id `x`"));
-        assert!(parse("1,2024-13-01,A,1,d").unwrap_err().reason.contains("date"));
-        assert!(parse("1,2024-03-01,A,lots,d").unwrap_err().reason.contains("amount"));
-        assert!(parse("garbage").unwrap_err().reason.contains("5 comma-separated"));
+        assert!(
+            parse("x,2024-03-01,A,1,d")
+                .unwrap_err()
+                .reason
+                .contains("id `x`")
+        );
+        assert!(
+            parse("1,2024-13-01,A,1,d")
+                .unwrap_err()
+                .reason
+                .contains("date")
+        );
+        assert!(
+            parse("1,2024-03-01,A,lots,d")
+                .unwrap_err()
+                .reason
+                .contains("amount")
+        );
+        assert!(
+            parse("garbage")
+                .unwrap_err()
+                .reason
+                .contains("5 comma-separated")
+        );
     }
 }

@@ -13,7 +13,10 @@ use sluice_sdk::udfs;
 /// Splits a line into lower-case words, dropping punctuation around them.
 pub fn tokenize(line: &str) -> Vec<String> {
     line.split_whitespace()
-        .map(|word| word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+        .map(|word| {
+            word.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
         .filter(|word| !word.is_empty())
         .collect()
 }

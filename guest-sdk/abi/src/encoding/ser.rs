@@ -420,7 +420,10 @@ impl ser::SerializeMap for MapEncoder<'_> {
         };
         let mut entries = self.entries.clone();
         entries.sort_by(|a, b| key(a).cmp(key(b)));
-        if entries.windows(2).any(|pair| key(&pair[0]) == key(&pair[1])) {
+        if entries
+            .windows(2)
+            .any(|pair| key(&pair[0]) == key(&pair[1]))
+        {
             return Err(Error::new("a map has the same key twice"));
         }
         self.out.push(tag::MAP);

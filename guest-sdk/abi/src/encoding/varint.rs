@@ -86,14 +86,34 @@ mod tests {
 
     #[test]
     fn round_trips_every_width_and_sign() {
-        for value in [0i64, 1, -1, 125, -126, 127, 300, -300, 70_000, i64::MAX, i64::MIN] {
+        for value in [
+            0i64,
+            1,
+            -1,
+            125,
+            -126,
+            127,
+            300,
+            -300,
+            70_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut out = Vec::new();
             write_i64(&mut out, value);
             let mut input = out.as_slice();
             assert_eq!(read_i64(&mut input).unwrap(), value);
             assert!(input.is_empty());
         }
-        for value in [0u64, 250, 251, 65_535, 65_536, u64::from(u32::MAX) + 1, u64::MAX] {
+        for value in [
+            0u64,
+            250,
+            251,
+            65_535,
+            65_536,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             write_u64(&mut out, value);
             assert_eq!(read_u64(&mut out.as_slice()).unwrap(), value);
