@@ -25,6 +25,21 @@ const SUPPORTED: &[&str] = &[
     "union",
     "multi_transform",
     "transform",
+    "groupByKey",
+    "reduceByKey",
+    "mapValues",
+    "flatMapValues",
+    "cogroup",
+    "join",
+    "leftOuterJoin",
+    "rightOuterJoin",
+    "fullOuterJoin",
+    "transformWith",
+    "window",
+    "reduceByKeyAndWindow",
+    "groupByKeyAndWindow",
+    "countByWindow",
+    "countByValueAndWindow",
 ];
 
 fn main() {
@@ -86,9 +101,6 @@ fn unsupported_op(case: &Json) -> Option<String> {
     let mut all = Vec::new();
     ops(&case["pipeline"], &mut all);
     ops(&case["second_pipeline"], &mut all);
-    if case.get("second_inputs").is_some() {
-        all.push("second input stream".into());
-    }
     all.into_iter().find(|op| !SUPPORTED.contains(&op.as_str()))
 }
 
@@ -96,13 +108,20 @@ fn unsupported_op(case: &Json) -> Option<String> {
 /// (a union's branches become streams of their own), and a collect sink.
 fn manifest(case: &Json, component: &std::path::Path) -> String {
     let mut streams = Vec::new();
-    let last = translate(&case["pipeline"], "input".to_owned(), &mut streams);
-    let inputs: Vec<toml::Value> = case["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(to_toml)
-        .collect();
+    let second = case.get("second_inputs").map(|_| {
+        translate(
+            &case["second_pipeline"],
+            "second".to_owned(),
+            None,
+            &mut streams,
+        )
+    });
+    let last = translate(
+        &case["pipeline"],
+        "input".to_owned(),
+        second.as_deref(),
+        &mut streams,
+    );
     let mut job = toml::Table::new();
     job.insert("name".into(), "conformance".into());
     job.insert("batch_interval".into(), "1s".into());
@@ -121,15 +140,23 @@ fn manifest(case: &Json, component: &std::path::Path) -> String {
             .collect(),
         ),
     );
-    let source: toml::Table = [
-        ("name", "input".into()),
-        ("kind", "queue".into()),
-        ("batches", toml::Value::Array(inputs)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    job.insert("sources".into(), toml::Value::Array(vec![source.into()]));
+    let queue = |name: &str, inputs: &Json| -> toml::Value {
+        let batches = toml::Value::Array(inputs.as_array().unwrap().iter().map(to_toml).collect());
+        let table: toml::Table = [
+            ("name", name.into()),
+            ("kind", "queue".into()),
+            ("batches", batches),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        table.into()
+    };
+    let mut sources = vec![queue("input", &case["inputs"])];
+    if let Some(second) = case.get("second_inputs") {
+        sources.push(queue("second", second));
+    }
+    job.insert("sources".into(), toml::Value::Array(sources));
     job.insert(
         "streams".into(),
         toml::Value::Array(streams.into_iter().map(toml::Value::Table).collect()),
@@ -146,8 +173,14 @@ fn manifest(case: &Json, component: &std::path::Path) -> String {
     toml::to_string(&job).unwrap()
 }
 
-/// Appends the streams for `pipeline` applied to stream `from`; returns the last one's name.
-fn translate(pipeline: &Json, from: String, streams: &mut Vec<toml::Table>) -> String {
+/// Appends the streams for `pipeline` applied to stream `from` (`other` is the second
+/// stream two-stream operators read); returns the last one's name.
+fn translate(
+    pipeline: &Json,
+    from: String,
+    other: Option<&str>,
+    streams: &mut Vec<toml::Table>,
+) -> String {
     let mut current = from;
     let mut steps = Vec::new();
     let flush =
@@ -172,7 +205,7 @@ fn translate(pipeline: &Json, from: String, streams: &mut Vec<toml::Table>) -> S
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|branch| translate(branch, current.clone(), streams))
+                .map(|branch| translate(branch, current.clone(), other, streams))
                 .collect();
             let union: toml::Table = [
                 ("op".to_owned(), "union".into()),
@@ -186,32 +219,77 @@ fn translate(pipeline: &Json, from: String, streams: &mut Vec<toml::Table>) -> S
             current = branches[0].clone();
             steps.push(union.into());
         } else {
-            steps.push(step_table(step).into());
+            steps.push(step_table(step, other).into());
         }
     }
     flush(&mut current, &mut steps, streams);
     current
 }
 
-fn step_table(step: &Json) -> toml::Table {
+fn step_table(step: &Json, other: Option<&str>) -> toml::Table {
     let op = step["op"].as_str().unwrap();
     let name = match op {
         "flatMap" => "flat_map",
         "mapPartitions" => "map_partitions",
         "countByValue" => "count_by_value",
+        "groupByKey" => "group_by_key",
+        "reduceByKey" => "reduce_by_key",
+        "mapValues" => "map_values",
+        "flatMapValues" => "flat_map_values",
+        "leftOuterJoin" => "left_outer_join",
+        "rightOuterJoin" => "right_outer_join",
+        "fullOuterJoin" => "full_outer_join",
+        "transformWith" => "transform_with",
+        "reduceByKeyAndWindow" => "reduce_by_key_and_window",
+        "groupByKeyAndWindow" => "group_by_key_and_window",
+        "countByWindow" => "count_by_window",
+        "countByValueAndWindow" => "count_by_value_and_window",
         other => other,
     };
     let mut table = toml::Table::new();
     table.insert("op".into(), name.into());
-    if let Some(function) = step["fn"].as_str() {
-        table.insert("udf".into(), format!("c#{function}").into());
+    let function = |key: &str| {
+        step[key]
+            .as_str()
+            .map(|function| toml::Value::from(format!("c#{function}")))
+    };
+    for (from, to) in [
+        ("fn", "udf"),
+        ("inverse_fn", "inverse"),
+        ("filter", "filter"),
+    ] {
+        if let Some(reference) = function(from) {
+            table.insert(to.into(), reference);
+        }
+    }
+    for (from, to) in [("window_batches", "window"), ("slide_batches", "slide")] {
+        if let Some(batches) = step[from].as_i64() {
+            table.insert(to.into(), format!("{batches}s").into());
+        }
+    }
+    if matches!(
+        name,
+        "cogroup"
+            | "join"
+            | "left_outer_join"
+            | "right_outer_join"
+            | "full_outer_join"
+            | "transform_with"
+    ) {
+        table.insert(
+            "other".into(),
+            other.expect("a two-stream case has a second input").into(),
+        );
+    }
+    if let Some(batch_op) = step["batch_op"].as_str() {
+        table.insert("batch_op".into(), batch_op.into());
     }
     if op == "transform" {
         let steps = step["batch_pipeline"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| step_table(s).into())
+            .map(|s| step_table(s, other).into())
             .collect();
         table.insert("steps".into(), toml::Value::Array(steps));
     }

@@ -11,6 +11,8 @@ pub use types::{Batch, Failure, FunctionInfo, Groups};
 
 /// What a batch-returning export answers.
 pub type BatchResult = Result<Batch, Failure>;
+/// What the flat-map export answers.
+pub type GroupsResult = Result<Groups, Failure>;
 /// What the filter export answers.
 pub type BitmapResult = Result<Vec<u8>, Failure>;
 
@@ -26,6 +28,7 @@ pub fn functions(table: &[NamedFunction]) -> Vec<FunctionInfo> {
                 Kind::Filter => types::Kind::Filter,
                 Kind::MapPartition => types::Kind::MapPartition,
                 Kind::Reduce => types::Kind::Reduce,
+                Kind::Fold => types::Kind::Fold,
             },
         })
         .collect()
@@ -33,23 +36,23 @@ pub fn functions(table: &[NamedFunction]) -> Vec<FunctionInfo> {
 
 /// Runs map function `index` of `table`.
 pub fn map(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
-    match lookup(table, index, Kind::Map)? {
+    match lookup(table, index, &[Kind::Map])? {
         Function::Map(run) => records(run, input),
         _ => unreachable!("lookup checked the kind"),
     }
 }
 
 /// Runs flat-map function `index` of `table`.
-pub fn flat_map(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
-    match lookup(table, index, Kind::FlatMap)? {
-        Function::FlatMap(run) => records(run, input),
+pub fn flat_map(table: &[NamedFunction], index: u32, input: Batch) -> GroupsResult {
+    match lookup(table, index, &[Kind::FlatMap])? {
+        Function::FlatMap(run) => run(&from_wit(input)?).map(groups_into_wit).map_err(to_wit),
         _ => unreachable!("lookup checked the kind"),
     }
 }
 
 /// Runs map-partition function `index` of `table`.
 pub fn map_partition(table: &[NamedFunction], index: u32, input: Batch) -> BatchResult {
-    match lookup(table, index, Kind::MapPartition)? {
+    match lookup(table, index, &[Kind::MapPartition])? {
         Function::MapPartition(run) => records(run, input),
         _ => unreachable!("lookup checked the kind"),
     }
@@ -57,16 +60,16 @@ pub fn map_partition(table: &[NamedFunction], index: u32, input: Batch) -> Batch
 
 /// Runs filter function `index` of `table`.
 pub fn filter(table: &[NamedFunction], index: u32, input: Batch) -> BitmapResult {
-    match lookup(table, index, Kind::Filter)? {
+    match lookup(table, index, &[Kind::Filter])? {
         Function::Filter(run) => run(&from_wit(input)?).map_err(to_wit),
         _ => unreachable!("lookup checked the kind"),
     }
 }
 
-/// Runs aggregating function `index` of `table` on every group.
+/// Runs aggregating function `index` of `table` (a reduce or fold) on every group.
 pub fn aggregate(table: &[NamedFunction], index: u32, input: Groups) -> BatchResult {
-    match lookup(table, index, Kind::Reduce)? {
-        Function::Reduce(run) => {
+    match lookup(table, index, &[Kind::Reduce, Kind::Fold])? {
+        Function::Reduce(run) | Function::Fold(run) => {
             let groups = sluice_abi::Groups::from_parts(from_wit(input.records)?, input.group_ends)
                 .map_err(|error| Failure {
                     message: error.to_string(),
@@ -82,7 +85,7 @@ fn records(run: function::RecordsFn, input: Batch) -> BatchResult {
     run(&from_wit(input)?).map(into_wit).map_err(to_wit)
 }
 
-fn lookup(table: &[NamedFunction], index: u32, expected: Kind) -> Result<Function, Failure> {
+fn lookup(table: &[NamedFunction], index: u32, accepted: &[Kind]) -> Result<Function, Failure> {
     install_panic_hook();
     let named = table.get(index as usize).ok_or_else(|| Failure {
         message: format!(
@@ -91,14 +94,15 @@ fn lookup(table: &[NamedFunction], index: u32, expected: Kind) -> Result<Functio
         ),
         record_index: None,
     })?;
-    if named.function.kind() == expected {
+    if accepted.contains(&named.function.kind()) {
         Ok(named.function)
     } else {
         Err(Failure {
             message: format!(
-                "function `{}` is a {} function, called as a {expected} function",
+                "function `{}` is a {} function, called as a {} function",
                 named.name,
-                named.function.kind()
+                named.function.kind(),
+                accepted[0]
             ),
             record_index: None,
         })
@@ -115,6 +119,14 @@ fn from_wit(batch: Batch) -> Result<sluice_abi::Batch, Failure> {
 fn into_wit(batch: sluice_abi::Batch) -> Batch {
     let (data, ends) = batch.into_parts();
     Batch { data, ends }
+}
+
+fn groups_into_wit(groups: sluice_abi::Groups) -> Groups {
+    let (records, group_ends) = groups.into_parts();
+    Groups {
+        records: into_wit(records),
+        group_ends,
+    }
 }
 
 fn to_wit(failure: sluice_abi::Failure) -> Failure {

@@ -35,7 +35,8 @@
 //! | `flat_map` | `fn(A) -> impl IntoIterator<Item = B>` | flatMap |
 //! | `filter` | `fn(A) -> bool` | filter |
 //! | `map_partition` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | mapPartitions |
-//! | `reduce` | `fn(A, A) -> A` | reduce, reduceByKey, inverse functions of windows |
+//! | `reduce` | `fn(A, A) -> A` | reduce, reduceByKey, windowed reductions and their inverses, mergeCombiners |
+//! | `fold` | `fn(C, V) -> C` | combineByKey's mergeValue |
 //!
 //! `A` may borrow from the record (`&str`, `&[u8]`), or be any `Deserialize` type; `B` any
 //! `Serialize` type. A function is called once per record, but the host calls into the
@@ -83,7 +84,7 @@ macro_rules! udfs {
             fn map(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::map(__SLUICE_FUNCTIONS, function, input)
             }
-            fn flat_map(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
+            fn flat_map(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::GroupsResult {
                 $crate::dispatch::flat_map(__SLUICE_FUNCTIONS, function, input)
             }
             fn filter(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BitmapResult {

@@ -1,17 +1,24 @@
 //! A job's operator graph: sources, the steps of every stream, and the streams the sinks
 //! read, computed once per batch in dependency order.
+//!
+//! As in Spark, every node has a slide: 1 batch for sources, its window's slide for a
+//! windowed step, its inputs' slide otherwise (inputs must agree). A node is computed only
+//! at batch numbers that are multiples of its inputs' slide, its output exists only at
+//! multiples of its own, and a sink writes only when its stream has output.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sluice_abi::NamedFunction;
 
 use crate::dataset::Dataset;
 use crate::manifest::{JobConfig, StepConfig, UdfRef};
+use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::runtime::{InstancePool, Runtime};
 use crate::udf::BoundUdf;
+use crate::window::{self, Span};
 
 struct Node {
     /// `stream `name` step N (op ...)`, for errors.
@@ -19,6 +26,8 @@ struct Node {
     inputs: Vec<usize>,
     /// `None` for a source, whose data the batch brings.
     operator: Option<Box<dyn Operator>>,
+    /// The node's output exists at batch numbers that are multiples of this.
+    slide: u64,
 }
 
 /// The operators of one job, wired together.
@@ -47,7 +56,7 @@ impl JobGraph {
             streams: HashMap::new(),
         };
         for source in &config.sources {
-            let id = builder.push(format!("source `{}`", source.name), vec![], None);
+            let id = builder.push(format!("source `{}`", source.name), vec![], None)?;
             builder.streams.insert(source.name.clone(), id);
         }
         for stream in &config.streams {
@@ -61,14 +70,20 @@ impl JobGraph {
                 );
                 let operator = builder.operator(step, &owner)?;
                 let mut inputs = vec![current];
-                if let StepConfig::Union(others) = step {
-                    inputs.extend(others.iter().map(|name| builder.streams[name]));
+                match step {
+                    StepConfig::Union(others) => {
+                        inputs.extend(others.iter().map(|name| builder.streams[name]))
+                    }
+                    StepConfig::Cogroup(other) | StepConfig::Join(_, other) => {
+                        inputs.push(builder.streams[other])
+                    }
+                    _ => {}
                 }
                 current = builder.push(
                     format!("{owner} ({})", operator.describe()),
                     inputs,
                     Some(operator),
-                );
+                )?;
             }
             builder.streams.insert(stream.name.clone(), current);
         }
@@ -91,29 +106,39 @@ impl JobGraph {
         })
     }
 
-    /// Computes one batch from the sources' data sets (in source order) and returns the
-    /// data set of each sink (in sink order). Each node is computed once, and only if
-    /// something reads it; a data set read once is moved rather than copied.
-    pub fn compute(&self, sources: Vec<Dataset>, batch: &BatchContext) -> Result<Vec<Dataset>> {
+    /// Computes one batch from the sources' data sets (in source order) and returns what
+    /// each sink gets (in sink order; `None` where its stream has no output this batch).
+    /// Each node is computed once, and only if something reads it; a data set read once
+    /// is moved rather than copied.
+    pub fn compute(
+        &self,
+        sources: Vec<Dataset>,
+        batch: &BatchContext,
+    ) -> Result<Vec<Option<Dataset>>> {
         let mut outputs: Vec<Option<Dataset>> = Vec::with_capacity(self.nodes.len());
         let mut unread = self.readers.clone();
         let mut sources = sources.into_iter();
         for (id, node) in self.nodes.iter().enumerate() {
             let output = match &node.operator {
-                None => sources.next().context("the batch lacks a source's data")?,
-                Some(_) if unread[id] == 0 => Dataset::default(),
+                None => Some(sources.next().context("the batch lacks a source's data")?),
                 Some(operator) => {
-                    let inputs = node
+                    let inputs: Option<Vec<Dataset>> = node
                         .inputs
                         .iter()
                         .map(|&input| take(&mut outputs, &mut unread, input))
                         .collect();
-                    operator
-                        .apply(inputs, batch)
-                        .with_context(|| node.describe.clone())?
+                    match inputs {
+                        Some(inputs) if self.readers[id] > 0 => {
+                            let output = operator
+                                .apply(inputs, batch)
+                                .with_context(|| node.describe.clone())?;
+                            batch.number.is_multiple_of(node.slide).then_some(output)
+                        }
+                        _ => None,
+                    }
                 }
             };
-            outputs.push(Some(output));
+            outputs.push(output);
         }
         Ok(self
             .sink_inputs
@@ -124,16 +149,12 @@ impl JobGraph {
 }
 
 /// The output of node `id` for one more reader: moved out for the last one, cloned before.
-fn take(outputs: &mut [Option<Dataset>], unread: &mut [usize], id: usize) -> Dataset {
+fn take(outputs: &mut [Option<Dataset>], unread: &mut [usize], id: usize) -> Option<Dataset> {
     unread[id] -= 1;
     if unread[id] == 0 {
-        outputs[id]
-            .take()
-            .expect("a node's output is read at most as often as it has readers")
+        outputs[id].take()
     } else {
-        outputs[id]
-            .clone()
-            .expect("a node's output is read at most as often as it has readers")
+        outputs[id].clone()
     }
 }
 
@@ -146,40 +167,58 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Adds a node, working out its slide and checking it as Spark does.
     fn push(
         &mut self,
         describe: String,
         inputs: Vec<usize>,
         operator: Option<Box<dyn Operator>>,
-    ) -> usize {
+    ) -> Result<usize> {
+        let slides: Vec<u64> = inputs
+            .iter()
+            .map(|&input| self.nodes[input].slide)
+            .collect();
+        let input_slide = slides.first().copied().unwrap_or(1);
+        if slides.iter().any(|&slide| slide != input_slide) {
+            bail!(
+                "{describe}: its input streams slide differently ({slides:?} batches); windows feeding one operator must have the same slide"
+            );
+        }
+        let slide = match operator.as_ref().and_then(|operator| operator.slide()) {
+            Some(slide) => {
+                if !slide.is_multiple_of(input_slide) {
+                    bail!(
+                        "{describe}: the slide ({slide} batches) must be a multiple of its input's slide ({input_slide} batches)"
+                    );
+                }
+                slide
+            }
+            None => input_slide,
+        };
         self.nodes.push(Node {
             describe,
             inputs,
             operator,
+            slide,
         });
-        self.nodes.len() - 1
+        Ok(self.nodes.len() - 1)
     }
 
     fn operator(&self, step: &StepConfig, owner: &str) -> Result<Box<dyn Operator>> {
+        let bind = |udf: &UdfRef| self.bind(udf, owner);
+        let bind_optional = |udf: &Option<UdfRef>| udf.as_ref().map(bind).transpose();
         Ok(match step {
             StepConfig::Map(udf) => Box::new(operators::MapRecords {
                 op: "map",
-                udf: self.bind(udf, owner)?,
+                udf: bind(udf)?,
             }),
-            StepConfig::FlatMap(udf) => Box::new(operators::MapRecords {
-                op: "flat_map",
-                udf: self.bind(udf, owner)?,
-            }),
+            StepConfig::FlatMap(udf) => Box::new(operators::FlatMap { udf: bind(udf)? }),
             StepConfig::MapPartitions(udf) => Box::new(operators::MapRecords {
                 op: "map_partitions",
-                udf: self.bind(udf, owner)?,
+                udf: bind(udf)?,
             }),
-            StepConfig::Filter(udf) => Box::new(operators::Filter {
-                udf: self.bind(udf, owner)?,
-            }),
-            StepConfig::Reduce(udf) => Box::new(operators::Reduce {
-                udf: self.bind(udf, owner)?,
-            }),
+            StepConfig::Filter(udf) => Box::new(operators::Filter { udf: bind(udf)? }),
+            StepConfig::Reduce(udf) => Box::new(operators::Reduce { udf: bind(udf)? }),
             StepConfig::Glom => Box::new(operators::Glom),
             StepConfig::Repartition(partitions) => Box::new(operators::Repartition {
                 partitions: *partitions,
@@ -193,6 +232,80 @@ impl Builder<'_> {
                     .map(|step| self.operator(step, owner))
                     .collect::<Result<_>>()?,
             }),
+            StepConfig::ReduceByKey(udf) => Box::new(operators::ReduceByKey { udf: bind(udf)? }),
+            StepConfig::GroupByKey => Box::new(operators::GroupByKey),
+            StepConfig::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+            } => Box::new(operators::CombineByKey {
+                create: bind(create)?,
+                merge_value: bind(merge_value)?,
+                merge_combiners: bind(merge_combiners)?,
+            }),
+            StepConfig::MapValues(udf) => Box::new(operators::MapValues { udf: bind(udf)? }),
+            StepConfig::FlatMapValues(udf) => {
+                Box::new(operators::FlatMapValues { udf: bind(udf)? })
+            }
+            StepConfig::Cogroup(_) => Box::new(operators::Cogroup),
+            StepConfig::Join(kind, _) => Box::new(operators::Join { kind: *kind }),
+            StepConfig::Window(span) => Box::new(window::Window {
+                span: *span,
+                history: Mutex::default(),
+            }),
+            StepConfig::GroupByKeyAndWindow(span) => Box::new(window::GroupByKeyAndWindow {
+                span: *span,
+                history: Mutex::default(),
+            }),
+            StepConfig::ReduceByKeyAndWindow {
+                reduce,
+                inverse,
+                filter,
+                span,
+            } => Box::new(windowed_reduce(
+                bind(reduce)?,
+                bind_optional(inverse)?,
+                bind_optional(filter)?,
+                *span,
+            )),
+            // Spark: `map((null, _)).reduceByKeyAndWindow(f, finv, ...).map(_._2)`.
+            StepConfig::ReduceByWindow {
+                reduce,
+                inverse,
+                span,
+            } => Box::new(operators::Transform {
+                steps: vec![
+                    Box::new(KeyBy(PairWith::NullKey)),
+                    Box::new(windowed_reduce(
+                        bind(reduce)?,
+                        bind_optional(inverse)?,
+                        None,
+                        *span,
+                    )),
+                    Box::new(Values),
+                ],
+            }),
+            // Spark: `map(_ => 1L).reduceByWindow(_ + _, _ - _, ...)`.
+            StepConfig::CountByWindow(span) => {
+                let [add, subtract, _] = builtin::counting();
+                Box::new(operators::Transform {
+                    steps: vec![
+                        Box::new(KeyBy(PairWith::NullKeyOne)),
+                        Box::new(windowed_reduce(add, Some(subtract), None, *span)),
+                        Box::new(Values),
+                    ],
+                })
+            }
+            // Spark: `map((_, 1L)).reduceByKeyAndWindow(_ + _, _ - _, ..., _._2 != 0)`.
+            StepConfig::CountByValueAndWindow(span) => {
+                let [add, subtract, nonzero] = builtin::counting();
+                Box::new(operators::Transform {
+                    steps: vec![
+                        Box::new(KeyBy(PairWith::One)),
+                        Box::new(windowed_reduce(add, Some(subtract), Some(nonzero), *span)),
+                    ],
+                })
+            }
         })
     }
 
@@ -227,5 +340,20 @@ impl Builder<'_> {
             kind,
             label: udf.label.clone(),
         })
+    }
+}
+
+fn windowed_reduce(
+    reduce: BoundUdf,
+    inverse: Option<BoundUdf>,
+    filter: Option<BoundUdf>,
+    span: Span,
+) -> window::WindowedReduce {
+    window::WindowedReduce {
+        reduce,
+        inverse,
+        filter,
+        span,
+        state: Mutex::default(),
     }
 }

@@ -1,5 +1,6 @@
 //! A job: its graph and sinks, and the computation of one batch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -18,6 +19,8 @@ pub struct Job {
     graph: JobGraph,
     sinks: Vec<Box<dyn Sink>>,
     collected: Collected,
+    /// Batches processed so far (batches are processed one at a time, in order).
+    batches_done: std::sync::atomic::AtomicU64,
 }
 
 /// What computing one batch did.
@@ -57,6 +60,7 @@ impl Job {
             graph,
             sinks,
             collected,
+            batches_done: AtomicU64::new(0),
         })
     }
 
@@ -78,6 +82,7 @@ impl Job {
         let batch = BatchContext {
             time_ms,
             partitions: self.config.partitions,
+            number: self.batches_done.fetch_add(1, Ordering::Relaxed) + 1,
         };
         let sources = inputs
             .into_iter()
@@ -92,6 +97,7 @@ impl Job {
         let outputs = self.graph.compute(sources, &batch).with_context(failed)?;
         let mut records_out = 0;
         for ((sink, config), data) in self.sinks.iter().zip(&self.config.sinks).zip(&outputs) {
+            let Some(data) = data else { continue };
             records_out += data.len();
             sink.write(time_ms, data)
                 .with_context(|| format!("sink `{}` could not write", config.name))

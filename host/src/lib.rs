@@ -17,3 +17,4 @@ pub mod receivers;
 pub mod runtime;
 pub mod sinks;
 pub mod udf;
+pub mod window;

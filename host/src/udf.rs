@@ -82,27 +82,48 @@ impl BoundUdf {
         }
     }
 
-    /// Runs a map, flat-map or map-partition function on one partition.
+    /// Runs a map or map-partition function on one partition.
     pub fn records(&self, input: Batch) -> Result<Batch, UdfError> {
         if self.kind() == Kind::MapPartition {
             return self.call_records(input);
         }
-        self.in_chunks(input, |chunk| self.call_records(chunk))
+        self.in_chunks(input, |chunk| self.call_records(chunk), Batch::extend_from)
+    }
+
+    /// Runs a flat-map function on one partition: group `i` holds what record `i` gave.
+    pub fn flat_map(&self, input: Batch) -> Result<Groups, UdfError> {
+        self.in_chunks(
+            input,
+            |chunk| match self {
+                BoundUdf::Wasm { pool, index, .. } => {
+                    self.on_instance(pool, |instance| instance.call_flat_map(*index, chunk))
+                }
+                BoundUdf::Native(named) => match named.function {
+                    Function::FlatMap(run) => run(&chunk).map_err(|failure| self.failed(failure)),
+                    _ => unreachable!("operators call flat_map() only on flat-map functions"),
+                },
+            },
+            Groups::extend_from,
+        )
     }
 
     /// Runs a filter function on one partition, returning the records it keeps.
     pub fn filter(&self, input: Batch) -> Result<Batch, UdfError> {
-        self.in_chunks(input, |chunk| match self {
-            BoundUdf::Wasm { pool, index, .. } => {
-                self.on_instance(pool, |instance| instance.call_filter(*index, chunk))
-            }
-            BoundUdf::Native(named) => match named.function {
-                Function::Filter(run) => run(&chunk)
-                    .map(|keep| chunk.select(&keep))
-                    .map_err(|failure| self.failed(failure)),
-                _ => unreachable!("operators call filter() only on filters"),
+        self.in_chunks(
+            input,
+            |chunk| match self {
+                BoundUdf::Wasm { pool, index, .. } => {
+                    self.on_instance(pool, |instance| instance.call_filter(*index, chunk))
+                }
+                BoundUdf::Native(named) => match named.function {
+                    Function::Filter(run) => run(&chunk)
+                        .map(|keep| chunk.select(&keep))
+                        .map_err(|failure| self.failed(failure)),
+                    _ => unreachable!("operators call filter() only on filters"),
+                },
             },
-        })
+            Batch::extend_from,
+        )
     }
 
     /// Calls a record-at-a-time function on chunks of the partition rather than all of
@@ -110,18 +131,19 @@ impl BoundUdf {
     /// (shared notes: >= ~1k records capture nearly all of the gain), while the buffers
     /// stay in cache and a guest's memory is bounded by the chunk, not by the batch
     /// (measured: 1.9x faster than one call per 500k-record partition).
-    fn in_chunks(
+    fn in_chunks<T: Default>(
         &self,
         input: Batch,
-        mut call: impl FnMut(Batch) -> Result<Batch, UdfError>,
-    ) -> Result<Batch, UdfError> {
+        mut call: impl FnMut(Batch) -> Result<T, UdfError>,
+        append: impl Fn(&mut T, &T),
+    ) -> Result<T, UdfError> {
         if input.len() <= CHUNK_RECORDS && input.data().len() <= CHUNK_BYTES {
             return call(input);
         }
-        let mut output = Batch::with_capacity(input.len(), input.data().len());
+        let mut output = T::default();
         for (first, chunk) in input.chunks(CHUNK_RECORDS, CHUNK_BYTES) {
             let result = call(chunk).map_err(|error| error.shifted(first))?;
-            output.extend_from(&result);
+            append(&mut output, &result);
         }
         Ok(output)
     }
@@ -132,7 +154,7 @@ impl BoundUdf {
                 pool, index, kind, ..
             } => self.on_instance(pool, |instance| instance.call_records(*kind, *index, input)),
             BoundUdf::Native(named) => match named.function {
-                Function::Map(run) | Function::FlatMap(run) | Function::MapPartition(run) => {
+                Function::Map(run) | Function::MapPartition(run) => {
                     run(&input).map_err(|failure| self.failed(failure))
                 }
                 _ => unreachable!("operators call records() only on record functions"),
@@ -140,15 +162,17 @@ impl BoundUdf {
         }
     }
 
-    /// Runs an aggregating function on every group: one result per group.
+    /// Runs a reduce or fold function on every group: one result per group.
     pub fn aggregate(&self, input: Groups) -> Result<Batch, UdfError> {
         match self {
             BoundUdf::Wasm { pool, index, .. } => {
                 self.on_instance(pool, |instance| instance.call_aggregate(*index, input))
             }
             BoundUdf::Native(named) => match named.function {
-                Function::Reduce(run) => run(&input).map_err(|failure| self.failed(failure)),
-                _ => unreachable!("operators call aggregate() only on reduce functions"),
+                Function::Reduce(run) | Function::Fold(run) => {
+                    run(&input).map_err(|failure| self.failed(failure))
+                }
+                _ => unreachable!("operators call aggregate() only on reduce and fold functions"),
             },
         }
     }

@@ -206,6 +206,14 @@ impl Groups {
         }
     }
 
+    /// Appends every group of `other`.
+    pub fn extend_from(&mut self, other: &Groups) {
+        let base = self.records.len() as u32;
+        self.records.extend_from(&other.records);
+        self.group_ends
+            .extend(other.group_ends.iter().map(|end| base + end));
+    }
+
     /// The records and the group boundaries.
     pub fn into_parts(self) -> (Batch, Vec<u32>) {
         (self.records, self.group_ends)

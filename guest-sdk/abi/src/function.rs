@@ -28,16 +28,20 @@ pub enum Kind {
     MapPartition,
     /// Two values in, one out; folds each group of records to one value.
     Reduce,
+    /// An accumulator and a value in, the accumulator out; folds each group (whose first
+    /// record is the initial accumulator) to one value.
+    Fold,
 }
 
 impl Kind {
     /// Every kind, in contract order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Map,
         Kind::FlatMap,
         Kind::Filter,
         Kind::MapPartition,
         Kind::Reduce,
+        Kind::Fold,
     ];
 
     /// The kind's name as the WIT contract and manifests spell it.
@@ -48,6 +52,7 @@ impl Kind {
             Kind::Filter => "filter",
             Kind::MapPartition => "map-partition",
             Kind::Reduce => "reduce",
+            Kind::Fold => "fold",
         }
     }
 }
@@ -167,8 +172,9 @@ where
     Ok(output)
 }
 
-/// Runs a one-in, many-out function over every record, concatenating the results.
-pub fn flat_map<'a, A, I>(input: &'a Batch, mut f: impl FnMut(A) -> I) -> Result<Batch, Failure>
+/// Runs a one-in, many-out function over every record; group `i` of the result holds
+/// what record `i` gave (so that, say, flatMapValues can pair each with its key).
+pub fn flat_map<'a, A, I>(input: &'a Batch, mut f: impl FnMut(A) -> I) -> Result<Groups, Failure>
 where
     A: Deserialize<'a>,
     I: IntoIterator,
@@ -176,14 +182,16 @@ where
 {
     let progress = Progress::start();
     let mut output = Batch::with_capacity(input.len(), input.data().len());
+    let mut group_ends = Vec::with_capacity(input.len());
     for (index, record) in input.iter().enumerate() {
         for item in f(decode(&progress, index, record)?) {
             output
                 .push(&item)
                 .map_err(|error| Failure::unencodable(index, error))?;
         }
+        group_ends.push(output.len() as u32);
     }
-    Ok(output)
+    Ok(Groups::from_parts(output, group_ends).expect("group ends are built in order"))
 }
 
 /// Runs a predicate over every record; bit `i % 8` of byte `i / 8` of the result is set
@@ -233,17 +241,25 @@ pub fn reduce<'a, A>(input: &'a Groups, mut f: impl FnMut(A, A) -> A) -> Result<
 where
     A: Deserialize<'a> + Serialize,
 {
+    fold(input, |accumulator: A, value: A| f(accumulator, value))
+}
+
+/// Folds each group to one value: its first record is the initial accumulator `C`, each
+/// later one a value `V` folded in by `f`, left to right.
+pub fn fold<'a, C, V>(input: &'a Groups, mut f: impl FnMut(C, V) -> C) -> Result<Batch, Failure>
+where
+    C: Deserialize<'a> + Serialize,
+    V: Deserialize<'a>,
+{
     let progress = Progress::start();
     let records = input.records();
     let mut output = Batch::with_capacity(input.len(), records.data().len() / input.len().max(1));
     for group in 0..input.len() {
         let mut indices = input.group(group);
         let first = indices.next().ok_or_else(|| {
-            Failure::new(format!(
-                "group {group} is empty: there is nothing to reduce"
-            ))
+            Failure::new(format!("group {group} is empty: there is nothing to fold"))
         })?;
-        let mut accumulator: A = decode(&progress, first, records.get(first))?;
+        let mut accumulator: C = decode(&progress, first, records.get(first))?;
         for index in indices {
             accumulator = f(accumulator, decode(&progress, index, records.get(index))?);
         }
@@ -256,6 +272,8 @@ where
 
 /// A function over one batch partition's records.
 pub type RecordsFn = fn(&Batch) -> Result<Batch, Failure>;
+/// A function over one batch partition's records, answering with each record's results.
+pub type FlatMapFn = fn(&Batch) -> Result<Groups, Failure>;
 /// A predicate over one batch partition, answering with a bitmap.
 pub type FilterFn = fn(&Batch) -> Result<Vec<u8>, Failure>;
 /// A function folding each group of records to one value.
@@ -267,13 +285,15 @@ pub enum Function {
     /// See [`Kind::Map`].
     Map(RecordsFn),
     /// See [`Kind::FlatMap`].
-    FlatMap(RecordsFn),
+    FlatMap(FlatMapFn),
     /// See [`Kind::Filter`].
     Filter(FilterFn),
     /// See [`Kind::MapPartition`].
     MapPartition(RecordsFn),
     /// See [`Kind::Reduce`].
     Reduce(GroupsFn),
+    /// See [`Kind::Fold`].
+    Fold(GroupsFn),
 }
 
 impl Function {
@@ -285,6 +305,7 @@ impl Function {
             Function::Filter(_) => Kind::Filter,
             Function::MapPartition(_) => Kind::MapPartition,
             Function::Reduce(_) => Kind::Reduce,
+            Function::Fold(_) => Kind::Fold,
         }
     }
 }
@@ -314,7 +335,7 @@ pub struct NamedFunction {
 /// assert_eq!(table[1].name, "sum");
 /// ```
 ///
-/// The kinds are `map`, `flat_map`, `filter`, `map_partition` and `reduce`.
+/// The kinds are `map`, `flat_map`, `filter`, `map_partition`, `reduce` and `fold`.
 #[macro_export]
 macro_rules! functions {
     ($($kind:ident $name:ident),* $(,)?) => {
@@ -342,6 +363,12 @@ macro_rules! functions {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::MapPartition(|batch: &$crate::Batch| $crate::function::map_partition(batch, $name)),
+        }
+    };
+    (@one fold $name:ident) => {
+        $crate::function::NamedFunction {
+            name: stringify!($name),
+            function: $crate::function::Function::Fold(|groups: &$crate::Groups| $crate::function::fold(groups, $name)),
         }
     };
     (@one reduce $name:ident) => {

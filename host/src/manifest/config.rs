@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use sluice_abi::{Kind, Value};
 
+pub use crate::operators::JoinKind;
 use crate::runtime::Limits;
+pub use crate::window::Span;
 
 /// Everything needed to build and run one job.
 #[derive(Debug, Clone)]
@@ -68,11 +70,29 @@ pub enum SourceKind {
     },
     /// Lines of standard input, until it closes.
     Stdin,
+    /// A static data set read once at start from a file, the same in every batch: the
+    /// other side of a join with reference data (Spark: `transform(_.join(static))`).
+    Table {
+        /// The file.
+        path: PathBuf,
+        /// How it is written.
+        format: TableFormat,
+    },
     /// Fixed batches, one per batch interval (Spark's `queueStream` with `oneAtATime`).
     Queue {
         /// The records of each batch.
         batches: Vec<Vec<Value>>,
     },
+}
+
+/// The file formats of a table source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// One JSON value per line (a pair as a 2-element array).
+    JsonLines,
+    /// CSV with a header row; each row becomes the pair (first column, other columns),
+    /// the other columns as one string if there is one, else as a list of strings.
+    Csv,
 }
 
 /// A stream derived from another one.
@@ -124,6 +144,55 @@ pub enum StepConfig {
     Reduce(UdfRef),
     /// A pipeline applied to each batch's data set.
     Transform(Vec<StepConfig>),
+    /// Pairs: one per key, values folded with a reduce function.
+    ReduceByKey(UdfRef),
+    /// Pairs: one `(key, [values])` per key.
+    GroupByKey,
+    /// Pairs: one per key, values combined with three functions.
+    CombineByKey {
+        /// value -> combiner (map).
+        create: UdfRef,
+        /// (combiner, value) -> combiner (fold).
+        merge_value: UdfRef,
+        /// (combiner, combiner) -> combiner (reduce).
+        merge_combiners: UdfRef,
+    },
+    /// Pairs: a map function applied to values.
+    MapValues(UdfRef),
+    /// Pairs: a flat-map function applied to values.
+    FlatMapValues(UdfRef),
+    /// Pairs: `(key, [[this stream's values], [the other's]])` per key.
+    Cogroup(String),
+    /// Pairs: joined by key with the other stream.
+    Join(JoinKind, String),
+    /// Every record of the window's batches.
+    Window(Span),
+    /// The number of records in the window.
+    CountByWindow(Span),
+    /// All records of the window folded with a reduce function (and its inverse).
+    ReduceByWindow {
+        /// Folds two values.
+        reduce: UdfRef,
+        /// Takes a value back out.
+        inverse: Option<UdfRef>,
+        /// Length and slide.
+        span: Span,
+    },
+    /// Pairs: one per key over the window.
+    ReduceByKeyAndWindow {
+        /// Folds two values.
+        reduce: UdfRef,
+        /// Takes a value back out.
+        inverse: Option<UdfRef>,
+        /// Keeps the window's pairs it accepts (only with `inverse`).
+        filter: Option<UdfRef>,
+        /// Length and slide.
+        span: Span,
+    },
+    /// Pairs: `(key, [values])` over the window.
+    GroupByKeyAndWindow(Span),
+    /// `[record, count]` over the window, records whose count is 0 dropped.
+    CountByValueAndWindow(Span),
 }
 
 /// Where a stream's batches go.

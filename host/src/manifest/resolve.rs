@@ -23,6 +23,8 @@ pub struct Resolver<'a> {
     aliases: BTreeMap<String, Spanned<String>>,
     /// Stream names defined so far (sources, then streams in order).
     defined: HashSet<String>,
+    /// The batch interval, once read.
+    interval: Duration,
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -41,6 +43,7 @@ impl<'a> Resolver<'a> {
             runtime,
             aliases: BTreeMap::new(),
             defined: HashSet::new(),
+            interval: Duration::from_secs(1),
         }
     }
 
@@ -58,6 +61,7 @@ impl<'a> Resolver<'a> {
             ));
         }
         let batch_interval = self.duration(&spec.batch_interval, "batch_interval")?;
+        self.interval = batch_interval;
         if batch_interval < Duration::from_millis(10) {
             return Err(self.error(
                 Some(spec.batch_interval.span()),
@@ -148,6 +152,7 @@ impl<'a> Resolver<'a> {
             ("rate", spec.rate.as_ref().map(Spanned::span)),
             ("limit", spec.limit.as_ref().map(Spanned::span)),
             ("batches", spec.batches.as_ref().map(Spanned::span)),
+            ("format", spec.format.as_ref().map(Spanned::span)),
         ];
         let kind = match spec.kind.get_ref().as_str() {
             "socket" => {
@@ -214,6 +219,36 @@ impl<'a> Resolver<'a> {
                 self.only(&fields, &[], "a stdin source")?;
                 SourceKind::Stdin
             }
+            "table" => {
+                self.only(&fields, &["path", "format"], "a table source")?;
+                let path = self.required(&spec.path, &spec.kind, "path", "a table source")?;
+                let file = self.base.join(path.get_ref());
+                if !file.is_file() {
+                    return Err(self.error(
+                        Some(path.span()),
+                        format!("file {} does not exist", file.display()),
+                        "fix the path (relative paths start at the manifest's directory)",
+                    ));
+                }
+                let format = match spec
+                    .format
+                    .as_ref()
+                    .map(|format| (format.get_ref().as_str(), format.span()))
+                {
+                    Some(("csv", _)) => TableFormat::Csv,
+                    Some(("json_lines", _)) => TableFormat::JsonLines,
+                    None if file.extension().is_some_and(|ext| ext == "csv") => TableFormat::Csv,
+                    None => TableFormat::JsonLines,
+                    Some((other, span)) => {
+                        return Err(self.error(
+                            Some(span),
+                            format!("unknown table format `{other}`"),
+                            "use `json_lines` or `csv`",
+                        ));
+                    }
+                };
+                SourceKind::Table { path: file, format }
+            }
             "queue" => {
                 self.only(&fields, &["batches"], "a queue source")?;
                 let batches =
@@ -226,7 +261,7 @@ impl<'a> Resolver<'a> {
                 return Err(self.error(
                     Some(spec.kind.span()),
                     format!("unknown source kind `{other}`"),
-                    "use one of: socket, directory, file, generator, stdin, queue",
+                    "use one of: socket, directory, file, generator, stdin, queue, table",
                 ));
             }
         };
@@ -245,8 +280,9 @@ impl<'a> Resolver<'a> {
     }
 
     fn step(&self, spec: &StepSpec) -> Result<StepConfig> {
+        let span = |field: &Option<Spanned<String>>| field.as_ref().map(Spanned::span);
         let fields = [
-            ("udf", spec.udf.as_ref().map(Spanned::span)),
+            ("udf", span(&spec.udf)),
             ("partitions", spec.partitions.as_ref().map(Spanned::span)),
             (
                 "with",
@@ -256,35 +292,80 @@ impl<'a> Resolver<'a> {
                     .map(Spanned::span),
             ),
             ("steps", spec.steps.as_ref().map(Spanned::span)),
+            ("other", span(&spec.other)),
+            ("batch_op", span(&spec.batch_op)),
+            ("window", span(&spec.window)),
+            ("slide", span(&spec.slide)),
+            ("inverse", span(&spec.inverse)),
+            ("filter", span(&spec.filter)),
+            ("create", span(&spec.create)),
+            ("merge_value", span(&spec.merge_value)),
+            ("merge_combiners", span(&spec.merge_combiners)),
         ];
         let op = spec.op.get_ref().as_str();
         let what = format!("the `{op}` step");
-        let with_udf = |kind: Kind| -> Result<UdfRef> {
-            self.only(&fields, &["udf"], &what)?;
-            let udf = self.required(&spec.udf, &spec.op, "udf", &what)?;
-            self.udf(udf, op, kind)
+        let takes = |allowed: &[&str]| self.only(&fields, allowed, &what);
+        let function =
+            |field: &Option<Spanned<String>>, name: &str, kind: Kind| -> Result<UdfRef> {
+                self.udf(self.required(field, &spec.op, name, &what)?, op, kind)
+            };
+        let optional_function =
+            |field: &Option<Spanned<String>>, kind: Kind| -> Result<Option<UdfRef>> {
+                field
+                    .as_ref()
+                    .map(|reference| self.udf(reference, op, kind))
+                    .transpose()
+            };
+        let other = || -> Result<String> {
+            let other = spec.other.as_ref().ok_or_else(|| {
+                self.error(
+                    Some(spec.op.span()),
+                    format!("`{op}` needs a second stream"),
+                    "add `other = \"stream-name\"`: a source or a stream defined above",
+                )
+            })?;
+            self.reference(other)
         };
+        let span = || self.span(spec);
         Ok(match op {
-            "map" => StepConfig::Map(with_udf(Kind::Map)?),
-            "flat_map" => StepConfig::FlatMap(with_udf(Kind::FlatMap)?),
-            "filter" => StepConfig::Filter(with_udf(Kind::Filter)?),
-            "map_partitions" => StepConfig::MapPartitions(with_udf(Kind::MapPartition)?),
-            "reduce" => StepConfig::Reduce(with_udf(Kind::Reduce)?),
-            "glom" | "count" | "count_by_value" => {
-                self.only(&fields, &[], &what)?;
+            "map" | "flat_map" | "filter" | "map_partitions" | "reduce" | "reduce_by_key"
+            | "map_values" | "flat_map_values" => {
+                takes(&["udf"])?;
+                let kind = match op {
+                    "map" | "map_values" => Kind::Map,
+                    "flat_map" | "flat_map_values" => Kind::FlatMap,
+                    "filter" => Kind::Filter,
+                    "map_partitions" => Kind::MapPartition,
+                    _ => Kind::Reduce,
+                };
+                let udf = function(&spec.udf, "udf", kind)?;
+                match op {
+                    "map" => StepConfig::Map(udf),
+                    "flat_map" => StepConfig::FlatMap(udf),
+                    "filter" => StepConfig::Filter(udf),
+                    "map_partitions" => StepConfig::MapPartitions(udf),
+                    "reduce" => StepConfig::Reduce(udf),
+                    "reduce_by_key" => StepConfig::ReduceByKey(udf),
+                    "map_values" => StepConfig::MapValues(udf),
+                    _ => StepConfig::FlatMapValues(udf),
+                }
+            }
+            "glom" | "count" | "count_by_value" | "group_by_key" => {
+                takes(&[])?;
                 match op {
                     "glom" => StepConfig::Glom,
                     "count" => StepConfig::Count,
-                    _ => StepConfig::CountByValue,
+                    "count_by_value" => StepConfig::CountByValue,
+                    _ => StepConfig::GroupByKey,
                 }
             }
             "repartition" => {
-                self.only(&fields, &["partitions"], &what)?;
+                takes(&["partitions"])?;
                 let partitions = self.required(&spec.partitions, &spec.op, "partitions", &what)?;
                 StepConfig::Repartition(self.positive(partitions, "partitions")?)
             }
             "union" => {
-                self.only(&fields, &["with"], &what)?;
+                takes(&["with"])?;
                 let with = spec
                     .with
                     .as_ref()
@@ -303,7 +384,7 @@ impl<'a> Resolver<'a> {
                 )
             }
             "transform" => {
-                self.only(&fields, &["steps"], &what)?;
+                takes(&["steps"])?;
                 let steps = self.required(&spec.steps, &spec.op, "steps", &what)?;
                 StepConfig::Transform(
                     steps
@@ -313,14 +394,114 @@ impl<'a> Resolver<'a> {
                         .collect::<Result<_>>()?,
                 )
             }
+            "combine_by_key" => {
+                takes(&["create", "merge_value", "merge_combiners"])?;
+                StepConfig::CombineByKey {
+                    create: function(&spec.create, "create", Kind::Map)?,
+                    merge_value: function(&spec.merge_value, "merge_value", Kind::Fold)?,
+                    merge_combiners: function(
+                        &spec.merge_combiners,
+                        "merge_combiners",
+                        Kind::Reduce,
+                    )?,
+                }
+            }
+            "cogroup" | "join" | "left_outer_join" | "right_outer_join" | "full_outer_join" => {
+                takes(&["other"])?;
+                binary(op, other()?).expect("a two-stream operator")
+            }
+            "transform_with" => {
+                takes(&["other", "batch_op"])?;
+                let batch_op = self.required(&spec.batch_op, &spec.op, "batch_op", &what)?;
+                let other = other()?;
+                match batch_op.get_ref().as_str() {
+                    "union" => StepConfig::Union(vec![other]),
+                    name => binary(name, other).ok_or_else(|| {
+                        self.error(
+                            Some(batch_op.span()),
+                            format!("unknown batch operation `{name}`"),
+                            "use one of: union, join, left_outer_join, right_outer_join, full_outer_join, cogroup",
+                        )
+                    })?,
+                }
+            }
+            "window"
+            | "count_by_window"
+            | "group_by_key_and_window"
+            | "count_by_value_and_window" => {
+                takes(&["window", "slide"])?;
+                let span = span()?;
+                match op {
+                    "window" => StepConfig::Window(span),
+                    "count_by_window" => StepConfig::CountByWindow(span),
+                    "group_by_key_and_window" => StepConfig::GroupByKeyAndWindow(span),
+                    _ => StepConfig::CountByValueAndWindow(span),
+                }
+            }
+            "reduce_by_window" => {
+                takes(&["udf", "inverse", "window", "slide"])?;
+                StepConfig::ReduceByWindow {
+                    reduce: function(&spec.udf, "udf", Kind::Reduce)?,
+                    inverse: optional_function(&spec.inverse, Kind::Reduce)?,
+                    span: span()?,
+                }
+            }
+            "reduce_by_key_and_window" => {
+                takes(&["udf", "inverse", "filter", "window", "slide"])?;
+                let inverse = optional_function(&spec.inverse, Kind::Reduce)?;
+                if let (Some(filter), None) = (&spec.filter, &inverse) {
+                    return Err(self.error(
+                        Some(filter.span()),
+                        "`filter` applies only with an `inverse` function",
+                        "add `inverse = ...`, or filter the output with a `filter` step",
+                    ));
+                }
+                StepConfig::ReduceByKeyAndWindow {
+                    reduce: function(&spec.udf, "udf", Kind::Reduce)?,
+                    inverse,
+                    filter: optional_function(&spec.filter, Kind::Filter)?,
+                    span: span()?,
+                }
+            }
             other => {
                 return Err(self.error(
                     Some(spec.op.span()),
                     format!("unknown operator `{other}`"),
-                    "use one of: map, flat_map, filter, map_partitions, glom, repartition, union, count, count_by_value, reduce, transform",
+                    "see docs/manifest.md for the operators",
                 ));
             }
         })
+    }
+
+    /// A window's length and slide, which must be multiples of the batch interval; the
+    /// slide defaults to the interval.
+    fn span(&self, spec: &StepSpec) -> Result<Span> {
+        let window = self.required(&spec.window, &spec.op, "window", "a windowed step")?;
+        let batches = |value: &Spanned<String>, name: &str| -> Result<u64> {
+            let duration = self.duration(value, name)?;
+            let interval = self.interval.as_millis();
+            let millis = duration.as_millis();
+            if millis == 0 || !millis.is_multiple_of(interval) {
+                return Err(self.error(
+                    Some(value.span()),
+                    format!(
+                        "`{name}` = \"{}\" is not a multiple of the batch interval ({interval} ms)",
+                        value.get_ref()
+                    ),
+                    format!(
+                        "use a whole number of batch intervals, e.g. \"{}ms\"",
+                        interval * (millis / interval).max(1)
+                    ),
+                ));
+            }
+            Ok((millis / interval) as u64)
+        };
+        let window = batches(window, "window")?;
+        let slide = spec
+            .slide
+            .as_ref()
+            .map_or(Ok(1), |slide| batches(slide, "slide"))?;
+        Ok(Span { window, slide })
     }
 
     fn sink(&self, index: usize, spec: &SinkSpec) -> Result<SinkConfig> {
@@ -570,6 +751,18 @@ impl<'a> Resolver<'a> {
             hint: Some(hint.into()),
         }
     }
+}
+
+/// The step a two-stream operator name stands for.
+fn binary(op: &str, other: String) -> Option<StepConfig> {
+    Some(match op {
+        "cogroup" => StepConfig::Cogroup(other),
+        "join" => StepConfig::Join(JoinKind::Inner, other),
+        "left_outer_join" => StepConfig::Join(JoinKind::LeftOuter, other),
+        "right_outer_join" => StepConfig::Join(JoinKind::RightOuter, other),
+        "full_outer_join" => StepConfig::Join(JoinKind::FullOuter, other),
+        _ => return None,
+    })
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {

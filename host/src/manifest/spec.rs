@@ -48,6 +48,7 @@ pub struct SourceSpec {
     pub rate: Option<Spanned<i64>>,
     pub limit: Option<Spanned<i64>>,
     pub batches: Option<Spanned<Vec<Vec<Value>>>>,
+    pub format: Option<Spanned<String>>,
 }
 
 /// One `[[streams]]` table: a stream derived from another by a pipeline of steps.
@@ -69,6 +70,15 @@ pub struct StepSpec {
     pub partitions: Option<Spanned<i64>>,
     pub with: Option<Vec<Spanned<String>>>,
     pub steps: Option<Spanned<Vec<StepSpec>>>,
+    pub other: Option<Spanned<String>>,
+    pub batch_op: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+    pub slide: Option<Spanned<String>>,
+    pub inverse: Option<Spanned<String>>,
+    pub filter: Option<Spanned<String>>,
+    pub create: Option<Spanned<String>>,
+    pub merge_value: Option<Spanned<String>>,
+    pub merge_combiners: Option<Spanned<String>>,
 }
 
 /// One `[[sinks]]` table; which fields apply depends on `kind`.

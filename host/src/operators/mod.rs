@@ -4,11 +4,17 @@
 //! made, the operator's docs say what Spark does.
 
 mod aggregate;
+pub mod builtin;
+mod by_key;
+mod join;
+pub mod keyed;
 mod stateless;
 mod union;
 
 pub use aggregate::{Count, CountByValue, Reduce};
-pub use stateless::{Filter, Glom, MapRecords, Repartition, Transform};
+pub use by_key::{CombineByKey, FlatMapValues, GroupByKey, MapValues, ReduceByKey};
+pub use join::{Cogroup, Join, JoinKind};
+pub use stateless::{Filter, FlatMap, Glom, MapRecords, Repartition, Transform};
 pub use union::Union;
 
 use anyhow::Result;
@@ -22,6 +28,8 @@ pub struct BatchContext {
     pub time_ms: i64,
     /// How many partitions a data set is split into (the job's parallelism).
     pub partitions: usize,
+    /// The batch's number in the run: 1 for the first. Windows slide on it.
+    pub number: u64,
 }
 
 /// One step of a job's graph.
@@ -34,12 +42,18 @@ pub trait Operator: Send + Sync {
         Some(1)
     }
 
+    /// For a windowed operator, its slide in batches: it sees every batch of its input
+    /// but its output is used only at batch numbers that are multiples of the slide.
+    fn slide(&self) -> Option<u64> {
+        None
+    }
+
     /// Computes the step's output for one batch from its inputs' outputs, in input order.
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset>;
 }
 
 /// The one input of a unary operator.
-fn single(inputs: Vec<Dataset>) -> Dataset {
+pub(crate) fn single(inputs: Vec<Dataset>) -> Dataset {
     let [input]: [Dataset; 1] = inputs
         .try_into()
         .expect("the graph gives a unary operator exactly one input");

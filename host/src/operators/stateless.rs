@@ -9,9 +9,9 @@ use super::{BatchContext, Operator, single};
 use crate::dataset::Dataset;
 use crate::udf::BoundUdf;
 
-/// map, flatMap and mapPartitions: a UDF of the matching kind over each partition.
+/// map and mapPartitions: a UDF of the matching kind over each partition.
 pub struct MapRecords {
-    /// The operator's manifest name (`map`, `flat_map`, `map_partitions`).
+    /// The operator's manifest name (`map`, `map_partitions`).
     pub op: &'static str,
     /// The function.
     pub udf: BoundUdf,
@@ -24,6 +24,26 @@ impl Operator for MapRecords {
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
         Ok(single(inputs).try_map_partitions(|partition| self.udf.records(partition))?)
+    }
+}
+
+/// flatMap: every record's results, in order.
+pub struct FlatMap {
+    /// The function.
+    pub udf: BoundUdf,
+}
+
+impl Operator for FlatMap {
+    fn describe(&self) -> String {
+        format!("flat_map {}", self.udf.label())
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        Ok(single(inputs).try_map_partitions(|partition| {
+            self.udf
+                .flat_map(partition)
+                .map(|groups| groups.into_parts().0)
+        })?)
     }
 }
 

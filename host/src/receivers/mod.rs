@@ -7,6 +7,7 @@ mod generator;
 mod queue;
 mod socket;
 mod stdin;
+mod table;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,13 @@ impl Receivers {
                         &String::from_utf8_lossy(&text),
                         *lines_per_batch,
                     )));
+                    continue;
+                }
+                SourceKind::Table { path, format } => {
+                    receivers.push(Arc::new(
+                        table::Table::load(path, *format)
+                            .with_context(|| format!("source `{name}` cannot start"))?,
+                    ));
                     continue;
                 }
                 SourceKind::Socket { host, port } => {

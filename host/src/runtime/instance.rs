@@ -200,12 +200,13 @@ impl UdfInstance {
                     wit::Kind::Filter => Kind::Filter,
                     wit::Kind::MapPartition => Kind::MapPartition,
                     wit::Kind::Reduce => Kind::Reduce,
+                    wit::Kind::Fold => Kind::Fold,
                 },
             })
             .collect())
     }
 
-    /// Calls a function of kind map, flat-map or map-partition on `input`.
+    /// Calls a function of kind map or map-partition on `input`.
     pub fn call_records(
         &mut self,
         kind: Kind,
@@ -215,11 +216,17 @@ impl UdfInstance {
         let input = to_wit(input);
         let output = self.call(|udf, store| match kind {
             Kind::Map => udf.call_map(store, function, &input),
-            Kind::FlatMap => udf.call_flat_map(store, function, &input),
             Kind::MapPartition => udf.call_map_partition(store, function, &input),
-            Kind::Filter | Kind::Reduce => unreachable!("{kind} functions do not map records"),
+            other => unreachable!("{other} functions are not called through call_records"),
         })?;
         from_wit(output)
+    }
+
+    /// Calls a flat-map function: group `i` of the answer holds what record `i` gave.
+    pub fn call_flat_map(&mut self, function: u32, input: Batch) -> Result<Groups, CallError> {
+        let input = to_wit(input);
+        let output = self.call(|udf, store| udf.call_flat_map(store, function, &input))?;
+        groups_from_wit(output)
     }
 
     /// Calls a filter function and returns the records it keeps.
@@ -306,6 +313,15 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 fn to_wit(batch: Batch) -> wit::Batch {
     let (data, ends) = batch.into_parts();
     wit::Batch { data, ends }
+}
+
+fn groups_from_wit(groups: wit::Groups) -> Result<Groups, CallError> {
+    Groups::from_parts(from_wit(groups.records)?, groups.group_ends).map_err(|error| {
+        CallError::Failed {
+            message: format!("returned malformed groups: {error}"),
+            record_index: None,
+        }
+    })
 }
 
 fn from_wit(batch: wit::Batch) -> Result<Batch, CallError> {

@@ -1,0 +1,187 @@
+//! What every key-based operator shares: reading `(key, value)` pairs, hash-partitioning
+//! them by key, grouping values by key, and reducing groups with one guest call.
+//!
+//! Keys are compared and hashed by their canonical bytes, so grouping and joining never
+//! call a guest.
+
+use std::hash::BuildHasher;
+
+use anyhow::{Result, bail};
+use rayon::prelude::*;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use sluice_abi::encoding::{self, Encoder};
+use sluice_abi::{Batch, Groups, Value};
+
+use crate::dataset::Dataset;
+use crate::udf::BoundUdf;
+
+/// The key and value bytes of a pair record (a 2-element tuple or list).
+pub fn split_pair(record: &[u8]) -> Result<(&[u8], &[u8])> {
+    let mut header = Vec::with_capacity(2);
+    Encoder::new(&mut header).tuple_header(2);
+    let body = record.strip_prefix(header.as_slice()).or_else(|| {
+        header.clear();
+        Encoder::new(&mut header).list_header(2);
+        record.strip_prefix(header.as_slice())
+    });
+    let Some(body) = body else {
+        let shown = Value::decode(record)
+            .map_or_else(|_| "undecodable bytes".into(), |value| value.to_json());
+        bail!(
+            "record {shown} is not a (key, value) pair: key-based operators need 2-element tuples"
+        );
+    };
+    let (key, value) = encoding::skip_value(body)?;
+    Ok((key, value))
+}
+
+/// Appends the pair `(key, value)` (both already encoded) to `out`.
+pub fn write_pair(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    Encoder::new(out).tuple_header(2);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
+/// Appends a pair record to `batch`.
+pub fn push_pair(batch: &mut Batch, key: &[u8], value: &[u8]) {
+    batch.push_with(|out| write_pair(out, key, value));
+}
+
+/// The partition a key belongs to among `partitions`.
+pub fn partition_of(key: &[u8], partitions: usize) -> usize {
+    (FxBuildHasher.hash_one(key) % partitions as u64) as usize
+}
+
+/// Values grouped by key, keys in the order first seen, values in arrival order.
+#[derive(Default)]
+pub struct KeyGroups<'a> {
+    index: FxHashMap<&'a [u8], usize>,
+    keys: Vec<&'a [u8]>,
+    values: Vec<Vec<&'a [u8]>>,
+}
+
+impl<'a> KeyGroups<'a> {
+    /// Groups the pairs of `batch`.
+    pub fn of_pairs(batch: &'a Batch) -> Result<Self> {
+        let mut groups = Self::default();
+        groups.add_pairs(batch)?;
+        Ok(groups)
+    }
+
+    /// Adds the pairs of `batch`.
+    pub fn add_pairs(&mut self, batch: &'a Batch) -> Result<()> {
+        for record in batch.iter() {
+            let (key, value) = split_pair(record)?;
+            self.add(key, value);
+        }
+        Ok(())
+    }
+
+    /// Adds one value under `key`.
+    pub fn add(&mut self, key: &'a [u8], value: &'a [u8]) {
+        let next = self.keys.len();
+        let slot = *self.index.entry(key).or_insert(next);
+        if slot == next {
+            self.keys.push(key);
+            self.values.push(Vec::new());
+        }
+        self.values[slot].push(value);
+    }
+
+    /// The values of `key`, if it has any.
+    pub fn get(&self, key: &[u8]) -> Option<&[&'a [u8]]> {
+        self.index
+            .get(key)
+            .map(|&slot| self.values[slot].as_slice())
+    }
+
+    /// Every key with its values.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &[&'a [u8]])> + '_ {
+        self.keys
+            .iter()
+            .copied()
+            .zip(self.values.iter().map(Vec::as_slice))
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// Folds each list of values with `udf` in one guest call, answering one value per list.
+/// A list of one value is its own result without a call: Spark never calls a reduce
+/// function on a single value.
+pub fn fold_lists<'v>(
+    udf: &BoundUdf,
+    lists: &[Vec<&'v [u8]>],
+) -> Result<Vec<std::borrow::Cow<'v, [u8]>>> {
+    let mut records = Batch::new();
+    let mut group_ends = Vec::new();
+    for list in lists.iter().filter(|list| list.len() > 1) {
+        list.iter().for_each(|value| records.push_encoded(value));
+        group_ends.push(records.len() as u32);
+    }
+    let folded = if group_ends.is_empty() {
+        Batch::new()
+    } else {
+        udf.aggregate(Groups::from_parts(records, group_ends)?)?
+    };
+    if folded.len() != lists.iter().filter(|list| list.len() > 1).count() {
+        bail!(
+            "UDF `{}` returned {} results for {} groups",
+            udf.label(),
+            folded.len(),
+            lists.len()
+        );
+    }
+    let mut results = folded.iter();
+    lists
+        .iter()
+        .map(|list| match list.as_slice() {
+            [] => bail!("an empty group has nothing to fold"),
+            [only] => Ok(std::borrow::Cow::Borrowed(*only)),
+            _ => Ok(std::borrow::Cow::Owned(
+                results.next().expect("counted above").to_vec(),
+            )),
+        })
+        .collect()
+}
+
+/// Every key of `groups` with its values folded by `udf`, as pairs.
+pub fn reduce_groups(udf: &BoundUdf, groups: &KeyGroups<'_>) -> Result<Batch> {
+    let lists: Vec<Vec<&[u8]>> = groups.values.clone();
+    let folded = fold_lists(udf, &lists)?;
+    let mut pairs = Batch::with_capacity(groups.len(), folded.iter().map(|v| v.len() + 8).sum());
+    for (key, value) in groups.keys.iter().zip(&folded) {
+        push_pair(&mut pairs, key, value);
+    }
+    Ok(pairs)
+}
+
+/// Hash-partitions pair records by key into `partitions` partitions, keeping the order of
+/// records within each source partition and of the source partitions.
+pub fn shuffle(input: Vec<Batch>, partitions: usize) -> Result<Dataset> {
+    let buckets: Vec<Vec<Batch>> = input
+        .into_par_iter()
+        .map(|partition| {
+            let mut buckets = vec![Batch::new(); partitions];
+            for record in partition.iter() {
+                let (key, _) = split_pair(record)?;
+                buckets[partition_of(key, partitions)].push_encoded(record);
+            }
+            Ok(buckets)
+        })
+        .collect::<Result<_>>()?;
+    let merged = (0..partitions)
+        .into_par_iter()
+        .map(|target| {
+            let mut merged = Batch::new();
+            buckets
+                .iter()
+                .for_each(|source| merged.extend_from(&source[target]));
+            merged
+        })
+        .collect();
+    Ok(Dataset::from_partitions(merged))
+}

@@ -1,0 +1,77 @@
+//! table: a static data set read once at start and offered whole in every batch, the
+//! other side of a join with reference data.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sluice_abi::{Batch, Value};
+
+use super::Receiver;
+use crate::manifest::TableFormat;
+
+/// The same records at every cut.
+pub struct Table {
+    records: Batch,
+}
+
+impl Table {
+    /// Reads the table at `path`; a line or row that cannot be read fails the start,
+    /// naming the line.
+    pub fn load(path: &Path, format: TableFormat) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read table {}", path.display()))?;
+        let mut records = Batch::new();
+        match format {
+            TableFormat::JsonLines => {
+                for (index, line) in text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, line)| !line.trim().is_empty())
+                {
+                    let value: Value = serde_json::from_str(line).with_context(|| {
+                        format!(
+                            "table {} line {} is not JSON: fix or remove it",
+                            path.display(),
+                            index + 1
+                        )
+                    })?;
+                    records.push_with(|out| value.encode_into(out));
+                }
+            }
+            TableFormat::Csv => {
+                let mut reader = csv::Reader::from_reader(text.as_bytes());
+                for (index, row) in reader.records().enumerate() {
+                    let row = row.with_context(|| {
+                        format!(
+                            "table {} row {} is not valid CSV",
+                            path.display(),
+                            index + 2
+                        )
+                    })?;
+                    let mut fields = row.iter().map(|field| Value::String(field.to_owned()));
+                    let Some(key) = fields.next() else {
+                        bail!("table {} row {} is empty", path.display(), index + 2);
+                    };
+                    let rest: Vec<Value> = fields.collect();
+                    let value = match <[Value; 1]>::try_from(rest) {
+                        Ok([single]) => single,
+                        Err(rest) => Value::List(rest),
+                    };
+                    records.push_with(|out| Value::Tuple(vec![key, value]).encode_into(out));
+                }
+            }
+        }
+        Ok(Self { records })
+    }
+}
+
+impl Receiver for Table {
+    fn cut(&self) -> Batch {
+        self.records.clone()
+    }
+
+    /// A table never brings anything new, so it never keeps a job running.
+    fn is_drained(&self) -> bool {
+        true
+    }
+}

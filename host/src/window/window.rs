@@ -1,0 +1,92 @@
+//! window and groupByKeyAndWindow: every record of the window's batches.
+
+use std::sync::Mutex;
+
+use anyhow::Result;
+use rayon::prelude::*;
+use sluice_abi::Batch;
+
+use super::{BatchHistory, Span};
+use crate::dataset::Dataset;
+use crate::operators::keyed::{self, KeyGroups};
+use crate::operators::{BatchContext, GroupByKey, Operator, single};
+
+/// window: the records of every batch in the window, oldest batch first (Spark's
+/// `window`, a union of the window's batches).
+pub struct Window {
+    /// Length and slide.
+    pub span: Span,
+    /// The batches still inside some future window.
+    pub history: Mutex<BatchHistory<Dataset>>,
+}
+
+impl Operator for Window {
+    fn describe(&self) -> String {
+        format!(
+            "window {} batches, slide {}",
+            self.span.window, self.span.slide
+        )
+    }
+
+    fn slide(&self) -> Option<u64> {
+        Some(self.span.slide)
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
+        let mut history = self.history.lock().expect("window history poisoned");
+        history.push(batch.number, single(inputs));
+        if !self.span.is_due(batch.number) {
+            return Ok(Dataset::default());
+        }
+        let partitions = history
+            .range(self.span.covering(batch.number))
+            .flat_map(|data| data.partitions().iter().cloned())
+            .collect();
+        history.forget_up_to((batch.number + self.span.slide).saturating_sub(self.span.window));
+        Ok(Dataset::from_partitions(partitions))
+    }
+}
+
+/// groupByKeyAndWindow: `(key, [values])` over the window, values in batch order then
+/// arrival order (Spark: `groupByKey().window(...)`, then the groups merged per key).
+pub struct GroupByKeyAndWindow {
+    /// Length and slide.
+    pub span: Span,
+    /// Each batch's pairs, hash-partitioned by key.
+    pub history: Mutex<BatchHistory<Vec<Batch>>>,
+}
+
+impl Operator for GroupByKeyAndWindow {
+    fn describe(&self) -> String {
+        format!(
+            "group_by_key_and_window {} batches, slide {}",
+            self.span.window, self.span.slide
+        )
+    }
+
+    fn slide(&self) -> Option<u64> {
+        Some(self.span.slide)
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
+        let shuffled = keyed::shuffle(single(inputs).into_partitions(), batch.partitions)?;
+        let mut history = self.history.lock().expect("window history poisoned");
+        history.push(batch.number, shuffled.into_partitions());
+        if !self.span.is_due(batch.number) {
+            return Ok(Dataset::default());
+        }
+        let window: Vec<&Vec<Batch>> = history.range(self.span.covering(batch.number)).collect();
+        let partitions = (0..batch.partitions)
+            .into_par_iter()
+            .map(|partition| {
+                let mut groups = KeyGroups::default();
+                for data in &window {
+                    groups.add_pairs(&data[partition])?;
+                }
+                Ok(GroupByKey::write_groups(&groups))
+            })
+            .collect::<Result<_>>()?;
+        history.forget_up_to((batch.number + self.span.slide).saturating_sub(self.span.window));
+        Ok(Dataset::from_partitions(partitions))
+    }
+}
