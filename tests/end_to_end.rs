@@ -182,6 +182,225 @@ fn socket_word_count_counts_every_line_and_survives_reconnects() {
     assert_eq!(total_counts(&json_outputs(dir.path(), "counts")), expected);
 }
 
+/// Sleeps until `offset_ms` past the next multiple of `interval_ms` on the wall clock, and
+/// returns the time of the batch that records sent then land in (the interval's end).
+fn into_next_batch(interval_ms: i64, offset_ms: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start = (now / interval_ms + 1) * interval_ms;
+    std::thread::sleep(Duration::from_millis((start + offset_ms - now) as u64));
+    start + interval_ms
+}
+
+#[test]
+fn windowed_word_count_over_a_socket_gives_every_windows_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let manifest = wordcount_job(&format!("kind = \"socket\"\nport = {port}"), dir.path())
+        .replace("batch_interval = \"200ms\"", "batch_interval = \"1s\"")
+        .replace(
+            "{ op = \"count_by_value\" },",
+            "{ op = \"map\", udf = \"wc#with_one\" },\n  { op = \"reduce_by_key_and_window\", udf = \"wc#sum\", inverse = \"wc#subtract\", window = \"3s\", slide = \"2s\" },",
+        );
+    let job = write_manifest(dir.path(), &manifest);
+    let child = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut client, _) = listener.accept().unwrap();
+
+    // One group of lines per batch, each sent 300 ms into its batch interval.
+    let groups = [
+        "apple banana apple",
+        "banana cherry",
+        "",
+        "apple",
+        "",
+        "",
+        "",
+    ];
+    let mut sent: Vec<(i64, &str)> = Vec::new();
+    for group in groups {
+        let batch_time = into_next_batch(1000, 300);
+        if !group.is_empty() {
+            client.write_all(format!("{group}\n").as_bytes()).unwrap();
+            client.flush().unwrap();
+        }
+        sent.push((batch_time, group));
+    }
+    let last = sent.last().unwrap().0;
+    wait_for(
+        Duration::from_secs(20),
+        "the window after the last batch",
+        || {
+            json_outputs(dir.path(), "counts")
+                .last()
+                .is_some_and(|(time, _)| *time >= last)
+        },
+    );
+    interrupt(child);
+
+    let outputs = json_outputs(dir.path(), "counts");
+    let windows: Vec<&(i64, Vec<Json>)> = outputs
+        .iter()
+        .filter(|(time, _)| *time >= sent[0].0)
+        .collect();
+    assert!(windows.len() >= 3, "a window every 2 batches: {outputs:?}");
+    assert!(
+        windows.windows(2).all(|pair| pair[1].0 - pair[0].0 == 2000),
+        "windows slide by 2 s: {outputs:?}"
+    );
+    for (time, pairs) in &windows {
+        // Every word seen so far, counted over the last 3 batches: with an inverse
+        // function a word that left the window stays, with 0, as in Spark.
+        let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+        for (batch, group) in sent.iter().filter(|(batch, _)| batch <= time) {
+            for word in group.split_whitespace() {
+                *expected.entry(word.to_owned()).or_insert(0) += i64::from(*batch > time - 3000);
+            }
+        }
+        assert_eq!(
+            total_counts(&[(*time, pairs.clone())]),
+            expected,
+            "window ending at {time}"
+        );
+    }
+    assert!(
+        windows
+            .iter()
+            .any(|(_, pairs)| pairs.iter().any(|pair| pair[1] == 0)),
+        "some word fell out of a window"
+    );
+}
+
+#[test]
+fn transactions_join_static_reference_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::root().join("examples/transactions/transactions.csv"),
+        dir.path().join("transactions.csv"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("accounts.csv"),
+        "account,owner,branch\nACC-1,Ada,North\nACC-2,Grace,South\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flagged.jsonl"),
+        "[\"ACC-3\", \"reported lost\"]\n\n[\"ACC-9\", \"closed\"]\n",
+    )
+    .unwrap();
+    let manifest = format!(
+        r#"
+name = "enrich"
+batch_interval = "100ms"
+
+[udfs]
+tx = "{udf}"
+
+[[sources]]
+name = "lines"
+kind = "file"
+path = "transactions.csv"
+
+[[sources]]
+name = "accounts"
+kind = "table"
+path = "accounts.csv"
+
+[[sources]]
+name = "flagged"
+kind = "table"
+path = "flagged.jsonl"
+
+[[streams]]
+name = "keyed"
+from = "lines"
+steps = [
+  {{ op = "map", udf = "tx#parse" }},
+  {{ op = "flat_map", udf = "tx#parsed" }},
+  {{ op = "map", udf = "tx#by_account" }},
+]
+
+[[streams]]
+name = "owned"
+from = "keyed"
+steps = [{{ op = "left_outer_join", other = "accounts" }}]
+
+[[streams]]
+name = "alerts"
+from = "keyed"
+steps = [{{ op = "transform_with", other = "flagged", batch_op = "join" }}]
+
+[[sinks]]
+from = "owned"
+kind = "files"
+prefix = "out/owned"
+suffix = "jsonl"
+format = "json_lines"
+
+[[sinks]]
+from = "alerts"
+kind = "files"
+prefix = "out/alerts"
+suffix = "jsonl"
+format = "json_lines"
+"#,
+        udf = common::udf("transactions").display()
+    );
+    let job = write_manifest(dir.path(), &manifest);
+    let output = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let records = |prefix| -> Vec<String> {
+        let mut lines: Vec<String> = json_outputs(&dir.path().join("out"), prefix)
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .map(|r| r.to_string())
+            .collect();
+        lines.sort();
+        lines
+    };
+    let owned: Vec<(i64, Json)> = records("owned")
+        .iter()
+        .map(|line| {
+            let pair: Json = serde_json::from_str(line).unwrap();
+            (pair[1][0]["id"].as_i64().unwrap(), pair[1][1].clone())
+        })
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            (1, serde_json::json!(["Ada", "North"])),
+            (2, serde_json::json!(["Grace", "South"])),
+            (4, Json::Null),
+            (7, serde_json::json!(["Ada", "North"])),
+        ],
+        "every transaction once, with its owner or null for an unknown account"
+    );
+    let alerts = records("alerts");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].contains("\"reported lost\"") && alerts[0].contains("\"id\":4"),
+        "{alerts:?}"
+    );
+}
+
 #[test]
 fn directory_source_reads_each_file_moved_in_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -370,6 +589,35 @@ fn manifest_mistakes_are_rejected_with_position_and_hint() {
             good.replace("kind = \"queue\"", "kind = \"carrier-pigeon\""),
             "unknown source kind `carrier-pigeon`",
             ":10:8",
+        ),
+        (
+            good.replace(
+                "{ op = \"count_by_value\" }",
+                "{ op = \"window\", window = \"500ms\" }",
+            ),
+            "`window` = \"500ms\" is not a multiple of the batch interval (200 ms)",
+            ":18:29",
+        ),
+        (
+            good.replace(
+                "{ op = \"count_by_value\" }",
+                "{ op = \"window\", window = \"1s\", slide = \"300ms\" }",
+            ),
+            "`slide` = \"300ms\" is not a multiple of the batch interval (200 ms)",
+            ":18:43",
+        ),
+        (
+            good.replace("{ op = \"count_by_value\" }", "{ op = \"join\" }"),
+            "`join` needs a second stream",
+            "other = ",
+        ),
+        (
+            good.replace(
+                "{ op = \"count_by_value\" }",
+                "{ op = \"join\", other = \"nowhere\" }",
+            ),
+            "no source or stream is named `nowhere`",
+            ":18:31",
         ),
     ];
     for (text, message, detail) in cases {

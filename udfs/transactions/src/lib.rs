@@ -79,10 +79,16 @@ pub fn rejected(result: Result<Transaction, Rejected>) -> Option<Rejected> {
     result.err()
 }
 
+/// Keys a transaction by its account, for joins with account reference data.
+pub fn by_account(transaction: Transaction) -> (String, Transaction) {
+    (transaction.account.clone(), transaction)
+}
+
 udfs! {
     map parse,
     flat_map parsed,
     flat_map rejected,
+    map by_account,
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub fn sum(a: i64, b: i64) -> i64 {
     a + b
 }
 
+/// Takes a count back out of a sum: the inverse of `sum`, for windows.
+pub fn subtract(a: i64, b: i64) -> i64 {
+    a - b
+}
+
 /// Upper-cases a line: the map of the throughput benchmark.
 pub fn uppercase(line: &str) -> String {
     line.to_ascii_uppercase()
@@ -46,5 +51,6 @@ udfs! {
     filter is_long_word,
     map with_one,
     reduce sum,
+    reduce subtract,
     map uppercase,
 }
