@@ -617,7 +617,7 @@ fn manifest_mistakes_are_rejected_with_position_and_hint() {
                 "{ op = \"join\", other = \"nowhere\" }",
             ),
             "no source or stream is named `nowhere`",
-            ":18:31",
+            ":18:26",
         ),
     ];
     for (text, message, detail) in cases {
