@@ -66,6 +66,27 @@ pub fn filter(table: &[NamedFunction], index: u32, input: Batch) -> BitmapResult
     }
 }
 
+/// Runs the map, flat-map and filter functions `indices` of `table` one after the other.
+/// A failure after the first step names its function; its record index is that of the
+/// step's own input, so it is dropped.
+pub fn chain(table: &[NamedFunction], indices: Vec<u32>, input: Batch) -> BatchResult {
+    let mut records = from_wit(input)?;
+    for (step, index) in indices.into_iter().enumerate() {
+        let function = lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
+        let result = match function {
+            Function::Map(run) => run(&records),
+            Function::FlatMap(run) => run(&records).map(|groups| groups.into_parts().0),
+            Function::Filter(run) => run(&records).map(|keep| records.select(&keep)),
+            _ => unreachable!("lookup checked the kind"),
+        };
+        records = result.map_err(|failure| Failure {
+            message: format!("in `{}`: {}", table[index as usize].name, failure.message),
+            record_index: failure.record_index.filter(|_| step == 0),
+        })?;
+    }
+    Ok(into_wit(records))
+}
+
 /// Runs aggregating function `index` of `table` (a reduce or fold) on every group.
 pub fn aggregate(table: &[NamedFunction], index: u32, input: Groups) -> BatchResult {
     match lookup(table, index, &[Kind::Reduce, Kind::Fold])? {

@@ -93,6 +93,9 @@ macro_rules! udfs {
             fn map_partition(function: u32, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::map_partition(__SLUICE_FUNCTIONS, function, input)
             }
+            fn chain(functions: ::std::vec::Vec<u32>, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::chain(__SLUICE_FUNCTIONS, functions, input)
+            }
             fn aggregate(function: u32, input: $crate::dispatch::Groups) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::aggregate(__SLUICE_FUNCTIONS, function, input)
             }

@@ -15,7 +15,8 @@ use sluice_abi::Batch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const LINES: usize = 10_000_000;
+const RECORDS: usize = 10_000_000;
+const WORDS_PER_LINE: usize = 10;
 const BATCHES: usize = 10;
 const RUNS: usize = 3;
 
@@ -42,29 +43,52 @@ fn manifest(steps: &str) -> String {
     )
 }
 
-/// Lines of about 50 bytes: words from a small vocabulary, chosen by a cheap PRNG.
-fn generated_lines(count: usize) -> Vec<Batch> {
+/// `count` lines split into `BATCHES` batches, each line built by `line` from a cheap PRNG.
+fn generated(
+    count: usize,
+    mut line: impl FnMut(&mut dyn FnMut() -> &'static str, &mut String),
+) -> Vec<Batch> {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut word = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        WORDS[(seed % WORDS.len() as u64) as usize]
+    };
     let per_batch = count / BATCHES;
+    let mut text = String::with_capacity(64);
     (0..BATCHES)
         .map(|_| {
             let mut batch = Batch::with_capacity(per_batch, per_batch * 56);
-            let mut line = String::with_capacity(64);
             for _ in 0..per_batch {
-                line.clear();
-                while line.len() < 48 {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    line.push_str(WORDS[(seed % WORDS.len() as u64) as usize]);
-                    line.push(' ');
-                }
-                line.truncate(50);
-                batch.push(line.as_str()).unwrap();
+                text.clear();
+                line(&mut word, &mut text);
+                batch.push(text.as_str()).unwrap();
             }
             batch
         })
         .collect()
+}
+
+/// Lines of exactly 50 bytes of words.
+fn fifty_byte_lines(count: usize) -> Vec<Batch> {
+    generated(count, |word, line| {
+        while line.len() < 50 {
+            line.push_str(word());
+            line.push(' ');
+        }
+        line.truncate(50);
+    })
+}
+
+/// Lines of exactly `WORDS_PER_LINE` words.
+fn word_lines(words: usize) -> Vec<Batch> {
+    generated(words / WORDS_PER_LINE, |word, line| {
+        for _ in 0..WORDS_PER_LINE {
+            line.push_str(word());
+            line.push(' ');
+        }
+    })
 }
 
 /// The best of `RUNS` timings of all batches through `job`.
@@ -83,18 +107,26 @@ fn time(job: &Job, input: &[Batch]) -> Duration {
 
 fn main() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let input = generated_lines(LINES);
+    let lines = fifty_byte_lines(RECORDS);
+    let words = word_lines(RECORDS);
     let pipelines = [
         (
-            "flat_map(tokenize)+filter+map",
+            "flat_map(tokenize)+filter+map, 10M 50-byte lines",
             r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "filter", udf = "wc#is_long_word" }, { op = "map", udf = "wc#with_one" }"#,
+            &lines,
         ),
         (
-            "map(uppercase) 50-byte records",
+            "map(uppercase), 10M 50-byte records",
             r#"{ op = "map", udf = "wc#uppercase" }"#,
+            &lines,
+        ),
+        (
+            "word count flat_map(tokenize)+map+reduce_by_key, 10M words (rec = word)",
+            r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "map", udf = "wc#with_one" }, { op = "reduce_by_key", udf = "wc#sum" }"#,
+            &words,
         ),
     ];
-    for (name, steps) in pipelines {
+    for (name, steps, input) in pipelines {
         let config = sluice::manifest::parse(
             &manifest(steps),
             std::path::Path::new("bench.toml"),
@@ -103,8 +135,8 @@ fn main() {
         .unwrap();
         let wasm = Job::build(config.clone(), &runtime).unwrap();
         let native = Job::build_with(config, &runtime, Some(wordcount::functions())).unwrap();
-        let (wasm_time, native_time) = (time(&wasm, &input), time(&native, &input));
-        let rate = |elapsed: Duration| LINES as f64 / elapsed.as_secs_f64();
+        let (wasm_time, native_time) = (time(&wasm, input), time(&native, input));
+        let rate = |elapsed: Duration| RECORDS as f64 / elapsed.as_secs_f64();
         println!(
             "bench {name}: wasm {:.0} rec/s, native {:.0} rec/s, ratio {:.2}",
             rate(wasm_time),

@@ -17,7 +17,7 @@ use crate::manifest::{JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::runtime::{InstancePool, Runtime};
-use crate::udf::BoundUdf;
+use crate::udf::{BoundUdf, UdfChain};
 use crate::window::{self, Span};
 
 struct Node {
@@ -61,16 +61,22 @@ impl JobGraph {
         }
         for stream in &config.streams {
             let mut current = builder.streams[&stream.from];
-            for (index, step) in stream.steps.iter().enumerate() {
+            let mut index = 0;
+            while index < stream.steps.len() {
                 let owner = format!(
                     "job `{}`, stream `{}` step {}",
                     config.name,
                     stream.name,
                     index + 1
                 );
-                let operator = builder.operator(step, &owner)?;
+                let fused = fusable_run(&stream.steps[index..]);
+                let (operator, taken) = if fused.len() > 1 {
+                    (builder.fused(&fused, &owner)?, fused.len())
+                } else {
+                    (builder.operator(&stream.steps[index], &owner)?, 1)
+                };
                 let mut inputs = vec![current];
-                match step {
+                match &stream.steps[index] {
                     StepConfig::Union(others) => {
                         inputs.extend(others.iter().map(|name| builder.streams[name]))
                     }
@@ -84,6 +90,7 @@ impl JobGraph {
                     inputs,
                     Some(operator),
                 )?;
+                index += taken;
             }
             builder.streams.insert(stream.name.clone(), current);
         }
@@ -309,6 +316,52 @@ impl Builder<'_> {
         })
     }
 
+    /// One operator for consecutive record-at-a-time steps of one component.
+    fn fused(&self, steps: &[&UdfRef], owner: &str) -> Result<Box<dyn Operator>> {
+        let chain = if self.natives.is_some() {
+            UdfChain::Native(
+                steps
+                    .iter()
+                    .map(|udf| self.bind(udf, owner))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            let label = steps
+                .iter()
+                .map(|udf| udf.label.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            let component = self.runtime.load(&steps[0].component)?;
+            let functions = steps
+                .iter()
+                .map(|udf| {
+                    component
+                        .function_index(&udf.function)
+                        .map(|(index, _)| index)
+                })
+                .collect::<Option<Vec<u32>>>()
+                .with_context(|| {
+                    format!(
+                        "{} no longer exports every function of {label}",
+                        steps[0].component.display()
+                    )
+                })?;
+            let warm = self.config.partitions.min(rayon::current_num_threads());
+            let pool = InstancePool::new(
+                component,
+                format!("{owner} ({label})"),
+                self.config.limits,
+                warm,
+            )?;
+            UdfChain::Wasm {
+                pool: Arc::new(pool),
+                functions,
+                label,
+            }
+        };
+        Ok(Box::new(operators::Fused { chain }))
+    }
+
     /// A pool of instances of the UDF's component for this step alone, so that no two
     /// operators (or jobs) share guest memory.
     fn bind(&self, udf: &UdfRef, owner: &str) -> Result<BoundUdf> {
@@ -341,6 +394,28 @@ impl Builder<'_> {
             label: udf.label.clone(),
         })
     }
+}
+
+/// The UDFs of the longest run of map, flat-map and filter steps at the start of `steps`
+/// whose functions come from one component.
+fn fusable_run(steps: &[StepConfig]) -> Vec<&UdfRef> {
+    fn record_udf(step: &StepConfig) -> Option<&UdfRef> {
+        match step {
+            StepConfig::Map(udf) | StepConfig::FlatMap(udf) | StepConfig::Filter(udf) => Some(udf),
+            _ => None,
+        }
+    }
+    let mut run: Vec<&UdfRef> = Vec::new();
+    for udf in steps.iter().map_while(record_udf) {
+        if run
+            .first()
+            .is_some_and(|first| first.component != udf.component)
+        {
+            break;
+        }
+        run.push(udf);
+    }
+    run
 }
 
 fn windowed_reduce(

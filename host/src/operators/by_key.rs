@@ -94,7 +94,7 @@ pub struct CombineByKey {
 impl CombineByKey {
     fn combine_partition(&self, partition: &Batch) -> Result<Batch> {
         let groups = KeyGroups::of_pairs(partition)?;
-        let mut firsts = Batch::with_capacity(groups.len(), partition.data().len() / 2);
+        let mut firsts = Batch::with_capacity(groups.key_count(), partition.data().len() / 2);
         groups
             .iter()
             .for_each(|(_, values)| firsts.push_encoded(values[0]));
@@ -109,7 +109,7 @@ impl CombineByKey {
             })
             .collect();
         let combined = keyed::fold_lists(&self.merge_value, &lists)?;
-        let mut pairs = Batch::with_capacity(groups.len(), partition.data().len());
+        let mut pairs = Batch::with_capacity(groups.key_count(), partition.data().len());
         for ((key, _), combiner) in groups.iter().zip(&combined) {
             push_pair(&mut pairs, key, combiner);
         }

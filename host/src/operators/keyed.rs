@@ -104,7 +104,7 @@ impl<'a> KeyGroups<'a> {
     }
 
     /// How many keys there are.
-    pub fn len(&self) -> usize {
+    pub fn key_count(&self) -> usize {
         self.keys.len()
     }
 }
@@ -152,7 +152,8 @@ pub fn fold_lists<'v>(
 pub fn reduce_groups(udf: &BoundUdf, groups: &KeyGroups<'_>) -> Result<Batch> {
     let lists: Vec<Vec<&[u8]>> = groups.values.clone();
     let folded = fold_lists(udf, &lists)?;
-    let mut pairs = Batch::with_capacity(groups.len(), folded.iter().map(|v| v.len() + 8).sum());
+    let mut pairs =
+        Batch::with_capacity(groups.key_count(), folded.iter().map(|v| v.len() + 8).sum());
     for (key, value) in groups.keys.iter().zip(&folded) {
         push_pair(&mut pairs, key, value);
     }

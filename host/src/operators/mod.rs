@@ -14,7 +14,7 @@ mod union;
 pub use aggregate::{Count, CountByValue, Reduce};
 pub use by_key::{CombineByKey, FlatMapValues, GroupByKey, MapValues, ReduceByKey};
 pub use join::{Cogroup, Join, JoinKind};
-pub use stateless::{Filter, FlatMap, Glom, MapRecords, Repartition, Transform};
+pub use stateless::{Filter, FlatMap, Fused, Glom, MapRecords, Repartition, Transform};
 pub use union::Union;
 
 use anyhow::Result;

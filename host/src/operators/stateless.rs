@@ -7,7 +7,7 @@ use sluice_abi::encoding::Encoder;
 
 use super::{BatchContext, Operator, single};
 use crate::dataset::Dataset;
-use crate::udf::BoundUdf;
+use crate::udf::{BoundUdf, UdfChain};
 
 /// map and mapPartitions: a UDF of the matching kind over each partition.
 pub struct MapRecords {
@@ -44,6 +44,23 @@ impl Operator for FlatMap {
                 .flat_map(partition)
                 .map(|groups| groups.into_parts().0)
         })?)
+    }
+}
+
+/// Consecutive map, flatMap and filter steps of one component, fused into one guest call
+/// per chunk (see [`UdfChain`]).
+pub struct Fused {
+    /// The steps' functions, in order.
+    pub chain: UdfChain,
+}
+
+impl Operator for Fused {
+    fn describe(&self) -> String {
+        format!("fused {}", self.chain.label())
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        Ok(single(inputs).try_map_partitions(|partition| self.chain.run(partition))?)
     }
 }
 

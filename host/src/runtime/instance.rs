@@ -229,6 +229,13 @@ impl UdfInstance {
         groups_from_wit(output)
     }
 
+    /// Calls map, flat-map and filter functions one after the other, in one call.
+    pub fn call_chain(&mut self, functions: &[u32], input: Batch) -> Result<Batch, CallError> {
+        let input = to_wit(input);
+        let output = self.call(|udf, store| udf.call_chain(store, functions, &input))?;
+        from_wit(output)
+    }
+
     /// Calls a filter function and returns the records it keeps.
     pub fn call_filter(&mut self, function: u32, input: Batch) -> Result<Batch, CallError> {
         let input = to_wit(input);

@@ -8,12 +8,12 @@
 //! future window can still use it, so memory is bounded by the window, not the stream.
 
 mod history;
+mod records;
 mod reduce;
-mod window;
 
 pub use history::BatchHistory;
+pub use records::{GroupByKeyAndWindow, Window};
 pub use reduce::WindowedReduce;
-pub use window::{GroupByKeyAndWindow, Window};
 
 /// A window's length and slide, in batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
