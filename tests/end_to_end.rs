@@ -657,6 +657,79 @@ fn guest_output_goes_to_the_job_log() {
     );
 }
 
+/// Runs the job `text` (a manifest whose sinks are `collect` sinks) in one host until
+/// its sources are drained, and returns what the sink called `out` kept.
+fn collected(text: &str) -> Vec<(i64, Vec<Json>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_manifest(dir.path(), text);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let host = sluice::host::Host::new(sluice::runtime::RuntimeConfig {
+            cache_dir: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let job = std::sync::Arc::new(host.load(&path).unwrap());
+        let receivers = sluice::receivers::Receivers::start(&job.config().sources).unwrap();
+        let options = sluice::batcher::RunOptions {
+            max_batches: None,
+            stop: Default::default(),
+        };
+        sluice::batcher::run(job.clone(), receivers, options, |_| {})
+            .await
+            .unwrap();
+        let batches = job.collected().batches("out");
+        batches
+            .into_iter()
+            .map(|(time, records)| {
+                (
+                    time,
+                    records
+                        .iter()
+                        .map(|r| serde_json::from_str(&r.to_json()).unwrap())
+                        .collect(),
+                )
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn combine_by_key_averages_per_key_across_partitions() {
+    let job = format!(
+        "name = \"averages\"\nbatch_interval = \"20ms\"\npartitions = 3\n[udfs]\ntx = \"{}\"\n[[sources]]\nname = \"amounts\"\nkind = \"queue\"\nbatches = [[[\"a\", 1.0], [\"b\", 10.0], [\"a\", 2.0], [\"a\", 6.0], [\"b\", 20.0], [\"c\", 5.0]], []]\n[[streams]]\nname = \"means\"\nfrom = \"amounts\"\nsteps = [\n  {{ op = \"combine_by_key\", create = \"tx#average_of\", merge_value = \"tx#add_to_average\", merge_combiners = \"tx#merge_averages\" }},\n  {{ op = \"map_values\", udf = \"tx#mean\" }},\n]\n[[sinks]]\nname = \"out\"\nfrom = \"means\"\nkind = \"collect\"\n",
+        common::udf("transactions").display()
+    );
+    let batches = collected(&job);
+    assert_eq!(batches.len(), 2);
+    let mut means: Vec<String> = batches[0].1.iter().map(Json::to_string).collect();
+    means.sort();
+    assert_eq!(means, [r#"["a",3.0]"#, r#"["b",15.0]"#, r#"["c",5.0]"#]);
+    assert!(batches[1].1.is_empty(), "an empty batch has no keys");
+}
+
+#[test]
+fn reduce_by_window_with_and_without_an_inverse_agree_with_spark() {
+    let job = |inverse: &str| {
+        format!(
+            "name = \"windowed-sum\"\nbatch_interval = \"20ms\"\n[udfs]\nc = \"{}\"\n[[sources]]\nname = \"n\"\nkind = \"queue\"\nbatches = [[1], [2, 3], [], [4], [], []]\n[[streams]]\nname = \"sums\"\nfrom = \"n\"\nsteps = [{{ op = \"reduce_by_window\", udf = \"c#sum\"{inverse}, window = \"60ms\", slide = \"40ms\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"sums\"\nkind = \"collect\"\n",
+            common::udf("conformance").display()
+        )
+    };
+    let values = |batches: Vec<(i64, Vec<Json>)>| -> Vec<Vec<i64>> {
+        batches
+            .into_iter()
+            .map(|(_, r)| r.iter().map(|v| v.as_i64().unwrap()).collect())
+            .collect()
+    };
+    // Windows of 3 batches every 2: at batch 2 (1..=2), 4 (2..=4), 6 (4..=6).
+    assert_eq!(values(collected(&job(""))), [vec![6], vec![9], vec![4]]);
+    assert_eq!(
+        values(collected(&job(", inverse = \"c#subtract\""))),
+        [vec![6], vec![9], vec![4]]
+    );
+}
+
 mod faulty_udfs {
     use super::*;
     use sluice::host::Host;

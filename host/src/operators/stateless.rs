@@ -139,6 +139,11 @@ impl Operator for Transform {
         format!("transform [{}]", steps.join(", "))
     }
 
+    /// A windowed step inside makes the whole pipeline slide with it.
+    fn slide(&self) -> Option<u64> {
+        self.steps.iter().find_map(|step| step.slide())
+    }
+
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
         self.steps
             .iter()

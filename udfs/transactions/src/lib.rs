@@ -84,11 +84,38 @@ pub fn by_account(transaction: Transaction) -> (String, Transaction) {
     (transaction.account.clone(), transaction)
 }
 
+/// A running average: the sum of amounts and how many there were.
+pub type Average = (f64, i64);
+
+/// combineByKey's createCombiner: an average of one amount.
+pub fn average_of(amount: f64) -> Average {
+    (amount, 1)
+}
+
+/// combineByKey's mergeValue: one more amount into an average.
+pub fn add_to_average((sum, count): Average, amount: f64) -> Average {
+    (sum + amount, count + 1)
+}
+
+/// combineByKey's mergeCombiners: two averages into one.
+pub fn merge_averages((sum_a, count_a): Average, (sum_b, count_b): Average) -> Average {
+    (sum_a + sum_b, count_a + count_b)
+}
+
+/// The mean of an average.
+pub fn mean((sum, count): Average) -> f64 {
+    sum / count as f64
+}
+
 udfs! {
     map parse,
     flat_map parsed,
     flat_map rejected,
     map by_account,
+    map average_of,
+    fold add_to_average,
+    reduce merge_averages,
+    map mean,
 }
 
 #[cfg(test)]
