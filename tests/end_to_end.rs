@@ -812,3 +812,86 @@ mod faulty_udfs {
         assert!(error.contains("past the limit of 32 MiB"), "{error}");
     }
 }
+
+#[test]
+fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let inspect = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env("SLUICE_CACHE_DIR", cache.path())
+            .args(["udf", "inspect", common::udf("wordcount").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (listing, _) = inspect();
+    for (name, kind) in [
+        ("tokenize", "flat-map"),
+        ("is_long_word", "filter"),
+        ("with_one", "map"),
+        ("sum", "reduce"),
+        ("subtract", "reduce"),
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|line| line.split_whitespace().collect::<Vec<_>>() == [name, kind]),
+            "{name} {kind} in {listing}"
+        );
+    }
+    let cached: Vec<PathBuf> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "one compiled component cached: {cached:?}");
+    assert!(cached[0].extension().is_some_and(|ext| ext == "cwasm"));
+
+    std::fs::write(&cached[0], b"not a compiled component").unwrap();
+    let (again, log) = inspect();
+    assert_eq!(again, listing, "the component still loads");
+    assert!(
+        log.contains("ignoring unreadable cached component"),
+        "{log}"
+    );
+    assert!(
+        std::fs::read(&cached[0]).unwrap().len() > 1000,
+        "the entry was rewritten"
+    );
+}
+
+#[test]
+fn stdin_source_counts_until_end_of_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_manifest(dir.path(), &wordcount_job("kind = \"stdin\"", dir.path()));
+    let mut child = sluice()
+        .args(["run", job.to_str().unwrap(), "--log", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one two\ntwo\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "ends by itself at end of input: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        total_counts(&json_outputs(dir.path(), "counts")),
+        counts(&[("one", 1), ("two", 2)])
+    );
+}

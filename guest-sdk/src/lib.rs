@@ -1,7 +1,7 @@
 //! Write Sluice user functions (UDFs) as plain Rust functions over serde types, and export
 //! them as a WebAssembly component the Sluice host runs.
 //!
-//! ```ignore
+//! ```
 //! use sluice_sdk::udfs;
 //!
 //! /// Splits a line into words.
@@ -23,6 +23,9 @@
 //!     map one,
 //!     reduce sum,
 //! }
+//!
+//! // Built natively (as here), the same table runs in-process:
+//! assert_eq!(functions()[0].name, "tokenize");
 //! ```
 //!
 //! Build the crate (a `cdylib`) with `sluice udf build PATH`, or `cargo build --release
