@@ -32,16 +32,7 @@ impl Batch {
     /// A batch from its two buffers, checking that the offsets are in order and inside the
     /// data (the buffers may come from a guest, which is not trusted).
     pub fn from_parts(data: Vec<u8>, ends: Vec<u32>) -> Result<Self, Error> {
-        let mut previous = 0u32;
-        for (index, &end) in ends.iter().enumerate() {
-            if end < previous || end as usize > data.len() {
-                return Err(Error::new(format!(
-                    "record {index} ends at byte {end}, outside 0..={} or before the previous record",
-                    data.len()
-                )));
-            }
-            previous = end;
-        }
+        check_ends(&ends, data.len(), "record", "byte")?;
         Ok(Self { data, ends })
     }
 
@@ -181,16 +172,7 @@ pub struct Groups {
 impl Groups {
     /// Groups from their records and boundaries, checking the boundaries.
     pub fn from_parts(records: Batch, group_ends: Vec<u32>) -> Result<Self, Error> {
-        let mut previous = 0u32;
-        for (index, &end) in group_ends.iter().enumerate() {
-            if end < previous || end as usize > records.len() {
-                return Err(Error::new(format!(
-                    "group {index} ends at record {end}, outside 0..={} or before the previous group",
-                    records.len()
-                )));
-            }
-            previous = end;
-        }
+        check_ends(&group_ends, records.len(), "group", "record")?;
         Ok(Self {
             records,
             group_ends,
@@ -241,6 +223,21 @@ impl Groups {
             .map_or(0, |i| self.group_ends[i] as usize);
         start..self.group_ends[index] as usize
     }
+}
+
+/// Checks that `ends` never go back and stay within `limit` (offsets from an untrusted
+/// guest must not index out of bounds).
+fn check_ends(ends: &[u32], limit: usize, item: &str, unit: &str) -> Result<(), Error> {
+    let mut previous = 0u32;
+    for (index, &end) in ends.iter().enumerate() {
+        if end < previous || end as usize > limit {
+            return Err(Error::new(format!(
+                "{item} {index} ends at {unit} {end}, outside 0..={limit} or before the previous {item}"
+            )));
+        }
+        previous = end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sluice_abi::{Batch, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::manifest::{SourceConfig, SourceKind};
@@ -59,6 +60,43 @@ impl Receiver for Intake {
     fn is_drained(&self) -> bool {
         self.finished.load(Ordering::Acquire)
             && self.buffer.lock().expect("intake poisoned").is_empty()
+    }
+}
+
+/// Appends every line `input` sends to `intake` until it ends, handing over what has
+/// arrived whenever the read buffer runs dry: one lock per read, not one per line. A line
+/// that is not UTF-8 is kept with U+FFFD in place of the bad bytes and reported, never
+/// dropped.
+pub(crate) async fn read_lines(
+    source: &str,
+    input: impl AsyncRead + Unpin,
+    intake: &Intake,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
+    let mut pending = Batch::new();
+    let mut line_number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            intake.append(&pending);
+            return Ok(());
+        }
+        line_number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let text = String::from_utf8_lossy(text);
+        if let std::borrow::Cow::Owned(_) = text {
+            tracing::warn!(
+                source,
+                line_number,
+                "line is not valid UTF-8; kept with U+FFFD in place of the bad bytes"
+            );
+        }
+        push_line(&mut pending, &text);
+        if reader.buffer().is_empty() {
+            intake.append(&std::mem::take(&mut pending));
+        }
     }
 }
 
