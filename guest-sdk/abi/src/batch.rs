@@ -151,16 +151,6 @@ impl Batch {
     }
 }
 
-impl FromIterator<Vec<u8>> for Batch {
-    fn from_iter<I: IntoIterator<Item = Vec<u8>>>(records: I) -> Self {
-        let mut batch = Batch::new();
-        records
-            .into_iter()
-            .for_each(|record| batch.push_encoded(&record));
-        batch
-    }
-}
-
 /// Records split into consecutive groups, for functions that fold each group to one
 /// value: group `j` is records `group_ends[j - 1]..group_ends[j]` of `records`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -34,16 +34,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind, in contract order.
-    pub const ALL: [Kind; 6] = [
-        Kind::Map,
-        Kind::FlatMap,
-        Kind::Filter,
-        Kind::MapPartition,
-        Kind::Reduce,
-        Kind::Fold,
-    ];
-
     /// The kind's name as the WIT contract and manifests spell it.
     pub fn name(self) -> &'static str {
         match self {

@@ -74,11 +74,6 @@ impl LoadedComponent {
         Ok(loaded)
     }
 
-    /// The file the component was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The SHA-256 of the component's bytes, in hex.
     pub fn digest(&self) -> &str {
         &self.digest

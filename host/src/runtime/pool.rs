@@ -51,9 +51,4 @@ impl InstancePool {
         }
         Ok(result)
     }
-
-    /// The component the pool instantiates.
-    pub fn component(&self) -> &Arc<LoadedComponent> {
-        &self.component
-    }
 }
