@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sluice_abi::Value;
-use sluice_abi::encoding::{from_bytes, skip_value, to_bytes};
+use sluice_abi::encoding::{from_bytes, pair_parts, skip_value, to_bytes};
 
 /// `Value` as bincode sees it: the same variants in the same order.
 #[derive(bincode::Encode)]
@@ -176,6 +176,29 @@ fn equal_values_give_equal_bytes_whatever_their_build_order() {
     assert_eq!(to_bytes(&forward).unwrap(), to_bytes(&backward).unwrap());
     assert_eq!(to_bytes(&f64::NAN).unwrap(), to_bytes(&-f64::NAN).unwrap());
     assert_eq!(to_bytes(&5u16).unwrap(), to_bytes(&5i64).unwrap());
+}
+
+#[test]
+fn pairs_are_split_without_decoding() {
+    let pair = to_bytes(&("key", vec![1i64, 2])).unwrap();
+    let (key, value) = pair_parts(&pair).unwrap();
+    assert_eq!(
+        (
+            from_bytes::<&str>(key).unwrap(),
+            from_bytes::<Vec<i64>>(value).unwrap()
+        ),
+        ("key", vec![1, 2])
+    );
+    assert!(
+        pair_parts(&to_bytes(&vec!["a", "b"]).unwrap()).is_some(),
+        "a 2-element list is a pair"
+    );
+    assert!(pair_parts(&to_bytes(&("a", 1i64, 2i64)).unwrap()).is_none());
+    assert!(pair_parts(&to_bytes("ab").unwrap()).is_none());
+    assert!(
+        pair_parts(&pair[..pair.len() - 1]).is_none(),
+        "a truncated pair is not one"
+    );
 }
 
 #[test]

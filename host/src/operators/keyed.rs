@@ -17,22 +17,13 @@ use crate::udf::BoundUdf;
 
 /// The key and value bytes of a pair record (a 2-element tuple or list).
 pub fn split_pair(record: &[u8]) -> Result<(&[u8], &[u8])> {
-    let mut header = Vec::with_capacity(2);
-    Encoder::new(&mut header).tuple_header(2);
-    let body = record.strip_prefix(header.as_slice()).or_else(|| {
-        header.clear();
-        Encoder::new(&mut header).list_header(2);
-        record.strip_prefix(header.as_slice())
-    });
-    let Some(body) = body else {
+    encoding::pair_parts(record).ok_or_else(|| {
         let shown = Value::decode(record)
             .map_or_else(|_| "undecodable bytes".into(), |value| value.to_json());
-        bail!(
+        anyhow::anyhow!(
             "record {shown} is not a (key, value) pair: key-based operators need 2-element tuples"
-        );
-    };
-    let (key, value) = encoding::skip_value(body)?;
-    Ok((key, value))
+        )
+    })
 }
 
 /// Appends the pair `(key, value)` (both already encoded) to `out`.
@@ -150,8 +141,7 @@ pub fn fold_lists<'v>(
 
 /// Every key of `groups` with its values folded by `udf`, as pairs.
 pub fn reduce_groups(udf: &BoundUdf, groups: &KeyGroups<'_>) -> Result<Batch> {
-    let lists: Vec<Vec<&[u8]>> = groups.values.clone();
-    let folded = fold_lists(udf, &lists)?;
+    let folded = fold_lists(udf, &groups.values)?;
     let mut pairs =
         Batch::with_capacity(groups.key_count(), folded.iter().map(|v| v.len() + 8).sum());
     for (key, value) in groups.keys.iter().zip(&folded) {

@@ -27,6 +27,21 @@ pub fn skip_value(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     Ok(input.split_at(input.len() - rest.len()))
 }
 
+/// The two elements of a pair: a record that is a tuple or list of exactly two values.
+/// `None` if the record is anything else. This is how the host reads the key of a
+/// `(key, value)` record without decoding it.
+pub fn pair_parts(record: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut input = record;
+    if !matches!(read_tag(&mut input).ok()?, tag::TUPLE | tag::LIST)
+        || varint::read_u64(&mut input).ok()? != 2
+    {
+        return None;
+    }
+    let (first, second) = skip_value(input).ok()?;
+    let (second, rest) = skip_value(second).ok()?;
+    rest.is_empty().then_some((first, second))
+}
+
 fn skip(input: &mut &[u8]) -> Result<(), Error> {
     match read_tag(input)? {
         tag::NULL => {}
