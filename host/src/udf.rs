@@ -170,9 +170,9 @@ impl BoundUdf {
 
 /// Calls a record-at-a-time function on chunks of the partition rather than all of it at
 /// once: a few thousand records amortise the call as well as a million do (the shared
-/// notes: batches of about 1k records capture nearly all of the gain), while buffers stay in cache and a
-/// guest's memory is bounded by the chunk, not by the batch (measured: 1.9x faster than
-/// one call per 500k-record partition).
+/// notes: batches of about 1k records capture nearly all of the gain), while buffers stay
+/// in cache and a guest's memory is bounded by the chunk, not by the batch (measured:
+/// WASM map 14.2 M rec/s against 11.4 M with one call per 500k-record partition).
 fn in_chunks<T: Default>(
     input: Batch,
     mut call: impl FnMut(Batch) -> Result<T, UdfError>,
