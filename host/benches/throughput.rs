@@ -2,7 +2,8 @@
 //! same engine (`Job::process`), in one run. Prints one line per pipeline:
 //! `bench NAME: wasm X rec/s, native Y rec/s, ratio R` (R = wasm time / native time).
 //!
-//! Run with `cargo bench -p sluice --bench throughput` after `scripts/setup`.
+//! Run with `cargo bench -p sluice --bench throughput` after `scripts/setup`; words after
+//! `--` keep only the pipelines whose names contain one of them (`-- tokenize`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const RECORDS: usize = 10_000_000;
 const WORDS_PER_LINE: usize = 10;
 const BATCHES: usize = 10;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 const WORDS: &[&str] = &[
     "stream", "river", "gate", "the", "batch", "record", "flow", "a", "sluice", "operator",
@@ -91,18 +92,23 @@ fn word_lines(words: usize) -> Vec<Batch> {
     })
 }
 
-/// The best of `RUNS` timings of all batches through `job`.
+/// All batches through `job` once.
 fn time(job: &Job, input: &[Batch]) -> Duration {
+    let started = Instant::now();
+    for (i, batch) in input.iter().enumerate() {
+        job.process(i as i64 * 1000, vec![batch.clone()]).unwrap();
+    }
+    started.elapsed()
+}
+
+/// The best of `RUNS` timings of each job, alternating between them so that a busy
+/// moment of a shared machine does not land on one side only.
+fn best_times(wasm: &Job, native: &Job, input: &[Batch]) -> (Duration, Duration) {
     (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            for (i, batch) in input.iter().enumerate() {
-                job.process(i as i64 * 1000, vec![batch.clone()]).unwrap();
-            }
-            started.elapsed()
+        .map(|_| (time(wasm, input), time(native, input)))
+        .fold((Duration::MAX, Duration::MAX), |(w, n), (run_w, run_n)| {
+            (w.min(run_w), n.min(run_n))
         })
-        .min()
-        .unwrap()
 }
 
 fn main() {
@@ -126,7 +132,14 @@ fn main() {
             &words,
         ),
     ];
-    for (name, steps, input) in pipelines {
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let selected = pipelines.into_iter().filter(|(name, _, _)| {
+        wanted.is_empty() || wanted.iter().any(|word| name.contains(word.as_str()))
+    });
+    for (name, steps, input) in selected {
         let config = sluice::manifest::parse(
             &manifest(steps),
             std::path::Path::new("bench.toml"),
@@ -135,7 +148,7 @@ fn main() {
         .unwrap();
         let wasm = Job::build(config.clone(), &runtime).unwrap();
         let native = Job::build_with(config, &runtime, Some(wordcount::functions())).unwrap();
-        let (wasm_time, native_time) = (time(&wasm, input), time(&native, input));
+        let (wasm_time, native_time) = best_times(&wasm, &native, input);
         let rate = |elapsed: Duration| RECORDS as f64 / elapsed.as_secs_f64();
         println!(
             "bench {name}: wasm {:.0} rec/s, native {:.0} rec/s, ratio {:.2}",
