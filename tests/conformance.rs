@@ -2,13 +2,20 @@
 //! Spark Streaming's own suites) through the engine, with the functions of the
 //! `udfs/conformance` component, and compares outputs as that folder's README says.
 //! Ends with `conformance: P passed, F failed, S skipped`; fails if any case fails.
+//!
+//! Every case also goes through a crash and restart: the job is dropped after a batch in
+//! the middle (or after the batch Spark's own test restarts at) and rebuilt from its
+//! checkpoint directory, which re-runs the batches after the last state checkpoint from
+//! the write-ahead log; its outputs must still be those of an uninterrupted run.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
+use sluice::checkpoint::Checkpointer;
 use sluice::job::Job;
+use sluice::manifest::JobConfig;
 use sluice::receivers::Receivers;
 use sluice::runtime::{Runtime, RuntimeConfig};
 
@@ -40,7 +47,14 @@ const SUPPORTED: &[&str] = &[
     "groupByKeyAndWindow",
     "countByWindow",
     "countByValueAndWindow",
+    "updateStateByKey",
+    "mapWithState",
+    "stateSnapshots",
 ];
+
+/// State checkpoints every this many batches, so that a restart after an odd batch has
+/// one batch to re-run from the log.
+const CHECKPOINT_EVERY: i64 = 2;
 
 fn main() {
     let cases_path = common::root().join("../shared/conformance/spark-dstream-cases.json");
@@ -106,13 +120,14 @@ fn unsupported_op(case: &Json) -> Option<String> {
 
 /// Builds the case's manifest: a queue source with the inputs, the pipeline as streams
 /// (a union's branches become streams of their own), and a collect sink.
-fn manifest(case: &Json, component: &std::path::Path) -> String {
+fn manifest(case: &Json, component: &std::path::Path, dir: &std::path::Path) -> String {
     let mut streams = Vec::new();
     let second = case.get("second_inputs").map(|_| {
         translate(
             &case["second_pipeline"],
             "second".to_owned(),
             None,
+            dir,
             &mut streams,
         )
     });
@@ -120,14 +135,41 @@ fn manifest(case: &Json, component: &std::path::Path) -> String {
         &case["pipeline"],
         "input".to_owned(),
         second.as_deref(),
+        dir,
         &mut streams,
     );
+    let snapshots = case.get("expected_state_snapshots").map(|_| {
+        let stream: toml::Table = [
+            ("name", "snapshots".into()),
+            ("from", last.clone().into()),
+            (
+                "steps",
+                toml::Value::Array(vec![
+                    toml::Table::from_iter([("op".to_owned(), "state_snapshots".into())]).into(),
+                ]),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        streams.push(stream);
+    });
     let mut job = toml::Table::new();
     job.insert("name".into(), "conformance".into());
     job.insert("batch_interval".into(), "1s".into());
     job.insert(
         "partitions".into(),
         toml::Value::Integer(case["input_partitions"].as_i64().unwrap()),
+    );
+    job.insert(
+        "checkpoint".into(),
+        toml::Value::Table(toml::Table::from_iter([
+            (
+                "dir".to_owned(),
+                dir.join("checkpoint").display().to_string().into(),
+            ),
+            ("every".to_owned(), toml::Value::Integer(CHECKPOINT_EVERY)),
+        ])),
     );
     job.insert(
         "udfs".into(),
@@ -161,15 +203,18 @@ fn manifest(case: &Json, component: &std::path::Path) -> String {
         "streams".into(),
         toml::Value::Array(streams.into_iter().map(toml::Value::Table).collect()),
     );
-    let sink: toml::Table = [
-        ("name", "out"),
-        ("from", last.as_str()),
-        ("kind", "collect"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.into()))
-    .collect();
-    job.insert("sinks".into(), toml::Value::Array(vec![sink.into()]));
+    let sink = |name: &str, from: &str| -> toml::Value {
+        let table: toml::Table = [("name", name), ("from", from), ("kind", "collect")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        table.into()
+    };
+    let mut sinks = vec![sink("out", &last)];
+    if snapshots.is_some() {
+        sinks.push(sink("snapshots", "snapshots"));
+    }
+    job.insert("sinks".into(), toml::Value::Array(sinks));
     toml::to_string(&job).unwrap()
 }
 
@@ -179,6 +224,7 @@ fn translate(
     pipeline: &Json,
     from: String,
     other: Option<&str>,
+    dir: &std::path::Path,
     streams: &mut Vec<toml::Table>,
 ) -> String {
     let mut current = from;
@@ -205,7 +251,7 @@ fn translate(
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|branch| translate(branch, current.clone(), other, streams))
+                .map(|branch| translate(branch, current.clone(), other, dir, streams))
                 .collect();
             let union: toml::Table = [
                 ("op".to_owned(), "union".into()),
@@ -219,14 +265,14 @@ fn translate(
             current = branches[0].clone();
             steps.push(union.into());
         } else {
-            steps.push(step_table(step, other).into());
+            steps.push(step_table(step, other, dir).into());
         }
     }
     flush(&mut current, &mut steps, streams);
     current
 }
 
-fn step_table(step: &Json, other: Option<&str>) -> toml::Table {
+fn step_table(step: &Json, other: Option<&str>, dir: &std::path::Path) -> toml::Table {
     let op = step["op"].as_str().unwrap();
     let name = match op {
         "flatMap" => "flat_map",
@@ -244,6 +290,9 @@ fn step_table(step: &Json, other: Option<&str>) -> toml::Table {
         "groupByKeyAndWindow" => "group_by_key_and_window",
         "countByWindow" => "count_by_window",
         "countByValueAndWindow" => "count_by_value_and_window",
+        "updateStateByKey" => "update_state_by_key",
+        "mapWithState" => "map_with_state",
+        "stateSnapshots" => "state_snapshots",
         other => other,
     };
     let mut table = toml::Table::new();
@@ -281,6 +330,12 @@ fn step_table(step: &Json, other: Option<&str>) -> toml::Table {
             other.expect("a two-stream case has a second input").into(),
         );
     }
+    if let Some(pairs) = step["initial_state"].as_array() {
+        let path = dir.join(format!("initial-state-{}.jsonl", pairs.len()));
+        let lines: Vec<String> = pairs.iter().map(Json::to_string).collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        table.insert("initial_state".into(), path.display().to_string().into());
+    }
     if let Some(batch_op) = step["batch_op"].as_str() {
         table.insert("batch_op".into(), batch_op.into());
     }
@@ -289,7 +344,7 @@ fn step_table(step: &Json, other: Option<&str>) -> toml::Table {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| step_table(s, other).into())
+            .map(|s| step_table(s, other, dir).into())
             .collect();
         table.insert("steps".into(), toml::Value::Array(steps));
     }
@@ -303,48 +358,104 @@ fn to_toml(json: &Json) -> toml::Value {
         Json::String(s) => s.clone().into(),
         Json::Bool(b) => (*b).into(),
         Json::Array(items) => toml::Value::Array(items.iter().map(to_toml).collect()),
+        // A batch for which the source produced no data set: an empty batch here.
+        Json::Null => toml::Value::Array(Vec::new()),
         other => panic!("the conformance inputs hold no {other}"),
     }
 }
 
 fn run_case(case: &Json, component: &std::path::Path, runtime: &Runtime) -> Result<(), String> {
-    let text = manifest(case, component);
-    let config = sluice::manifest::parse(&text, std::path::Path::new("conformance.toml"), runtime)
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let text = manifest(case, component, dir.path());
+    let config = sluice::manifest::parse(&text, &dir.path().join("conformance.toml"), runtime)
         .map_err(|e| format!("{e}\n{text}"))?;
-    let receivers = Receivers::start(&config.sources).map_err(|e| format!("{e:#}"))?;
-    let job = Job::build(config, runtime).map_err(|e| format!("{e:#}"))?;
-    let num_batches = case["num_batches"].as_i64().unwrap();
-    for batch in 1..=num_batches {
-        job.process(batch * 1000, receivers.cut())
-            .map_err(|e| format!("{e:#}"))?;
+    let num_batches = case["num_batches"].as_i64().unwrap() as u64;
+    let restart_after = restart_batch(case).unwrap_or(num_batches.div_ceil(2));
+    let mut produced = BTreeMap::new();
+    for last in [restart_after, num_batches] {
+        run_until(&config, runtime, last, &mut produced).map_err(|e| format!("{e:#}"))?;
     }
-    let produced: BTreeMap<i64, Vec<Json>> = job
-        .collected()
-        .batches("out")
-        .into_iter()
-        .map(|(time, records)| {
-            (
-                time / 1000,
-                records
-                    .iter()
-                    .map(|r| serde_json::from_str(&r.to_json()).unwrap())
-                    .collect(),
-            )
-        })
-        .collect();
-    let expected = case["expected"].as_array().unwrap();
-    let at = case["output_batches"].as_array().unwrap();
-    if produced.len() != expected.len() {
+    compare(case, &produced, "out", &case["expected"])?;
+    if let Some(snapshots) = case.get("expected_state_snapshots") {
+        compare(case, &produced, "snapshots", snapshots)
+            .map_err(|error| format!("state snapshots: {error}"))?;
+    }
+    Ok(())
+}
+
+/// The batch after which Spark's own test restarts from its checkpoint, if it does.
+fn restart_batch(case: &Json) -> Option<u64> {
+    if !case["test"].as_str()?.contains("recovery") {
+        return None;
+    }
+    let (_, rest) = case["notes"].as_str()?.split_once("after ")?;
+    let rest = rest.strip_prefix("batch ").unwrap_or(rest);
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Builds the job, recovers it from its checkpoint directory (re-running what the log
+/// holds after the last state checkpoint) and runs it up to batch `last`, as a process
+/// that is then killed. Each collect sink's batches go into `produced` by sink and batch
+/// number; a re-run batch replaces its first output, as files named by batch time would.
+fn run_until(
+    config: &JobConfig,
+    runtime: &Runtime,
+    last: u64,
+    produced: &mut BTreeMap<(String, i64), Vec<Json>>,
+) -> anyhow::Result<()> {
+    let job = Job::build(config.clone(), runtime)?;
+    let checkpoint = config
+        .checkpoint
+        .as_ref()
+        .expect("every case has a checkpoint");
+    let (checkpointer, recovery) = Checkpointer::open(checkpoint, &job, &[])?;
+    let receivers = Receivers::start_logged(&config.sources, Some(checkpointer.wal()))?;
+    for (cut, logged) in recovery.replay {
+        job.process(cut.time_ms, receivers.replay(&cut, logged))?;
+        checkpointer.completed(&job, &cut)?;
+    }
+    receivers.resume(&recovery.positions, recovery.pending);
+    for number in recovery.next_number..=last {
+        let (cut, inputs) = receivers.cut_batch(number, number as i64 * 1000)?;
+        job.process(cut.time_ms, inputs)?;
+        checkpointer.completed(&job, &cut)?;
+    }
+    for sink in ["out", "snapshots"] {
+        for (time, records) in job.collected().batches(sink) {
+            let records = records
+                .iter()
+                .map(|r| serde_json::from_str(&r.to_json()).unwrap())
+                .collect();
+            produced.insert((sink.to_owned(), time / 1000), records);
+        }
+    }
+    Ok(())
+}
+
+fn compare(
+    case: &Json,
+    produced: &BTreeMap<(String, i64), Vec<Json>>,
+    sink: &str,
+    expected: &Json,
+) -> Result<(), String> {
+    let expected = expected.as_array().unwrap();
+    let outputs = produced.keys().filter(|(name, _)| name == sink).count();
+    let at: Vec<i64> = match case["output_batches"].as_array() {
+        Some(at) if sink == "out" => at.iter().map(|b| b.as_i64().unwrap()).collect(),
+        _ => (1..=expected.len() as i64).collect(),
+    };
+    if outputs != expected.len() {
         return Err(format!(
-            "{} outputs produced, {} expected",
-            produced.len(),
+            "{outputs} outputs produced, {} expected",
             expected.len()
         ));
     }
-    for (batch, want) in at.iter().zip(expected) {
-        let batch = batch.as_i64().unwrap();
+    for (batch, want) in at.into_iter().zip(expected) {
         let got = produced
-            .get(&batch)
+            .get(&(sink.to_owned(), batch))
             .ok_or(format!("no output at batch {batch}"))?;
         let want = want.as_array().unwrap();
         let same = if case["ordered"].as_bool().unwrap() {

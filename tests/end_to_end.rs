@@ -200,7 +200,10 @@ fn windowed_word_count_over_a_socket_gives_every_windows_exact_counts() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let manifest = wordcount_job(&format!("kind = \"socket\"\nport = {port}"), dir.path())
-        .replace("batch_interval = \"200ms\"", "batch_interval = \"1s\"")
+        .replace(
+            "batch_interval = \"200ms\"",
+            "batch_interval = \"1s\"\n[checkpoint]\ndir = \"checkpoint\"",
+        )
         .replace(
             "{ op = \"count_by_value\" },",
             "{ op = \"map\", udf = \"wc#with_one\" },\n  { op = \"reduce_by_key_and_window\", udf = \"wc#sum\", inverse = \"wc#subtract\", window = \"3s\", slide = \"2s\" },",
@@ -675,7 +678,7 @@ fn collected(text: &str) -> Vec<(i64, Vec<Json>)> {
             max_batches: None,
             stop: Default::default(),
         };
-        sluice::batcher::run(job.clone(), receivers, options, |_| {})
+        sluice::batcher::run(job.clone(), receivers, None, options, |_| {})
             .await
             .unwrap();
         let batches = job.collected().batches("out");
@@ -712,7 +715,7 @@ fn combine_by_key_averages_per_key_across_partitions() {
 fn reduce_by_window_with_and_without_an_inverse_agree_with_spark() {
     let job = |inverse: &str| {
         format!(
-            "name = \"windowed-sum\"\nbatch_interval = \"20ms\"\n[udfs]\nc = \"{}\"\n[[sources]]\nname = \"n\"\nkind = \"queue\"\nbatches = [[1], [2, 3], [], [4], [], []]\n[[streams]]\nname = \"sums\"\nfrom = \"n\"\nsteps = [{{ op = \"reduce_by_window\", udf = \"c#sum\"{inverse}, window = \"60ms\", slide = \"40ms\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"sums\"\nkind = \"collect\"\n",
+            "name = \"windowed-sum\"\nbatch_interval = \"20ms\"\n[checkpoint]\ndir = \"not-opened-by-this-test\"\n[udfs]\nc = \"{}\"\n[[sources]]\nname = \"n\"\nkind = \"queue\"\nbatches = [[1], [2, 3], [], [4], [], []]\n[[streams]]\nname = \"sums\"\nfrom = \"n\"\nsteps = [{{ op = \"reduce_by_window\", udf = \"c#sum\"{inverse}, window = \"60ms\", slide = \"40ms\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"sums\"\nkind = \"collect\"\n",
             common::udf("conformance").display()
         )
     };
@@ -759,8 +762,12 @@ mod faulty_udfs {
                 ..RuntimeConfig::default()
             })
             .unwrap();
-            let mut healthy = host.start(host.load(&healthy_path).unwrap(), None).unwrap();
-            let faulty = host.start(host.load(&faulty_path).unwrap(), None).unwrap();
+            let mut healthy = host
+                .start(host.load(&healthy_path).unwrap(), None, &[])
+                .unwrap();
+            let faulty = host
+                .start(host.load(&faulty_path).unwrap(), None, &[])
+                .unwrap();
             let error = faulty.finished().await.expect_err("the faulty job fails");
             let mut after = 0;
             while after < 5 {

@@ -29,6 +29,8 @@ pub fn functions(table: &[NamedFunction]) -> Vec<FunctionInfo> {
                 Kind::MapPartition => types::Kind::MapPartition,
                 Kind::Reduce => types::Kind::Reduce,
                 Kind::Fold => types::Kind::Fold,
+                Kind::UpdateState => types::Kind::UpdateState,
+                Kind::MapWithState => types::Kind::MapWithState,
             },
         })
         .collect()
@@ -91,13 +93,38 @@ pub fn chain(table: &[NamedFunction], indices: Vec<u32>, input: Batch) -> BatchR
 pub fn aggregate(table: &[NamedFunction], index: u32, input: Groups) -> BatchResult {
     match lookup(table, index, &[Kind::Reduce, Kind::Fold])? {
         Function::Reduce(run) | Function::Fold(run) => {
-            let groups = sluice_abi::Groups::from_parts(from_wit(input.records)?, input.group_ends)
-                .map_err(|error| Failure {
-                    message: error.to_string(),
-                    record_index: None,
-                })?;
-            run(&groups).map(into_wit).map_err(to_wit)
+            run(&from_wit_groups(input)?).map(into_wit).map_err(to_wit)
         }
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs update-state function `index` of `table` on every key's group.
+pub fn update_state(
+    table: &[NamedFunction],
+    index: u32,
+    batch_time: i64,
+    input: Groups,
+) -> BatchResult {
+    match lookup(table, index, &[Kind::UpdateState])? {
+        Function::UpdateState(run) => run(&from_wit_groups(input)?, batch_time)
+            .map(into_wit)
+            .map_err(to_wit),
+        _ => unreachable!("lookup checked the kind"),
+    }
+}
+
+/// Runs map-with-state function `index` of `table` on every key's group.
+pub fn map_with_state(
+    table: &[NamedFunction],
+    index: u32,
+    batch_time: i64,
+    input: Groups,
+) -> GroupsResult {
+    match lookup(table, index, &[Kind::MapWithState])? {
+        Function::MapWithState(run) => run(&from_wit_groups(input)?, batch_time)
+            .map(groups_into_wit)
+            .map_err(to_wit),
         _ => unreachable!("lookup checked the kind"),
     }
 }
@@ -134,6 +161,15 @@ fn from_wit(batch: Batch) -> Result<sluice_abi::Batch, Failure> {
     sluice_abi::Batch::from_parts(batch.data, batch.ends).map_err(|error| Failure {
         message: error.to_string(),
         record_index: None,
+    })
+}
+
+fn from_wit_groups(groups: Groups) -> Result<sluice_abi::Groups, Failure> {
+    sluice_abi::Groups::from_parts(from_wit(groups.records)?, groups.group_ends).map_err(|error| {
+        Failure {
+            message: error.to_string(),
+            record_index: None,
+        }
     })
 }
 

@@ -40,22 +40,29 @@
 //! | `map_partition` | `fn(Vec<A>) -> impl IntoIterator<Item = B>` | mapPartitions |
 //! | `reduce` | `fn(A, A) -> A` | reduce, reduceByKey, windowed reductions and their inverses, mergeCombiners |
 //! | `fold` | `fn(C, V) -> C` | combineByKey's mergeValue |
+//! | `update_state` | `fn(Vec<V>, Option<S>) -> Option<S>` | updateStateByKey (`None` drops the key) |
+//! | `map_with_state` | `fn(K, Option<V>, &mut State<S>) -> Option<M>` | mapWithState (`None` emits nothing) |
 //!
 //! `A` may borrow from the record (`&str`, `&[u8]`), or be any `Deserialize` type; `B` any
 //! `Serialize` type. A function is called once per record, but the host calls into the
 //! component once per batch partition. A panic fails the batch with the panic message and
 //! the index of the record being processed; anything printed to stdout or stderr goes to
 //! the job's log.
+//!
+//! State functions see only their key's state, which the host keeps between batches and
+//! checkpoints; [`batch_time_ms`] gives the time of the batch they run for.
 
 #[doc(hidden)]
 pub mod dispatch;
 
 pub use serde;
 pub use sluice_abi as abi;
-pub use sluice_abi::Value;
+pub use sluice_abi::{State, Value, batch_time_ms};
 
 /// The bindings wit-bindgen generates for the `sluice:udf` world (used by [`udfs!`]).
+/// The state exports flatten to eight core-wasm arguments, past clippy's limit.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -101,6 +108,12 @@ macro_rules! udfs {
             }
             fn aggregate(function: u32, input: $crate::dispatch::Groups) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::aggregate(__SLUICE_FUNCTIONS, function, input)
+            }
+            fn update_state(function: u32, batch_time: i64, input: $crate::dispatch::Groups) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::update_state(__SLUICE_FUNCTIONS, function, batch_time, input)
+            }
+            fn map_with_state(function: u32, batch_time: i64, input: $crate::dispatch::Groups) -> $crate::dispatch::GroupsResult {
+                $crate::dispatch::map_with_state(__SLUICE_FUNCTIONS, function, batch_time, input)
             }
         }
 

@@ -34,7 +34,7 @@ fn manifest(window: u64, inverse: bool) -> String {
         ""
     };
     format!(
-        "name = \"bench\"\nbatch_interval = \"1s\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"pairs\"\nkind = \"queue\"\nbatches = []\n[[streams]]\nname = \"out\"\nfrom = \"pairs\"\nsteps = [{{ op = \"reduce_by_key_and_window\", udf = \"wc#sum\"{inverse}, window = \"{window}s\" }}, {{ op = \"count\" }}]\n[[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
+        "name = \"bench\"\nbatch_interval = \"1s\"\n[checkpoint]\ndir = \"not-opened-by-this-bench\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"pairs\"\nkind = \"queue\"\nbatches = []\n[[streams]]\nname = \"out\"\nfrom = \"pairs\"\nsteps = [{{ op = \"reduce_by_key_and_window\", udf = \"wc#sum\"{inverse}, window = \"{window}s\" }}, {{ op = \"count\" }}]\n[[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
         component.display()
     )
 }

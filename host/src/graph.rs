@@ -13,16 +13,21 @@ use anyhow::{Context, Result, bail};
 use sluice_abi::NamedFunction;
 
 use crate::dataset::Dataset;
-use crate::manifest::{JobConfig, StepConfig, UdfRef};
+use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::runtime::{InstancePool, Runtime};
+use crate::state::{self, StateStore};
 use crate::udf::{BoundUdf, UdfChain};
 use crate::window::{self, Span};
 
 struct Node {
+    /// `stream/step number` for a step (`None` for a source): how checkpoints name it.
+    id: Option<String>,
     /// `stream `name` step N (op ...)`, for errors.
     describe: String,
+    /// The UDFs of the step as `(manifest label, component SHA-256)`.
+    udfs: Vec<(String, String)>,
     inputs: Vec<usize>,
     /// `None` for a source, whose data the batch brings.
     operator: Option<Box<dyn Operator>>,
@@ -54,6 +59,7 @@ impl JobGraph {
             natives,
             nodes: Vec::new(),
             streams: HashMap::new(),
+            stores: HashMap::new(),
         };
         for source in &config.sources {
             let id = builder.push(format!("source `{}`", source.name), vec![], None)?;
@@ -70,10 +76,30 @@ impl JobGraph {
                     index + 1
                 );
                 let fused = fusable_run(&stream.steps[index..]);
-                let (operator, taken) = if fused.len() > 1 {
-                    (builder.fused(&fused, &owner)?, fused.len())
-                } else {
-                    (builder.operator(&stream.steps[index], &owner)?, 1)
+                let mut store = None;
+                let (operator, taken): (Box<dyn Operator>, usize) = match &stream.steps[index] {
+                    _ if fused.len() > 1 => (builder.fused(&fused, &owner)?, fused.len()),
+                    StepConfig::StateSnapshots => {
+                        let store = builder.stores.get(&current).with_context(|| {
+                            format!("{owner}: `state_snapshots` does not follow `map_with_state`")
+                        })?;
+                        let store = store.clone();
+                        (Box::new(state::StateSnapshots { store }), 1)
+                    }
+                    StepConfig::MapWithState {
+                        udf,
+                        timeout,
+                        initial_state,
+                    } => {
+                        let operator = state::MapWithState {
+                            udf: builder.bind(udf, &owner)?,
+                            timeout: *timeout,
+                            store: Arc::new(store_for(state::MapWithState::KIND, initial_state)?),
+                        };
+                        store = Some(operator.store.clone());
+                        (Box::new(operator), 1)
+                    }
+                    step => (builder.operator(step, &owner)?, 1),
                 };
                 let mut inputs = vec![current];
                 match &stream.steps[index] {
@@ -90,6 +116,21 @@ impl JobGraph {
                     inputs,
                     Some(operator),
                 )?;
+                let node = &mut builder.nodes[current];
+                node.id = Some(format!("{}/{}", stream.name, index + 1));
+                node.udfs = stream.steps[index..index + taken]
+                    .iter()
+                    .flat_map(StepConfig::udfs)
+                    .map(|udf| {
+                        Ok((
+                            udf.label.clone(),
+                            runtime.load(&udf.component)?.digest().to_owned(),
+                        ))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Some(store) = store {
+                    builder.stores.insert(current, store);
+                }
                 index += taken;
             }
             builder.streams.insert(stream.name.clone(), current);
@@ -155,6 +196,41 @@ impl JobGraph {
     }
 }
 
+/// A step that keeps state between batches.
+pub struct StatefulStep<'a> {
+    /// How checkpoints name it: `stream/step number`.
+    pub id: &'a str,
+    /// Its UDFs as `(manifest label, component SHA-256)`.
+    pub udfs: &'a [(String, String)],
+    /// Its state.
+    pub state: &'a dyn crate::operators::OperatorState,
+}
+
+impl JobGraph {
+    /// Every step's UDFs as `(manifest label, component SHA-256)`.
+    pub fn udf_digests(&self) -> Vec<(&str, &str)> {
+        self.nodes
+            .iter()
+            .flat_map(|node| &node.udfs)
+            .map(|(label, digest)| (label.as_str(), digest.as_str()))
+            .collect()
+    }
+
+    /// The steps that keep state, in graph order.
+    pub fn stateful_steps(&self) -> Vec<StatefulStep<'_>> {
+        self.nodes
+            .iter()
+            .filter_map(|node| {
+                Some(StatefulStep {
+                    id: node.id.as_deref()?,
+                    udfs: &node.udfs,
+                    state: node.operator.as_ref()?.state()?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The output of node `id` for one more reader: moved out for the last one, cloned before.
 fn take(outputs: &mut [Option<Dataset>], unread: &mut [usize], id: usize) -> Option<Dataset> {
     unread[id] -= 1;
@@ -171,6 +247,8 @@ struct Builder<'a> {
     natives: Option<&'a [NamedFunction]>,
     nodes: Vec<Node>,
     streams: HashMap<String, usize>,
+    /// The stores of the mapWithState nodes, for the `state_snapshots` that follow them.
+    stores: HashMap<usize, Arc<StateStore>>,
 }
 
 impl Builder<'_> {
@@ -203,6 +281,8 @@ impl Builder<'_> {
             None => input_slide,
         };
         self.nodes.push(Node {
+            id: None,
+            udfs: Vec::new(),
             describe,
             inputs,
             operator,
@@ -304,6 +384,17 @@ impl Builder<'_> {
                 })
             }
             // Spark: `map((_, 1L)).reduceByKeyAndWindow(_ + _, _ - _, ..., _._2 != 0)`.
+            StepConfig::UpdateStateByKey { udf, initial_state } => {
+                Box::new(state::UpdateStateByKey {
+                    udf: bind(udf)?,
+                    store: store_for(state::UpdateStateByKey::KIND, initial_state)?,
+                })
+            }
+            StepConfig::MapWithState { .. } | StepConfig::StateSnapshots => {
+                bail!(
+                    "{owner}: `map_with_state` and `state_snapshots` cannot be used inside `transform`"
+                )
+            }
             StepConfig::CountByValueAndWindow(span) => {
                 let [add, subtract, nonzero] = builtin::counting();
                 Box::new(operators::Transform {
@@ -416,6 +507,16 @@ fn fusable_run(steps: &[StepConfig]) -> Vec<&UdfRef> {
         run.push(udf);
     }
     run
+}
+
+/// A state store of `kind`, starting from the initial state file if there is one.
+fn store_for(kind: &'static str, initial: &Option<InitialState>) -> Result<StateStore> {
+    let initial = initial
+        .as_ref()
+        .map(|initial| crate::receivers::load_table(&initial.path, initial.format))
+        .transpose()
+        .context("cannot load the initial state")?;
+    Ok(StateStore::new(kind, initial))
 }
 
 fn windowed_reduce(

@@ -5,12 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::{self, BatchReport, RunOptions, RunSummary};
+use crate::batcher::{self, BatchReport, Checkpointing, RunOptions, RunSummary};
+use crate::checkpoint::Checkpointer;
 use crate::job::Job;
 use crate::manifest;
 use crate::receivers::Receivers;
@@ -63,9 +64,33 @@ impl Host {
     }
 
     /// Starts `job`: its receivers and its batch loop, on the current tokio runtime.
-    pub fn start(&self, job: Job, max_batches: Option<u64>) -> Result<JobHandle> {
+    /// A job with a checkpoint directory first recovers from it (steps named in
+    /// `fresh_state` start empty rather than from their checkpointed state).
+    pub fn start(
+        &self,
+        job: Job,
+        max_batches: Option<u64>,
+        fresh_state: &[String],
+    ) -> Result<JobHandle> {
         let name = job.config().name.clone();
-        let receivers = Receivers::start(&job.config().sources)?;
+        let checkpointing = match &job.config().checkpoint {
+            Some(config) => {
+                let (checkpointer, recovery) = Checkpointer::open(config, &job, fresh_state)
+                    .with_context(|| {
+                        format!("job `{name}` cannot recover from {}", config.dir.display())
+                    })?;
+                log_recovery(&name, &recovery);
+                Some(Checkpointing {
+                    checkpointer: Arc::new(checkpointer),
+                    recovery,
+                })
+            }
+            None => None,
+        };
+        let wal = checkpointing
+            .as_ref()
+            .map(|checkpointing| checkpointing.checkpointer.wal());
+        let receivers = Receivers::start_logged(&job.config().sources, wal)?;
         let stop = CancellationToken::new();
         let options = RunOptions {
             max_batches,
@@ -75,6 +100,7 @@ impl Host {
         let task = tokio::spawn(batcher::run(
             Arc::new(job),
             receivers,
+            checkpointing,
             options,
             move |report| {
                 let _ = sender.send(*report);
@@ -86,5 +112,27 @@ impl Host {
             stop,
             task,
         })
+    }
+}
+
+fn log_recovery(job: &str, recovery: &crate::checkpoint::Recovery) {
+    for note in &recovery.notes {
+        tracing::warn!(job, "{note}");
+    }
+    if let Some((number, time_ms)) = recovery.restored {
+        tracing::info!(
+            job,
+            batch = number,
+            time_ms,
+            restore_ms = recovery.restore_time.as_millis() as u64,
+            "restored the state checkpoint"
+        );
+    }
+    if !recovery.replay.is_empty() {
+        tracing::info!(
+            job,
+            batches = recovery.replay.len(),
+            "re-running the batches cut before the restart"
+        );
     }
 }

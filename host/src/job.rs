@@ -69,6 +69,21 @@ impl Job {
         &self.config
     }
 
+    /// The steps that keep state (what checkpoints save).
+    pub fn stateful_steps(&self) -> Vec<crate::graph::StatefulStep<'_>> {
+        self.graph.stateful_steps()
+    }
+
+    /// Every step's UDFs as `(manifest label, component SHA-256)`.
+    pub fn udf_digests(&self) -> Vec<(&str, &str)> {
+        self.graph.udf_digests()
+    }
+
+    /// Numbers the next batch `number + 1`: the job resumes after batch `number`.
+    pub fn resume_after(&self, number: u64) {
+        self.batches_done.store(number, Ordering::Relaxed);
+    }
+
     /// What the job's collect sinks have kept.
     pub fn collected(&self) -> &Collected {
         &self.collected

@@ -7,6 +7,7 @@
 //! cores, and [`sinks`] write the results. A [`host`] runs many jobs side by side.
 
 pub mod batcher;
+pub mod checkpoint;
 pub mod dataset;
 pub mod graph;
 pub mod host;
@@ -16,5 +17,6 @@ pub mod operators;
 pub mod receivers;
 pub mod runtime;
 pub mod sinks;
+pub mod state;
 pub mod udf;
 pub mod window;

@@ -157,6 +157,41 @@ impl BoundUdf {
         }
     }
 
+    /// Runs an update-state function on every key's group `[state cell, new values...]`
+    /// for the batch of `time_ms`: one new state cell per group.
+    pub fn update_state(&self, time_ms: i64, input: Groups) -> Result<Batch, UdfError> {
+        match self {
+            BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
+                instance.call_update_state(*index, time_ms, input)
+            }),
+            BoundUdf::Native(named) => match named.function {
+                Function::UpdateState(run) => {
+                    run(&input, time_ms).map_err(|failure| self.failed(failure))
+                }
+                _ => unreachable!("operators call update_state() only on update-state functions"),
+            },
+        }
+    }
+
+    /// Runs a map-with-state function on every key's group `[key, (state cell, timing
+    /// out), values...]` for the batch of `time_ms`: per group, `[new state cell,
+    /// emitted...]`.
+    pub fn map_with_state(&self, time_ms: i64, input: Groups) -> Result<Groups, UdfError> {
+        match self {
+            BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
+                instance.call_map_with_state(*index, time_ms, input)
+            }),
+            BoundUdf::Native(named) => match named.function {
+                Function::MapWithState(run) => {
+                    run(&input, time_ms).map_err(|failure| self.failed(failure))
+                }
+                _ => {
+                    unreachable!("operators call map_with_state() only on map-with-state functions")
+                }
+            },
+        }
+    }
+
     fn failed(&self, failure: sluice_abi::Failure) -> UdfError {
         UdfError {
             udf: self.label().to_owned(),

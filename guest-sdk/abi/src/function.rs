@@ -31,6 +31,11 @@ pub enum Kind {
     /// An accumulator and a value in, the accumulator out; folds each group (whose first
     /// record is the initial accumulator) to one value.
     Fold,
+    /// A key's new values and old state in, its new state out (Spark's updateStateByKey).
+    UpdateState,
+    /// One record of a key and the key's state in, the state updated and a record out
+    /// (Spark's mapWithState).
+    MapWithState,
 }
 
 impl Kind {
@@ -43,6 +48,8 @@ impl Kind {
             Kind::MapPartition => "map-partition",
             Kind::Reduce => "reduce",
             Kind::Fold => "fold",
+            Kind::UpdateState => "update-state",
+            Kind::MapWithState => "map-with-state",
         }
     }
 }
@@ -71,7 +78,7 @@ impl Failure {
         }
     }
 
-    fn at(index: usize, message: String) -> Self {
+    pub(crate) fn at(index: usize, message: String) -> Self {
         Self {
             message,
             record_index: Some(index as u32),
@@ -87,7 +94,7 @@ impl Failure {
         )
     }
 
-    fn unencodable(index: usize, error: Error) -> Self {
+    pub(crate) fn unencodable(index: usize, error: Error) -> Self {
         Self::at(
             index,
             format!("the function's result for record {index} cannot be encoded: {error}"),
@@ -114,10 +121,10 @@ pub fn current_record() -> Option<u32> {
 }
 
 /// Marks `index` as the record being processed until the next mark or the end of the batch.
-struct Progress;
+pub(crate) struct Progress;
 
 impl Progress {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Progress
     }
 
@@ -125,7 +132,7 @@ impl Progress {
         CURRENT_RECORD.with(|current| current.set(Some(index as u32)));
     }
 
-    fn between_records(&self) {
+    pub(crate) fn between_records(&self) {
         CURRENT_RECORD.with(|current| current.set(None));
     }
 }
@@ -136,7 +143,7 @@ impl Drop for Progress {
     }
 }
 
-fn decode<'a, A: Deserialize<'a>>(
+pub(crate) fn decode<'a, A: Deserialize<'a>>(
     progress: &Progress,
     index: usize,
     record: &'a [u8],
@@ -268,6 +275,10 @@ pub type FlatMapFn = fn(&Batch) -> Result<Groups, Failure>;
 pub type FilterFn = fn(&Batch) -> Result<Vec<u8>, Failure>;
 /// A function folding each group of records to one value.
 pub type GroupsFn = fn(&Groups) -> Result<Batch, Failure>;
+/// A function updating each key's state cell, for the batch of the given time.
+pub type UpdateStateFn = fn(&Groups, i64) -> Result<Batch, Failure>;
+/// A function mapping each key's records with its state, for the batch of the given time.
+pub type MapWithStateFn = fn(&Groups, i64) -> Result<Groups, Failure>;
 
 /// A user function already adapted to batches, tagged with its kind.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +295,10 @@ pub enum Function {
     Reduce(GroupsFn),
     /// See [`Kind::Fold`].
     Fold(GroupsFn),
+    /// See [`Kind::UpdateState`].
+    UpdateState(UpdateStateFn),
+    /// See [`Kind::MapWithState`].
+    MapWithState(MapWithStateFn),
 }
 
 impl Function {
@@ -296,6 +311,8 @@ impl Function {
             Function::MapPartition(_) => Kind::MapPartition,
             Function::Reduce(_) => Kind::Reduce,
             Function::Fold(_) => Kind::Fold,
+            Function::UpdateState(_) => Kind::UpdateState,
+            Function::MapWithState(_) => Kind::MapWithState,
         }
     }
 }
@@ -325,7 +342,8 @@ pub struct NamedFunction {
 /// assert_eq!(table[1].name, "sum");
 /// ```
 ///
-/// The kinds are `map`, `flat_map`, `filter`, `map_partition`, `reduce` and `fold`.
+/// The kinds are `map`, `flat_map`, `filter`, `map_partition`, `reduce`, `fold`,
+/// `update_state` and `map_with_state`.
 #[macro_export]
 macro_rules! functions {
     ($($kind:ident $name:ident),* $(,)?) => {
@@ -359,6 +377,18 @@ macro_rules! functions {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::Fold(|groups: &$crate::Groups| $crate::function::fold(groups, $name)),
+        }
+    };
+    (@one update_state $name:ident) => {
+        $crate::function::NamedFunction {
+            name: stringify!($name),
+            function: $crate::function::Function::UpdateState(|groups: &$crate::Groups, time_ms: i64| $crate::state::update_state(groups, time_ms, $name)),
+        }
+    };
+    (@one map_with_state $name:ident) => {
+        $crate::function::NamedFunction {
+            name: stringify!($name),
+            function: $crate::function::Function::MapWithState(|groups: &$crate::Groups, time_ms: i64| $crate::state::map_with_state(groups, time_ms, $name)),
         }
     };
     (@one reduce $name:ident) => {

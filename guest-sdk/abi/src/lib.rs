@@ -9,8 +9,10 @@
 pub mod batch;
 pub mod encoding;
 pub mod function;
+pub mod state;
 pub mod value;
 
 pub use batch::{Batch, Groups};
 pub use function::{Failure, Function, Kind, NamedFunction};
+pub use state::{State, batch_time_ms};
 pub use value::Value;

@@ -1,5 +1,6 @@
 //! The command line: a thin layer over the library.
 
+mod checkpoint;
 mod run;
 mod status;
 mod udf;
@@ -31,6 +32,10 @@ enum Command {
         /// Stop after this many batches.
         #[arg(long)]
         batches: Option<u64>,
+        /// Start this stateful step (`stream/step`, as errors name it) with empty state
+        /// instead of its checkpointed state: for a redeploy that changed or removed it.
+        #[arg(long, value_name = "STEP")]
+        fresh_state: Vec<String>,
         /// How to report progress: a live status line on a terminal, else log lines.
         #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
         log: LogFormat,
@@ -44,6 +49,21 @@ enum Command {
     Udf {
         #[command(subcommand)]
         command: UdfCommand,
+    },
+    /// Look into a job's checkpoint directory.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Show the job, its last batches, each stateful step's state size and the
+    /// component digests that produced it.
+    Inspect {
+        /// The checkpoint directory (`[checkpoint] dir` of the manifest).
+        dir: PathBuf,
     },
 }
 
@@ -87,8 +107,12 @@ pub fn main() -> ExitCode {
         Command::Run {
             manifest,
             batches,
+            fresh_state,
             log,
-        } => run::run(&manifest, batches, log),
+        } => run::run(&manifest, batches, &fresh_state, log),
+        Command::Checkpoint {
+            command: CheckpointCommand::Inspect { dir },
+        } => checkpoint::inspect(&dir),
         Command::Check { manifest } => check(&manifest),
         Command::Udf {
             command: UdfCommand::Build { path },

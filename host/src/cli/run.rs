@@ -11,13 +11,18 @@ use sluice::runtime::RuntimeConfig;
 use super::LogFormat;
 use super::status::Status;
 
-pub fn run(manifest: &Path, batches: Option<u64>, log: LogFormat) -> Result<ExitCode> {
+pub fn run(
+    manifest: &Path,
+    batches: Option<u64>,
+    fresh_state: &[String],
+    log: LogFormat,
+) -> Result<ExitCode> {
     let tokio = tokio::runtime::Runtime::new()?;
     tokio.block_on(async {
         let host = Host::new(RuntimeConfig::default())?;
         let job = host.load(manifest)?;
         let name = job.config().name.clone();
-        let mut handle = host.start(job, batches)?;
+        let mut handle = host.start(job, batches, fresh_state)?;
         let mut status = Status::new(log);
         tracing::info!(
             job = name,

@@ -14,18 +14,47 @@ pub use crate::window::Span;
 pub struct JobConfig {
     /// The job's name, used in logs and errors.
     pub name: String,
+    /// The manifest as written (checkpoints keep it).
+    pub manifest: String,
     /// How often a batch is cut.
     pub batch_interval: Duration,
     /// How many partitions each batch's data sets are split into.
     pub partitions: usize,
     /// What each UDF instance may use.
     pub limits: Limits,
+    /// Where and how often recovery data is saved (required by stateful operators).
+    pub checkpoint: Option<CheckpointConfig>,
     /// Where records come from.
     pub sources: Vec<SourceConfig>,
     /// Derived streams, each after everything it reads from.
     pub streams: Vec<StreamConfig>,
     /// Where results go.
     pub sinks: Vec<SinkConfig>,
+}
+
+/// `[checkpoint]`: the job's checkpoint directory and policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// The directory (created if missing); a restart with it resumes the job.
+    pub dir: PathBuf,
+    /// A state checkpoint is written every this many batches.
+    pub every: u64,
+    /// When the write-ahead log is forced to disk.
+    pub fsync: FsyncPolicy,
+}
+
+/// When the write-ahead log is forced to disk (fsync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Once per batch, before the batch is processed: a crash loses nothing that was in
+    /// a processed batch, but may lose records received since the last cut.
+    Batch,
+    /// After every append by a receiver: nothing received is ever lost, at the cost of one
+    /// disk flush per read.
+    Record,
+    /// Never: the operating system writes the log when it likes (survives a crash of
+    /// Sluice, not of the machine).
+    Never,
 }
 
 /// A named source of records.
@@ -191,8 +220,87 @@ pub enum StepConfig {
     },
     /// Pairs: `(key, [values])` over the window.
     GroupByKeyAndWindow(Span),
+    /// Pairs: the whole `(key, state)` table, every key's state updated by a function.
+    UpdateStateByKey {
+        /// `(values, old state) -> new state` (update-state).
+        udf: UdfRef,
+        /// `(key, state)` pairs to start from.
+        initial_state: Option<InitialState>,
+    },
+    /// What a function emits per record, given and updating the key's state.
+    MapWithState {
+        /// `(key, value, state) -> emitted` (map-with-state).
+        udf: UdfRef,
+        /// How long a key may stay idle before its last call.
+        timeout: Option<Duration>,
+        /// `(key, state)` pairs to start from.
+        initial_state: Option<InitialState>,
+    },
+    /// Pairs: the `(key, state)` table of the mapWithState step this follows.
+    StateSnapshots,
     /// `[record, count]` over the window, records whose count is 0 dropped.
     CountByValueAndWindow(Span),
+}
+
+/// A file of `(key, state)` pairs a state step starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialState {
+    /// The file.
+    pub path: PathBuf,
+    /// How it is written (as a table source).
+    pub format: TableFormat,
+}
+
+impl StepConfig {
+    /// The UDFs the step calls, nested steps' included.
+    pub fn udfs(&self) -> Vec<&UdfRef> {
+        match self {
+            StepConfig::Map(udf)
+            | StepConfig::FlatMap(udf)
+            | StepConfig::Filter(udf)
+            | StepConfig::MapPartitions(udf)
+            | StepConfig::Reduce(udf)
+            | StepConfig::ReduceByKey(udf)
+            | StepConfig::MapValues(udf)
+            | StepConfig::FlatMapValues(udf)
+            | StepConfig::UpdateStateByKey { udf, .. }
+            | StepConfig::MapWithState { udf, .. } => vec![udf],
+            StepConfig::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+            } => vec![create, merge_value, merge_combiners],
+            StepConfig::ReduceByWindow {
+                reduce, inverse, ..
+            } => std::iter::once(reduce).chain(inverse).collect(),
+            StepConfig::ReduceByKeyAndWindow {
+                reduce,
+                inverse,
+                filter,
+                ..
+            } => std::iter::once(reduce)
+                .chain(inverse)
+                .chain(filter)
+                .collect(),
+            StepConfig::Transform(steps) => steps.iter().flat_map(StepConfig::udfs).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the step keeps state that only a checkpoint can bring back after a crash
+    /// (Spark requires a checkpoint directory for the same operators).
+    pub fn needs_checkpoint(&self) -> bool {
+        match self {
+            StepConfig::UpdateStateByKey { .. }
+            | StepConfig::MapWithState { .. }
+            | StepConfig::CountByWindow(_)
+            | StepConfig::CountByValueAndWindow(_) => true,
+            StepConfig::ReduceByWindow { inverse, .. }
+            | StepConfig::ReduceByKeyAndWindow { inverse, .. } => inverse.is_some(),
+            StepConfig::Transform(steps) => steps.iter().any(StepConfig::needs_checkpoint),
+            _ => false,
+        }
+    }
 }
 
 /// Where a stream's batches go.

@@ -25,6 +25,10 @@ pub struct Resolver<'a> {
     defined: HashSet<String>,
     /// The batch interval, once read.
     interval: Duration,
+    /// Whether the job has a checkpoint directory, once read.
+    checkpointed: bool,
+    /// Streams whose last step is a mapWithState (what `state_snapshots` may follow).
+    mapped_with_state: HashSet<String>,
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -44,6 +48,8 @@ impl<'a> Resolver<'a> {
             aliases: BTreeMap::new(),
             defined: HashSet::new(),
             interval: Duration::from_secs(1),
+            checkpointed: false,
+            mapped_with_state: HashSet::new(),
         }
     }
 
@@ -74,6 +80,12 @@ impl<'a> Resolver<'a> {
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
         let limits = self.limits(&spec.limits)?;
+        let checkpoint = spec
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| self.checkpoint(checkpoint))
+            .transpose()?;
+        self.checkpointed = checkpoint.is_some();
         if spec.sources.is_empty() {
             return Err(self.error(
                 None,
@@ -106,12 +118,49 @@ impl<'a> Resolver<'a> {
             .collect::<Result<Vec<_>>>()?;
         Ok(JobConfig {
             name,
+            manifest: self.text.to_owned(),
             batch_interval,
             partitions,
             limits,
+            checkpoint,
             sources,
             streams,
             sinks,
+        })
+    }
+
+    fn checkpoint(&self, spec: &CheckpointSpec) -> Result<CheckpointConfig> {
+        if spec.dir.get_ref().trim().is_empty() {
+            return Err(self.error(
+                Some(spec.dir.span()),
+                "the checkpoint directory is empty",
+                "name a directory, e.g. `dir = \"checkpoints/wordcount\"`",
+            ));
+        }
+        let fsync = match spec
+            .fsync
+            .as_ref()
+            .map(|fsync| (fsync.get_ref().as_str(), fsync.span()))
+        {
+            None | Some(("batch", _)) => FsyncPolicy::Batch,
+            Some(("record", _)) => FsyncPolicy::Record,
+            Some(("never", _)) => FsyncPolicy::Never,
+            Some((other, span)) => {
+                return Err(self.error(
+                    Some(span),
+                    format!("unknown fsync policy `{other}`"),
+                    "use `batch` (the default), `record` or `never`",
+                ));
+            }
+        };
+        Ok(CheckpointConfig {
+            dir: self.base.join(spec.dir.get_ref()),
+            every: spec
+                .every
+                .as_ref()
+                .map_or(Ok(10), |every| self.positive(every, "checkpoint.every"))?
+                as u64,
+            fsync,
         })
     }
 
@@ -222,14 +271,7 @@ impl<'a> Resolver<'a> {
             "table" => {
                 self.only(&fields, &["path", "format"], "a table source")?;
                 let path = self.required(&spec.path, &spec.kind, "path", "a table source")?;
-                let file = self.base.join(path.get_ref());
-                if !file.is_file() {
-                    return Err(self.error(
-                        Some(path.span()),
-                        format!("file {} does not exist", file.display()),
-                        "fix the path (relative paths start at the manifest's directory)",
-                    ));
-                }
+                let file = self.existing_file(path)?;
                 let format = match spec
                     .format
                     .as_ref()
@@ -237,8 +279,7 @@ impl<'a> Resolver<'a> {
                 {
                     Some(("csv", _)) => TableFormat::Csv,
                     Some(("json_lines", _)) => TableFormat::JsonLines,
-                    None if file.extension().is_some_and(|ext| ext == "csv") => TableFormat::Csv,
-                    None => TableFormat::JsonLines,
+                    None => table_format(&file),
                     Some((other, span)) => {
                         return Err(self.error(
                             Some(span),
@@ -275,11 +316,46 @@ impl<'a> Resolver<'a> {
             .iter()
             .map(|step| self.step(step))
             .collect::<Result<Vec<_>>>()?;
+        for (index, step) in steps.iter().enumerate() {
+            if !matches!(step, StepConfig::StateSnapshots) {
+                continue;
+            }
+            let after_map_with_state = match index.checked_sub(1) {
+                Some(before) => matches!(steps[before], StepConfig::MapWithState { .. }),
+                None => self.mapped_with_state.contains(&from),
+            };
+            if !after_map_with_state {
+                return Err(self.error(
+                    Some(spec.steps[index].op.span()),
+                    "`state_snapshots` does not follow a `map_with_state` step",
+                    "put it right after `map_with_state`, or start a stream `from` one whose last step is `map_with_state`",
+                ));
+            }
+        }
         let name = self.define(&spec.name)?;
+        if let Some(StepConfig::MapWithState { .. }) = steps.last() {
+            self.mapped_with_state.insert(name.clone());
+        }
         Ok(StreamConfig { name, from, steps })
     }
 
+    /// One step, which must have a checkpoint directory to recover from if it keeps state.
     fn step(&self, spec: &StepSpec) -> Result<StepConfig> {
+        let step = self.unchecked_step(spec)?;
+        if step.needs_checkpoint() && !self.checkpointed {
+            let op = spec.op.get_ref();
+            return Err(self.error(
+                Some(spec.op.span()),
+                format!(
+                    "`{op}` keeps state across batches, and the job has no checkpoint directory to recover it from after a crash (Spark requires one too)"
+                ),
+                "add a `[checkpoint]` table with `dir = \"checkpoints/<job name>\"`",
+            ));
+        }
+        Ok(step)
+    }
+
+    fn unchecked_step(&self, spec: &StepSpec) -> Result<StepConfig> {
         let span = |field: &Option<Spanned<String>>| field.as_ref().map(Spanned::span);
         let fields = [
             ("udf", span(&spec.udf)),
@@ -301,6 +377,8 @@ impl<'a> Resolver<'a> {
             ("create", span(&spec.create)),
             ("merge_value", span(&spec.merge_value)),
             ("merge_combiners", span(&spec.merge_combiners)),
+            ("initial_state", span(&spec.initial_state)),
+            ("timeout", span(&spec.timeout)),
         ];
         let op = spec.op.get_ref().as_str();
         let what = format!("the `{op}` step");
@@ -463,6 +541,29 @@ impl<'a> Resolver<'a> {
                     span: span()?,
                 }
             }
+            "update_state_by_key" => {
+                takes(&["udf", "initial_state"])?;
+                StepConfig::UpdateStateByKey {
+                    udf: function(&spec.udf, "udf", Kind::UpdateState)?,
+                    initial_state: self.initial_state(spec)?,
+                }
+            }
+            "map_with_state" => {
+                takes(&["udf", "timeout", "initial_state"])?;
+                StepConfig::MapWithState {
+                    udf: function(&spec.udf, "udf", Kind::MapWithState)?,
+                    timeout: spec
+                        .timeout
+                        .as_ref()
+                        .map(|timeout| self.duration(timeout, "timeout"))
+                        .transpose()?,
+                    initial_state: self.initial_state(spec)?,
+                }
+            }
+            "state_snapshots" => {
+                takes(&[])?;
+                StepConfig::StateSnapshots
+            }
             other => {
                 return Err(self.error(
                     Some(spec.op.span()),
@@ -471,6 +572,17 @@ impl<'a> Resolver<'a> {
                 ));
             }
         })
+    }
+
+    fn initial_state(&self, spec: &StepSpec) -> Result<Option<InitialState>> {
+        spec.initial_state
+            .as_ref()
+            .map(|path| {
+                let path = self.existing_file(path)?;
+                let format = table_format(&path);
+                Ok(InitialState { path, format })
+            })
+            .transpose()
     }
 
     /// A window's length and slide, which must be multiples of the batch interval; the
@@ -711,6 +823,19 @@ impl<'a> Resolver<'a> {
             })
     }
 
+    /// The file `path` names (relative to the manifest), which must exist.
+    fn existing_file(&self, path: &Spanned<String>) -> Result<PathBuf> {
+        let file = self.base.join(path.get_ref());
+        if !file.is_file() {
+            return Err(self.error(
+                Some(path.span()),
+                format!("file {} does not exist", file.display()),
+                "fix the path (relative paths start at the manifest's directory)",
+            ));
+        }
+        Ok(file)
+    }
+
     fn duration(&self, value: &Spanned<String>, name: &str) -> Result<Duration> {
         humantime::parse_duration(value.get_ref()).map_err(|error| {
             self.error(
@@ -754,6 +879,15 @@ impl<'a> Resolver<'a> {
 }
 
 /// The step a two-stream operator name stands for.
+/// A table's format by its file name: CSV for `.csv`, JSON lines otherwise.
+fn table_format(file: &Path) -> TableFormat {
+    if file.extension().is_some_and(|ext| ext == "csv") {
+        TableFormat::Csv
+    } else {
+        TableFormat::JsonLines
+    }
+}
+
 fn binary(op: &str, other: String) -> Option<StepConfig> {
     Some(match op {
         "cogroup" => StepConfig::Cogroup(other),

@@ -18,6 +18,7 @@ pub struct JobSpec {
     pub udfs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub limits: LimitsSpec,
+    pub checkpoint: Option<CheckpointSpec>,
     #[serde(default)]
     pub sources: Vec<SourceSpec>,
     #[serde(default)]
@@ -33,6 +34,15 @@ pub struct LimitsSpec {
     pub memory: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<String>>,
     pub output: Option<Spanned<String>>,
+}
+
+/// `[checkpoint]`: where and how often the job saves what recovery needs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    pub dir: Spanned<String>,
+    pub every: Option<Spanned<i64>>,
+    pub fsync: Option<Spanned<String>>,
 }
 
 /// One `[[sources]]` table; which fields apply depends on `kind`.
@@ -79,6 +89,8 @@ pub struct StepSpec {
     pub create: Option<Spanned<String>>,
     pub merge_value: Option<Spanned<String>>,
     pub merge_combiners: Option<Spanned<String>>,
+    pub initial_state: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// One `[[sinks]]` table; which fields apply depends on `kind`.

@@ -50,6 +50,28 @@ pub trait Operator: Send + Sync {
 
     /// Computes the step's output for one batch from its inputs' outputs, in input order.
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset>;
+
+    /// What the step remembers between batches, if anything: checkpoints save it.
+    fn state(&self) -> Option<&dyn OperatorState> {
+        None
+    }
+}
+
+/// What a stateful operator (a window, a state store) remembers between batches: saved in
+/// state checkpoints and restored from them after a restart.
+pub trait OperatorState: Send + Sync {
+    /// What kind of state it is (`window`, `update_state_by_key`, ...): a checkpoint is
+    /// restored only into an operator of the same kind.
+    fn kind(&self) -> &'static str;
+
+    /// The state, encoded.
+    fn save(&self) -> Vec<u8>;
+
+    /// Replaces the state with one saved by an operator of the same kind.
+    fn restore(&self, saved: &[u8]) -> Result<()>;
+
+    /// How many entries it holds: keys for a state store, remembered records for a window.
+    fn entries(&self) -> usize;
 }
 
 /// The one input of a unary operator.

@@ -5,7 +5,7 @@ use anyhow::Result;
 use sluice_abi::Batch;
 use sluice_abi::encoding::Encoder;
 
-use super::{BatchContext, Operator, single};
+use super::{BatchContext, Operator, OperatorState, single};
 use crate::dataset::Dataset;
 use crate::udf::{BoundUdf, UdfChain};
 
@@ -148,5 +148,10 @@ impl Operator for Transform {
         self.steps
             .iter()
             .try_fold(single(inputs), |data, step| step.apply(vec![data], batch))
+    }
+
+    /// The state of its stateful step (the composite windowed operators have one).
+    fn state(&self) -> Option<&dyn OperatorState> {
+        self.steps.iter().find_map(|step| step.state())
     }
 }

@@ -65,6 +65,13 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The table's records.
+    pub fn into_records(self) -> Batch {
+        self.records
+    }
+}
+
 impl Receiver for Table {
     fn cut(&self) -> Batch {
         self.records.clone()

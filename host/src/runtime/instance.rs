@@ -201,6 +201,8 @@ impl UdfInstance {
                     wit::Kind::MapPartition => Kind::MapPartition,
                     wit::Kind::Reduce => Kind::Reduce,
                     wit::Kind::Fold => Kind::Fold,
+                    wit::Kind::UpdateState => Kind::UpdateState,
+                    wit::Kind::MapWithState => Kind::MapWithState,
                 },
             })
             .collect())
@@ -245,13 +247,35 @@ impl UdfInstance {
 
     /// Calls an aggregating function on every group.
     pub fn call_aggregate(&mut self, function: u32, input: Groups) -> Result<Batch, CallError> {
-        let (records, group_ends) = input.into_parts();
-        let input = wit::Groups {
-            records: to_wit(records),
-            group_ends,
-        };
+        let input = groups_to_wit(input);
         let output = self.call(|udf, store| udf.call_aggregate(store, function, &input))?;
         from_wit(output)
+    }
+
+    /// Calls an update-state function on every key's group, for the batch of `time_ms`.
+    pub fn call_update_state(
+        &mut self,
+        function: u32,
+        time_ms: i64,
+        input: Groups,
+    ) -> Result<Batch, CallError> {
+        let input = groups_to_wit(input);
+        let output =
+            self.call(|udf, store| udf.call_update_state(store, function, time_ms, &input))?;
+        from_wit(output)
+    }
+
+    /// Calls a map-with-state function on every key's group, for the batch of `time_ms`.
+    pub fn call_map_with_state(
+        &mut self,
+        function: u32,
+        time_ms: i64,
+        input: Groups,
+    ) -> Result<Groups, CallError> {
+        let input = groups_to_wit(input);
+        let output =
+            self.call(|udf, store| udf.call_map_with_state(store, function, time_ms, &input))?;
+        groups_from_wit(output)
     }
 
     fn call<R>(
@@ -320,6 +344,14 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 fn to_wit(batch: Batch) -> wit::Batch {
     let (data, ends) = batch.into_parts();
     wit::Batch { data, ends }
+}
+
+fn groups_to_wit(groups: Groups) -> wit::Groups {
+    let (records, group_ends) = groups.into_parts();
+    wit::Groups {
+        records: to_wit(records),
+        group_ends,
+    }
 }
 
 fn groups_from_wit(groups: wit::Groups) -> Result<Groups, CallError> {

@@ -2,6 +2,14 @@
 
 use std::collections::VecDeque;
 
+use anyhow::Result;
+use sluice_abi::Batch;
+
+use crate::checkpoint::codec::SavedBatch;
+
+/// A history as saved in a checkpoint: each batch number with its partitions.
+pub type SavedHistory = Vec<(u64, Vec<SavedBatch>)>;
+
 /// Values kept per batch number, oldest first.
 #[derive(Debug)]
 pub struct BatchHistory<T> {
@@ -50,6 +58,28 @@ impl<T> BatchHistory<T> {
     /// Whether no batch is remembered.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
+    }
+
+    /// The history as saved, each value as its partitions.
+    pub fn save(&self, partitions: impl Fn(&T) -> &[Batch]) -> SavedHistory {
+        self.batches
+            .iter()
+            .map(|(number, value)| (*number, SavedBatch::all(partitions(value))))
+            .collect()
+    }
+
+    /// A history restored from `saved`, each value rebuilt from its partitions.
+    pub fn restore(saved: SavedHistory, value: impl Fn(Vec<Batch>) -> T) -> Result<Self> {
+        let batches = saved
+            .into_iter()
+            .map(|(number, partitions)| Ok((number, value(SavedBatch::restore_all(partitions)?))))
+            .collect::<Result<_>>()?;
+        Ok(Self { batches })
+    }
+
+    /// How many records are remembered, given how to count a value's.
+    pub fn records(&self, count: impl Fn(&T) -> usize) -> usize {
+        self.batches.iter().map(|(_, value)| count(value)).sum()
     }
 }
 

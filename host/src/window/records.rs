@@ -7,9 +7,11 @@ use rayon::prelude::*;
 use sluice_abi::Batch;
 
 use super::{BatchHistory, Span};
+use crate::checkpoint::codec;
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups};
-use crate::operators::{BatchContext, GroupByKey, Operator, single};
+use crate::operators::{BatchContext, GroupByKey, Operator, OperatorState, single};
+use crate::window::history::SavedHistory;
 
 /// window: the records of every batch in the window, oldest batch first (Spark's
 /// `window`, a union of the window's batches).
@@ -44,6 +46,33 @@ impl Operator for Window {
             .collect();
         history.forget_up_to((batch.number + self.span.slide).saturating_sub(self.span.window));
         Ok(Dataset::from_partitions(partitions))
+    }
+
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(self)
+    }
+}
+
+impl OperatorState for Window {
+    fn kind(&self) -> &'static str {
+        "window"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let history = self.history.lock().expect("window history poisoned");
+        codec::encode(&history.save(Dataset::partitions))
+    }
+
+    fn restore(&self, saved: &[u8]) -> Result<()> {
+        let saved: SavedHistory = codec::decode(saved)?;
+        *self.history.lock().expect("window history poisoned") =
+            BatchHistory::restore(saved, Dataset::from_partitions)?;
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        let history = self.history.lock().expect("window history poisoned");
+        history.records(Dataset::len)
     }
 }
 
@@ -88,5 +117,32 @@ impl Operator for GroupByKeyAndWindow {
             .collect::<Result<_>>()?;
         history.forget_up_to((batch.number + self.span.slide).saturating_sub(self.span.window));
         Ok(Dataset::from_partitions(partitions))
+    }
+
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(self)
+    }
+}
+
+impl OperatorState for GroupByKeyAndWindow {
+    fn kind(&self) -> &'static str {
+        "group_by_key_and_window"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let history = self.history.lock().expect("window history poisoned");
+        codec::encode(&history.save(Vec::as_slice))
+    }
+
+    fn restore(&self, saved: &[u8]) -> Result<()> {
+        let saved: SavedHistory = codec::decode(saved)?;
+        *self.history.lock().expect("window history poisoned") =
+            BatchHistory::restore(saved, |partitions| partitions)?;
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        let history = self.history.lock().expect("window history poisoned");
+        history.records(|partitions| partitions.iter().map(Batch::len).sum())
     }
 }

@@ -9,10 +9,12 @@ use rayon::prelude::*;
 use sluice_abi::Batch;
 
 use super::{BatchHistory, Span};
+use crate::checkpoint::codec::{self, SavedBatch};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups, push_pair};
-use crate::operators::{BatchContext, Operator, ReduceByKey, single};
+use crate::operators::{BatchContext, Operator, OperatorState, ReduceByKey, single};
 use crate::udf::BoundUdf;
+use crate::window::history::SavedHistory;
 
 /// reduceByKeyAndWindow: `(key, value)` per key over the window, values folded with
 /// `reduce`.
@@ -225,5 +227,43 @@ impl Operator for WindowedReduce {
         // The next slide needs the batches after `now - window` (those that will leave).
         state.partials.forget_up_to(now.saturating_sub(span.window));
         Ok(Dataset::from_partitions(window))
+    }
+
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(self)
+    }
+}
+
+impl OperatorState for WindowedReduce {
+    fn kind(&self) -> &'static str {
+        if self.inverse.is_some() {
+            "reduce_by_key_and_window with inverse"
+        } else {
+            "reduce_by_key_and_window"
+        }
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let state = self.state.lock().expect("window state poisoned");
+        let saved: (SavedHistory, Option<Vec<SavedBatch>>) = (
+            state.partials.save(Vec::as_slice),
+            state.previous.as_deref().map(SavedBatch::all),
+        );
+        codec::encode(&saved)
+    }
+
+    fn restore(&self, saved: &[u8]) -> Result<()> {
+        let (partials, previous): (SavedHistory, Option<Vec<SavedBatch>>) = codec::decode(saved)?;
+        *self.state.lock().expect("window state poisoned") = WindowState {
+            partials: BatchHistory::restore(partials, |partitions| partitions)?,
+            previous: previous.map(SavedBatch::restore_all).transpose()?,
+        };
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        let state = self.state.lock().expect("window state poisoned");
+        let count = |partitions: &Vec<Batch>| partitions.iter().map(Batch::len).sum::<usize>();
+        state.partials.records(count) + state.previous.as_ref().map_or(0, count)
     }
 }

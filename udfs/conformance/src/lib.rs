@@ -2,7 +2,7 @@
 //! Each carries the one-line semantics that file gives it.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Value, udfs};
+use sluice_sdk::{State, Value, batch_time_ms, udfs};
 
 /// v -> v + 10
 pub fn add_10(v: i64) -> i64 {
@@ -81,6 +81,105 @@ pub struct IdleCounter {
     idle: i64,
 }
 
+/// updateStateByKey: state is {counter, idle} (both 0 if no old state); let n =
+/// sum(new values); if n == 0 then idle += 1 else {counter += n; idle = 0}; if idle == 2
+/// the key is dropped, otherwise the updated state is kept.
+pub fn expire_after_two_idle_batches(
+    values: Vec<i64>,
+    state: Option<IdleCounter>,
+) -> Option<IdleCounter> {
+    let mut state = state.unwrap_or(IdleCounter {
+        counter: 0,
+        idle: 0,
+    });
+    let n: i64 = values.iter().sum();
+    if n == 0 {
+        state.idle += 1;
+    } else {
+        state.counter += n;
+        state.idle = 0;
+    }
+    (state.idle != 2).then_some(state)
+}
+
+/// updateStateByKey: new state = sum(new values) + (old state, or 0).
+pub fn running_sum(values: Vec<i64>, state: Option<i64>) -> Option<i64> {
+    Some(values.iter().sum::<i64>() + state.unwrap_or(0))
+}
+
+/// updateStateByKey: with new values, new state = batch time in ms + (old state or 0);
+/// otherwise the old state (or 0).
+pub fn add_batch_time_if_values(values: Vec<i64>, state: Option<i64>) -> Option<i64> {
+    let old = state.unwrap_or(0);
+    Some(if values.is_empty() {
+        old
+    } else {
+        batch_time_ms().expect("state functions run with a batch time") + old
+    })
+}
+
+/// mapWithState: s = (state or 0) + (value or 0); set the state to s.
+fn count_into(value: Option<i64>, state: &mut State<i64>) -> i64 {
+    let count = state.get().copied().unwrap_or(0) + value.unwrap_or(0);
+    state.update(count);
+    count
+}
+
+/// mapWithState: count, emit the count.
+pub fn running_count_emit_count(
+    _key: Value,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<i64> {
+    Some(count_into(value, state))
+}
+
+/// mapWithState: count, emit the key twice over ("a" -> "aa").
+pub fn running_count_emit_key_twice(
+    key: String,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<String> {
+    count_into(value, state);
+    Some(key.repeat(2))
+}
+
+/// mapWithState: count, emit [key, count].
+pub fn running_count_emit_key_and_count(
+    key: Value,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<(Value, i64)> {
+    let count = count_into(value, state);
+    Some((key, count))
+}
+
+/// mapWithState: count, emit nothing.
+pub fn running_count_emit_nothing(
+    _key: Value,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<i64> {
+    count_into(value, state);
+    None
+}
+
+/// mapWithState: if the key has a state, remove it and emit the key; otherwise set the
+/// state to the record's value and emit nothing.
+pub fn toggle_state_emit_removed_key(
+    key: Value,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<Value> {
+    if state.exists() {
+        state.remove();
+        Some(key)
+    } else {
+        state.update(value.unwrap_or(0));
+        None
+    }
+}
+
 /// {counter, idle} -> counter
 pub fn state_counter(state: IdleCounter) -> i64 {
     state.counter
@@ -135,4 +234,12 @@ udfs! {
     map to_set,
     map to_string,
     filter value_nonzero,
+    update_state expire_after_two_idle_batches,
+    update_state running_sum,
+    update_state add_batch_time_if_values,
+    map_with_state running_count_emit_count,
+    map_with_state running_count_emit_key_twice,
+    map_with_state running_count_emit_key_and_count,
+    map_with_state running_count_emit_nothing,
+    map_with_state toggle_state_emit_removed_key,
 }

@@ -42,6 +42,23 @@ pub fn pair_parts(record: &[u8]) -> Option<(&[u8], &[u8])> {
     rest.is_empty().then_some((first, second))
 }
 
+/// The state inside a state cell record (a list of no element or one), without decoding
+/// it: `Some(None)` for an empty cell, `None` if the record is not a cell.
+pub fn cell_parts(record: &[u8]) -> Option<Option<&[u8]>> {
+    let mut input = record;
+    if read_tag(&mut input).ok()? != tag::LIST {
+        return None;
+    }
+    match varint::read_u64(&mut input).ok()? {
+        0 => input.is_empty().then_some(None),
+        1 => {
+            let (state, rest) = skip_value(input).ok()?;
+            rest.is_empty().then_some(Some(state))
+        }
+        _ => None,
+    }
+}
+
 fn skip(input: &mut &[u8]) -> Result<(), Error> {
     match read_tag(input)? {
         tag::NULL => {}

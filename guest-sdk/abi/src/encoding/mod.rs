@@ -15,7 +15,7 @@ mod de;
 mod ser;
 mod varint;
 
-pub use de::{Decoder, from_bytes, pair_parts, skip_value};
+pub use de::{Decoder, cell_parts, from_bytes, pair_parts, skip_value};
 pub use ser::{Encoder, encode_into, to_bytes};
 
 pub(crate) use de::read_str;

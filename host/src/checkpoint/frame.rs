@@ -1,0 +1,98 @@
+//! Frames: how the write-ahead log and checkpoint files store records, each as its length,
+//! its CRC-32 and its bytes, so that a torn or corrupt tail is found rather than decoded.
+
+use std::io::{self, Write};
+
+/// Bytes before a frame's payload: its length and its CRC-32, little-endian.
+const HEADER: usize = 8;
+
+/// Writes `payload` as one frame.
+pub fn write(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| io::Error::other("a frame holds at most 4 GiB"))?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(&crc32fast::hash(payload).to_le_bytes())?;
+    out.write_all(payload)
+}
+
+/// Where and why reading frames stopped before the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Offset of the first frame that could not be read: everything before it is good.
+    pub offset: usize,
+    /// How many bytes from there on are skipped.
+    pub skipped: usize,
+    /// What was wrong with it.
+    pub reason: &'static str,
+}
+
+/// The payloads of the good frames at the start of `bytes`, and what stopped the reading
+/// if it was not the end.
+pub fn read(bytes: &[u8]) -> (Vec<&[u8]>, Option<Damage>) {
+    let mut frames = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let damage = |reason| Damage {
+            offset,
+            skipped: bytes.len() - offset,
+            reason,
+        };
+        let Some(header) = bytes.get(offset..offset + HEADER) else {
+            return (
+                frames,
+                Some(damage("a frame header is cut short (torn write)")),
+            );
+        };
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + len) else {
+            return (frames, Some(damage("a frame is cut short (torn write)")));
+        };
+        if crc32fast::hash(payload) != crc {
+            return (
+                frames,
+                Some(damage("a frame's checksum does not match (corrupt)")),
+            );
+        }
+        frames.push(payload);
+        offset += HEADER + len;
+    }
+    (frames, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        payloads.iter().for_each(|p| write(&mut out, p).unwrap());
+        out
+    }
+
+    #[test]
+    fn reads_back_what_was_written() {
+        let bytes = framed(&[b"one", b"", b"three"]);
+        assert_eq!(read(&bytes), (vec![&b"one"[..], b"", b"three"], None));
+    }
+
+    #[test]
+    fn a_torn_tail_keeps_the_frames_before_it() {
+        let bytes = framed(&[b"one", b"two"]);
+        for cut in [bytes.len() - 1, bytes.len() - 4, 11 + 3] {
+            let (frames, damage) = read(&bytes[..cut]);
+            assert_eq!(frames, [b"one"]);
+            let damage = damage.expect("the tail is damaged");
+            assert_eq!((damage.offset, damage.skipped), (11, cut - 11));
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_stops_at_its_frame() {
+        let mut bytes = framed(&[b"one", b"two", b"three"]);
+        bytes[11 + 8] ^= 0x10;
+        let (frames, damage) = read(&bytes);
+        assert_eq!(frames, [b"one"]);
+        assert!(damage.unwrap().reason.contains("checksum"));
+    }
+}
