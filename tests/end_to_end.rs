@@ -12,14 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-fn sluice() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.env(
-        "SLUICE_CACHE_DIR",
-        common::root().join("target/sluice-cache"),
-    );
-    command
-}
+use common::sluice;
 
 fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("job.toml");

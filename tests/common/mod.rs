@@ -21,3 +21,10 @@ pub fn udf(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The `sluice` binary, with the test component cache.
+pub fn sluice() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.env("SLUICE_CACHE_DIR", root().join("target/sluice-cache"));
+    command
+}

@@ -51,6 +51,12 @@ pub fn subtract(a: i64, b: i64) -> i64 {
     a - b
 }
 
+/// Adds a batch's counts to a word's running total (updateStateByKey): the stateful word
+/// count.
+pub fn running_count(counts: Vec<i64>, total: Option<i64>) -> Option<i64> {
+    Some(total.unwrap_or(0) + counts.iter().sum::<i64>())
+}
+
 /// Upper-cases a line: the map of the throughput benchmark.
 pub fn uppercase(line: &str) -> String {
     line.to_ascii_uppercase()
@@ -63,6 +69,7 @@ udfs! {
     reduce sum,
     reduce subtract,
     map uppercase,
+    update_state running_count,
 }
 
 #[cfg(test)]

@@ -1,0 +1,459 @@
+//! Recovery: crashes (`kill -9`) at random moments, a damaged write-ahead log, and
+//! redeploys of new UDF versions onto a checkpointed job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sluice;
+use serde_json::Value as Json;
+use sluice::checkpoint::{Checkpointer, Cut, Wal};
+use sluice::job::Job;
+use sluice::manifest::FsyncPolicy;
+use sluice::runtime::{Runtime, RuntimeConfig};
+use sluice_abi::Batch;
+
+const WORDS: &[&str] = &[
+    "river", "gate", "sluice", "flow", "batch", "state", "stream", "window", "record", "key",
+    "value", "time", "water", "lock", "canal", "weir",
+];
+
+/// A small deterministic generator, so that a failing seed can be replayed.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `lines` lines of 1 to 8 words each.
+fn text(lines: usize, random: &mut Xorshift) -> String {
+    (0..lines)
+        .map(|_| {
+            let words = 1 + random.next() % 8;
+            (0..words)
+                .map(|_| WORDS[(random.next() % WORDS.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A stateful word count over `input.txt`, a line per batch, its running totals written
+/// to a JSON-lines file per batch.
+fn stateful_word_count(dir: &Path, file: &str, udf_line: &str, step: &str) -> PathBuf {
+    let manifest = format!(
+        r#"name = "wordcount"
+batch_interval = "20ms"
+partitions = 2
+
+[checkpoint]
+dir = "checkpoint"
+every = 5
+
+[udfs]
+wc = "{wordcount}"
+{udf_line}
+
+[[sources]]
+name = "lines"
+kind = "file"
+path = "input.txt"
+lines_per_batch = 1
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "map", udf = "wc#with_one" }},
+  {step},
+]
+
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+"#,
+        wordcount = common::udf("wordcount").display(),
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+const RUNNING_COUNT: &str = r#"{ op = "update_state_by_key", udf = "wc#running_count" }"#;
+
+/// The counts in the newest output file of `dir`, and how many output files there are.
+fn final_counts(dir: &Path) -> (BTreeMap<String, i64>, usize) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect();
+    files.sort();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<Json>(line)
+                .unwrap_or_else(|e| panic!("{} holds a broken line {line:?}: {e}", file.display()));
+        }
+    }
+    let newest = files.last().expect("the job wrote output files");
+    let counts = std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let pair: (String, i64) = serde_json::from_str(line).unwrap();
+            pair
+        })
+        .collect();
+    (counts, files.len())
+}
+
+/// What counting every word of `text` gives.
+fn counted(text: &str) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for word in text.split_whitespace() {
+        *counts.entry(word.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn run(manifest: &Path, args: &[&str]) -> Output {
+    sluice()
+        .arg("run")
+        .arg(manifest)
+        .args(["--log", "text"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > timeout {
+            child.kill().unwrap();
+            panic!("the job did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
+    let seed: u64 = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(0x5eed_c0de);
+    println!("seed {seed} (replay with SLUICE_CRASH_SEED={seed})");
+    let mut random = Xorshift(seed | 1);
+    let input = text(500, &mut random);
+
+    let fault_free = tempfile::tempdir().unwrap();
+    std::fs::write(fault_free.path().join("input.txt"), &input).unwrap();
+    let manifest = stateful_word_count(fault_free.path(), "job.toml", "", RUNNING_COUNT);
+    let output = run(&manifest, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (reference, _) = final_counts(fault_free.path());
+    assert_eq!(
+        reference,
+        counted(&input),
+        "the fault-free run counts every word once"
+    );
+
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::write(crashed.path().join("input.txt"), &input).unwrap();
+    let manifest = stateful_word_count(crashed.path(), "job.toml", "", RUNNING_COUNT);
+    let mut kills = 0;
+    while kills < 20 {
+        let mut child = sluice()
+            .args(["run", manifest.to_str().unwrap(), "--log", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100 + random.next() % 500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended after {kills} kills: make it longer so that 20 land (seed {seed})"
+        );
+        child.kill().unwrap(); // SIGKILL: no chance to clean up.
+        child.wait().unwrap();
+        kills += 1;
+    }
+    let mut last = sluice()
+        .args(["run", manifest.to_str().unwrap(), "--log", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut last, Duration::from_secs(120));
+    assert!(status.success(), "the last run failed (seed {seed})");
+    let (counts, _) = final_counts(crashed.path());
+    assert_eq!(
+        counts, reference,
+        "after {kills} kills the totals differ from the fault-free run (seed {seed})"
+    );
+}
+
+/// A job whose source the write-ahead log makes durable (a socket, never started here:
+/// the test writes the log itself), counting records with updateStateByKey.
+fn logged_job(dir: &Path, runtime: &Runtime) -> Job {
+    let manifest = format!(
+        r#"name = "logged"
+batch_interval = "1s"
+partitions = 2
+[checkpoint]
+dir = "{dir}/checkpoint"
+every = 100
+[udfs]
+wc = "{wordcount}"
+[[sources]]
+name = "lines"
+kind = "socket"
+port = 9
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [{{ op = "map", udf = "wc#with_one" }}, {{ op = "update_state_by_key", udf = "wc#running_count" }}]
+[[sinks]]
+name = "out"
+from = "counts"
+kind = "collect"
+"#,
+        dir = dir.display(),
+        wordcount = common::udf("wordcount").display(),
+    );
+    let config = sluice::manifest::parse(&manifest, &dir.join("job.toml"), runtime).unwrap();
+    Job::build(config, runtime).unwrap()
+}
+
+/// Logs batches 1..=4 (batch n: the words `w1`..`wn`), then one record of batch 5.
+fn write_log(dir: &Path) -> PathBuf {
+    let wal_dir = dir.join("checkpoint/wal");
+    let mut wal = Wal::open(&wal_dir, FsyncPolicy::Batch, 1).unwrap();
+    for number in 1..=4u64 {
+        let mut records = Batch::new();
+        (1..=number).for_each(|i| records.push(&format!("w{i}")).unwrap());
+        wal.records(0, &records).unwrap();
+        wal.cut(Cut {
+            number,
+            time_ms: number as i64 * 1000,
+            positions: vec![None],
+        })
+        .unwrap();
+    }
+    let mut late = Batch::new();
+    late.push("late").unwrap();
+    wal.records(0, &late).unwrap();
+    wal_dir
+}
+
+/// Recovers `job`, re-runs what the log holds, and returns the last state table, the
+/// records pending for the next batch, and the recovery notes.
+fn recover(job: &Job) -> (BTreeMap<String, i64>, Vec<String>, Vec<String>) {
+    let config = job.config().checkpoint.clone().unwrap();
+    let (checkpointer, recovery) = Checkpointer::open(&config, job, &[]).unwrap();
+    let mut table = BTreeMap::new();
+    for (cut, logged) in recovery.replay {
+        job.process(cut.time_ms, logged).unwrap();
+        checkpointer.completed(job, &cut).unwrap();
+    }
+    if let Some((_, records)) = job.collected().batches("out").last() {
+        for record in records {
+            let (word, count): (String, i64) = serde_json::from_str(&record.to_json()).unwrap();
+            table.insert(word, count);
+        }
+    }
+    let pending = recovery.pending[0]
+        .iter()
+        .map(|record| sluice_abi::Value::decode(record).unwrap().to_json())
+        .collect();
+    (table, pending, recovery.notes)
+}
+
+#[test]
+fn a_torn_wal_tail_keeps_every_record_before_the_tear() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = write_log(dir.path());
+    // A crash in the middle of appending a second record of batch 5.
+    let segment = wal_dir.join(format!("{:020}.log", 5));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let good = bytes.len();
+    bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime));
+    let expected: BTreeMap<String, i64> = [("w1", 4), ("w2", 3), ("w3", 2), ("w4", 1)]
+        .map(|(w, c)| (w.to_owned(), c))
+        .into();
+    assert_eq!(table, expected, "every logged batch is re-run once");
+    assert_eq!(pending, ["\"late\""], "the record before the tear is kept");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("torn") && notes[0].contains("skipped 10 bytes"),
+        "{notes:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len() as usize,
+        good,
+        "the tear is cut off"
+    );
+}
+
+#[test]
+fn a_bit_flipped_wal_record_stops_recovery_at_the_last_good_record() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = write_log(dir.path());
+    // Flip a bit in the last byte of batch 3's cut (its last frame).
+    let segment = wal_dir.join(format!("{:020}.log", 3));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime));
+    let expected: BTreeMap<String, i64> = [("w1", 2), ("w2", 1)]
+        .map(|(w, c)| (w.to_owned(), c))
+        .into();
+    assert_eq!(table, expected, "batches 1 and 2 are re-run");
+    assert_eq!(
+        pending,
+        ["\"w1\"", "\"w2\"", "\"w3\""],
+        "batch 3's records, whose cut is lost, go into the next batch"
+    );
+    assert!(notes[0].contains("checksum"), "{notes:?}");
+    assert!(
+        notes[1..].iter().all(|note| note.contains("not replayed")) && notes.len() == 3,
+        "batches 4 and 5 are set aside, not deleted: {notes:?}"
+    );
+    assert!(wal_dir.join(format!("{:020}.log.skipped", 4)).exists());
+}
+
+/// `wordcount.wasm` with a custom section appended: the same code under a new digest, as
+/// a rebuilt release of the same UDFs would be.
+fn new_release(dir: &Path) -> PathBuf {
+    let mut wasm = std::fs::read(common::udf("wordcount")).unwrap();
+    let name = b"sluice-release";
+    let payload = b"2";
+    wasm.push(0); // custom section
+    wasm.push((1 + name.len() + payload.len()) as u8);
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(payload);
+    let path = dir.join("wordcount-v2.wasm");
+    std::fs::write(&path, wasm).unwrap();
+    path
+}
+
+#[test]
+fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut random = Xorshift(7);
+    let input = text(30, &mut random);
+    std::fs::write(dir.path().join("input.txt"), &input).unwrap();
+    let first = stateful_word_count(dir.path(), "job.toml", "", RUNNING_COUNT);
+    let output = run(&first, &["--batches", "12"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (after_twelve, _) = final_counts(dir.path());
+    let first_twelve: String = input.lines().take(12).collect::<Vec<_>>().join("\n");
+    assert_eq!(after_twelve, counted(&first_twelve));
+
+    let inspect = sluice()
+        .args(["checkpoint", "inspect"])
+        .arg(dir.path().join("checkpoint"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    let digest = {
+        use sha2::Digest;
+        format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(common::udf("wordcount")).unwrap())
+        )
+    };
+    assert!(shown.contains("job: wordcount"), "{shown}");
+    assert!(shown.contains("last completed batch: 12"), "{shown}");
+    // State checkpoints every 5 batches: the newest covers batches 1..=10.
+    let first_ten: String = input.lines().take(10).collect::<Vec<_>>().join("\n");
+    assert!(
+        shown.contains(&format!(
+            "step counts/3 (update_state_by_key): {} entries",
+            counted(&first_ten).len()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("wc#running_count  sha256 {digest}")),
+        "{shown}"
+    );
+
+    // A step of another kind where the state was: refused, saying what changed and how
+    // to go on anyway.
+    let conformance = format!("c = \"{}\"", common::udf("conformance").display());
+    let changed = stateful_word_count(
+        dir.path(),
+        "changed.toml",
+        &conformance,
+        r#"{ op = "map_with_state", udf = "c#running_count_emit_count" }"#,
+    );
+    let refused = run(&changed, &[]);
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        error.contains(
+            "step `counts/3` kept update_state_by_key state, and is now a map_with_state step"
+        ) && error.contains("--fresh-state"),
+        "{error}"
+    );
+
+    // The same UDFs rebuilt (a new digest): the job resumes with its counts.
+    let release = new_release(dir.path());
+    let redeployed = std::fs::read_to_string(&first).unwrap().replace(
+        &common::udf("wordcount").display().to_string(),
+        &release.display().to_string(),
+    );
+    std::fs::write(&first, redeployed).unwrap();
+    let output = run(&first, &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("was redeployed"), "{log}");
+    let (resumed, _) = final_counts(dir.path());
+    assert_eq!(
+        resumed,
+        counted(&input),
+        "the counts carry on from batch 12"
+    );
+
+    // The incompatible change again, now asking for fresh state: it starts from zero.
+    let output = run(&changed, &["--fresh-state", "counts/3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
