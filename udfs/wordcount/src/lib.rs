@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use sluice_sdk::udfs;
+use sluice_sdk::{State, udfs};
 
 /// Splits a line into lower-case words, dropping punctuation around them.
 ///
@@ -57,6 +57,17 @@ pub fn running_count(counts: Vec<i64>, total: Option<i64>) -> Option<i64> {
     Some(total.unwrap_or(0) + counts.iter().sum::<i64>())
 }
 
+/// Counts a word's occurrences (mapWithState), emitting `(word, count so far)` for each.
+pub fn count_each<'w>(
+    word: &'w str,
+    one: Option<i64>,
+    total: &mut State<i64>,
+) -> Option<(&'w str, i64)> {
+    let count = total.get().copied().unwrap_or(0) + one.unwrap_or(0);
+    total.update(count);
+    Some((word, count))
+}
+
 /// Upper-cases a line: the map of the throughput benchmark.
 pub fn uppercase(line: &str) -> String {
     line.to_ascii_uppercase()
@@ -70,6 +81,7 @@ udfs! {
     reduce subtract,
     map uppercase,
     update_state running_count,
+    map_with_state count_each,
 }
 
 #[cfg(test)]
