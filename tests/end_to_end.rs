@@ -615,6 +615,27 @@ fn manifest_mistakes_are_rejected_with_position_and_hint() {
             "no source or stream is named `nowhere`",
             ":18:26",
         ),
+        (
+            good.replace(
+                "{ op = \"count_by_value\" }",
+                "{ op = \"map\", udf = \"wc#with_one\" }, { op = \"update_state_by_key\", udf = \"wc#running_count\" }",
+            ),
+            "`update_state_by_key` keeps state across batches, and the job has no checkpoint directory",
+            "[checkpoint]",
+        ),
+        (
+            good.replace("{ op = \"count_by_value\" }", "{ op = \"state_snapshots\" }"),
+            "`state_snapshots` does not follow a `map_with_state` step",
+            ":18:10",
+        ),
+        (
+            good.replace(
+                "batch_interval = \"200ms\"",
+                "batch_interval = \"200ms\"\n[checkpoint]\ndir = \"c\"\nfsync = \"sometimes\"",
+            ),
+            "unknown fsync policy `sometimes`",
+            ":6:9",
+        ),
     ];
     for (text, message, detail) in cases {
         let (code, output) = check(&text);
@@ -627,6 +648,24 @@ fn manifest_mistakes_are_rejected_with_position_and_hint() {
         assert!(output.contains("job.toml"), "the file is named: {output}");
         assert!(output.contains("help:"), "a hint is given: {output}");
     }
+}
+
+#[test]
+fn every_example_manifest_is_valid() {
+    let examples = common::root().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let manifest = entry.unwrap().path().join("job.toml");
+        let output = sluice().arg("check").arg(&manifest).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            manifest.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} examples found");
 }
 
 #[test]

@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sluice::checkpoint::{Checkpointer, Cut, Wal};
+use sluice::checkpoint::{Checkpointer, Cut};
 use sluice::job::Job;
-use sluice::manifest::{FsyncPolicy, JobConfig};
+use sluice::manifest::JobConfig;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
 
@@ -30,7 +30,11 @@ const VOCABULARY: u64 = 50_000;
 fn component() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../udfs/target/wasm32-wasip2/release/wordcount.wasm");
-    assert!(path.exists(), "{} is missing: run scripts/setup first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup first",
+        path.display()
+    );
     path
 }
 
@@ -71,10 +75,12 @@ fn step(job: &Job, checkpointer: &Checkpointer, number: u64, input: Batch) -> Op
 
 fn checkpoint_and_restart(runtime: &Runtime) {
     let dir = tempfile::tempdir().unwrap();
-    let steps = r#"{ op = "map", udf = "wc#with_one" }, { op = "map_with_state", udf = "wc#count_each" }"#;
+    let steps =
+        r#"{ op = "map", udf = "wc#with_one" }, { op = "map_with_state", udf = "wc#count_each" }"#;
     let config = config(runtime, dir.path(), 1, steps);
     let job = Job::build(config.clone(), runtime).unwrap();
-    let (checkpointer, _) = Checkpointer::open(config.checkpoint.as_ref().unwrap(), &job, &[]).unwrap();
+    let (checkpointer, _) =
+        Checkpointer::open(config.checkpoint.as_ref().unwrap(), &job, &[]).unwrap();
     step(&job, &checkpointer, 1, words(0..KEYS));
     let mut took = Vec::new();
     for number in 2..2 + TIMED_CHECKPOINTS as u64 {
@@ -148,7 +154,8 @@ fn word_count_with_and_without_checkpoints(runtime: &Runtime) {
                     step(&job, checkpointer, number, batch.clone());
                 }
                 None => {
-                    job.process(number as i64 * 1000, vec![batch.clone()]).unwrap();
+                    job.process(number as i64 * 1000, vec![batch.clone()])
+                        .unwrap();
                 }
             }
         }
