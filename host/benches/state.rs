@@ -7,7 +7,9 @@
 //!
 //! Run with `cargo bench -p sluice --bench state` after `scripts/setup`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice::checkpoint::{Checkpointer, Cut};
@@ -16,10 +18,6 @@ use sluice::manifest::JobConfig;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
 
-/// The allocator of the `sluice` binary, so the engine runs as it does there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const KEYS: usize = 1_000_000;
 const CHANGED_PER_BATCH: usize = KEYS / 100;
 const TIMED_CHECKPOINTS: usize = 5;
@@ -27,22 +25,11 @@ const WORDCOUNT_BATCHES: u64 = 30;
 const LINES_PER_BATCH: usize = 20_000;
 const VOCABULARY: u64 = 50_000;
 
-fn component() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../udfs/target/wasm32-wasip2/release/wordcount.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup first",
-        path.display()
-    );
-    path
-}
-
 fn config(runtime: &Runtime, dir: &Path, every: u64, steps: &str) -> JobConfig {
     let manifest = format!(
         "name = \"bench\"\nbatch_interval = \"1s\"\n[checkpoint]\ndir = \"{}\"\nevery = {every}\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"in\"\nkind = \"socket\"\nport = 9\n[[streams]]\nname = \"out\"\nfrom = \"in\"\nsteps = [{steps}, {{ op = \"count\" }}]\n[[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
         dir.display(),
-        component().display()
+        common::wordcount().display()
     );
     sluice::manifest::parse(&manifest, &dir.join("bench.toml"), runtime).unwrap()
 }

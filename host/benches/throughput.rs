@@ -5,16 +5,13 @@
 //! Run with `cargo bench -p sluice --bench throughput` after `scripts/setup`; words after
 //! `--` keep only the pipelines whose names contain one of them (`-- tokenize`).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use sluice::job::Job;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
-
-/// The allocator of the `sluice` binary, so the engine runs as it does there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: usize = 10_000_000;
 const WORDS_PER_LINE: usize = 10;
@@ -26,21 +23,10 @@ const WORDS: &[&str] = &[
     "window", "and", "join", "state",
 ];
 
-fn component() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../udfs/target/wasm32-wasip2/release/wordcount.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup first",
-        path.display()
-    );
-    path
-}
-
 fn manifest(steps: &str) -> String {
     format!(
         "name = \"bench\"\nbatch_interval = \"1s\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"lines\"\nkind = \"queue\"\nbatches = []\n[[streams]]\nname = \"out\"\nfrom = \"lines\"\nsteps = [{steps}, {{ op = \"count\" }}]\n[[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
-        component().display()
+        common::wordcount().display()
     )
 }
 

@@ -5,29 +5,20 @@
 //!
 //! Run with `cargo bench -p sluice --bench windows` after `scripts/setup`.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use sluice::job::Job;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
 
-/// The allocator of the `sluice` binary, so the engine runs as it does there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const PAIRS_PER_BATCH: usize = 200_000;
 const KEYS: usize = 20_000;
 const TIMED_SLIDES: u64 = 10;
 
 fn manifest(window: u64, inverse: bool) -> String {
-    let component = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../udfs/target/wasm32-wasip2/release/wordcount.wasm");
-    assert!(
-        component.exists(),
-        "{} is missing: run scripts/setup first",
-        component.display()
-    );
+    let component = common::wordcount();
     let inverse = if inverse {
         r#", inverse = "wc#subtract""#
     } else {

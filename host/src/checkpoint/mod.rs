@@ -50,8 +50,6 @@ pub struct Recovery {
     pub positions: Vec<Option<u64>>,
     /// The number of the first batch to cut.
     pub next_number: u64,
-    /// The time of the last batch cut before the restart, if any.
-    pub last_time_ms: Option<i64>,
     /// What was damaged or changed, for the log.
     pub notes: Vec<String>,
     /// How long restoring the state took.
@@ -97,7 +95,6 @@ impl Checkpointer {
             recovery.restored = Some((snapshot.number, snapshot.time_ms));
             recovery.positions = snapshot.positions.clone();
             recovery.positions.resize(sources, None);
-            recovery.last_time_ms = Some(snapshot.time_ms);
         }
         recovery.restore_time = started.elapsed();
         let after = recovery.restored.map_or(0, |(number, _)| number);
@@ -118,7 +115,6 @@ impl Checkpointer {
                 .map(|position| position.map(|p| p + 1))
                 .collect();
             recovery.positions.resize(sources, None);
-            recovery.last_time_ms = Some(last.time_ms);
         }
         recovery.next_number = logged.batches.last().map_or(after, |(cut, _)| cut.number) + 1;
         recovery.replay = logged.batches;
@@ -186,6 +182,27 @@ impl Checkpointer {
             took: started.elapsed(),
         }))
     }
+}
+
+/// The files `<number><suffix>` in `dir` (none if it does not exist), by number.
+fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(suffix))
+            .and_then(|number| number.parse().ok());
+        if let Some(number) = number {
+            found.push((number, path));
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn state_dir(dir: &Path) -> PathBuf {

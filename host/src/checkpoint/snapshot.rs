@@ -51,22 +51,8 @@ fn path_of(dir: &Path, number: u64) -> PathBuf {
 
 /// The checkpoint files in `dir`, newest first.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    if !dir.exists() {
-        return Ok(Vec::new());
-    }
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let number = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".ckpt"))
-            .and_then(|number| number.parse().ok());
-        if let Some(number) = number {
-            found.push((number, path));
-        }
-    }
-    found.sort_by(|a, b| b.cmp(a));
+    let mut found = super::numbered_files(dir, ".ckpt")?;
+    found.reverse();
     Ok(found)
 }
 

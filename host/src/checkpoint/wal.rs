@@ -52,20 +52,7 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
 
 /// The segments in `dir`, by batch number.
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
-        let number = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".log"))
-            .and_then(|number| number.parse().ok());
-        if let Some(number) = number {
-            found.push((number, path));
-        }
-    }
-    found.sort();
-    Ok(found)
+    super::numbered_files(dir, ".log")
 }
 
 fn open_segment(dir: &Path, number: u64) -> Result<BufWriter<File>> {

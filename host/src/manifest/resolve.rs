@@ -137,22 +137,17 @@ impl<'a> Resolver<'a> {
                 "name a directory, e.g. `dir = \"checkpoints/wordcount\"`",
             ));
         }
-        let fsync = match spec
-            .fsync
-            .as_ref()
-            .map(|fsync| (fsync.get_ref().as_str(), fsync.span()))
-        {
-            None | Some(("batch", _)) => FsyncPolicy::Batch,
-            Some(("record", _)) => FsyncPolicy::Record,
-            Some(("never", _)) => FsyncPolicy::Never,
-            Some((other, span)) => {
-                return Err(self.error(
-                    Some(span),
-                    format!("unknown fsync policy `{other}`"),
-                    "use `batch` (the default), `record` or `never`",
-                ));
-            }
-        };
+        let fsync = self
+            .choice(
+                &spec.fsync,
+                "fsync policy",
+                &[
+                    ("batch", FsyncPolicy::Batch),
+                    ("record", FsyncPolicy::Record),
+                    ("never", FsyncPolicy::Never),
+                ],
+            )?
+            .unwrap_or(FsyncPolicy::Batch);
         Ok(CheckpointConfig {
             dir: self.base.join(spec.dir.get_ref()),
             every: spec
@@ -272,22 +267,16 @@ impl<'a> Resolver<'a> {
                 self.only(&fields, &["path", "format"], "a table source")?;
                 let path = self.required(&spec.path, &spec.kind, "path", "a table source")?;
                 let file = self.existing_file(path)?;
-                let format = match spec
-                    .format
-                    .as_ref()
-                    .map(|format| (format.get_ref().as_str(), format.span()))
-                {
-                    Some(("csv", _)) => TableFormat::Csv,
-                    Some(("json_lines", _)) => TableFormat::JsonLines,
-                    None => table_format(&file),
-                    Some((other, span)) => {
-                        return Err(self.error(
-                            Some(span),
-                            format!("unknown table format `{other}`"),
-                            "use `json_lines` or `csv`",
-                        ));
-                    }
-                };
+                let format = self
+                    .choice(
+                        &spec.format,
+                        "table format",
+                        &[
+                            ("json_lines", TableFormat::JsonLines),
+                            ("csv", TableFormat::Csv),
+                        ],
+                    )?
+                    .unwrap_or_else(|| table_format(&file));
                 SourceKind::Table { path: file, format }
             }
             "queue" => {
@@ -641,21 +630,16 @@ impl<'a> Resolver<'a> {
             "files" => {
                 self.only(&fields, &["prefix", "suffix", "format"], "a files sink")?;
                 let prefix = self.required(&spec.prefix, &spec.kind, "prefix", "a files sink")?;
-                let format = match spec
-                    .format
-                    .as_ref()
-                    .map(|format| (format.get_ref().as_str(), format.span()))
-                {
-                    None | Some(("text", _)) => FileFormat::Text,
-                    Some(("json_lines", _)) => FileFormat::JsonLines,
-                    Some((other, span)) => {
-                        return Err(self.error(
-                            Some(span),
-                            format!("unknown file format `{other}`"),
-                            "use `text` or `json_lines`",
-                        ));
-                    }
-                };
+                let format = self
+                    .choice(
+                        &spec.format,
+                        "file format",
+                        &[
+                            ("text", FileFormat::Text),
+                            ("json_lines", FileFormat::JsonLines),
+                        ],
+                    )?
+                    .unwrap_or(FileFormat::Text);
                 SinkKind::Files {
                     prefix: self.base.join(prefix.get_ref()),
                     suffix: spec
@@ -821,6 +805,34 @@ impl<'a> Resolver<'a> {
                     format!("set `{name}` to 1 or more"),
                 )
             })
+    }
+
+    /// The value the name in `field` stands for among `choices`, if the field is given;
+    /// an unknown name is an error that lists the choices.
+    fn choice<T: Copy>(
+        &self,
+        field: &Option<Spanned<String>>,
+        what: &str,
+        choices: &[(&str, T)],
+    ) -> Result<Option<T>> {
+        let Some(field) = field else {
+            return Ok(None);
+        };
+        let name = field.get_ref();
+        match choices.iter().find(|(choice, _)| choice == name) {
+            Some((_, value)) => Ok(Some(*value)),
+            None => {
+                let names: Vec<String> = choices
+                    .iter()
+                    .map(|(choice, _)| format!("`{choice}`"))
+                    .collect();
+                Err(self.error(
+                    Some(field.span()),
+                    format!("unknown {what} `{name}`"),
+                    format!("use one of: {}", names.join(", ")),
+                ))
+            }
+        }
     }
 
     /// The file `path` names (relative to the manifest), which must exist.

@@ -47,7 +47,7 @@ pub trait Replayable {
     fn seek(&self, position: u64);
 }
 
-/// The write-ahead log a job's receivers share, and their source numbers in it.
+/// The write-ahead log a job's receivers share.
 type SharedWal = Arc<Mutex<Wal>>;
 
 /// Where a streaming receiver's task leaves records until the next cut; with a
@@ -76,29 +76,25 @@ impl Intake {
         if records.is_empty() {
             return;
         }
-        let wal = self
+        let mut log = self
             .log
             .as_ref()
             .map(|(wal, source)| (wal.lock().expect("log poisoned"), *source));
-        if let Some((mut wal, source)) = wal {
-            if let Err(error) = wal.records(source, records) {
-                tracing::error!("{error:#}");
-                self.failure
-                    .lock()
-                    .expect("intake poisoned")
-                    .get_or_insert(format!("{error:#}"));
-                return;
-            }
-            self.buffer
+        if let Some((wal, source)) = &mut log
+            && let Err(error) = wal.records(*source, records)
+        {
+            tracing::error!("{error:#}");
+            self.failure
                 .lock()
                 .expect("intake poisoned")
-                .extend_from(records);
-        } else {
-            self.buffer
-                .lock()
-                .expect("intake poisoned")
-                .extend_from(records);
+                .get_or_insert(format!("{error:#}"));
+            return;
         }
+        self.buffer
+            .lock()
+            .expect("intake poisoned")
+            .extend_from(records);
+        drop(log);
     }
 
     /// Puts back records the log already holds (received before a restart), without
