@@ -765,6 +765,37 @@ fn reduce_by_window_with_and_without_an_inverse_agree_with_spark() {
     );
 }
 
+#[test]
+fn map_with_state_times_out_idle_keys_once_as_spark_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!(
+        "name = \"idle\"\nbatch_interval = \"300ms\"\n[checkpoint]\ndir = \"{}\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"words\"\nkind = \"queue\"\nbatches = [[\"a\", \"b\"], [\"b\"], [], [], [], []]\n[[streams]]\nname = \"counts\"\nfrom = \"words\"\nsteps = [{{ op = \"map\", udf = \"wc#with_one\" }}, {{ op = \"map_with_state\", udf = \"wc#count_each\", timeout = \"600ms\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"counts\"\nkind = \"collect\"\n",
+        dir.path().join("checkpoint").display(),
+        common::udf("wordcount").display()
+    );
+    let outputs: Vec<Vec<Json>> = collected(&job)
+        .into_iter()
+        .map(|(_, mut records)| {
+            records.sort_by_key(Json::to_string);
+            records
+        })
+        .collect();
+    let pair = |word: &str, count: i64| serde_json::json!([word, count]);
+    // Batch n has time t0 + n x 300 ms. A key times out at the first batch whose time minus
+    // the timeout is past its last update: `a` (updated at 1) at batch 4, `b` (at 2) at 5.
+    assert_eq!(
+        outputs,
+        [
+            vec![pair("a", 1), pair("b", 1)],
+            vec![pair("b", 2)],
+            vec![],
+            vec![pair("a", 1)],
+            vec![pair("b", 2)],
+            vec![],
+        ]
+    );
+}
+
 mod faulty_udfs {
     use super::*;
     use sluice::host::Host;

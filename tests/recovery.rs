@@ -217,14 +217,14 @@ fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
 
 /// A job whose source the write-ahead log makes durable (a socket, never started here:
 /// the test writes the log itself), counting records with updateStateByKey.
-fn logged_job(dir: &Path, runtime: &Runtime) -> Job {
+fn logged_job(dir: &Path, runtime: &Runtime, every: u64) -> Job {
     let manifest = format!(
         r#"name = "logged"
 batch_interval = "1s"
 partitions = 2
 [checkpoint]
 dir = "{dir}/checkpoint"
-every = 100
+every = {every}
 [udfs]
 wc = "{wordcount}"
 [[sources]]
@@ -247,14 +247,26 @@ kind = "collect"
     Job::build(config, runtime).unwrap()
 }
 
-/// Logs batches 1..=4 (batch n: the words `w1`..`wn`), then one record of batch 5.
+/// Batch `number` of the logged job: the words `w1`..`w<number>`.
+fn words_up_to(number: u64) -> Batch {
+    let mut records = Batch::new();
+    (1..=number).for_each(|i| records.push(&format!("w{i}")).unwrap());
+    records
+}
+
+/// The table `recover` gives after batches 1..=`last` of [`words_up_to`].
+fn totals_after(last: u64) -> BTreeMap<String, i64> {
+    (1..=last)
+        .map(|i| (format!("w{i}"), (last - i + 1) as i64))
+        .collect()
+}
+
+/// Logs batches 1..=4 (see [`words_up_to`]), then one record of batch 5.
 fn write_log(dir: &Path) -> PathBuf {
     let wal_dir = dir.join("checkpoint/wal");
     let mut wal = Wal::open(&wal_dir, FsyncPolicy::Batch, 1).unwrap();
     for number in 1..=4u64 {
-        let mut records = Batch::new();
-        (1..=number).for_each(|i| records.push(&format!("w{i}")).unwrap());
-        wal.records(0, &records).unwrap();
+        wal.records(0, &words_up_to(number)).unwrap();
         wal.cut(Cut {
             number,
             time_ms: number as i64 * 1000,
@@ -303,7 +315,7 @@ fn a_torn_wal_tail_keeps_every_record_before_the_tear() {
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime));
+    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 100));
     let expected: BTreeMap<String, i64> = [("w1", 4), ("w2", 3), ("w3", 2), ("w4", 1)]
         .map(|(w, c)| (w.to_owned(), c))
         .into();
@@ -332,7 +344,7 @@ fn a_bit_flipped_wal_record_stops_recovery_at_the_last_good_record() {
     *bytes.last_mut().unwrap() ^= 0x04;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime));
+    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 100));
     let expected: BTreeMap<String, i64> = [("w1", 2), ("w2", 1)]
         .map(|(w, c)| (w.to_owned(), c))
         .into();
@@ -348,6 +360,50 @@ fn a_bit_flipped_wal_record_stops_recovery_at_the_last_good_record() {
         "batches 4 and 5 are set aside, not deleted: {notes:?}"
     );
     assert!(wal_dir.join(format!("{:020}.log.skipped", 4)).exists());
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let job = logged_job(dir.path(), &runtime, 2);
+        let config = job.config().checkpoint.clone().unwrap();
+        let (checkpointer, _) = Checkpointer::open(&config, &job, &[]).unwrap();
+        for number in 1..=5u64 {
+            let records = words_up_to(number);
+            let cut = Cut {
+                number,
+                time_ms: number as i64 * 1000,
+                positions: vec![None],
+            };
+            let wal = checkpointer.wal();
+            let mut wal = wal.lock().unwrap();
+            wal.records(0, &records).unwrap();
+            wal.cut(cut.clone()).unwrap();
+            drop(wal);
+            job.process(cut.time_ms, vec![records]).unwrap();
+            checkpointer.completed(&job, &cut).unwrap();
+        }
+    }
+    let newest = dir.path().join(format!("checkpoint/state/{:020}.ckpt", 4));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 2));
+    assert_eq!(
+        table,
+        totals_after(5),
+        "the checkpoint of batch 2 and batches 3 to 5 from the log give the same totals"
+    );
+    assert!(pending.is_empty());
+    assert!(
+        notes[0].contains("is damaged")
+            && notes[0].contains("fell back to the previous checkpoint"),
+        "{notes:?}"
+    );
 }
 
 /// `wordcount.wasm` with a custom section appended: the same code under a new digest, as

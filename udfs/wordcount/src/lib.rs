@@ -57,12 +57,16 @@ pub fn running_count(counts: Vec<i64>, total: Option<i64>) -> Option<i64> {
     Some(total.unwrap_or(0) + counts.iter().sum::<i64>())
 }
 
-/// Counts a word's occurrences (mapWithState), emitting `(word, count so far)` for each.
+/// Counts a word's occurrences (mapWithState), emitting `(word, count so far)` for each;
+/// a word idle for longer than the step's timeout emits its final count once more.
 pub fn count_each<'w>(
     word: &'w str,
     one: Option<i64>,
     total: &mut State<i64>,
 ) -> Option<(&'w str, i64)> {
+    if total.is_timing_out() {
+        return total.get().map(|&count| (word, count));
+    }
     let count = total.get().copied().unwrap_or(0) + one.unwrap_or(0);
     total.update(count);
     Some((word, count))
