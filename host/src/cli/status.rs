@@ -20,10 +20,19 @@ impl Status {
 
     pub fn batch(&mut self, report: &BatchReport) {
         let stats = report.stats;
+        if let Some(written) = report.checkpoint {
+            self.message(&format!(
+                "state checkpoint after batch {}: {} bytes in {} ms",
+                written.number,
+                written.bytes,
+                written.took.as_millis()
+            ));
+        }
         if self.live {
             eprint!(
-                "\r\x1b[2Kbatch {} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms",
+                "\r\x1b[2Kbatch {}{} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms",
                 report.number,
+                if report.replayed { " (re-run)" } else { "" },
                 report.time_ms,
                 stats.records_in,
                 stats.records_out,
@@ -39,6 +48,7 @@ impl Status {
                 records_out = stats.records_out,
                 processing_ms = stats.processing.as_millis() as u64,
                 scheduling_delay_ms = report.scheduling_delay.as_millis() as u64,
+                replayed = report.replayed,
                 "batch done"
             );
         }
