@@ -117,10 +117,16 @@ impl Checkpointer {
             recovery.positions.resize(sources, None);
         }
         recovery.next_number = logged.batches.last().map_or(after, |(cut, _)| cut.number) + 1;
+        // Re-run batches keep their numbers (windows slide on them), even after a gap.
+        job.resume_after(
+            logged
+                .batches
+                .first()
+                .map_or(after, |(cut, _)| cut.number - 1),
+        );
         recovery.replay = logged.batches;
         recovery.pending = logged.pending;
         recovery.notes = notes;
-        job.resume_after(after);
         let wal = Wal::open(&wal_dir(dir), config.fsync, recovery.next_number)?;
         Ok((
             Self {

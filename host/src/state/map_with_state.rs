@@ -69,7 +69,14 @@ impl MapWithState {
             return Ok(Batch::new());
         }
         let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
+        let sent = groups.len();
         let results = self.udf.map_with_state(time_ms, groups)?;
+        anyhow::ensure!(
+            results.len() == sent,
+            "UDF `{}` answered {} groups for {sent} keys",
+            self.udf.label(),
+            results.len()
+        );
         let returned = results.records();
         let mut emitted = Batch::new();
         let all_keys = keys.into_iter().chain(timing_out.iter().map(|key| &**key));

@@ -55,6 +55,13 @@ impl UpdateStateByKey {
         }
         let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
         let cells = self.udf.update_state(time_ms, groups)?;
+        anyhow::ensure!(
+            cells.len() == keys.len(),
+            "UDF `{}` answered {} states for {} keys",
+            self.udf.label(),
+            cells.len(),
+            keys.len()
+        );
         let mut table = Batch::with_capacity(keys.len(), cells.data().len() * 2);
         for (key, cell) in keys.into_iter().zip(cells.iter()) {
             match cell_parts(cell).with_context(|| {
