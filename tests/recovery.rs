@@ -513,3 +513,83 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn re_run_batches_join_with_the_whole_table_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "a\nb\nc").unwrap();
+    std::fs::write(
+        dir.path().join("fruits.jsonl"),
+        "[\"a\", \"apple\"]\n[\"b\", \"banana\"]\n[\"c\", \"cherry\"]\n",
+    )
+    .unwrap();
+    let manifest = format!(
+        r#"name = "join"
+batch_interval = "50ms"
+[checkpoint]
+dir = "checkpoint"
+every = 100
+[udfs]
+wc = "{}"
+[[sources]]
+name = "lines"
+kind = "file"
+path = "input.txt"
+lines_per_batch = 1
+[[sources]]
+name = "fruits"
+kind = "table"
+path = "fruits.jsonl"
+[[streams]]
+name = "named"
+from = "lines"
+steps = [{{ op = "map", udf = "wc#with_one" }}, {{ op = "join", other = "fruits" }}]
+[[sinks]]
+from = "named"
+kind = "files"
+prefix = "out/named"
+suffix = "jsonl"
+format = "json_lines"
+"#,
+        common::udf("wordcount").display()
+    );
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let joined = || -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|file| std::fs::read_to_string(file).unwrap().trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .collect()
+    };
+    let output = run(&path, &["--batches", "2"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first = joined();
+    assert_eq!(first, [r#"["a",[1,"apple"]]"#, r#"["b",[1,"banana"]]"#]);
+    // No state checkpoint yet (every 100 batches): the restart re-runs batches 1 and 2
+    // from the log, the table side included, and rewrites their files.
+    let output = run(&path, &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("re-running the batches cut before the restart"),
+        "{log}"
+    );
+    assert_eq!(
+        joined(),
+        [
+            r#"["a",[1,"apple"]]"#,
+            r#"["b",[1,"banana"]]"#,
+            r#"["c",[1,"cherry"]]"#
+        ]
+    );
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use sluice_abi::{Batch, Value};
 
-use super::Receiver;
+use super::{Receiver, Replayable};
 use crate::manifest::TableFormat;
 
 /// The same records at every cut.
@@ -81,4 +81,21 @@ impl Receiver for Table {
     fn is_drained(&self) -> bool {
         true
     }
+
+    fn replayable(&self) -> Option<&dyn Replayable> {
+        Some(self)
+    }
+}
+
+/// Every position of a table holds the whole table.
+impl Replayable for Table {
+    fn position(&self) -> u64 {
+        0
+    }
+
+    fn records_at(&self, _position: u64) -> Batch {
+        self.records.clone()
+    }
+
+    fn seek(&self, _position: u64) {}
 }
