@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use sluice_abi::encoding::cell_parts;
 use sluice_abi::{Batch, Groups};
 
-use super::store::{Entry, StateStore, write_cell};
+use super::store::{Entry, KeyStates, StateStore, write_cell};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups, push_pair};
 use crate::operators::{BatchContext, Operator, OperatorState, single};
@@ -27,7 +27,7 @@ impl UpdateStateByKey {
 
     fn update_partition(
         &self,
-        states: &mut super::store::KeyStates,
+        states: &mut KeyStates,
         pairs: &Batch,
         time_ms: i64,
     ) -> Result<Batch> {
@@ -52,6 +52,9 @@ impl UpdateStateByKey {
             if !states.contains_key(key) {
                 add_group(key, None, values);
             }
+        }
+        if keys.is_empty() {
+            return Ok(Batch::new());
         }
         let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
         let cells = self.udf.update_state(time_ms, groups)?;
