@@ -200,14 +200,20 @@ fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
         child.wait().unwrap();
         kills += 1;
     }
+    // The log goes to a file: an unread pipe would fill up and stall the job.
+    let log_path = crashed.path().join("last-run.log");
     let mut last = sluice()
         .args(["run", manifest.to_str().unwrap(), "--log", "json"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let status = wait_with_timeout(&mut last, Duration::from_secs(120));
-    assert!(status.success(), "the last run failed (seed {seed})");
+    assert!(
+        status.success(),
+        "the last run failed (seed {seed}): {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
     let (counts, _) = final_counts(crashed.path());
     assert_eq!(
         counts, reference,
