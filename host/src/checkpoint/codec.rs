@@ -36,6 +36,13 @@ pub struct SavedBatch {
     ends: Vec<u32>,
 }
 
+impl From<Batch> for SavedBatch {
+    fn from(batch: Batch) -> Self {
+        let (data, ends) = batch.into_parts();
+        Self { data, ends }
+    }
+}
+
 impl From<&Batch> for SavedBatch {
     fn from(batch: &Batch) -> Self {
         Self {

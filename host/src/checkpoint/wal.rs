@@ -82,17 +82,19 @@ impl Wal {
             .and_then(|()| self.segment.flush())
             .with_context(|| {
                 format!(
-                    "cannot append to the write-ahead log in {}",
+                    "cannot append to the write-ahead log in {} (is the disk full or the directory read-only?)",
                     self.dir.display()
                 )
             })
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.segment
-            .get_ref()
-            .sync_data()
-            .with_context(|| format!("cannot sync the write-ahead log in {}", self.dir.display()))
+        self.segment.get_ref().sync_data().with_context(|| {
+            format!(
+                "cannot sync the write-ahead log in {} (is the disk full or failing?)",
+                self.dir.display()
+            )
+        })
     }
 
     /// Logs records of source `source` (before they count as received).

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sluice_abi::encoding::{self, Encoder, cell_parts};
+use sluice_abi::encoding::{self, Encoder};
 use sluice_abi::{Batch, Groups};
 
-use super::store::{Entry, KeyStates, StateStore, write_cell};
+use super::store::{Entry, KeyStates, StateStore, read_cell, set_state, write_cell};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups};
 use crate::operators::{BatchContext, Operator, OperatorState, single};
@@ -82,26 +82,18 @@ impl MapWithState {
         let all_keys = keys.into_iter().chain(timing_out.iter().map(|key| &**key));
         for (group, key) in all_keys.enumerate() {
             let mut indices = results.group(group);
-            let cell = indices.next().map(|at| returned.get(at));
-            let state = cell.and_then(cell_parts).with_context(|| {
+            let cell = indices.next().with_context(|| {
                 format!(
-                    "UDF `{}` returned a group that does not start with a state cell",
+                    "UDF `{}` returned an empty group, without its state cell",
                     self.udf.label()
                 )
             })?;
+            let state = read_cell(&self.udf, returned.get(cell))?;
             indices.for_each(|at| emitted.push_encoded(returned.get(at)));
             // A key with data gets its update time refreshed even if the function left
             // its state as it was, as Spark does when a timeout is set.
             match state {
-                Some(state) => {
-                    states.insert(
-                        key.into(),
-                        Entry {
-                            state: state.into(),
-                            updated_ms: time_ms,
-                        },
-                    );
-                }
+                Some(state) => set_state(states, key, state, time_ms),
                 None => {
                     states.remove(key);
                 }

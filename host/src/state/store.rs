@@ -9,11 +9,12 @@ use bincode::{Decode, Encode};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use sluice_abi::Batch;
-use sluice_abi::encoding::Encoder;
+use sluice_abi::encoding::{Encoder, cell_parts};
 
 use crate::checkpoint::codec::{self, SavedBatch};
 use crate::operators::OperatorState;
 use crate::operators::keyed::{partition_of, push_pair, split_pair};
+use crate::udf::BoundUdf;
 
 /// One key's state: its canonical encoding, and the batch time it was last updated at
 /// (what mapWithState's timeout measures).
@@ -130,8 +131,8 @@ impl OperatorState for StateStore {
                     updated_ms.push(entry.updated_ms);
                 }
                 SavedPartition {
-                    keys: SavedBatch::from(&keys),
-                    states: SavedBatch::from(&values),
+                    keys: SavedBatch::from(keys),
+                    states: SavedBatch::from(values),
                     updated_ms,
                 }
             })
@@ -182,6 +183,38 @@ impl OperatorState for StateStore {
             .map(KeyStates::len)
             .sum()
     }
+}
+
+/// Sets `key`'s state, reusing its entry when it has one (no allocation for a key whose
+/// state did not change).
+pub fn set_state(states: &mut KeyStates, key: &[u8], state: &[u8], time_ms: i64) {
+    match states.get_mut(key) {
+        Some(entry) => {
+            if *entry.state != *state {
+                entry.state = state.into();
+            }
+            entry.updated_ms = time_ms;
+        }
+        None => {
+            states.insert(
+                key.into(),
+                Entry {
+                    state: state.into(),
+                    updated_ms: time_ms,
+                },
+            );
+        }
+    }
+}
+
+/// The state inside a state cell `udf` returned (`None`: the key has none).
+pub fn read_cell<'c>(udf: &BoundUdf, cell: &'c [u8]) -> Result<Option<&'c [u8]>> {
+    cell_parts(cell).with_context(|| {
+        format!(
+            "UDF `{}` returned something other than a state cell",
+            udf.label()
+        )
+    })
 }
 
 /// Appends a state cell holding `state` (or none) to `out`.

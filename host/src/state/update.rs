@@ -1,10 +1,9 @@
 //! updateStateByKey.
 
-use anyhow::{Context, Result};
-use sluice_abi::encoding::cell_parts;
+use anyhow::Result;
 use sluice_abi::{Batch, Groups};
 
-use super::store::{Entry, KeyStates, StateStore, write_cell};
+use super::store::{KeyStates, StateStore, read_cell, set_state, write_cell};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups, push_pair};
 use crate::operators::{BatchContext, Operator, OperatorState, single};
@@ -32,60 +31,57 @@ impl UpdateStateByKey {
         time_ms: i64,
     ) -> Result<Batch> {
         let new_values = KeyGroups::of_pairs(pairs)?;
-        let mut keys: Vec<Box<[u8]>> = Vec::with_capacity(states.len() + new_values.key_count());
         let mut records = Batch::with_capacity(states.len() + pairs.len(), pairs.data().len());
-        let mut group_ends = Vec::with_capacity(keys.capacity());
-        let mut add_group = |key: &[u8], state: Option<&[u8]>, values: &[&[u8]]| {
+        let mut group_ends = Vec::with_capacity(states.len() + new_values.key_count());
+        let mut add_group = |state: Option<&[u8]>, values: &[&[u8]]| {
             records.push_with(|out| write_cell(out, state));
             values.iter().for_each(|value| records.push_encoded(value));
             group_ends.push(records.len() as u32);
-            keys.push(key.into());
         };
+        // Keys with state first, in the map's order (the answers are matched back to
+        // them by walking the map again), then new keys in arrival order.
         for (key, entry) in states.iter() {
-            add_group(
-                key,
-                Some(&entry.state),
-                new_values.get(key).unwrap_or_default(),
-            );
+            add_group(Some(&entry.state), new_values.get(key).unwrap_or_default());
         }
-        for (key, values) in new_values.iter() {
-            if !states.contains_key(key) {
-                add_group(key, None, values);
-            }
-        }
-        if keys.is_empty() {
+        let fresh: Vec<(&[u8], &[&[u8]])> = new_values
+            .iter()
+            .filter(|(key, _)| !states.contains_key(*key))
+            .collect();
+        fresh.iter().for_each(|(_, values)| add_group(None, values));
+        if group_ends.is_empty() {
             return Ok(Batch::new());
         }
+        let keys = group_ends.len();
         let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
         let cells = self.udf.update_state(time_ms, groups)?;
         anyhow::ensure!(
-            cells.len() == keys.len(),
-            "UDF `{}` answered {} states for {} keys",
+            cells.len() == keys,
+            "UDF `{}` answered {} states for {keys} keys",
             self.udf.label(),
-            cells.len(),
-            keys.len()
+            cells.len()
         );
-        let mut table = Batch::with_capacity(keys.len(), cells.data().len() * 2);
-        for (key, cell) in keys.into_iter().zip(cells.iter()) {
-            match cell_parts(cell).with_context(|| {
-                format!(
-                    "UDF `{}` returned something other than a state cell",
-                    self.udf.label()
-                )
-            })? {
+        let mut table = Batch::with_capacity(keys, cells.data().len() * 2);
+        let mut cells = cells.iter();
+        let mut dropped = Vec::new();
+        for ((key, entry), cell) in states.iter_mut().zip(&mut cells) {
+            match read_cell(&self.udf, cell)? {
                 Some(state) => {
-                    push_pair(&mut table, &key, state);
-                    states.insert(
-                        key,
-                        Entry {
-                            state: state.into(),
-                            updated_ms: time_ms,
-                        },
-                    );
+                    push_pair(&mut table, key, state);
+                    if *entry.state != *state {
+                        entry.state = state.into();
+                    }
+                    entry.updated_ms = time_ms;
                 }
-                None => {
-                    states.remove(&key);
-                }
+                None => dropped.push(key.clone()),
+            }
+        }
+        for key in dropped {
+            states.remove(&key);
+        }
+        for ((key, _), cell) in fresh.into_iter().zip(cells) {
+            if let Some(state) = read_cell(&self.udf, cell)? {
+                push_pair(&mut table, key, state);
+                set_state(states, key, state, time_ms);
             }
         }
         Ok(table)
