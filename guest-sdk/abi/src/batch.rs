@@ -36,6 +36,17 @@ impl Batch {
         Ok(Self { data, ends })
     }
 
+    /// Checks that every record is one well-formed value nested at most
+    /// [`MAX_DEPTH`](encoding::MAX_DEPTH) levels, walking the bytes without recursion: what
+    /// records from outside the host's own code (a guest's answer, a log on disk) go
+    /// through before anything reads them. The error is the first bad record's index and
+    /// what is wrong with it.
+    pub fn check_records(&self) -> Result<(), (usize, Error)> {
+        self.iter().enumerate().try_for_each(|(index, record)| {
+            encoding::check_record(record).map_err(|error| (index, error))
+        })
+    }
+
     /// The two buffers, for handing to a guest.
     pub fn into_parts(self) -> (Vec<u8>, Vec<u32>) {
         (self.data, self.ends)
@@ -100,7 +111,8 @@ impl Batch {
     }
 
     /// The records whose bit is set in `keep` (bit `i % 8` of byte `i / 8`), the layout a
-    /// filter function returns.
+    /// filter function returns. A record past the end of `keep` is dropped: a mask from
+    /// a guest must be checked to hold `len().div_ceil(8)` bytes first.
     pub fn select(&self, keep: &[u8]) -> Batch {
         let mut kept = Batch::with_capacity(self.len(), self.data.len());
         for (index, record) in self.iter().enumerate() {
@@ -239,6 +251,34 @@ mod tests {
         assert!(Batch::from_parts(vec![0; 4], vec![2, 5]).is_err());
         assert!(Batch::from_parts(vec![0; 4], vec![3, 2]).is_err());
         assert_eq!(Batch::from_parts(vec![0; 4], vec![2, 4]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn check_records_names_the_first_bad_one() {
+        let mut batch = Batch::new();
+        batch.push(&1i64).unwrap();
+        batch.push_with(|out| out.extend_from_slice(&[6, 1, 6, 1]));
+        batch.push_with(|out| out.push(42));
+        let (index, error) = batch.check_records().unwrap_err();
+        assert_eq!(index, 1, "{error}");
+        let mut deep = Batch::new();
+        deep.push_with(|out| {
+            out.extend_from_slice(&[6, 1].repeat(encoding::MAX_DEPTH + 1));
+            out.push(0);
+        });
+        let (index, error) = deep.check_records().unwrap_err();
+        assert_eq!(index, 0);
+        assert!(
+            error.to_string().contains("deeper than 1000 levels"),
+            "{error}"
+        );
+        deep.push(&"fine").unwrap();
+        assert!(
+            Batch::from_parts(vec![0], vec![1])
+                .unwrap()
+                .check_records()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The self-describing value model every record is an instance of.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -39,7 +40,10 @@ pub enum Value {
 impl Value {
     /// Decodes one value that must fill `bytes` exactly, keeping tuples, structs and maps
     /// apart (unlike decoding through serde, where they all look like sequences or maps).
+    /// The bytes are first walked without recursion: a value nested deeper than
+    /// [`MAX_DEPTH`](encoding::MAX_DEPTH) is an error, and nothing is built.
     pub fn decode(bytes: &[u8]) -> Result<Value, Error> {
+        encoding::check_record(bytes)?;
         let mut input = bytes;
         let value = decode_value(&mut input)?;
         if input.is_empty() {
@@ -360,6 +364,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let _level = Nesting::enter()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(item) = seq.next_element()? {
             items.push(item);
@@ -368,10 +373,129 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let _level = Nesting::enter()?;
         let mut entries = Vec::new();
         while let Some(entry) = map.next_entry()? {
             entries.push(entry);
         }
         Ok(Value::Map(entries))
+    }
+}
+
+thread_local! {
+    /// How many sequences and maps the values being deserialized on this thread are inside.
+    static NESTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of a value being deserialized from any serde format (JSON, TOML, records):
+/// refused past [`MAX_DEPTH`](encoding::MAX_DEPTH), before the level is built, so that no
+/// input of any format can build a value deeper than the limit, whose recursive code
+/// (drop included) could then overflow the stack.
+struct Nesting;
+
+impl Nesting {
+    fn enter<E: de::Error>() -> Result<Self, E> {
+        NESTING.with(|depth| {
+            if depth.get() >= encoding::MAX_DEPTH {
+                return Err(E::custom(encoding::too_deep()));
+            }
+            depth.set(depth.get() + 1);
+            Ok(Nesting)
+        })
+    }
+}
+
+impl Drop for Nesting {
+    fn drop(&mut self) {
+        NESTING.with(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::MAX_DEPTH;
+
+    /// `depth` lists inside one another around an integer, as bytes.
+    fn nested_bytes(depth: usize) -> Vec<u8> {
+        let mut bytes = [encoding::tag::LIST, 1].repeat(depth);
+        bytes.extend_from_slice(&[encoding::tag::INT, 2]);
+        bytes
+    }
+
+    /// Runs `check` on a thread with the 2 MiB stack tokio and rayon workers have.
+    fn on_a_worker_stack(check: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(check)
+            .unwrap()
+            .join()
+            .expect("the check passed without overflowing a 2 MiB stack");
+    }
+
+    #[test]
+    fn a_value_at_the_limit_survives_everything_recursive_on_a_worker_stack() {
+        on_a_worker_stack(|| {
+            let bytes = nested_bytes(MAX_DEPTH);
+            let value = Value::decode(&bytes).expect("the limit itself is accepted");
+            let typed: Value = encoding::from_bytes(&bytes).expect("through serde too");
+            let copy = value.clone();
+            assert_eq!(copy, value);
+            assert_eq!(typed, value);
+            assert_eq!(value.to_bytes(), bytes, "re-encodes to the same bytes");
+            let json = value.to_json();
+            assert_eq!(json.len(), 2 * MAX_DEPTH + 1);
+            assert_eq!(value.to_display_text(), json);
+            assert!(format!("{value:?}").starts_with("List([List(["));
+            assert_eq!(encoding::to_bytes(&value).unwrap(), bytes);
+            drop(copy);
+            drop(typed);
+        });
+    }
+
+    #[test]
+    fn one_level_past_the_limit_is_refused_before_a_value_is_built() {
+        on_a_worker_stack(|| {
+            for depth in [MAX_DEPTH + 1, 10_000, 1_000_000] {
+                let bytes = nested_bytes(depth);
+                let error = Value::decode(&bytes).unwrap_err();
+                assert!(
+                    error.to_string().contains("deeper than 1000 levels"),
+                    "{error}"
+                );
+                let error = encoding::from_bytes::<Value>(&bytes).unwrap_err();
+                assert!(
+                    error.to_string().contains("deeper than 1000 levels"),
+                    "{error}"
+                );
+                assert!(encoding::skip_value(&bytes).is_err());
+                assert!(encoding::check_record(&bytes).is_err());
+            }
+        });
+    }
+
+    #[test]
+    fn deserializing_from_any_format_stops_at_the_limit() {
+        let json = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        on_a_worker_stack(move || {
+            let too_deep = json(MAX_DEPTH + 1);
+            let mut deserializer = serde_json::Deserializer::from_str(&too_deep);
+            deserializer.disable_recursion_limit();
+            let error = Value::deserialize(&mut deserializer).unwrap_err();
+            assert!(
+                error.to_string().contains("deeper than 1000 levels"),
+                "{error}"
+            );
+            let at_limit = json(MAX_DEPTH);
+            let mut deserializer = serde_json::Deserializer::from_str(&at_limit);
+            deserializer.disable_recursion_limit();
+            let value = Value::deserialize(&mut deserializer).unwrap();
+            assert_eq!(value.to_json(), at_limit);
+            assert_eq!(
+                NESTING.with(Cell::get),
+                0,
+                "every level is left, on success and on error"
+            );
+        });
     }
 }

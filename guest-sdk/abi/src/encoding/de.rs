@@ -3,7 +3,23 @@
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
+use super::walk::{read_tag, skip, unknown_tag};
 use super::{Error, tag, varint};
+
+/// Checks that `record` is exactly one well-formed value nested at most
+/// [`MAX_DEPTH`](super::MAX_DEPTH) levels, without building anything and without
+/// recursion: what every record from outside the host's own code goes through first.
+pub fn check_record(record: &[u8]) -> Result<(), Error> {
+    let (_, rest) = skip_value(record)?;
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        )))
+    }
+}
 
 /// Decodes one value that must fill `bytes` exactly.
 pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
@@ -20,7 +36,9 @@ pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, E
 }
 
 /// Splits the first encoded value off `input`, returning it and the rest. This is how the
-/// host walks a record (say, to take the key of a pair) without decoding it.
+/// host walks a record (say, to take the key of a pair) without decoding it. The value is
+/// walked without recursion, and one nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH)
+/// is an error.
 pub fn skip_value(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     let mut rest = input;
     skip(&mut rest)?;
@@ -57,59 +75,6 @@ pub fn cell_parts(record: &[u8]) -> Option<Option<&[u8]>> {
         }
         _ => None,
     }
-}
-
-fn skip(input: &mut &[u8]) -> Result<(), Error> {
-    match read_tag(input)? {
-        tag::NULL => {}
-        tag::BOOL => {
-            varint::take(input, 1)?;
-        }
-        tag::INT => {
-            varint::read_u64(input)?;
-        }
-        tag::FLOAT => {
-            varint::take(input, 8)?;
-        }
-        tag::STRING | tag::BYTES => {
-            let len = varint::read_len(input)?;
-            varint::take(input, len)?;
-        }
-        tag::LIST | tag::TUPLE => {
-            for _ in 0..varint::read_len(input)? {
-                skip(input)?;
-            }
-        }
-        tag::MAP => {
-            for _ in 0..varint::read_len(input)? {
-                skip(input)?;
-                skip(input)?;
-            }
-        }
-        tag::STRUCT => {
-            for _ in 0..varint::read_len(input)? {
-                let len = varint::read_len(input)?;
-                varint::take(input, len)?;
-                skip(input)?;
-            }
-        }
-        other => return Err(unknown_tag(other)),
-    }
-    Ok(())
-}
-
-fn read_tag(input: &mut &[u8]) -> Result<u8, Error> {
-    let (&tag, rest) = input
-        .split_first()
-        .ok_or_else(|| Error::new("record ends where a value should start"))?;
-    *input = rest;
-    Ok(tag)
-}
-
-fn unknown_tag(tag: u8) -> Error {
-    Error::new(format!(
-        "byte {tag} is not a value tag: the record is not in Sluice's encoding"
-    ))
 }
 
 pub(crate) fn read_str<'de>(input: &mut &'de [u8]) -> Result<&'de str, Error> {

@@ -14,12 +14,15 @@
 mod de;
 mod ser;
 mod varint;
+mod walk;
 
-pub use de::{Decoder, cell_parts, from_bytes, pair_parts, skip_value};
+pub use de::{Decoder, cell_parts, check_record, from_bytes, pair_parts, skip_value};
 pub use ser::{Encoder, encode_into, to_bytes};
+pub use walk::MAX_DEPTH;
 
 pub(crate) use de::read_str;
 pub(crate) use varint::read_len;
+pub(crate) use walk::too_deep;
 
 /// Appends a length (or count) as a varint.
 pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {

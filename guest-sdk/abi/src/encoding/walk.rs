@@ -1,0 +1,226 @@
+//! Walking over one encoded value without recursion, checking its structure and its depth
+//! on the way: how untrusted bytes are vetted before anything is built from them.
+
+use super::{Error, tag, varint};
+
+/// The deepest a value may nest: a container (list, tuple, map or struct) inside another,
+/// 1,000 times over, is the most a record may hold; one level more is refused.
+///
+/// Every record is checked against it where it enters the host (a guest's answer, the
+/// write-ahead log on replay, a state checkpoint, a table), by an iterative walk over its
+/// bytes, before any [`Value`](crate::Value) is built. So no `Value` deeper than this
+/// exists, and the code that does recurse once per level (`Value`'s derived `Clone`,
+/// `PartialEq`, `Debug` and its `Drop`, JSON rendering, encoding) stays well inside a
+/// 2 MiB worker-thread stack.
+pub const MAX_DEPTH: usize = 1000;
+
+/// Moves `input` past one value, checking that it is well formed (known tags, lengths
+/// inside the input) and nested at most [`MAX_DEPTH`] levels.
+pub(crate) fn skip(input: &mut &[u8]) -> Result<(), Error> {
+    let mut open = OpenContainers::default();
+    loop {
+        let (children, named) = match read_tag(input)? {
+            tag::NULL => (0, false),
+            tag::BOOL => {
+                varint::take(input, 1)?;
+                (0, false)
+            }
+            tag::INT => {
+                varint::read_u64(input)?;
+                (0, false)
+            }
+            tag::FLOAT => {
+                varint::take(input, 8)?;
+                (0, false)
+            }
+            tag::STRING | tag::BYTES => {
+                let len = varint::read_len(input)?;
+                varint::take(input, len)?;
+                (0, false)
+            }
+            container @ (tag::LIST | tag::TUPLE | tag::MAP | tag::STRUCT) => {
+                if open.depth() == MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                // `read_len` bounds the count by the bytes left, so doubling cannot overflow.
+                let count = varint::read_len(input)?;
+                match container {
+                    tag::MAP => (2 * count, false),
+                    tag::STRUCT => (count, true),
+                    _ => (count, false),
+                }
+            }
+            other => return Err(unknown_tag(other)),
+        };
+        if children > 0 {
+            open.push(Level {
+                remaining: children,
+                named,
+            });
+        }
+        // Step to the next value to read, closing the containers it completes.
+        loop {
+            let Some(level) = open.last_mut() else {
+                return Ok(());
+            };
+            if level.remaining == 0 {
+                open.pop();
+                continue;
+            }
+            level.remaining -= 1;
+            if level.named {
+                let len = varint::read_len(input)?;
+                varint::take(input, len)?;
+            }
+            break;
+        }
+    }
+}
+
+pub(crate) fn read_tag(input: &mut &[u8]) -> Result<u8, Error> {
+    let (&tag, rest) = input
+        .split_first()
+        .ok_or_else(|| Error::new("record ends where a value should start"))?;
+    *input = rest;
+    Ok(tag)
+}
+
+pub(crate) fn unknown_tag(tag: u8) -> Error {
+    Error::new(format!(
+        "byte {tag} is not a value tag: the record is not in Sluice's encoding"
+    ))
+}
+
+pub(crate) fn too_deep() -> Error {
+    Error::new(format!(
+        "the record is nested deeper than {MAX_DEPTH} levels, the most a record may be \
+         (lists, tuples, maps and structs inside one another)"
+    ))
+}
+
+/// One open container: how many values it still holds, and whether each is preceded by
+/// a field name (a struct's fields).
+#[derive(Clone, Copy, Default)]
+struct Level {
+    remaining: usize,
+    named: bool,
+}
+
+/// The containers the walk is inside, innermost last. The first few live on the stack,
+/// so that skipping a typical record (a pair, a small struct) allocates nothing.
+#[derive(Default)]
+struct OpenContainers {
+    inline: [Level; INLINE_LEVELS],
+    deeper: Vec<Level>,
+    depth: usize,
+}
+
+const INLINE_LEVELS: usize = 16;
+
+impl OpenContainers {
+    fn depth(&self) -> usize {
+        self.depth
+    }
+
+    fn push(&mut self, level: Level) {
+        match self.inline.get_mut(self.depth) {
+            Some(slot) => *slot = level,
+            None => self.deeper.push(level),
+        }
+        self.depth += 1;
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Level> {
+        let top = self.depth.checked_sub(1)?;
+        match self.inline.get_mut(top) {
+            Some(level) => Some(level),
+            None => self.deeper.last_mut(),
+        }
+    }
+
+    fn pop(&mut self) {
+        self.depth -= 1;
+        if self.depth >= INLINE_LEVELS {
+            self.deeper.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `depth` lists inside one another around an integer.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut bytes = [tag::LIST, 1].repeat(depth);
+        bytes.extend_from_slice(&[tag::INT, 2]);
+        bytes
+    }
+
+    fn skipped(bytes: &[u8]) -> Result<usize, Error> {
+        let mut input = bytes;
+        skip(&mut input)?;
+        Ok(bytes.len() - input.len())
+    }
+
+    #[test]
+    fn accepts_the_limit_and_refuses_one_more() {
+        let at_limit = nested(MAX_DEPTH);
+        assert_eq!(skipped(&at_limit), Ok(at_limit.len()));
+        let error = skipped(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(
+            error.to_string().contains("deeper than 1000 levels"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_million_levels_are_refused_without_recursion() {
+        let error = skipped(&nested(1_000_000)).unwrap_err();
+        assert!(error.to_string().contains("deeper than 1000"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_container_counts_as_a_level() {
+        let mut bytes = [tag::TUPLE, 1].repeat(MAX_DEPTH);
+        bytes.extend_from_slice(&[tag::LIST, 0]);
+        assert!(skipped(&bytes).is_err());
+        bytes.drain(..2);
+        assert_eq!(skipped(&bytes), Ok(bytes.len()));
+    }
+
+    #[test]
+    fn walks_every_kind_of_container_to_its_end() {
+        let value = crate::Value::Struct(vec![
+            (
+                "m".into(),
+                crate::Value::Map(vec![(
+                    crate::Value::String("k".into()),
+                    crate::Value::List(vec![crate::Value::Null, crate::Value::Float(1.5)]),
+                )]),
+            ),
+            (
+                "t".into(),
+                crate::Value::Tuple(vec![crate::Value::Bool(true), crate::Value::Bytes(vec![1])]),
+            ),
+        ]);
+        let mut bytes = value.to_bytes();
+        let len = bytes.len();
+        bytes.extend_from_slice(&[tag::NULL]);
+        assert_eq!(skipped(&bytes), Ok(len), "stops right after the value");
+    }
+
+    #[test]
+    fn malformed_bytes_are_errors() {
+        for bytes in [
+            &[][..],
+            &[tag::LIST, 2, tag::NULL],
+            &[tag::STRING, 5, b'a'],
+            &[42],
+            &[tag::STRUCT, 1, 3, b'a'],
+            &[tag::MAP, 1, tag::NULL],
+        ] {
+            assert!(skipped(bytes).is_err(), "{bytes:?}");
+        }
+    }
+}
