@@ -18,13 +18,20 @@ use crate::checkpoint::{self, Checkpointer, Recovery};
 use crate::job::{BatchStats, Job};
 use crate::receivers::Receivers;
 
+/// How many cut batches may wait to be computed before the cutter waits too.
+const MAX_QUEUED_BATCHES: usize = 100;
+
 /// When a run ends besides on error.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Stop after this many batches.
+    /// Stop after this many new batches. Batches re-run from the log after a restart do
+    /// not count: they were cut by an earlier run.
     pub max_batches: Option<u64>,
-    /// Cancelled to stop: the batch being computed finishes, the records received so
-    /// far are cut into a last batch and computed too, then the run ends.
+    /// Cancelled to stop. The batch being computed finishes either way. A job with a
+    /// checkpoint directory then ends: batches already cut, and records received since,
+    /// are in the write-ahead log and are computed at the next start. A job without one
+    /// has nothing else that would keep them, so it cuts what its receivers hold into a
+    /// last batch and computes every batch already cut before it ends.
     pub stop: CancellationToken,
 }
 
@@ -37,6 +44,8 @@ pub struct BatchReport {
     pub time_ms: i64,
     /// How long the batch waited after its time before it started computing.
     pub scheduling_delay: Duration,
+    /// How many batches were cut and waiting behind it when it started computing.
+    pub queued: usize,
     /// What computing it did.
     pub stats: BatchStats,
     /// Whether it was a batch cut before a restart, computed again from the log.
@@ -59,8 +68,10 @@ pub enum StopReason {
 /// How a run went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
-    /// Batches processed.
+    /// New batches processed (cut by this run).
     pub batches: u64,
+    /// Batches cut before a restart and re-run from the log.
+    pub replayed: u64,
     /// Why it ended.
     pub reason: StopReason,
 }
@@ -90,7 +101,11 @@ pub async fn run(
     mut report: impl FnMut(&BatchReport) + Send,
 ) -> Result<RunSummary> {
     let interval = job.config().batch_interval;
-    let mut processed = 0;
+    let mut summary = RunSummary {
+        batches: 0,
+        replayed: 0,
+        reason: StopReason::Stopped,
+    };
     let mut first_number = 1;
     let checkpointer = match checkpointing {
         Some(Checkpointing {
@@ -98,14 +113,19 @@ pub async fn run(
             recovery,
         }) => {
             for (cut, logged) in recovery.replay {
+                if options.stop.is_cancelled() {
+                    // The rest stays in the log, to be re-run at the next start.
+                    return Ok(summary);
+                }
                 let inputs = receivers.replay(&cut, logged);
                 let (stats, written) =
                     compute(&job, Some(&checkpointer), cut.clone(), inputs).await?;
-                processed += 1;
+                summary.replayed += 1;
                 report(&BatchReport {
                     number: cut.number,
                     time_ms: cut.time_ms,
                     scheduling_delay: Duration::ZERO,
+                    queued: 0,
                     stats,
                     replayed: true,
                     checkpoint: written,
@@ -117,28 +137,46 @@ pub async fn run(
         }
         None => None,
     };
-    let (cuts, mut pending) = mpsc::unbounded_channel();
+    if options.max_batches == Some(0) {
+        summary.reason = StopReason::BatchLimit;
+        return Ok(summary);
+    }
+    // A checkpointed job stops right after the batch in flight; one without a checkpoint
+    // has its cutter cut one last batch on a stop and computes every batch before it.
+    let cutter_stop = if checkpointer.is_some() {
+        CancellationToken::new()
+    } else {
+        options.stop.clone()
+    };
+    let (cuts, mut pending) = mpsc::channel(MAX_QUEUED_BATCHES);
     let cutter = tokio::spawn(cut_batches(
         receivers,
         interval,
         first_number,
         cuts,
-        options.stop.clone(),
+        cutter_stop,
     ));
-    let reason = loop {
-        let Some(cut) = pending.recv().await else {
+    summary.reason = loop {
+        let cut = tokio::select! {
+            biased;
+            () = options.stop.cancelled(), if checkpointer.is_some() => break StopReason::Stopped,
+            cut = pending.recv() => cut,
+        };
+        let Some(cut) = cut else {
             break StopReason::Stopped;
         };
         let cut = cut?;
         let time_ms = cut.logged.time_ms;
         let scheduling_delay = Duration::from_millis((now_ms() - time_ms).max(0) as u64);
         let number = cut.logged.number;
+        let queued = pending.len();
         let (stats, written) = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await?;
-        processed += 1;
+        summary.batches += 1;
         report(&BatchReport {
             number,
             time_ms,
             scheduling_delay,
+            queued,
             stats,
             replayed: false,
             checkpoint: written,
@@ -150,15 +188,12 @@ pub async fn run(
                 StopReason::Drained
             };
         }
-        if options.max_batches == Some(processed) {
+        if options.max_batches == Some(summary.batches) {
             break StopReason::BatchLimit;
         }
     };
     cutter.abort();
-    Ok(RunSummary {
-        batches: processed,
-        reason,
-    })
+    Ok(summary)
 }
 
 /// Computes one batch off the async threads, then tells the checkpointer it is complete.
@@ -184,24 +219,31 @@ async fn compute(
     .context("the batch computation panicked")?
 }
 
+/// Cuts a batch every interval until stopped or drained. Batch times are consecutive
+/// multiples of the interval, whatever the cut, the log or the computation cost: the first
+/// is the next interval boundary, and each later one follows the one before by exactly one
+/// interval, never read from the clock again. As with Spark's timer, a lagging job makes
+/// its batches wait (in `cuts`, whose bound then holds the cutter back), not skip times.
 async fn cut_batches(
     receivers: Receivers,
     interval: Duration,
     first_number: u64,
-    cuts: mpsc::UnboundedSender<Result<Cut>>,
+    cuts: mpsc::Sender<Result<Cut>>,
     stop: CancellationToken,
 ) {
     let interval_ms = interval.as_millis().max(1) as i64;
     let mut number = first_number;
+    let mut time_ms = (now_ms() / interval_ms + 1) * interval_ms;
     loop {
-        let now = now_ms();
-        let time_ms = (now / interval_ms + 1) * interval_ms;
+        let wait = Duration::from_millis((time_ms - now_ms()).max(0) as u64);
         let stopping = tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis((time_ms - now) as u64)) => false,
+            biased;
             () = stop.cancelled() => true,
+            () = tokio::time::sleep(wait) => false,
         };
         let cut = receivers.cut_batch(number, time_ms);
         number += 1;
+        time_ms += interval_ms;
         let last = stopping || receivers.all_drained();
         let failed = cut.is_err();
         let cut = cut.map(|(logged, inputs)| Cut {
@@ -209,7 +251,7 @@ async fn cut_batches(
             inputs,
             last,
         });
-        if cuts.send(cut).is_err() || last || failed {
+        if cuts.send(cut).await.is_err() || last || failed {
             return;
         }
     }

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use sluice::batcher::BatchReport;
 
 use super::LogFormat;
+use super::stderr::Stderr;
 
 pub struct Status {
     live: bool,
@@ -29,17 +30,19 @@ impl Status {
             ));
         }
         if self.live {
-            eprint!(
-                "\r\x1b[2Kbatch {}{} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms",
+            let _ = write!(
+                Stderr,
+                "\r\x1b[2Kbatch {}{} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms | queued {}",
                 report.number,
                 if report.replayed { " (re-run)" } else { "" },
                 report.time_ms,
                 stats.records_in,
                 stats.records_out,
                 stats.processing.as_millis(),
-                report.scheduling_delay.as_millis()
+                report.scheduling_delay.as_millis(),
+                report.queued
             );
-            let _ = std::io::stderr().flush();
+            let _ = Stderr.flush();
         } else {
             tracing::info!(
                 batch = report.number,
@@ -48,6 +51,7 @@ impl Status {
                 records_out = stats.records_out,
                 processing_ms = stats.processing.as_millis() as u64,
                 scheduling_delay_ms = report.scheduling_delay.as_millis() as u64,
+                queued = report.queued,
                 replayed = report.replayed,
                 "batch done"
             );
@@ -61,7 +65,7 @@ impl Status {
 
     pub fn finish(&mut self) {
         if self.live {
-            eprintln!();
+            let _ = writeln!(Stderr);
         }
     }
 }

@@ -32,9 +32,20 @@ pub fn chatty(x: i64) -> i64 {
     x
 }
 
+/// Takes 50 ms of CPU per record, then passes it through: makes batches slow enough to
+/// stop one in the middle.
+pub fn linger(line: &str) -> String {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(50) {
+        std::hint::spin_loop();
+    }
+    line.to_owned()
+}
+
 udfs! {
     map panic_on_three,
     map spin,
     map hog,
     map chatty,
+    map linger,
 }

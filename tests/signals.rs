@@ -1,0 +1,325 @@
+//! Operating `sluice run` as a supervisor or a person does: SIGTERM, SIGHUP and Ctrl-C in
+//! the middle of a batch, a second Ctrl-C, a closed log pipe, two runs on one checkpoint
+//! directory, and `--batches` after a recovery.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::sluice;
+use serde_json::Value as Json;
+
+/// Lines of the input: 40 lines, one per batch, each taking 50 ms in `faulty#linger`:
+/// batches are cut every 20 ms, faster than they are computed, so one is always in flight
+/// and more wait in the log.
+fn input() -> String {
+    let words = ["river", "gate", "sluice", "flow", "canal"];
+    (0..40)
+        .map(|i| format!("{} {}", words[i % 5], words[(i * 3 + 1) % 5]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A checkpointed stateful word count over the input, its running totals written to a
+/// JSON-lines file per batch.
+fn slow_word_count(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("input.txt"), input()).unwrap();
+    let manifest = format!(
+        r#"name = "slow-wordcount"
+batch_interval = "20ms"
+partitions = 1
+
+[checkpoint]
+dir = "checkpoint"
+every = 100
+
+[udfs]
+wc = "{wordcount}"
+faulty = "{faulty}"
+
+[[sources]]
+name = "lines"
+kind = "file"
+path = "input.txt"
+lines_per_batch = 1
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "map", udf = "faulty#linger" }},
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "map", udf = "wc#with_one" }},
+  {{ op = "update_state_by_key", udf = "wc#running_count" }},
+]
+
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+"#,
+        wordcount = common::udf("wordcount").display(),
+        faulty = common::udf("faulty").display(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+/// The totals in the newest output file of `dir`.
+fn final_counts(dir: &Path) -> BTreeMap<String, i64> {
+    let newest = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .max()
+        .expect("the job wrote output files");
+    std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<(String, i64)>(line).unwrap())
+        .collect()
+}
+
+/// What counting every word of the input gives.
+fn expected_counts() -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    for word in input().split_whitespace() {
+        *counts.entry(word.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A running `sluice run --log json`, its log lines arriving on a channel.
+struct Run {
+    child: Child,
+    lines: mpsc::Receiver<Json>,
+    log: Vec<Json>,
+}
+
+impl Run {
+    fn start(manifest: &Path, args: &[&str]) -> Self {
+        let mut child = sluice()
+            .current_dir(manifest.parent().unwrap())
+            .arg("run")
+            .arg(manifest)
+            .args(["--log", "json"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let parsed =
+                    serde_json::from_str(&line).unwrap_or_else(|_| Json::String(line.clone()));
+                if sender.send(parsed).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the next log line whose message contains `message`.
+    fn wait_for(&mut self, message: &str) -> Json {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no log line {message:?} within 60 s; the log so far: {:#?}",
+                    self.log
+                )
+            });
+            self.log.push(line.clone());
+            if message_of(&line).contains(message) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to end, with every log line it wrote.
+    fn finish(mut self) -> (ExitStatus, Vec<Json>) {
+        let status = self.child.wait().unwrap();
+        self.log.extend(self.lines.iter());
+        (status, self.log)
+    }
+}
+
+fn message_of(line: &Json) -> String {
+    match line {
+        Json::String(text) => text.clone(),
+        line => line["fields"]["message"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+fn batch_reports(log: &[Json]) -> Vec<&Json> {
+    log.iter()
+        .filter(|line| message_of(line) == "batch done")
+        .collect()
+}
+
+/// Runs the job to the end of its input and returns its totals.
+fn run_to_the_end(dir: &Path, manifest: &Path) -> BTreeMap<String, i64> {
+    let (status, log) = Run::start(manifest, &[]).finish();
+    assert!(status.success(), "the restart failed: {log:#?}");
+    final_counts(dir)
+}
+
+/// One stop signal in the middle of a batch: the batch in flight finishes, at most one
+/// report follows, the process exits 0 soon after, and a restart counts every word once.
+fn stops_after_the_batch_in_flight(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = slow_word_count(dir.path());
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for("batch done");
+    run.wait_for("batch done");
+    let signalled = Instant::now();
+    run.signal(signal);
+    let (status, log) = run.finish();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{signal}: {status}; {log:#?}");
+    let stopping = log
+        .iter()
+        .position(|line| message_of(line).contains("stopping after the batch in flight"))
+        .unwrap_or_else(|| panic!("{signal}: no stopping message: {log:#?}"));
+    let after = batch_reports(&log[stopping..]);
+    assert!(
+        after.len() <= 1,
+        "{signal}: {} batch reports after the signal: {after:#?}",
+        after.len()
+    );
+    let in_flight = after
+        .first()
+        .and_then(|report| report["fields"]["processing_ms"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        took <= Duration::from_millis(in_flight + 1000),
+        "{signal}: the process took {took:?} to exit after a batch of {in_flight} ms"
+    );
+    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+}
+
+#[test]
+fn sigterm_finishes_the_batch_in_flight_and_a_restart_is_exact() {
+    stops_after_the_batch_in_flight("TERM");
+}
+
+#[test]
+fn sighup_finishes_the_batch_in_flight_and_a_restart_is_exact() {
+    stops_after_the_batch_in_flight("HUP");
+}
+
+#[test]
+fn ctrl_c_finishes_the_batch_in_flight_and_a_restart_is_exact() {
+    stops_after_the_batch_in_flight("INT");
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_the_abandoned_batch_is_re_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = slow_word_count(dir.path());
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for("batch done");
+    run.signal("INT");
+    run.wait_for("stopping after the batch in flight");
+    let second = Instant::now();
+    run.signal("INT");
+    let (status, log) = run.finish();
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(130), "{log:#?}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+    assert!(
+        log.iter()
+            .any(|line| message_of(line).contains("stopped at once")),
+        "{log:#?}"
+    );
+    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+}
+
+#[test]
+fn a_closed_log_pipe_stops_the_run_with_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = slow_word_count(dir.path());
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for("batch done");
+    // Dropping the only reader closes the pipe: the next log line cannot be written.
+    let Run {
+        mut child, lines, ..
+    } = run;
+    drop(lines);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+}
+
+#[test]
+fn a_second_run_on_the_same_checkpoint_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = slow_word_count(dir.path());
+    let mut first = Run::start(&manifest, &[]);
+    first.wait_for("batch done");
+    let (status, log) = Run::start(&manifest, &[]).finish();
+    assert!(!status.success());
+    let refusal = log.iter().map(message_of).collect::<Vec<_>>().join("\n");
+    assert!(
+        refusal.contains(&format!("already running (pid {})", first.child.id())),
+        "{refusal}"
+    );
+    first.signal("TERM");
+    let (status, _) = first.finish();
+    assert!(status.success());
+    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+}
+
+#[test]
+fn batch_limit_after_a_recovery_counts_only_new_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = slow_word_count(dir.path());
+    let mut crashed = Run::start(&manifest, &[]);
+    for _ in 0..4 {
+        crashed.wait_for("batch done");
+    }
+    crashed.child.kill().unwrap(); // SIGKILL: the log holds 4 or more batches to re-run.
+    crashed.finish();
+
+    let (status, log) = Run::start(&manifest, &["--batches", "2"]).finish();
+    assert!(status.success(), "{log:#?}");
+    let reports = batch_reports(&log);
+    let replayed = reports
+        .iter()
+        .filter(|report| report["fields"]["replayed"] == true)
+        .count();
+    let new = reports.len() - replayed;
+    assert!(replayed >= 4, "{replayed} batches re-run: {log:#?}");
+    assert_eq!(new, 2, "{log:#?}");
+    let finished = log
+        .iter()
+        .find(|line| message_of(line).starts_with("finished"))
+        .expect("a finished line");
+    assert_eq!(finished["fields"]["batches"], 2);
+    assert_eq!(finished["fields"]["replayed"], replayed);
+    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+}
