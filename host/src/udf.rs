@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use sluice_abi::encoding::cell_parts;
 use sluice_abi::{Batch, Function, Groups, Kind, NamedFunction};
 
 use crate::runtime::{CallError, InstancePool};
@@ -43,13 +44,11 @@ pub struct UdfError {
 
 impl UdfError {
     /// The same error for a chunk that starts at record `first` of its partition.
-    fn shifted(mut self, first: usize) -> Self {
-        match &mut self.error {
-            CallError::Failed { record_index, .. } | CallError::Trapped { record_index, .. } => {
-                *record_index = record_index.map(|index| index + first as u32);
-            }
+    fn shifted(self, first: usize) -> Self {
+        Self {
+            udf: self.udf,
+            error: self.error.shifted(first),
         }
-        self
     }
 }
 
@@ -87,21 +86,44 @@ impl BoundUdf {
         if self.kind() == Kind::MapPartition {
             return self.call_records(input);
         }
-        in_chunks(input, |chunk| self.call_records(chunk), Batch::extend_from)
+        in_chunks(
+            input,
+            |chunk| {
+                let sent = chunk.len();
+                let mapped = self.call_records(chunk)?;
+                self.check(
+                    Owed::exactly(sent, "results", "records", PER_RECORD).check(mapped.len()),
+                )?;
+                Ok(mapped)
+            },
+            Batch::extend_from,
+        )
     }
 
     /// Runs a flat-map function on one partition: group `i` holds what record `i` gave.
     pub fn flat_map(&self, input: Batch) -> Result<Groups, UdfError> {
         in_chunks(
             input,
-            |chunk| match self {
-                BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
-                    instance.call_flat_map(*index, chunk)
-                }),
-                BoundUdf::Native(named) => match named.function {
-                    Function::FlatMap(run) => run(&chunk).map_err(|failure| self.failed(failure)),
-                    _ => unreachable!("operators call flat_map() only on flat-map functions"),
-                },
+            |chunk| {
+                let sent = chunk.len();
+                let groups = match self {
+                    BoundUdf::Wasm { pool, index, .. } => {
+                        on_instance(pool, self.label(), |instance| {
+                            instance.call_flat_map(*index, chunk)
+                        })?
+                    }
+                    BoundUdf::Native(named) => match named.function {
+                        Function::FlatMap(run) => {
+                            run(&chunk).map_err(|failure| self.failed(failure))?
+                        }
+                        _ => unreachable!("operators call flat_map() only on flat-map functions"),
+                    },
+                };
+                self.check(
+                    Owed::exactly(sent, "groups of results", "records", PER_RECORD)
+                        .check(groups.len()),
+                )?;
+                Ok(groups)
             },
             Groups::extend_from,
         )
@@ -111,16 +133,23 @@ impl BoundUdf {
     pub fn filter(&self, input: Batch) -> Result<Batch, UdfError> {
         in_chunks(
             input,
-            |chunk| match self {
-                BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
-                    instance.call_filter(*index, chunk)
-                }),
-                BoundUdf::Native(named) => match named.function {
-                    Function::Filter(run) => run(&chunk)
-                        .map(|keep| chunk.select(&keep))
-                        .map_err(|failure| self.failed(failure)),
-                    _ => unreachable!("operators call filter() only on filters"),
-                },
+            |chunk| {
+                let (chunk, keep) = match self {
+                    BoundUdf::Wasm { pool, index, .. } => {
+                        on_instance(pool, self.label(), |instance| {
+                            instance.call_filter(*index, chunk)
+                        })?
+                    }
+                    BoundUdf::Native(named) => match named.function {
+                        Function::Filter(run) => {
+                            let keep = run(&chunk).map_err(|failure| self.failed(failure))?;
+                            (chunk, keep)
+                        }
+                        _ => unreachable!("operators call filter() only on filters"),
+                    },
+                };
+                self.check(check_mask(chunk.len(), keep.len()))?;
+                Ok(chunk.select(&keep))
             },
             Batch::extend_from,
         )
@@ -144,62 +173,84 @@ impl BoundUdf {
 
     /// Runs a reduce or fold function on every group: one result per group.
     pub fn aggregate(&self, input: Groups) -> Result<Batch, UdfError> {
-        match self {
+        let sent = input.len();
+        let folded = match self {
             BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
                 instance.call_aggregate(*index, input)
-            }),
+            })?,
             BoundUdf::Native(named) => match named.function {
                 Function::Reduce(run) | Function::Fold(run) => {
-                    run(&input).map_err(|failure| self.failed(failure))
+                    run(&input).map_err(|failure| self.failed(failure))?
                 }
                 _ => unreachable!("operators call aggregate() only on reduce and fold functions"),
             },
-        }
+        };
+        self.check(Owed::exactly(sent, "results", "groups", PER_GROUP).check(folded.len()))?;
+        Ok(folded)
     }
 
     /// Runs an update-state function on every key's group `[state cell, new values...]`
     /// for the batch of `time_ms`: one new state cell per group.
     pub fn update_state(&self, time_ms: i64, input: Groups) -> Result<Batch, UdfError> {
-        match self {
+        let sent = input.len();
+        let cells = match self {
             BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
                 instance.call_update_state(*index, time_ms, input)
-            }),
+            })?,
             BoundUdf::Native(named) => match named.function {
                 Function::UpdateState(run) => {
-                    run(&input, time_ms).map_err(|failure| self.failed(failure))
+                    run(&input, time_ms).map_err(|failure| self.failed(failure))?
                 }
                 _ => unreachable!("operators call update_state() only on update-state functions"),
             },
-        }
+        };
+        self.check(Owed::exactly(sent, "state cells", "keys", PER_GROUP).check(cells.len()))?;
+        self.check(check_cells(cells.iter()))?;
+        Ok(cells)
     }
 
     /// Runs a map-with-state function on every key's group `[key, (state cell, timing
     /// out), values...]` for the batch of `time_ms`: per group, `[new state cell,
     /// emitted...]`.
     pub fn map_with_state(&self, time_ms: i64, input: Groups) -> Result<Groups, UdfError> {
-        match self {
+        let sent = input.len();
+        let results = match self {
             BoundUdf::Wasm { pool, index, .. } => on_instance(pool, self.label(), |instance| {
                 instance.call_map_with_state(*index, time_ms, input)
-            }),
+            })?,
             BoundUdf::Native(named) => match named.function {
                 Function::MapWithState(run) => {
-                    run(&input, time_ms).map_err(|failure| self.failed(failure))
+                    run(&input, time_ms).map_err(|failure| self.failed(failure))?
                 }
                 _ => {
                     unreachable!("operators call map_with_state() only on map-with-state functions")
                 }
             },
-        }
+        };
+        self.check(Owed::exactly(sent, "groups", "keys", PER_GROUP).check(results.len()))?;
+        self.check(check_cells((0..results.len()).map(|group| {
+            let first = results.group(group).next();
+            first.map_or(&[][..], |record| results.records().get(record))
+        })))?;
+        Ok(results)
     }
 
     fn failed(&self, failure: sluice_abi::Failure) -> UdfError {
+        self.error(CallError::Failed {
+            message: failure.message,
+            record_index: failure.record_index,
+        })
+    }
+
+    fn error(&self, error: CallError) -> UdfError {
         UdfError {
             udf: self.label().to_owned(),
-            error: CallError::Failed {
-                message: failure.message,
-                record_index: failure.record_index,
-            },
+            error,
         }
+    }
+
+    fn check(&self, checked: Result<(), CallError>) -> Result<(), UdfError> {
+        checked.map_err(|error| self.error(error))
     }
 }
 
@@ -234,14 +285,7 @@ fn on_instance<R>(
         udf: label.to_owned(),
         error,
     };
-    pool.with_instance(call)
-        .map_err(|failure| {
-            error(CallError::Trapped {
-                message: format!("could not be instantiated: {failure:#}"),
-                record_index: None,
-            })
-        })?
-        .map_err(error)
+    pool.with_instance(call).map_err(error)?.map_err(error)
 }
 
 /// Record-at-a-time functions (map, flat-map, filter) of one component run one after the
@@ -281,15 +325,30 @@ impl UdfChain {
                 pool,
                 functions,
                 label,
-            } => in_chunks(
-                input,
-                |chunk| {
-                    on_instance(pool, label, |instance| {
-                        instance.call_chain(functions, chunk)
-                    })
-                },
-                Batch::extend_from,
-            ),
+            } => {
+                let owed = chain_owes(
+                    functions
+                        .iter()
+                        .map(|&index| pool.component().functions()[index as usize].kind),
+                );
+                in_chunks(
+                    input,
+                    |chunk| {
+                        let sent = chunk.len();
+                        let records = on_instance(pool, label, |instance| {
+                            instance.call_chain(functions, chunk)
+                        })?;
+                        if let Some(owed) = owed {
+                            owed(sent).check(records.len()).map_err(|error| UdfError {
+                                udf: label.clone(),
+                                error,
+                            })?;
+                        }
+                        Ok(records)
+                    },
+                    Batch::extend_from,
+                )
+            }
             UdfChain::Native(steps) => {
                 steps
                     .iter()
@@ -300,5 +359,191 @@ impl UdfChain {
                     })
             }
         }
+    }
+}
+
+/// Per-record answers: a short one names the first record left without its answer.
+const PER_RECORD: bool = true;
+/// Per-group answers.
+const PER_GROUP: bool = false;
+
+/// How many answers a call owes for what it was sent. Every answer a guest gives is
+/// checked against it: a component written against the WIT world directly is not bound
+/// by the SDK's habits, and a short answer would otherwise lose records silently (or
+/// make the host index past its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    count: usize,
+    /// `count` is a most, not an exact number (a chain with filters).
+    at_most: bool,
+    /// What the answers and the inputs are called in errors.
+    answers: &'static str,
+    inputs: &'static str,
+    per_record: bool,
+}
+
+impl Owed {
+    fn exactly(
+        count: usize,
+        answers: &'static str,
+        inputs: &'static str,
+        per_record: bool,
+    ) -> Self {
+        Self {
+            count,
+            at_most: false,
+            answers,
+            inputs,
+            per_record,
+        }
+    }
+
+    /// A failed call naming the expected and actual counts, unless `got` is what was owed.
+    fn check(self, got: usize) -> Result<(), CallError> {
+        let fits = if self.at_most {
+            got <= self.count
+        } else {
+            got == self.count
+        };
+        if fits {
+            return Ok(());
+        }
+        let expected = if self.at_most {
+            format!("at most {}", self.count)
+        } else {
+            format!("exactly {}", self.count)
+        };
+        let first_unanswered = (self.per_record && got < self.count).then_some(got);
+        Err(CallError::invalid(
+            format!(
+                "returned {got} {} for {} {}, where {expected} are owed: one call's answer \
+                 must match its input, so the component is faulty",
+                self.answers, self.count, self.inputs
+            ),
+            first_unanswered,
+        ))
+    }
+}
+
+/// What a chain of functions of `kinds` owes for `n` records: exactly `n` if it only maps,
+/// at most `n` with filters, anything with a flat-map (`None`: nothing to check).
+fn chain_owes(kinds: impl Iterator<Item = Kind>) -> Option<fn(usize) -> Owed> {
+    let mut filters = false;
+    for kind in kinds {
+        match kind {
+            Kind::FlatMap => return None,
+            Kind::Filter => filters = true,
+            _ => {}
+        }
+    }
+    Some(if filters {
+        |n| Owed {
+            at_most: true,
+            ..Owed::exactly(n, "records", "records", PER_GROUP)
+        }
+    } else {
+        |n| Owed::exactly(n, "records", "records", PER_RECORD)
+    })
+}
+
+/// A filter's answer for `records` records must be one bit per record, in whole bytes.
+fn check_mask(records: usize, bytes: usize) -> Result<(), CallError> {
+    let owed = records.div_ceil(8);
+    if bytes == owed {
+        return Ok(());
+    }
+    Err(CallError::invalid(
+        format!(
+            "returned a mask of {bytes} bytes for {records} records, where exactly {owed} are \
+             owed (one bit per record): the component is faulty"
+        ),
+        None,
+    ))
+}
+
+/// Every answer of a state function must start with a state cell: a list of no element
+/// (no state) or one (the state).
+fn check_cells<'c>(cells: impl Iterator<Item = &'c [u8]>) -> Result<(), CallError> {
+    for (group, cell) in cells.enumerate() {
+        if cell_parts(cell).is_none() {
+            return Err(CallError::invalid(
+                format!(
+                    "answered group {group} of its input without a state cell (a list of no \
+                     element or one) where one is owed: the component is faulty"
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_counts_pass_and_others_name_both_counts() {
+        let owed = Owed::exactly(3, "results", "records", PER_RECORD);
+        assert!(owed.check(3).is_ok());
+        let short = owed.check(1).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("returned 1 results for 3 records, where exactly 3"),
+            "{short}"
+        );
+        assert_eq!(
+            short.record_index(),
+            Some(1),
+            "the first record left unanswered"
+        );
+        let long = owed.check(5).unwrap_err();
+        assert_eq!(long.record_index(), None);
+        assert!(long.to_string().contains("returned 5 results"), "{long}");
+    }
+
+    #[test]
+    fn chains_owe_by_their_kinds() {
+        let maps = chain_owes([Kind::Map, Kind::Map].into_iter()).unwrap();
+        assert!(maps(4).check(4).is_ok() && maps(4).check(3).is_err());
+        let filtered = chain_owes([Kind::Map, Kind::Filter].into_iter()).unwrap();
+        assert!(filtered(4).check(0).is_ok() && filtered(4).check(4).is_ok());
+        let error = filtered(4).check(5).unwrap_err();
+        assert!(
+            error.to_string().contains("where at most 4 are owed"),
+            "{error}"
+        );
+        assert!(chain_owes([Kind::Filter, Kind::FlatMap].into_iter()).is_none());
+    }
+
+    #[test]
+    fn a_mask_holds_one_bit_per_record() {
+        assert!(check_mask(0, 0).is_ok());
+        assert!(check_mask(8, 1).is_ok());
+        assert!(check_mask(9, 2).is_ok());
+        let short = check_mask(9, 1).unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .contains("a mask of 1 bytes for 9 records, where exactly 2"),
+            "{short}"
+        );
+        assert!(check_mask(3, 2).is_err(), "a long mask is refused too");
+    }
+
+    #[test]
+    fn state_answers_must_start_with_a_cell() {
+        let mut cells = Batch::new();
+        cells.push(&Vec::<i64>::new()).unwrap();
+        cells.push(&vec![7i64]).unwrap();
+        assert!(check_cells(cells.iter()).is_ok());
+        cells.push(&vec![1i64, 2]).unwrap();
+        let error = check_cells(cells.iter()).unwrap_err();
+        assert!(error.to_string().contains("group 2"), "{error}");
+        assert!(
+            check_cells([&[][..]].into_iter()).is_err(),
+            "an empty group"
+        );
     }
 }

@@ -218,6 +218,12 @@ impl Groups {
         self.group_ends.is_empty()
     }
 
+    /// The group record `record` is in (the number of groups if it is in none).
+    pub fn group_of(&self, record: usize) -> usize {
+        self.group_ends
+            .partition_point(|&end| end as usize <= record)
+    }
+
     /// The range of record indices in group `index`.
     pub fn group(&self, index: usize) -> std::ops::Range<usize> {
         let start = index
@@ -279,6 +285,15 @@ mod tests {
                 .check_records()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn group_of_finds_the_group_holding_a_record() {
+        let mut records = Batch::new();
+        (0..5i64).for_each(|n| records.push(&n).unwrap());
+        let groups = Groups::from_parts(records, vec![0, 2, 2, 5]).unwrap();
+        let found: Vec<usize> = (0..6).map(|record| groups.group_of(record)).collect();
+        assert_eq!(found, [1, 1, 3, 3, 3, 4]);
     }
 
     #[test]

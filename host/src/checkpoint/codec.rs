@@ -53,9 +53,15 @@ impl From<&Batch> for SavedBatch {
 }
 
 impl SavedBatch {
-    /// The batch again, its offsets checked.
+    /// The batch again, its offsets and records checked (well formed, nested at most
+    /// `MAX_DEPTH` levels) before anything reads them.
     pub fn into_batch(self) -> Result<Batch> {
-        Batch::from_parts(self.data, self.ends).context("a saved batch is malformed")
+        let batch =
+            Batch::from_parts(self.data, self.ends).context("a saved batch is malformed")?;
+        batch.check_records().map_err(|(index, error)| {
+            anyhow::anyhow!("record {index} of a saved batch is refused: {error}")
+        })?;
+        Ok(batch)
     }
 
     /// Saves every batch of `batches`.

@@ -118,14 +118,7 @@ pub fn fold_lists<'v>(
     } else {
         udf.aggregate(Groups::from_parts(records, group_ends)?)?
     };
-    if folded.len() != lists.iter().filter(|list| list.len() > 1).count() {
-        bail!(
-            "UDF `{}` returned {} results for {} groups",
-            udf.label(),
-            folded.len(),
-            lists.len()
-        );
-    }
+    // `aggregate` checked that there is one result per group.
     let mut results = folded.iter();
     lists
         .iter()
@@ -133,7 +126,7 @@ pub fn fold_lists<'v>(
             [] => bail!("an empty group has nothing to fold"),
             [only] => Ok(std::borrow::Cow::Borrowed(*only)),
             _ => Ok(std::borrow::Cow::Owned(
-                results.next().expect("counted above").to_vec(),
+                results.next().expect("one result per group").to_vec(),
             )),
         })
         .collect()

@@ -28,11 +28,13 @@ impl Table {
                     .enumerate()
                     .filter(|(_, line)| !line.trim().is_empty())
                 {
-                    let value: Value = serde_json::from_str(line).with_context(|| {
+                    let value = json_record(line).with_context(|| {
                         format!(
-                            "table {} line {} is not JSON: fix or remove it",
+                            "table {} line {} is not JSON, or is nested deeper than {} \
+                             levels: fix or remove it",
                             path.display(),
-                            index + 1
+                            index + 1,
+                            sluice_abi::encoding::MAX_DEPTH
                         )
                     })?;
                     records.push_with(|out| value.encode_into(out));
@@ -63,6 +65,18 @@ impl Table {
         }
         Ok(Self { records })
     }
+}
+
+/// One JSON line as a record. The depth is bounded by the record depth limit, which
+/// `Value`'s deserializer enforces before building a level, rather than by serde_json's
+/// own (128 levels), so that a table holds whatever a record may.
+fn json_record(line: &str) -> serde_json::Result<Value> {
+    use serde::Deserialize;
+    let mut deserializer = serde_json::Deserializer::from_str(line);
+    deserializer.disable_recursion_limit();
+    let value = Value::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
 }
 
 impl Table {
@@ -98,4 +112,35 @@ impl Replayable for Table {
     }
 
     fn seek(&self, _position: u64) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn json_lines_are_read_to_the_depth_limit_and_refused_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table.jsonl");
+        let limit = sluice_abi::encoding::MAX_DEPTH;
+        std::fs::write(&path, format!("[\"k\", 1]\n{}\n", nested(limit))).unwrap();
+        let records = Table::load(&path, TableFormat::JsonLines)
+            .unwrap()
+            .into_records();
+        assert_eq!(records.len(), 2);
+        assert!(records.check_records().is_ok());
+        std::fs::write(&path, format!("[\"k\", 1]\n{}\n", nested(limit + 1))).unwrap();
+        let error = Table::load(&path, TableFormat::JsonLines)
+            .err()
+            .expect("one level too deep");
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("line 2") && error.contains("deeper than 1000 levels"),
+            "{error}"
+        );
+    }
 }

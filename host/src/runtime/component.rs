@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use sluice_abi::Kind;
 
 use super::Runtime;
+use super::error::CallError;
 use super::instance::{GuestState, Limits, UdfInstance, bindings};
 
 /// One function a component exports.
@@ -58,6 +59,7 @@ impl LoadedComponent {
         };
         let mut probe = loaded
             .instantiate("(listing functions)", Limits::default())
+            .map_err(anyhow::Error::from)
             .with_context(not_a_udf)?;
         loaded.functions = probe
             .functions()
@@ -93,14 +95,14 @@ impl LoadedComponent {
     }
 
     /// A fresh instance with its own store and limits; `owner` names who uses it in logs
-    /// and errors (job and operator).
-    pub fn instantiate(&self, owner: &str, limits: Limits) -> Result<UdfInstance> {
-        UdfInstance::new(&self.pre, owner, limits).with_context(|| {
-            format!(
-                "cannot instantiate {} for {owner}: if the host's instance pool is exhausted, \
-                 run fewer jobs or raise the instance limit",
-                self.path.display()
-            )
-        })
+    /// and errors (job and operator). The error says what refused it: the host's instance
+    /// pool being full, the memory limit, or the host's per-instance quota.
+    pub fn instantiate(&self, owner: &str, limits: Limits) -> Result<UdfInstance, CallError> {
+        UdfInstance::new(&self.pre, owner, limits)
+    }
+
+    /// The file the component was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }

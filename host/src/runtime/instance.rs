@@ -5,12 +5,13 @@ use std::time::Duration;
 use anyhow::Result;
 use sluice_abi::{Batch, Groups, Kind};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::EPOCH_TICK;
 use super::component::ExportedFunction;
-use super::output::GuestOutput;
+use super::error::{CallError, Witness, explain_instantiation, explain_trap};
+use super::output::{GuestOutput, capped};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "udf" });
@@ -25,8 +26,12 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// The longest one call (one batch partition) may run.
     pub call_timeout: Duration,
-    /// The most stdout plus stderr output kept from one call; the rest is dropped.
+    /// The most stdout plus stderr output kept from one call; the rest is dropped. A
+    /// failure or panic message is cut to the same size.
     pub output_bytes: usize,
+    /// The most bytes one call may pass from the guest to the host (its answer, a failure
+    /// or panic message): wasmtime's hostcall fuel.
+    pub transfer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -35,48 +40,10 @@ impl Default for Limits {
             memory_bytes: 256 << 20,
             call_timeout: Duration::from_secs(10),
             output_bytes: 64 << 10,
+            transfer_bytes: 128 << 20,
         }
     }
 }
-
-/// A call into a UDF that did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// The function returned an error (say, a record it cannot decode); the instance is fine.
-    Failed {
-        /// The guest's explanation.
-        message: String,
-        /// The record being processed, where known.
-        record_index: Option<u32>,
-    },
-    /// The instance trapped (panic, timeout, memory limit) and cannot be called again.
-    Trapped {
-        /// What happened, with the guest's panic message if it panicked.
-        message: String,
-        /// The record being processed, where known.
-        record_index: Option<u32>,
-    },
-}
-
-impl CallError {
-    /// The record being processed when the call failed, where known.
-    pub fn record_index(&self) -> Option<u32> {
-        match self {
-            CallError::Failed { record_index, .. } | CallError::Trapped { record_index, .. } => {
-                *record_index
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (CallError::Failed { message, .. } | CallError::Trapped { message, .. }) = self;
-        f.write_str(message)
-    }
-}
-
-impl std::error::Error for CallError {}
 
 /// The host side of one store: WASI (captured stdio, clocks and random, nothing else),
 /// the limits, and what the guest reported before trapping.
@@ -102,7 +69,17 @@ impl bindings::sluice::udf::types::Host for GuestState {}
 
 impl bindings::sluice::udf::diagnostics::Host for GuestState {
     fn report_panic(&mut self, message: String, record_index: Option<u32>) {
-        self.panic = Some((message, record_index));
+        self.panic = Some((capped(message, self.limits.output_bytes), record_index));
+    }
+}
+
+impl GuestState {
+    /// What the guest reported or was refused, taken for explaining a failure.
+    fn witness(&mut self) -> Witness {
+        Witness {
+            panic: self.panic.take(),
+            refused_memory: self.refused_memory.take(),
+        }
     }
 }
 
@@ -151,7 +128,7 @@ impl UdfInstance {
         pre: &bindings::UdfPre<GuestState>,
         owner: &str,
         limits: Limits,
-    ) -> Result<Self> {
+    ) -> Result<Self, CallError> {
         let output = GuestOutput::new(limits.output_bytes);
         // No preopened directories, environment, arguments or network: only captured
         // stdout/stderr, clocks and random.
@@ -173,7 +150,11 @@ impl UdfInstance {
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| state);
         store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
-        let udf = pre.instantiate(&mut store)?;
+        store.set_hostcall_fuel(limits.transfer_bytes);
+        let udf = pre.instantiate(&mut store).map_err(|error| {
+            let seen = store.data_mut().witness();
+            explain_instantiation(&error, seen, &limits)
+        })?;
         Ok(Self {
             store,
             udf,
@@ -221,35 +202,46 @@ impl UdfInstance {
             Kind::MapPartition => udf.call_map_partition(store, function, &input),
             other => unreachable!("{other} functions are not called through call_records"),
         })?;
-        from_wit(output)
+        let answers_to = match kind {
+            Kind::Map => AnswersTo::Records,
+            _ => AnswersTo::Whole,
+        };
+        from_wit(output, answers_to)
     }
 
     /// Calls a flat-map function: group `i` of the answer holds what record `i` gave.
     pub fn call_flat_map(&mut self, function: u32, input: Batch) -> Result<Groups, CallError> {
         let input = to_wit(input);
         let output = self.call(|udf, store| udf.call_flat_map(store, function, &input))?;
-        groups_from_wit(output)
+        groups_from_wit(output, AnswersTo::Records)
     }
 
     /// Calls map, flat-map and filter functions one after the other, in one call.
     pub fn call_chain(&mut self, functions: &[u32], input: Batch) -> Result<Batch, CallError> {
         let input = to_wit(input);
         let output = self.call(|udf, store| udf.call_chain(store, functions, &input))?;
-        from_wit(output)
+        from_wit(output, AnswersTo::Whole)
     }
 
-    /// Calls a filter function and returns the records it keeps.
-    pub fn call_filter(&mut self, function: u32, input: Batch) -> Result<Batch, CallError> {
+    /// Calls a filter function; returns the input back with the answer, in which bit
+    /// `i % 8` of byte `i / 8` is set when record `i` is kept (its length is the caller's
+    /// to check).
+    pub fn call_filter(
+        &mut self,
+        function: u32,
+        input: Batch,
+    ) -> Result<(Batch, Vec<u8>), CallError> {
         let input = to_wit(input);
         let keep = self.call(|udf, store| udf.call_filter(store, function, &input))?;
-        Ok(from_wit(input)?.select(&keep))
+        let input = Batch::from_parts(input.data, input.ends).expect("the host's own batch");
+        Ok((input, keep))
     }
 
     /// Calls an aggregating function on every group.
     pub fn call_aggregate(&mut self, function: u32, input: Groups) -> Result<Batch, CallError> {
         let input = groups_to_wit(input);
         let output = self.call(|udf, store| udf.call_aggregate(store, function, &input))?;
-        from_wit(output)
+        from_wit(output, AnswersTo::Groups)
     }
 
     /// Calls an update-state function on every key's group, for the batch of `time_ms`.
@@ -262,7 +254,7 @@ impl UdfInstance {
         let input = groups_to_wit(input);
         let output =
             self.call(|udf, store| udf.call_update_state(store, function, time_ms, &input))?;
-        from_wit(output)
+        from_wit(output, AnswersTo::Groups)
     }
 
     /// Calls a map-with-state function on every key's group, for the batch of `time_ms`.
@@ -275,7 +267,7 @@ impl UdfInstance {
         let input = groups_to_wit(input);
         let output =
             self.call(|udf, store| udf.call_map_with_state(store, function, time_ms, &input))?;
-        groups_from_wit(output)
+        groups_from_wit(output, AnswersTo::Groups)
     }
 
     fn call<R>(
@@ -295,44 +287,18 @@ impl UdfInstance {
         self.store.set_epoch_deadline(deadline_ticks(timeout));
         let result = run(&self.udf, &mut self.store);
         self.store.data().output.flush_to_log(&self.owner);
+        let limits = self.store.data().limits;
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(failure)) => Err(CallError::Failed {
-                message: failure.message,
+                message: capped(failure.message, limits.output_bytes),
                 record_index: failure.record_index,
             }),
             Err(error) => {
                 self.trapped = true;
-                Err(self.explain_trap(error))
+                let seen = self.store.data_mut().witness();
+                Err(explain_trap(&error, seen, &limits))
             }
-        }
-    }
-
-    fn explain_trap(&mut self, error: wasmtime::Error) -> CallError {
-        let state = self.store.data_mut();
-        if let Some((message, record_index)) = state.panic.take() {
-            return CallError::Trapped {
-                message: format!("panicked: {message}"),
-                record_index,
-            };
-        }
-        let message = if let Some(desired) = state.refused_memory.take() {
-            format!(
-                "tried to grow its memory to {} MiB, past the limit of {} MiB (raise `limits.memory` if it really needs more)",
-                desired >> 20,
-                state.limits.memory_bytes >> 20
-            )
-        } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            format!(
-                "did not finish within the call timeout of {} ms and was stopped (is it looping? raise `limits.call_timeout` if it is only slow)",
-                state.limits.call_timeout.as_millis()
-            )
-        } else {
-            format!("trapped: {error:#}")
-        };
-        CallError::Trapped {
-            message,
-            record_index: None,
         }
     }
 }
@@ -354,18 +320,52 @@ fn groups_to_wit(groups: Groups) -> wit::Groups {
     }
 }
 
-fn groups_from_wit(groups: wit::Groups) -> Result<Groups, CallError> {
-    Groups::from_parts(from_wit(groups.records)?, groups.group_ends).map_err(|error| {
-        CallError::Failed {
-            message: format!("returned malformed groups: {error}"),
-            record_index: None,
-        }
-    })
+/// What the records of a guest's answer stand for, so that a bad one is traced back to
+/// the input it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswersTo {
+    /// Answer `i` (a record, or a group of them) is record `i`'s.
+    Records,
+    /// Answer `i` is input group `i`'s.
+    Groups,
+    /// The answers stand for the input as a whole (map-partition, chains).
+    Whole,
 }
 
-fn from_wit(batch: wit::Batch) -> Result<Batch, CallError> {
-    Batch::from_parts(batch.data, batch.ends).map_err(|error| CallError::Failed {
-        message: format!("returned a malformed batch: {error}"),
-        record_index: None,
-    })
+/// A guest's answer as a batch, its offsets and every record checked (well formed, not
+/// nested too deep) before anything reads it.
+fn from_wit(batch: wit::Batch, answers_to: AnswersTo) -> Result<Batch, CallError> {
+    let batch = unchecked_from_wit(batch)?;
+    batch
+        .check_records()
+        .map_err(|(index, error)| bad_answer(index, &error, answers_to))?;
+    Ok(batch)
+}
+
+/// A guest's answer as groups, checked as [`from_wit`] does.
+fn groups_from_wit(groups: wit::Groups, answers_to: AnswersTo) -> Result<Groups, CallError> {
+    let groups = Groups::from_parts(unchecked_from_wit(groups.records)?, groups.group_ends)
+        .map_err(|error| CallError::invalid(format!("returned malformed groups: {error}"), None))?;
+    groups
+        .records()
+        .check_records()
+        .map_err(|(index, error)| bad_answer(groups.group_of(index), &error, answers_to))?;
+    Ok(groups)
+}
+
+fn unchecked_from_wit(batch: wit::Batch) -> Result<Batch, CallError> {
+    Batch::from_parts(batch.data, batch.ends)
+        .map_err(|error| CallError::invalid(format!("returned a malformed batch: {error}"), None))
+}
+
+fn bad_answer(at: usize, error: &sluice_abi::encoding::Error, answers_to: AnswersTo) -> CallError {
+    let (whose, record_index) = match answers_to {
+        AnswersTo::Records => (format!("for record {at}"), Some(at)),
+        AnswersTo::Groups => (format!("for group {at} of its input"), None),
+        AnswersTo::Whole => (format!("number {at}"), None),
+    };
+    CallError::invalid(
+        format!("returned a result ({whose}) that the host refuses: {error}"),
+        record_index,
+    )
 }

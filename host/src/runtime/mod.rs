@@ -8,12 +8,14 @@
 
 mod cache;
 mod component;
+mod error;
 mod instance;
 mod output;
 mod pool;
 
 pub use component::{ExportedFunction, LoadedComponent};
-pub use instance::{CallError, Limits, UdfInstance};
+pub use error::{CallError, Limit};
+pub use instance::{Limits, UdfInstance};
 pub use pool::InstancePool;
 
 use std::collections::HashMap;

@@ -82,6 +82,26 @@ impl GuestOutput {
     }
 }
 
+/// `text` cut to at most `limit` bytes (at a character boundary), with a note of how many
+/// bytes were dropped: a failure or panic message from a guest is kept to the same size as
+/// its output, so that a guest cannot flood the log through it.
+pub fn capped(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(
+        "... [{dropped} more bytes dropped: past the limit of {limit} bytes of guest output \
+         per call, `limits.output`]"
+    ));
+    text
+}
+
 /// One of a guest's two output streams. Writes never fail: past the limit they are
 /// counted and dropped, so a chatty UDF cannot fail its job by printing.
 #[derive(Clone)]
@@ -142,5 +162,21 @@ impl AsyncWrite for CaptureStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_keeps_short_text_and_cuts_long_text_at_a_character() {
+        assert_eq!(capped("short".into(), 10), "short");
+        let cut = capped("é".repeat(10), 5);
+        assert!(cut.starts_with("éé... [16 more bytes dropped"), "{cut}");
+        assert!(cut.contains("`limits.output`"), "{cut}");
+        let huge = capped("x".repeat(64 << 20), 64 << 10);
+        assert!(huge.len() < (64 << 10) + 200);
+        assert!(huge.contains(&format!("{} more bytes dropped", (64 << 20) - (64 << 10))));
     }
 }

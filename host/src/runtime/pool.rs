@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{Limits, LoadedComponent, UdfInstance};
+use super::{CallError, Limits, LoadedComponent, UdfInstance};
 
 /// The instances of one operator's UDF.
 pub struct InstancePool {
@@ -25,7 +25,8 @@ impl InstancePool {
     ) -> Result<Self> {
         let idle = (0..warm)
             .map(|_| component.instantiate(&owner, limits))
-            .collect::<Result<_>>()?;
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("UDF component {} for {owner}", component.path().display()))?;
         Ok(Self {
             component,
             owner,
@@ -34,9 +35,17 @@ impl InstancePool {
         })
     }
 
+    /// The component the instances are of.
+    pub fn component(&self) -> &LoadedComponent {
+        &self.component
+    }
+
     /// Runs `call` on an idle instance (or a new one), and keeps the instance for later
-    /// unless it trapped.
-    pub fn with_instance<R>(&self, call: impl FnOnce(&mut UdfInstance) -> R) -> Result<R> {
+    /// unless it trapped. The error is why no instance could be made.
+    pub fn with_instance<R>(
+        &self,
+        call: impl FnOnce(&mut UdfInstance) -> R,
+    ) -> Result<R, CallError> {
         let idle = self.idle.lock().expect("instance pool poisoned").pop();
         let mut instance = match idle {
             Some(instance) => instance,

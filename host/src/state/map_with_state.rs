@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sluice_abi::encoding::{self, Encoder};
 use sluice_abi::{Batch, Groups};
 
@@ -69,25 +69,17 @@ impl MapWithState {
             return Ok(Batch::new());
         }
         let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
-        let sent = groups.len();
+        // One group per key, each opening with a state cell: `map_with_state` checked the
+        // guest's answer.
         let results = self.udf.map_with_state(time_ms, groups)?;
-        anyhow::ensure!(
-            results.len() == sent,
-            "UDF `{}` answered {} groups for {sent} keys",
-            self.udf.label(),
-            results.len()
-        );
         let returned = results.records();
         let mut emitted = Batch::new();
         let all_keys = keys.into_iter().chain(timing_out.iter().map(|key| &**key));
         for (group, key) in all_keys.enumerate() {
             let mut indices = results.group(group);
-            let cell = indices.next().with_context(|| {
-                format!(
-                    "UDF `{}` returned an empty group, without its state cell",
-                    self.udf.label()
-                )
-            })?;
+            let cell = indices
+                .next()
+                .expect("every group opens with its state cell");
             let state = read_cell(&self.udf, returned.get(cell))?;
             indices.for_each(|at| emitted.push_encoded(returned.get(at)));
             // A key with data gets its update time refreshed even if the function left

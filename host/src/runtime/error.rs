@@ -1,0 +1,393 @@
+//! How a UDF call fails, with wasmtime's errors retold in the job's terms: which limit
+//! stopped the call and the manifest key that raises it, or what the guest did wrong.
+
+use wasmtime::{PoolConcurrencyLimitError, Trap};
+
+use super::instance::Limits;
+
+/// A limit that stopped a call or an instantiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The most linear memory an instance may have (`limits.memory`).
+    Memory,
+    /// The longest one call may run (`limits.call_timeout`).
+    CallTimeout,
+    /// The most bytes one call may carry from the guest to the host (`limits.transfer`).
+    Transfer,
+    /// The host's pool of instances, shared by all its jobs, is full.
+    InstancePool,
+    /// The component needs more than one instance slot of the host holds (core
+    /// instances, memories, tables or instance state): a quota of the host, not of the job.
+    InstanceSlot,
+}
+
+impl Limit {
+    /// The manifest key that raises the limit; `None` for the host's own limits.
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            Limit::Memory => Some("limits.memory"),
+            Limit::CallTimeout => Some("limits.call_timeout"),
+            Limit::Transfer => Some("limits.transfer"),
+            Limit::InstancePool | Limit::InstanceSlot => None,
+        }
+    }
+}
+
+/// A call into a UDF that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The function returned an error (say, a record it cannot decode); the instance is fine.
+    Failed {
+        /// The guest's explanation, cut to the job's output limit.
+        message: String,
+        /// The record being processed, where known.
+        record_index: Option<u32>,
+    },
+    /// The instance trapped (a panic, a guest bug) and cannot be called again.
+    Trapped {
+        /// What happened, with the guest's panic message if it panicked.
+        message: String,
+        /// The record being processed, where known.
+        record_index: Option<u32>,
+    },
+    /// The function answered something the contract does not allow: a wrong number of
+    /// results, a malformed record, or one nested deeper than the encoding allows. The
+    /// component is faulty, or was not built with the Sluice SDK.
+    Invalid {
+        /// What is wrong, with the expected and actual counts or the bad result.
+        message: String,
+        /// The input record the bad answer belongs to, where it can be told.
+        record_index: Option<u32>,
+    },
+    /// A limit stopped the call, or kept the instance from being made.
+    Limit {
+        /// Which one.
+        limit: Limit,
+        /// What happened, naming the limit's value and the key that raises it.
+        message: String,
+        /// The record being processed, where known.
+        record_index: Option<u32>,
+    },
+}
+
+impl CallError {
+    /// The record being processed when the call failed, where known.
+    pub fn record_index(&self) -> Option<u32> {
+        match self {
+            CallError::Failed { record_index, .. }
+            | CallError::Trapped { record_index, .. }
+            | CallError::Invalid { record_index, .. }
+            | CallError::Limit { record_index, .. } => *record_index,
+        }
+    }
+
+    /// The same error for a call whose input started at record `first` of its partition.
+    pub fn shifted(mut self, first: usize) -> Self {
+        let index = self.record_index_mut();
+        *index = index.map(|index| index + first as u32);
+        self
+    }
+
+    fn record_index_mut(&mut self) -> &mut Option<u32> {
+        match self {
+            CallError::Failed { record_index, .. }
+            | CallError::Trapped { record_index, .. }
+            | CallError::Invalid { record_index, .. }
+            | CallError::Limit { record_index, .. } => record_index,
+        }
+    }
+
+    /// The function answered `message`'s contract breach about input record `record_index`.
+    pub(crate) fn invalid(message: String, record_index: Option<usize>) -> Self {
+        CallError::Invalid {
+            message,
+            record_index: record_index.map(|index| index as u32),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (CallError::Failed { message, .. }
+        | CallError::Trapped { message, .. }
+        | CallError::Invalid { message, .. }
+        | CallError::Limit { message, .. }) = self;
+        f.write_str(message)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// What the guest's store saw before a call or an instantiation failed.
+pub(super) struct Witness {
+    /// The panic the guest reported, with its record.
+    pub panic: Option<(String, Option<u32>)>,
+    /// The size the guest's memory was refused growing to.
+    pub refused_memory: Option<usize>,
+}
+
+/// Why a call trapped.
+pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limits) -> CallError {
+    if let Some((message, record_index)) = seen.panic {
+        return CallError::Trapped {
+            message: format!("panicked: {message}"),
+            record_index,
+        };
+    }
+    if let Some(desired) = seen.refused_memory {
+        return limit(
+            Limit::Memory,
+            format!(
+                "tried to grow its memory to {} MiB, past the limit of {} MiB",
+                desired >> 20,
+                limits.memory_bytes >> 20
+            ),
+            "if it really needs more",
+        );
+    }
+    if let Some(limit) = transfer_exhausted(error, limits) {
+        return limit;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => limit(
+            Limit::CallTimeout,
+            format!(
+                "did not finish within the call timeout of {} ms and was stopped (is it looping?)",
+                limits.call_timeout.as_millis()
+            ),
+            "if it is only slow",
+        ),
+        Some(Trap::StackOverflow) => CallError::Trapped {
+            message: "overflowed its WebAssembly stack (unbounded or very deep recursion in the \
+                      function) and was stopped; the stack size is the host's, not the job's"
+                .into(),
+            record_index: None,
+        },
+        _ => CallError::Trapped {
+            message: format!("trapped: {error:#}"),
+            record_index: None,
+        },
+    }
+}
+
+/// Why an instance could not be made: the pool being full, the memory limit, or the
+/// component not fitting an instance slot, each said as such.
+pub(super) fn explain_instantiation(
+    error: &wasmtime::Error,
+    seen: Witness,
+    limits: &Limits,
+) -> CallError {
+    if let Some(desired) = seen.refused_memory {
+        return limit(
+            Limit::Memory,
+            format!(
+                "could not be instantiated: it needs {} KiB of memory to start, past the limit of {} KiB",
+                desired.div_ceil(1024),
+                limits.memory_bytes / 1024
+            ),
+            "",
+        );
+    }
+    if let Some(full) = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<PoolConcurrencyLimitError>())
+    {
+        return CallError::Limit {
+            limit: Limit::InstancePool,
+            message: format!(
+                "could not be instantiated: the host's instance pool is full ({full}); every \
+                 job and partition of the process holds instances from it, so run fewer jobs \
+                 or partitions, or give the host a larger pool (`RuntimeConfig::max_instances`)"
+            ),
+            record_index: None,
+        };
+    }
+    if error
+        .chain()
+        .any(|cause| cause.to_string().contains("exceeds the configured maximum"))
+    {
+        return CallError::Limit {
+            limit: Limit::InstanceSlot,
+            message: format!(
+                "could not be instantiated: the component needs more than one instance slot \
+                 of the host holds ({error:#}); this is the host's quota, not the job's: \
+                 split the component or build it with fewer modules"
+            ),
+            record_index: None,
+        };
+    }
+    match seen.panic {
+        Some((message, record_index)) => CallError::Trapped {
+            message: format!("panicked while starting: {message}"),
+            record_index,
+        },
+        None => CallError::Trapped {
+            message: format!("could not be instantiated: {error:#}"),
+            record_index: None,
+        },
+    }
+}
+
+/// The transfer limit, if that is what `error` hit (wasmtime's own error type for it is
+/// private, so it is known by its words).
+fn transfer_exhausted(error: &wasmtime::Error, limits: &Limits) -> Option<CallError> {
+    error
+        .chain()
+        .any(|cause| {
+            cause
+                .to_string()
+                .contains("fuel allocated for hostcalls has been exhausted")
+        })
+        .then(|| {
+            limit(
+                Limit::Transfer,
+                format!(
+                    "tried to pass more than the transfer limit of {} MiB to the host in one call",
+                    limits.transfer_bytes >> 20
+                ),
+                "or have the function return less per record",
+            )
+        })
+}
+
+fn limit(limit: Limit, what: String, when: &str) -> CallError {
+    let key = limit.key().expect("manifest limits have a key");
+    let when = if when.is_empty() {
+        String::new()
+    } else {
+        format!(" {when}")
+    };
+    CallError::Limit {
+        limit,
+        message: format!("{what} (raise `{key}` in the manifest{when})"),
+        record_index: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nothing_seen() -> Witness {
+        Witness {
+            panic: None,
+            refused_memory: None,
+        }
+    }
+
+    #[test]
+    fn each_trap_names_its_limit_and_key() {
+        let limits = Limits::default();
+        let timeout = explain_trap(
+            &wasmtime::Error::from(Trap::Interrupt),
+            nothing_seen(),
+            &limits,
+        );
+        assert!(matches!(
+            timeout,
+            CallError::Limit {
+                limit: Limit::CallTimeout,
+                ..
+            }
+        ));
+        assert!(
+            timeout.to_string().contains("`limits.call_timeout`"),
+            "{timeout}"
+        );
+        let memory = explain_trap(
+            &wasmtime::Error::msg("memory limit reached"),
+            Witness {
+                panic: None,
+                refused_memory: Some(300 << 20),
+            },
+            &limits,
+        );
+        assert!(
+            memory
+                .to_string()
+                .contains("to 300 MiB, past the limit of 256 MiB")
+                && memory.to_string().contains("`limits.memory`"),
+            "{memory}"
+        );
+        let transfer = explain_trap(
+            &wasmtime::Error::msg(
+                "too much data is being copied between the host and the guest: \
+                 fuel allocated for hostcalls has been exhausted",
+            ),
+            nothing_seen(),
+            &limits,
+        );
+        assert!(
+            transfer.to_string().contains("transfer limit of 128 MiB")
+                && transfer.to_string().contains("`limits.transfer`"),
+            "{transfer}"
+        );
+        let stack = explain_trap(
+            &wasmtime::Error::from(Trap::StackOverflow),
+            nothing_seen(),
+            &limits,
+        );
+        assert!(
+            stack
+                .to_string()
+                .contains("overflowed its WebAssembly stack")
+        );
+    }
+
+    #[test]
+    fn a_reported_panic_explains_the_trap_it_caused() {
+        let error = explain_trap(
+            &wasmtime::Error::from(Trap::UnreachableCodeReached),
+            Witness {
+                panic: Some(("boom".into(), Some(3))),
+                refused_memory: None,
+            },
+            &Limits::default(),
+        );
+        assert_eq!(error.to_string(), "panicked: boom");
+        assert_eq!(error.shifted(10).record_index(), Some(13));
+    }
+
+    #[test]
+    fn instantiation_blames_memory_or_slots_and_not_the_pool_by_default() {
+        let limits = Limits {
+            memory_bytes: 0,
+            ..Limits::default()
+        };
+        let memory = explain_instantiation(
+            &wasmtime::Error::msg("memory limit reached"),
+            Witness {
+                panic: None,
+                refused_memory: Some(17 << 16),
+            },
+            &limits,
+        );
+        assert!(
+            memory
+                .to_string()
+                .contains("needs 1088 KiB of memory to start")
+                && memory.to_string().contains("`limits.memory`"),
+            "{memory}"
+        );
+        let slot = explain_instantiation(
+            &wasmtime::Error::msg(
+                "The component transitively contains 9 Wasm linear memories, which exceeds the configured maximum of 4 in the pooling allocator",
+            ),
+            nothing_seen(),
+            &limits,
+        );
+        assert!(matches!(
+            slot,
+            CallError::Limit {
+                limit: Limit::InstanceSlot,
+                ..
+            }
+        ));
+        let other = explain_instantiation(
+            &wasmtime::Error::msg("start function failed"),
+            nothing_seen(),
+            &limits,
+        );
+        assert!(!other.to_string().contains("pool"), "{other}");
+    }
+}
