@@ -9,6 +9,7 @@
 pub mod batcher;
 pub mod checkpoint;
 pub mod dataset;
+pub(crate) mod files;
 pub mod graph;
 pub mod host;
 pub mod job;

@@ -6,6 +6,7 @@
 //! that load, functions of the right kind) and produces a [`JobConfig`]. Every error
 //! names the file, line and column, and says what to do.
 
+pub mod bounds;
 pub mod config;
 mod resolve;
 mod spec;
@@ -46,19 +47,30 @@ impl fmt::Display for ManifestError {
 
 impl std::error::Error for ManifestError {}
 
+/// The largest manifest file read, in bytes: far more than any job needs (a `queue`
+/// source's batches included), and a bound on what `check` reads.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// Reads, parses and checks the manifest at `path`. Components are loaded through
 /// `runtime`, so a manifest that passes can run.
 pub fn load(path: &Path, runtime: &Runtime) -> Result<JobConfig, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ManifestError {
+    let text = read_manifest(path).map_err(|message| ManifestError {
         file: path.to_owned(),
         position: None,
-        message: format!("cannot read the manifest: {error}"),
+        message,
         hint: Some(
             "check the path; `sluice run` takes a job manifest such as examples/wordcount/job.toml"
                 .into(),
         ),
     })?;
     parse(&text, path, runtime)
+}
+
+/// The text of the manifest at `path`: a regular file of at most [`MAX_MANIFEST_BYTES`].
+fn read_manifest(path: &Path) -> Result<String, String> {
+    let bytes = crate::files::read_capped(path, MAX_MANIFEST_BYTES)
+        .map_err(|error| format!("cannot read the manifest: {error:#}"))?;
+    String::from_utf8(bytes).map_err(|error| format!("the manifest is not UTF-8 text: {error}"))
 }
 
 /// Parses and checks manifest `text`; `path` is where it came from (for messages and for

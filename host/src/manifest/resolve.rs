@@ -9,6 +9,7 @@ use sluice_abi::Kind;
 use toml::Spanned;
 
 use super::ManifestError;
+use super::bounds::{self, Bounds, Bytes, Quantity};
 use super::config::*;
 use super::spec::*;
 use crate::runtime::{Limits, Runtime};
@@ -66,18 +67,28 @@ impl<'a> Resolver<'a> {
                 "give the job a name: `name = \"wordcount\"`",
             ));
         }
-        let batch_interval = self.duration(&spec.batch_interval, "batch_interval")?;
-        self.interval = batch_interval;
-        if batch_interval < Duration::from_millis(10) {
+        let batch_interval = self.duration(
+            &spec.batch_interval,
+            "batch_interval",
+            &bounds::BATCH_INTERVAL,
+        )?;
+        // Batch times are whole milliseconds since the epoch.
+        if !batch_interval.subsec_nanos().is_multiple_of(1_000_000) {
             return Err(self.error(
                 Some(spec.batch_interval.span()),
-                "the batch interval is shorter than 10 ms",
-                "use an interval of 10 ms or more",
+                format!(
+                    "`batch_interval` = {:?} is not a whole number of milliseconds",
+                    spec.batch_interval.get_ref()
+                ),
+                format!("use \"{}ms\"", batch_interval.as_millis()),
             ));
         }
+        self.interval = batch_interval;
         let partitions = match &spec.partitions {
-            Some(partitions) => self.positive(partitions, "partitions")?,
-            None => std::thread::available_parallelism().map_or(1, usize::from),
+            Some(partitions) => self.count(partitions, "partitions", &bounds::PARTITIONS)? as usize,
+            None => std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(bounds::PARTITIONS.max as usize),
         };
         let limits = self.limits(&spec.limits)?;
         let checkpoint = spec
@@ -150,11 +161,9 @@ impl<'a> Resolver<'a> {
             .unwrap_or(FsyncPolicy::Batch);
         Ok(CheckpointConfig {
             dir: self.base.join(spec.dir.get_ref()),
-            every: spec
-                .every
-                .as_ref()
-                .map_or(Ok(10), |every| self.positive(every, "checkpoint.every"))?
-                as u64,
+            every: spec.every.as_ref().map_or(Ok(10), |every| {
+                self.count(every, "checkpoint.every", &bounds::CHECKPOINT_EVERY)
+            })?,
             fsync,
         })
     }
@@ -166,19 +175,19 @@ impl<'a> Resolver<'a> {
                 .memory
                 .as_ref()
                 .map_or(Ok(defaults.memory_bytes), |memory| {
-                    self.size(memory, "limits.memory")
+                    self.size(memory, "limits.memory", &bounds::MEMORY)
                 })?,
             call_timeout: spec
                 .call_timeout
                 .as_ref()
                 .map_or(Ok(defaults.call_timeout), |timeout| {
-                    self.duration(timeout, "limits.call_timeout")
+                    self.duration(timeout, "limits.call_timeout", &bounds::CALL_TIMEOUT)
                 })?,
             output_bytes: spec
                 .output
                 .as_ref()
                 .map_or(Ok(defaults.output_bytes), |output| {
-                    self.size(output, "limits.output")
+                    self.size(output, "limits.output", &bounds::OUTPUT)
                 })?,
         })
     }
@@ -202,16 +211,7 @@ impl<'a> Resolver<'a> {
             "socket" => {
                 self.only(&fields, &["host", "port"], "a socket source")?;
                 let port = self.required(&spec.port, &spec.kind, "port", "a socket source")?;
-                let port = u16::try_from(*port.get_ref())
-                    .ok()
-                    .filter(|port| *port > 0)
-                    .ok_or_else(|| {
-                        self.error(
-                            Some(port.span()),
-                            format!("port {} is not a TCP port", port.get_ref()),
-                            "use a port from 1 to 65535",
-                        )
-                    })?;
+                let port = self.count(port, "port", &bounds::PORT)? as u16;
                 let host = spec
                     .host
                     .as_ref()
@@ -241,7 +241,10 @@ impl<'a> Resolver<'a> {
                 let lines_per_batch = spec
                     .lines_per_batch
                     .as_ref()
-                    .map(|lines| self.positive(lines, "lines_per_batch"))
+                    .map(|lines| {
+                        self.count(lines, "lines_per_batch", &bounds::LINES_PER_BATCH)
+                            .map(|lines| lines as usize)
+                    })
                     .transpose()?;
                 SourceKind::File {
                     path: file,
@@ -251,11 +254,11 @@ impl<'a> Resolver<'a> {
             "generator" => {
                 self.only(&fields, &["rate", "limit"], "a generator source")?;
                 let rate = self.required(&spec.rate, &spec.kind, "rate", "a generator source")?;
-                let rate = self.positive(rate, "rate")? as u64;
+                let rate = self.count(rate, "rate", &bounds::GENERATOR_RATE)?;
                 let limit = spec
                     .limit
                     .as_ref()
-                    .map(|limit| self.positive(limit, "limit").map(|l| l as u64))
+                    .map(|limit| self.count(limit, "limit", &bounds::GENERATOR_LIMIT))
                     .transpose()?;
                 SourceKind::Generator { rate, limit }
             }
@@ -429,7 +432,9 @@ impl<'a> Resolver<'a> {
             "repartition" => {
                 takes(&["partitions"])?;
                 let partitions = self.required(&spec.partitions, &spec.op, "partitions", &what)?;
-                StepConfig::Repartition(self.positive(partitions, "partitions")?)
+                StepConfig::Repartition(
+                    self.count(partitions, "partitions", &bounds::PARTITIONS)? as usize
+                )
             }
             "union" => {
                 takes(&["with"])?;
@@ -539,13 +544,15 @@ impl<'a> Resolver<'a> {
             }
             "map_with_state" => {
                 takes(&["udf", "timeout", "initial_state"])?;
+                // The range before the component, which takes far longer to check.
+                let timeout = spec
+                    .timeout
+                    .as_ref()
+                    .map(|timeout| self.duration(timeout, "timeout", &bounds::STATE_TIMEOUT))
+                    .transpose()?;
                 StepConfig::MapWithState {
                     udf: function(&spec.udf, "udf", Kind::MapWithState)?,
-                    timeout: spec
-                        .timeout
-                        .as_ref()
-                        .map(|timeout| self.duration(timeout, "timeout"))
-                        .transpose()?,
+                    timeout,
                     initial_state: self.initial_state(spec)?,
                 }
             }
@@ -574,28 +581,46 @@ impl<'a> Resolver<'a> {
             .transpose()
     }
 
-    /// A window's length and slide, which must be multiples of the batch interval; the
-    /// slide defaults to the interval.
+    /// A window's length and slide, which must be multiples of the batch interval, within
+    /// [`bounds::WINDOW_BATCHES`] of them; the slide defaults to the interval.
     fn span(&self, spec: &StepSpec) -> Result<Span> {
         let window = self.required(&spec.window, &spec.op, "window", "a windowed step")?;
         let batches = |value: &Spanned<String>, name: &str| -> Result<u64> {
-            let duration = self.duration(value, name)?;
-            let interval = self.interval.as_millis();
-            let millis = duration.as_millis();
-            if millis == 0 || !millis.is_multiple_of(interval) {
+            let interval = self.interval.as_nanos();
+            let duration = self.parse_duration(value, name)?.map(|d| d.as_nanos());
+            if let Some(nanos) = duration
+                && !nanos.is_multiple_of(interval)
+            {
+                let interval_ms = self.interval.as_millis();
                 return Err(self.error(
                     Some(value.span()),
                     format!(
-                        "`{name}` = \"{}\" is not a multiple of the batch interval ({interval} ms)",
+                        "`{name}` = \"{}\" is not a multiple of the batch interval ({interval_ms} ms)",
                         value.get_ref()
                     ),
                     format!(
                         "use a whole number of batch intervals, e.g. \"{}ms\"",
-                        interval * (millis / interval).max(1)
+                        interval_ms * (nanos / interval).max(1)
                     ),
                 ));
             }
-            Ok((millis / interval) as u64)
+            let batches = duration.and_then(|nanos| u64::try_from(nanos / interval).ok());
+            match batches.filter(|batches| bounds::WINDOW_BATCHES.contains(*batches)) {
+                Some(batches) => Ok(batches),
+                None => {
+                    let longest = self.interval * bounds::WINDOW_BATCHES.max as u32;
+                    Err(self.out_of_range(
+                        value,
+                        name,
+                        format!(
+                            "{} batch intervals (with this interval, from {} to {})",
+                            bounds::WINDOW_BATCHES,
+                            self.interval.show(),
+                            longest.show()
+                        ),
+                    ))
+                }
+            }
         };
         let window = batches(window, "window")?;
         let slide = spec
@@ -621,10 +646,10 @@ impl<'a> Resolver<'a> {
             "print" => {
                 self.only(&fields, &["num"], "a print sink")?;
                 SinkKind::Print {
-                    num: spec
-                        .num
-                        .as_ref()
-                        .map_or(Ok(10), |num| self.positive(num, "num"))?,
+                    num: spec.num.as_ref().map_or(Ok(10), |num| {
+                        self.count(num, "num", &bounds::PRINT_NUM)
+                            .map(|num| num as usize)
+                    })?,
                 }
             }
             "files" => {
@@ -791,20 +816,39 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn positive(&self, value: &Spanned<i64>, name: &str) -> Result<usize> {
-        usize::try_from(*value.get_ref())
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                self.error(
-                    Some(value.span()),
-                    format!(
-                        "`{name}` must be a positive whole number, not {}",
-                        value.get_ref()
-                    ),
-                    format!("set `{name}` to 1 or more"),
-                )
-            })
+    /// The count `value` holds, if `bounds` contains it.
+    fn count(&self, value: &Spanned<i64>, key: &str, bounds: &Bounds<u64>) -> Result<u64> {
+        self.bounded(value, key, u64::try_from(*value.get_ref()).ok(), bounds)
+    }
+
+    /// `parsed`, the value `value` holds (`None`: too large to hold at all), if `bounds`
+    /// contains it; else an error naming the key, the value and the range.
+    fn bounded<T: Quantity, W: std::fmt::Debug>(
+        &self,
+        value: &Spanned<W>,
+        key: &str,
+        parsed: Option<T>,
+        bounds: &Bounds<T>,
+    ) -> Result<T> {
+        parsed
+            .filter(|parsed| bounds.contains(*parsed))
+            .ok_or_else(|| self.out_of_range(value, key, bounds.to_string()))
+    }
+
+    fn out_of_range<W: std::fmt::Debug>(
+        &self,
+        value: &Spanned<W>,
+        key: &str,
+        range: String,
+    ) -> ManifestError {
+        self.error(
+            Some(value.span()),
+            format!(
+                "`{key}` = {:?} is out of range: it must be {range}",
+                value.get_ref()
+            ),
+            format!("give `{key}` a value {range} (docs/manifest.md lists every key's range)"),
+        )
     }
 
     /// The value the name in `field` stands for among `choices`, if the field is given;
@@ -848,31 +892,48 @@ impl<'a> Resolver<'a> {
         Ok(file)
     }
 
-    fn duration(&self, value: &Spanned<String>, name: &str) -> Result<Duration> {
-        humantime::parse_duration(value.get_ref()).map_err(|error| {
-            self.error(
+    /// The duration `value` holds, if `bounds` contains it.
+    fn duration(
+        &self,
+        value: &Spanned<String>,
+        key: &str,
+        bounds: &Bounds<Duration>,
+    ) -> Result<Duration> {
+        let parsed = self.parse_duration(value, key)?;
+        self.bounded(value, key, parsed, bounds)
+    }
+
+    /// The duration `value` holds; `None` if it is too long (or too precise) for any
+    /// duration, which no range contains.
+    fn parse_duration(&self, value: &Spanned<String>, key: &str) -> Result<Option<Duration>> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(duration) => Ok(Some(duration)),
+            Err(humantime::DurationError::NumberOverflow) => Ok(None),
+            Err(error) => Err(self.error(
                 Some(value.span()),
                 format!(
-                    "`{name}` = \"{}\" is not a duration: {error}",
+                    "`{key}` = \"{}\" is not a duration: {error}",
                     value.get_ref()
                 ),
                 "write a duration such as \"500ms\", \"2s\" or \"1m\"",
-            )
-        })
+            )),
+        }
     }
 
-    fn size(&self, value: &Spanned<String>, name: &str) -> Result<usize> {
-        value
+    /// The size `value` holds, in bytes, if `bounds` contains it.
+    fn size(&self, value: &Spanned<String>, key: &str, bounds: &Bounds<Bytes>) -> Result<usize> {
+        let parsed = value
             .get_ref()
             .parse::<bytesize::ByteSize>()
-            .map(|size| size.as_u64() as usize)
             .map_err(|error| {
                 self.error(
                     Some(value.span()),
-                    format!("`{name}` = \"{}\" is not a size: {error}", value.get_ref()),
+                    format!("`{key}` = \"{}\" is not a size: {error}", value.get_ref()),
                     "write a size such as \"64MiB\" or \"512KiB\"",
                 )
-            })
+            })?;
+        let Bytes(bytes) = self.bounded(value, key, Some(Bytes(parsed.as_u64())), bounds)?;
+        Ok(bytes as usize)
     }
 
     fn error(
@@ -927,5 +988,173 @@ fn list_or_none(items: &[&str]) -> String {
         "none".into()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, LazyLock};
+
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+
+    static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
+        Runtime::new(RuntimeConfig {
+            cache_dir: None,
+            max_instances: 4,
+        })
+        .unwrap()
+    });
+
+    /// A job of one queue source and one print sink, `top` added at the top level and
+    /// `steps` as the steps of one stream.
+    fn job(top: &str, steps: &str) -> String {
+        format!(
+            "name = \"t\"\n{top}\n[[sources]]\nname = \"s\"\nkind = \"queue\"\nbatches = [[1]]\n\
+             [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [{steps}]\n\
+             [[sinks]]\nfrom = \"w\"\nkind = \"print\"\n"
+        )
+    }
+
+    fn check(text: &str) -> Result<JobConfig> {
+        Resolver::new(text, Path::new("job.toml"), &RUNTIME).resolve()
+    }
+
+    fn refused(text: &str) -> String {
+        match check(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_interval_is_bounded_and_whole_milliseconds() {
+        for ok in ["10ms", "24h", "1day"] {
+            let config = check(&job(&format!("batch_interval = \"{ok}\""), "")).unwrap();
+            assert!(bounds::BATCH_INTERVAL.contains(config.batch_interval));
+        }
+        for (value, expected) in [
+            ("9ms", "from 10ms to 24h"),
+            ("24h 1ms", "from 10ms to 24h"),
+            ("584942417 years", "from 10ms to 24h"),
+            ("9223372036854775808ms", "from 10ms to 24h"),
+            ("18446744073709551616ms", "from 10ms to 24h"),
+            ("10500us", "not a whole number of milliseconds"),
+        ] {
+            let error = refused(&job(&format!("batch_interval = \"{value}\""), ""));
+            assert!(error.contains(expected), "{value}: {error}");
+            assert!(error.contains("job.toml:2:18"), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded_on_both_sides() {
+        let interval = "batch_interval = \"1s\"";
+        for (line, ok) in [("partitions = 1", true), ("partitions = 1024", true)] {
+            assert_eq!(check(&job(&format!("{interval}\n{line}"), "")).is_ok(), ok);
+        }
+        for value in [0, -1, 1025, i64::MAX, i64::MIN] {
+            let error = refused(&job(&format!("{interval}\npartitions = {value}"), ""));
+            assert!(
+                error.contains(&format!(
+                    "`partitions` = {value} is out of range: it must be from 1 to 1024"
+                )),
+                "{error}"
+            );
+            assert!(error.contains("job.toml:3:14"), "{error}");
+        }
+        let repartition = |n: i64| {
+            job(
+                interval,
+                &format!("{{ op = \"repartition\", partitions = {n} }}"),
+            )
+        };
+        assert!(check(&repartition(1024)).is_ok());
+        assert!(refused(&repartition(1_000_000_000)).contains("from 1 to 1024"));
+    }
+
+    #[test]
+    fn sizes_are_bounded_and_zero_is_refused() {
+        let limits = |key: &str, value: &str| {
+            job(
+                &format!("batch_interval = \"1s\"\n[limits]\n{key} = \"{value}\""),
+                "",
+            )
+        };
+        let config = check(&limits("memory", "4GiB")).unwrap();
+        assert_eq!(config.limits.memory_bytes, 4 << 30);
+        assert_eq!(
+            check(&limits("memory", "1MiB"))
+                .unwrap()
+                .limits
+                .memory_bytes,
+            1 << 20
+        );
+        for value in ["0B", "1023KiB", "4097MiB", "99999999999999999999GiB"] {
+            let error = refused(&limits("memory", value));
+            assert!(
+                error.contains("`limits.memory`") && error.contains("from 1MiB to 4GiB"),
+                "{error}"
+            );
+        }
+        assert!(check(&limits("output", "64MiB")).is_ok());
+        assert!(refused(&limits("output", "65MiB")).contains("from 1KiB to 64MiB"));
+        assert!(refused(&limits("call_timeout", "1h 1ms")).contains("from 10ms to 1h"));
+        assert!(refused(&limits("memory", "lots")).contains("is not a size"));
+    }
+
+    #[test]
+    fn windows_span_at_most_ten_thousand_batches() {
+        let window = |interval: &str, length: &str, slide: &str| {
+            job(
+                &format!("batch_interval = \"{interval}\""),
+                &format!("{{ op = \"window\", window = \"{length}\", slide = \"{slide}\" }}"),
+            )
+        };
+        assert!(check(&window("10ms", "100s", "100s")).is_ok());
+        assert!(check(&window("24h", "10000d", "24h")).is_ok());
+        let error = refused(&window("10ms", "100s 10ms", "10ms"));
+        assert!(
+            error.contains("`window` = \"100s 10ms\" is out of range: it must be from 1 to 10_000 batch intervals (with this interval, from 10ms to 100s)"),
+            "{error}"
+        );
+        assert!(
+            refused(&window("1s", "584942417 years", "1s"))
+                .contains("from 1 to 10_000 batch intervals")
+        );
+        assert!(refused(&window("1s", "99999999999999999999s", "1s")).contains("out of range"));
+        assert!(refused(&window("1s", "10s", "10001s")).contains("`slide`"));
+        assert!(
+            refused(&window("1s", "1500ms", "1s")).contains("not a multiple of the batch interval")
+        );
+        assert!(
+            refused(&window("10ms", "10ms 1ns", "10ms"))
+                .contains("not a multiple of the batch interval")
+        );
+    }
+
+    #[test]
+    fn state_timeouts_and_print_counts_are_bounded() {
+        let timeout = |value: &str| {
+            job(
+                "batch_interval = \"1s\"\n[checkpoint]\ndir = \"c\"",
+                &format!(
+                    "{{ op = \"map_with_state\", udf = \"x.wasm#f\", timeout = \"{value}\" }}"
+                ),
+            )
+        };
+        // The range is checked before the component is looked for (there is none).
+        assert!(
+            refused(&timeout("367d"))
+                .contains("`timeout` = \"367d\" is out of range: it must be from 10ms to 366d")
+        );
+        let print = |num: i64| {
+            job("batch_interval = \"1s\"", "").replace(
+                "kind = \"print\"",
+                &format!("kind = \"print\"\nnum = {num}"),
+            )
+        };
+        assert!(check(&print(1_000_000)).is_ok());
+        assert!(refused(&print(1_000_001)).contains("from 1 to 1_000_000"));
     }
 }

@@ -106,6 +106,11 @@ impl Intake {
             .extend_from(records);
     }
 
+    /// How many records wait for the next cut.
+    pub fn waiting(&self) -> usize {
+        self.buffer.lock().expect("intake poisoned").len()
+    }
+
     /// Marks the receiver as finished: nothing more will be appended.
     pub fn finish(&self) {
         self.finished.store(true, Ordering::Release);

@@ -10,6 +10,9 @@ use super::Runtime;
 use super::error::CallError;
 use super::instance::{GuestState, Limits, UdfInstance, bindings};
 
+/// The largest component file loaded, in bytes (documented in docs/manifest.md).
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
 /// One function a component exports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportedFunction {
@@ -29,7 +32,7 @@ pub struct LoadedComponent {
 
 impl LoadedComponent {
     pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
-        let wasm = std::fs::read(path)
+        let wasm = crate::files::read_capped(path, MAX_COMPONENT_BYTES)
             .with_context(|| format!("cannot read UDF component {}", path.display()))?;
         let digest = format!("{:x}", Sha256::digest(&wasm));
         let not_a_udf = || {
