@@ -34,6 +34,7 @@ conf = "{conformance}"
 memory = "64MiB"
 call_timeout = "10s"
 output = "64KiB"
+transfer = "128MiB"
 
 [checkpoint]
 dir = "checkpoints"
@@ -225,6 +226,18 @@ fn out_of_range_values_are_refused_by_check_with_key_and_range() {
             "output = \"65MiB\"".into(),
             "`limits.output`",
             "from 1KiB to 64MiB",
+        ),
+        (
+            "transfer = \"128MiB\"",
+            "transfer = \"1023KiB\"".into(),
+            "`limits.transfer`",
+            "from 1MiB to 1GiB",
+        ),
+        (
+            "transfer = \"128MiB\"",
+            "transfer = \"1025MiB\"".into(),
+            "`limits.transfer`",
+            "from 1MiB to 1GiB",
         ),
         (
             "every = 10",
@@ -441,6 +454,7 @@ conf = "{conformance}"
 memory = "4GiB"
 call_timeout = "1h"
 output = "64MiB"
+transfer = "1GiB"
 
 [checkpoint]
 dir = "checkpoints"

@@ -138,6 +138,9 @@ pub const CALL_TIMEOUT: Bounds<Duration> =
 /// alike, so the floor keeps them readable).
 pub const OUTPUT: Bounds<Bytes> = sizes(1 << 10, 64 * MIB);
 
+/// `[limits] transfer`: the most bytes one UDF call may pass from the guest to the host.
+pub const TRANSFER: Bounds<Bytes> = sizes(MIB, 1 << 30);
+
 /// `[checkpoint] every`, in batches: the log keeps every batch since the older of the
 /// two newest checkpoints, and a restart re-runs up to this many.
 pub const CHECKPOINT_EVERY: Bounds<u64> = counts(1, 10_000);
@@ -203,6 +206,7 @@ mod tests {
             ("`[limits] memory`", MEMORY.to_string()),
             ("`[limits] call_timeout`", CALL_TIMEOUT.to_string()),
             ("`[limits] output`", OUTPUT.to_string()),
+            ("`[limits] transfer`", TRANSFER.to_string()),
             ("`[checkpoint] every`", CHECKPOINT_EVERY.to_string()),
             ("`port` (socket source)", PORT.to_string()),
             (

@@ -189,6 +189,12 @@ impl<'a> Resolver<'a> {
                 .map_or(Ok(defaults.output_bytes), |output| {
                     self.size(output, "limits.output", &bounds::OUTPUT)
                 })?,
+            transfer_bytes: spec
+                .transfer
+                .as_ref()
+                .map_or(Ok(defaults.transfer_bytes), |transfer| {
+                    self.size(transfer, "limits.transfer", &bounds::TRANSFER)
+                })?,
         })
     }
 

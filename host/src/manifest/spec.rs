@@ -34,6 +34,7 @@ pub struct LimitsSpec {
     pub memory: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<String>>,
     pub output: Option<Spanned<String>>,
+    pub transfer: Option<Spanned<String>>,
 }
 
 /// `[checkpoint]`: where and how often the job saves what recovery needs.
