@@ -411,7 +411,7 @@ fn run_until(
         .checkpoint
         .as_ref()
         .expect("every case has a checkpoint");
-    let (checkpointer, recovery) = Checkpointer::open(checkpoint, &job, &[])?;
+    let (checkpointer, recovery) = Checkpointer::open(checkpoint, &job, &Default::default())?;
     let receivers = Receivers::start_logged(&config.sources, Some(checkpointer.wal()))?;
     for (cut, logged) in recovery.replay {
         job.process(cut.time_ms, receivers.replay(&cut, logged))?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+use common::run::Run;
 use common::sluice;
 
 fn write_manifest(dir: &Path, text: &str) -> PathBuf {
@@ -410,26 +411,23 @@ fn directory_source_reads_each_file_moved_in_once() {
             dir.path(),
         ),
     );
-    let child = sluice()
-        .args(["run", job.to_str().unwrap(), "--log", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-
+    let mut run = Run::start(&job, &[]);
+    run.wait_for("watching");
     for (name, text) in [("a.txt", "alpha beta\nbeta\n"), ("b.txt", "gamma alpha\n")] {
         let staged = dir.path().join(name);
         std::fs::write(&staged, text).unwrap();
         std::fs::rename(&staged, watched.join(name)).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        run.wait_for(&format!("from {}", watched.join(name).display()));
     }
     let expected = counts(&[("alpha", 2), ("beta", 2), ("gamma", 1)]);
     wait_for(Duration::from_secs(20), "both files counted", || {
         total_counts(&json_outputs(dir.path(), "counts")) == expected
     });
+    // A few more polls of the directory, in which a file read twice would show.
     std::thread::sleep(Duration::from_millis(500));
-    interrupt(child);
+    run.signal("INT");
+    let (status, log) = run.finish();
+    assert!(status.success(), "{log:#?}");
     assert_eq!(
         total_counts(&json_outputs(dir.path(), "counts")),
         expected,
@@ -826,10 +824,10 @@ mod faulty_udfs {
             })
             .unwrap();
             let mut healthy = host
-                .start(host.load(&healthy_path).unwrap(), None, &[])
+                .start(host.load(&healthy_path).unwrap(), None, &Default::default())
                 .unwrap();
             let faulty = host
-                .start(host.load(&faulty_path).unwrap(), None, &[])
+                .start(host.load(&faulty_path).unwrap(), None, &Default::default())
                 .unwrap();
             let error = faulty.finished().await.expect_err("the faulty job fails");
             let mut after = 0;
@@ -963,5 +961,46 @@ fn stdin_source_counts_until_end_of_input() {
     assert_eq!(
         total_counts(&json_outputs(dir.path(), "counts")),
         counts(&[("one", 1), ("two", 2)])
+    );
+}
+
+/// `sluice udf build` and a plain `cargo build` in the UDF workspace use the same flags
+/// (the workspace's own `.cargo/config.toml`), so that neither rebuilds what the other
+/// built.
+#[test]
+fn udf_build_and_plain_cargo_build_share_their_artifacts() {
+    let udfs = common::root().join("udfs");
+    let cargo = |what: &str| {
+        let output = Command::new("cargo")
+            .args(["build", "--release"])
+            .current_dir(&udfs)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{what}: {output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let udf_build = || {
+        let output = sluice()
+            .args(["udf", "build", udfs.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // Whatever is out of date is built once here; from then on nothing is.
+    cargo("the first cargo build");
+    let after_cargo = udf_build();
+    assert!(
+        !after_cargo.contains("Compiling"),
+        "`sluice udf build` after `cargo build` compiled again:\n{after_cargo}"
+    );
+    let after_udf_build = cargo("cargo build after `sluice udf build`");
+    assert!(
+        !after_udf_build.contains("Compiling"),
+        "`cargo build` after `sluice udf build` compiled again:\n{after_udf_build}"
+    );
+    assert!(
+        !after_cargo.contains("enables SIMD"),
+        "the workspace's own configuration turns SIMD on:\n{after_cargo}"
     );
 }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::sluice;
 use serde_json::Value as Json;
-use sluice::checkpoint::{Checkpointer, Cut, Wal};
+use sluice::checkpoint::{Checkpointer, Cut, Recovery, RecoveryOptions};
 use sluice::job::Job;
-use sluice::manifest::FsyncPolicy;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
 
@@ -267,10 +266,13 @@ fn totals_after(last: u64) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Logs batches 1..=4 (see [`words_up_to`]), then one record of batch 5.
-fn write_log(dir: &Path) -> PathBuf {
-    let wal_dir = dir.join("checkpoint/wal");
-    let mut wal = Wal::open(&wal_dir, FsyncPolicy::Batch, 1).unwrap();
+/// Logs batches 1..=4 (see [`words_up_to`]), then one record of batch 5, in the
+/// checkpoint directory of [`logged_job`] (which makes it at its first start).
+fn write_log(dir: &Path, runtime: &Runtime) -> PathBuf {
+    let job = logged_job(dir, runtime, 100);
+    let (checkpointer, _) = open(&job, false).unwrap();
+    let wal = checkpointer.wal();
+    let mut wal = wal.lock().unwrap();
     for number in 1..=4u64 {
         wal.records(0, &words_up_to(number)).unwrap();
         wal.cut(Cut {
@@ -283,14 +285,31 @@ fn write_log(dir: &Path) -> PathBuf {
     let mut late = Batch::new();
     late.push("late").unwrap();
     wal.records(0, &late).unwrap();
-    wal_dir
+    dir.join("checkpoint/wal")
 }
 
-/// Recovers `job`, re-runs what the log holds, and returns the last state table, the
-/// records pending for the next batch, and the recovery notes.
-fn recover(job: &Job) -> (BTreeMap<String, i64>, Vec<String>, Vec<String>) {
+/// Opens the checkpoint directory of `job`, accepting data loss or not.
+fn open(job: &Job, accept_data_loss: bool) -> anyhow::Result<(Checkpointer, Recovery)> {
     let config = job.config().checkpoint.clone().unwrap();
-    let (checkpointer, recovery) = Checkpointer::open(&config, job, &[]).unwrap();
+    let options = RecoveryOptions {
+        accept_data_loss,
+        ..RecoveryOptions::default()
+    };
+    Checkpointer::open(&config, job, &options)
+}
+
+/// What [`recover`] found: the last state table, the records pending for the next batch,
+/// the recovery notes and the batches it accepted to lose.
+struct Recovered {
+    table: BTreeMap<String, i64>,
+    pending: Vec<String>,
+    notes: Vec<String>,
+    lost: Vec<String>,
+}
+
+/// Recovers `job` (accepting data loss or not) and re-runs what the log holds.
+fn recover(job: &Job, accept_data_loss: bool) -> Recovered {
+    let (checkpointer, recovery) = open(job, accept_data_loss).unwrap();
     let mut table = BTreeMap::new();
     for (cut, logged) in recovery.replay {
         job.process(cut.time_ms, logged).unwrap();
@@ -306,14 +325,19 @@ fn recover(job: &Job) -> (BTreeMap<String, i64>, Vec<String>, Vec<String>) {
         .iter()
         .map(|record| sluice_abi::Value::decode(record).unwrap().to_json())
         .collect();
-    (table, pending, recovery.notes)
+    Recovered {
+        table,
+        pending,
+        notes: recovery.notes,
+        lost: recovery.lost.iter().map(ToString::to_string).collect(),
+    }
 }
 
 #[test]
 fn a_torn_wal_tail_keeps_every_record_before_the_tear() {
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let wal_dir = write_log(dir.path());
+    let wal_dir = write_log(dir.path(), &runtime);
     // A crash in the middle of appending a second record of batch 5.
     let segment = wal_dir.join(format!("{:020}.log", 5));
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -321,17 +345,26 @@ fn a_torn_wal_tail_keeps_every_record_before_the_tear() {
     bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 100));
+    let recovered = recover(&logged_job(dir.path(), &runtime, 100), false);
     let expected: BTreeMap<String, i64> = [("w1", 4), ("w2", 3), ("w3", 2), ("w4", 1)]
         .map(|(w, c)| (w.to_owned(), c))
         .into();
-    assert_eq!(table, expected, "every logged batch is re-run once");
-    assert_eq!(pending, ["\"late\""], "the record before the tear is kept");
+    assert_eq!(
+        recovered.table, expected,
+        "every logged batch is re-run once"
+    );
+    assert_eq!(
+        recovered.pending,
+        ["\"late\""],
+        "the record before the tear is kept"
+    );
+    let notes = &recovered.notes;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].contains("torn") && notes[0].contains("skipped 10 bytes"),
         "{notes:?}"
     );
+    assert!(recovered.lost.is_empty(), "a torn write loses nothing");
     assert_eq!(
         std::fs::metadata(&segment).unwrap().len() as usize,
         good,
@@ -339,33 +372,72 @@ fn a_torn_wal_tail_keeps_every_record_before_the_tear() {
     );
 }
 
-#[test]
-fn a_bit_flipped_wal_record_stops_recovery_at_the_last_good_record() {
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let wal_dir = write_log(dir.path());
-    // Flip a bit in the last byte of batch 3's cut (its last frame).
+/// Flips a bit in the last byte of batch 3's cut (its last frame): damage that is not a
+/// torn write, since segments 4 and 5 come after it.
+fn flip_batch_3_cut(wal_dir: &Path) -> PathBuf {
     let segment = wal_dir.join(format!("{:020}.log", 3));
     let mut bytes = std::fs::read(&segment).unwrap();
     *bytes.last_mut().unwrap() ^= 0x04;
     std::fs::write(&segment, &bytes).unwrap();
+    segment
+}
 
-    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 100));
+#[test]
+fn a_bit_flipped_wal_record_is_data_loss_and_refused() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = write_log(dir.path(), &runtime);
+    let segment = flip_batch_3_cut(&wal_dir);
+    let before = std::fs::read(&segment).unwrap();
+
+    let error = match open(&logged_job(dir.path(), &runtime, 100), false) {
+        Ok(_) => panic!("recovery went on with batches 3 to 5 lost"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        error.contains("batches 3 to 5")
+            && error.contains(&segment.display().to_string())
+            && error.contains("checksum")
+            && error.contains("--accept-data-loss"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        before,
+        "nothing is changed"
+    );
+    assert!(!wal_dir.join(format!("{:020}.log.skipped", 4)).exists());
+}
+
+#[test]
+fn a_bit_flipped_wal_record_with_accept_data_loss_stops_recovery_at_the_last_good_record() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = write_log(dir.path(), &runtime);
+    flip_batch_3_cut(&wal_dir);
+
+    let recovered = recover(&logged_job(dir.path(), &runtime, 100), true);
     let expected: BTreeMap<String, i64> = [("w1", 2), ("w2", 1)]
         .map(|(w, c)| (w.to_owned(), c))
         .into();
-    assert_eq!(table, expected, "batches 1 and 2 are re-run");
+    assert_eq!(recovered.table, expected, "batches 1 and 2 are re-run");
     assert_eq!(
-        pending,
+        recovered.pending,
         ["\"w1\"", "\"w2\"", "\"w3\""],
         "batch 3's records, whose cut is lost, go into the next batch"
     );
-    assert!(notes[0].contains("checksum"), "{notes:?}");
+    assert_eq!(recovered.lost.len(), 1, "{:?}", recovered.lost);
     assert!(
-        notes[1..].iter().all(|note| note.contains("not replayed")) && notes.len() == 3,
-        "batches 4 and 5 are set aside, not deleted: {notes:?}"
+        recovered.lost[0].starts_with("batches 3 to 5") && recovered.lost[0].contains("checksum"),
+        "{:?}",
+        recovered.lost
     );
-    assert!(wal_dir.join(format!("{:020}.log.skipped", 4)).exists());
+    for number in [4, 5] {
+        assert!(
+            wal_dir.join(format!("{number:020}.log.skipped")).exists(),
+            "batch {number} is set aside, not deleted"
+        );
+    }
 }
 
 #[test]
@@ -374,8 +446,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let dir = tempfile::tempdir().unwrap();
     {
         let job = logged_job(dir.path(), &runtime, 2);
-        let config = job.config().checkpoint.clone().unwrap();
-        let (checkpointer, _) = Checkpointer::open(&config, &job, &[]).unwrap();
+        let (checkpointer, _) = open(&job, false).unwrap();
         for number in 1..=5u64 {
             let records = words_up_to(number);
             let cut = Cut {
@@ -398,13 +469,14 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     bytes[middle] ^= 0x01;
     std::fs::write(&newest, &bytes).unwrap();
 
-    let (table, pending, notes) = recover(&logged_job(dir.path(), &runtime, 2));
+    let recovered = recover(&logged_job(dir.path(), &runtime, 2), false);
     assert_eq!(
-        table,
+        recovered.table,
         totals_after(5),
         "the checkpoint of batch 2 and batches 3 to 5 from the log give the same totals"
     );
-    assert!(pending.is_empty());
+    assert!(recovered.pending.is_empty() && recovered.lost.is_empty());
+    let notes = &recovered.notes;
     assert!(
         notes[0].contains("is damaged")
             && notes[0].contains("fell back to the previous checkpoint"),
@@ -459,6 +531,15 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
         )
     };
     assert!(shown.contains("job: wordcount"), "{shown}");
+    let instance = std::fs::read(dir.path().join("checkpoint/metadata.json")).unwrap();
+    let instance: Json = serde_json::from_slice(&instance).unwrap();
+    assert!(
+        shown.contains(&format!(
+            "instance: {} (checkpoint format 1",
+            instance["instance"].as_str().unwrap()
+        )),
+        "{shown}"
+    );
     assert!(shown.contains("last completed batch: 12"), "{shown}");
     // State checkpoints every 5 batches: the newest covers batches 1..=10.
     let first_ten: String = input.lines().take(10).collect::<Vec<_>>().join("\n");

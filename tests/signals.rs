@@ -5,13 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::sluice;
+use common::run::{Run, message_of};
 use serde_json::Value as Json;
 
 /// Lines of the input: 40 lines, one per batch, each taking 50 ms in `faulty#linger`:
@@ -95,84 +92,6 @@ fn expected_counts() -> BTreeMap<String, i64> {
         *counts.entry(word.to_owned()).or_insert(0) += 1;
     }
     counts
-}
-
-/// A running `sluice run --log json`, its log lines arriving on a channel.
-struct Run {
-    child: Child,
-    lines: mpsc::Receiver<Json>,
-    log: Vec<Json>,
-}
-
-impl Run {
-    fn start(manifest: &Path, args: &[&str]) -> Self {
-        let mut child = sluice()
-            .current_dir(manifest.parent().unwrap())
-            .arg("run")
-            .arg(manifest)
-            .args(["--log", "json"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let parsed =
-                    serde_json::from_str(&line).unwrap_or_else(|_| Json::String(line.clone()));
-                if sender.send(parsed).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    /// Waits for the next log line whose message contains `message`.
-    fn wait_for(&mut self, message: &str) -> Json {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "no log line {message:?} within 60 s; the log so far: {:#?}",
-                    self.log
-                )
-            });
-            self.log.push(line.clone());
-            if message_of(&line).contains(message) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    /// Waits for the process to end, with every log line it wrote.
-    fn finish(mut self) -> (ExitStatus, Vec<Json>) {
-        let status = self.child.wait().unwrap();
-        self.log.extend(self.lines.iter());
-        (status, self.log)
-    }
-}
-
-fn message_of(line: &Json) -> String {
-    match line {
-        Json::String(text) => text.clone(),
-        line => line["fields"]["message"].as_str().unwrap_or("").to_owned(),
-    }
 }
 
 fn batch_reports(log: &[Json]) -> Vec<&Json> {

@@ -66,8 +66,12 @@ fn checkpoint_and_restart(runtime: &Runtime) {
         r#"{ op = "map", udf = "wc#with_one" }, { op = "map_with_state", udf = "wc#count_each" }"#;
     let config = config(runtime, dir.path(), 1, steps);
     let job = Job::build(config.clone(), runtime).unwrap();
-    let (checkpointer, _) =
-        Checkpointer::open(config.checkpoint.as_ref().unwrap(), &job, &[]).unwrap();
+    let (checkpointer, _) = Checkpointer::open(
+        config.checkpoint.as_ref().unwrap(),
+        &job,
+        &Default::default(),
+    )
+    .unwrap();
     step(&job, &checkpointer, 1, words(0..KEYS));
     let mut took = Vec::new();
     for number in 2..2 + TIMED_CHECKPOINTS as u64 {
@@ -93,7 +97,12 @@ fn checkpoint_and_restart(runtime: &Runtime) {
     let started = Instant::now();
     let job = Job::build(config.clone(), runtime).unwrap();
     let built = started.elapsed();
-    let (_, recovery) = Checkpointer::open(config.checkpoint.as_ref().unwrap(), &job, &[]).unwrap();
+    let (_, recovery) = Checkpointer::open(
+        config.checkpoint.as_ref().unwrap(),
+        &job,
+        &Default::default(),
+    )
+    .unwrap();
     let total = started.elapsed();
     let restored = job.stateful_steps()[0].state.entries();
     assert_eq!(restored, KEYS);
@@ -130,9 +139,13 @@ fn word_count_with_and_without_checkpoints(runtime: &Runtime) {
         let config = config(runtime, dir.path(), 10, steps);
         let job = Job::build(config.clone(), runtime).unwrap();
         let checkpointer = checkpoints.then(|| {
-            Checkpointer::open(config.checkpoint.as_ref().unwrap(), &job, &[])
-                .unwrap()
-                .0
+            Checkpointer::open(
+                config.checkpoint.as_ref().unwrap(),
+                &job,
+                &Default::default(),
+            )
+            .unwrap()
+            .0
         });
         let started = Instant::now();
         for (number, batch) in (1..).zip(&input) {

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, BatchReport, Checkpointing, RunOptions, RunSummary};
-use crate::checkpoint::Checkpointer;
+use crate::checkpoint::{Checkpointer, Loss, RecoveryOptions};
 use crate::job::Job;
 use crate::manifest;
 use crate::receivers::Receivers;
@@ -28,6 +28,8 @@ pub struct JobHandle {
     pub name: String,
     /// One report per computed batch.
     pub reports: mpsc::UnboundedReceiver<BatchReport>,
+    /// Batches its recovery went on without ([`RecoveryOptions::accept_data_loss`]).
+    pub lost: Vec<Loss>,
     stop: CancellationToken,
     task: JoinHandle<Result<RunSummary>>,
 }
@@ -64,18 +66,17 @@ impl Host {
     }
 
     /// Starts `job`: its receivers and its batch loop, on the current tokio runtime.
-    /// A job with a checkpoint directory first recovers from it (steps named in
-    /// `fresh_state` start empty rather than from their checkpointed state).
+    /// A job with a checkpoint directory first recovers from it, as `recovery` allows.
     pub fn start(
         &self,
         job: Job,
         max_batches: Option<u64>,
-        fresh_state: &[String],
+        recovery: &RecoveryOptions,
     ) -> Result<JobHandle> {
         let name = job.config().name.clone();
         let checkpointing = match &job.config().checkpoint {
             Some(config) => {
-                let (checkpointer, recovery) = Checkpointer::open(config, &job, fresh_state)
+                let (checkpointer, recovery) = Checkpointer::open(config, &job, recovery)
                     .with_context(|| {
                         format!("job `{name}` cannot recover from {}", config.dir.display())
                     })?;
@@ -87,6 +88,11 @@ impl Host {
             }
             None => None,
         };
+        let lost = checkpointing
+            .as_ref()
+            .map_or_else(Vec::new, |checkpointing| {
+                checkpointing.recovery.lost.clone()
+            });
         let wal = checkpointing
             .as_ref()
             .map(|checkpointing| checkpointing.checkpointer.wal());
@@ -109,6 +115,7 @@ impl Host {
         Ok(JobHandle {
             name,
             reports,
+            lost,
             stop,
             task,
         })
@@ -116,8 +123,18 @@ impl Host {
 }
 
 fn log_recovery(job: &str, recovery: &crate::checkpoint::Recovery) {
+    if let Some(instance) = recovery.made_instance {
+        tracing::info!(
+            job,
+            %instance,
+            "first start in this checkpoint directory"
+        );
+    }
     for note in &recovery.notes {
         tracing::warn!(job, "{note}");
+    }
+    for loss in &recovery.lost {
+        tracing::error!(job, "data lost (--accept-data-loss): {loss}");
     }
     if let Some((number, time_ms)) = recovery.restored {
         tracing::info!(

@@ -24,6 +24,9 @@ pub struct Damage {
     pub skipped: usize,
     /// What was wrong with it.
     pub reason: &'static str,
+    /// Whether the damage is confined to the last frame: nothing after the bad frame's
+    /// start can be read as another frame (what a write torn by a crash leaves).
+    pub last_frame: bool,
 }
 
 /// The payloads of the good frames at the start of `bytes`, and what stopped the reading
@@ -32,26 +35,34 @@ pub fn read(bytes: &[u8]) -> (Vec<&[u8]>, Option<Damage>) {
     let mut frames = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let damage = |reason| Damage {
+        let damage = |reason, last_frame| Damage {
             offset,
             skipped: bytes.len() - offset,
             reason,
+            last_frame,
         };
         let Some(header) = bytes.get(offset..offset + HEADER) else {
             return (
                 frames,
-                Some(damage("a frame header is cut short (torn write)")),
+                Some(damage("a frame header is cut short (torn write)", true)),
             );
         };
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + len) else {
-            return (frames, Some(damage("a frame is cut short (torn write)")));
-        };
-        if crc32fast::hash(payload) != crc {
             return (
                 frames,
-                Some(damage("a frame's checksum does not match (corrupt)")),
+                Some(damage("a frame is cut short (torn write)", true)),
+            );
+        };
+        if crc32fast::hash(payload) != crc {
+            let last_frame = offset + HEADER + len == bytes.len();
+            return (
+                frames,
+                Some(damage(
+                    "a frame's checksum does not match (corrupt)",
+                    last_frame,
+                )),
             );
         }
         frames.push(payload);
@@ -84,6 +95,7 @@ mod tests {
             assert_eq!(frames, [b"one"]);
             let damage = damage.expect("the tail is damaged");
             assert_eq!((damage.offset, damage.skipped), (11, cut - 11));
+            assert!(damage.last_frame);
         }
     }
 
@@ -93,6 +105,14 @@ mod tests {
         bytes[11 + 8] ^= 0x10;
         let (frames, damage) = read(&bytes);
         assert_eq!(frames, [b"one"]);
-        assert!(damage.unwrap().reason.contains("checksum"));
+        let damage = damage.unwrap();
+        assert!(damage.reason.contains("checksum") && !damage.last_frame);
+        *bytes.last_mut().unwrap() ^= 0x10;
+        bytes[11 + 8] ^= 0x10;
+        let (_, damage) = read(&bytes);
+        assert!(
+            damage.unwrap().last_frame,
+            "the damage is in the last frame only"
+        );
     }
 }

@@ -1,23 +1,65 @@
 //! Checkpoints and the write-ahead log: what lets a job resume after a crash with nothing
-//! received lost and nothing counted twice.
+//! received lost and nothing counted twice, and that refuses to resume rather than give a
+//! wrong result.
 //!
 //! A checkpoint directory holds:
+//! - `instance`: the [instance id](instance), made at the job's first start in the
+//!   directory (one with neither `wal/` nor `state/`);
 //! - `wal/`: the [write-ahead log](wal), one segment per batch: the records of sources
 //!   that cannot replay them, then where the batch was cut;
 //! - `state/`: [state checkpoints](snapshot) every `every` batches: each stateful
 //!   operator's state, the batch it covers, where replayable sources resume;
 //! - `metadata.json`: the manifest, the components' digests and the last completed batch,
-//!   rewritten after every batch (for people and `sluice checkpoint inspect`).
+//!   rewritten after every batch (for people and `sluice checkpoint inspect` only:
+//!   recovery never reads it);
+//! - `lock`: held by the [run](lock) that uses the directory.
 //!
-//! Recovery restores the newest good state checkpoint, then re-runs every batch cut after
-//! it from the log, in order, with the same records. Outputs of a re-run batch replace
-//! the first run's (files are named by batch time and written by rename).
+//! # Format
+//!
+//! Every file is made of frames (length, CRC-32, bytes: see [`frame`]). The first frame of
+//! the instance file, of every segment and of every checkpoint starts with a [format
+//! header](format): its kind, the format version ([`format::FORMAT`]) and the release
+//! that wrote it, so that a later release can read it or refuse it naming both. Then each
+//! says what it is: the instance id; a segment its batch number and the digest
+//! (SHA-256) of the segment before it; a checkpoint the batch it covers, the digest of the
+//! checkpoint before it and the digest of the segment of its batch. The files of a
+//! directory are thus one hash chain: each checkpoint hands on to the segment after it,
+//! each segment to the next. Segments a checkpoint covers are deleted once the two kept
+//! checkpoints cover them, so the chain is checked from the checkpoint recovery starts
+//! from: the log before it is not needed.
+//!
+//! # Recovery
+//!
+//! Recovery restores the newest usable state checkpoint, then re-runs every batch cut
+//! after it from the log, in order, with the same records. Outputs of a re-run batch
+//! replace the first run's (files are named by batch time and written by rename). First,
+//! temporary files (`*.tmp`) left by an interrupted write are removed. Then:
+//! - a file of another instance (another job, or another run of this one), a segment or
+//!   checkpoint whose contents do not match its name, or a segment that does not continue
+//!   its predecessor, is refused, naming the file and what is wrong: it is never used;
+//! - a torn write, damage confined to the last frame of the newest segment, is cut back
+//!   to the records before it and reported: nothing cut is lost;
+//! - a damaged newest checkpoint is set aside and the one before it used, with the log
+//!   after it: nothing is lost either;
+//! - anything else that would leave batches out (damage in any other frame, a missing
+//!   segment, no usable checkpoint for batches the log no longer holds) is a [`Loss`]:
+//!   recovery stops, saying which batches and why, unless
+//!   [`accept_data_loss`](RecoveryOptions::accept_data_loss) lets it go on without them
+//!   (the losses are then in [`Recovery::lost`]).
+//!
+//! Restoring a whole older copy of the directory is accepted: its files are one chain,
+//! and the job resumes from that copy (it rewinds). Mixing files of different copies is
+//! refused where the chain breaks.
 
 pub mod codec;
+pub mod format;
 pub mod frame;
+pub mod instance;
+pub mod lock;
 pub mod snapshot;
 pub mod wal;
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,18 +70,56 @@ use sluice_abi::Batch;
 
 use crate::job::Job;
 use crate::manifest::CheckpointConfig;
+use format::{Digest, InstanceId};
+pub use lock::DirLock;
 pub use snapshot::{SavedOperator, Snapshot};
 pub use wal::{Cut, Wal};
 
 /// The checkpointing side of a running job.
 pub struct Checkpointer {
     config: CheckpointConfig,
+    instance: InstanceId,
     wal: Arc<Mutex<Wal>>,
+    /// The digest of the newest checkpoint written or restored: the next one names it.
+    previous: Mutex<Digest>,
+}
+
+/// What recovery may do.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryOptions {
+    /// Stateful steps (`stream/step`) that start empty rather than from their
+    /// checkpointed state (`--fresh-state`).
+    pub fresh_state: Vec<String>,
+    /// Go on when recovery would lose batches (`--accept-data-loss`), rather than refuse.
+    pub accept_data_loss: bool,
+}
+
+/// Batches recovery cannot re-run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// The first batch lost.
+    pub first: u64,
+    /// The last batch lost.
+    pub last: u64,
+    /// Why, naming the files.
+    pub why: String,
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "batch {}: {}", self.first, self.why)
+        } else {
+            write!(f, "batches {} to {}: {}", self.first, self.last, self.why)
+        }
+    }
 }
 
 /// What recovery found and must still do.
 #[derive(Debug, Default)]
 pub struct Recovery {
+    /// The directory's instance id, if it was made at this start (a first start).
+    pub made_instance: Option<InstanceId>,
     /// The state checkpoint restored, as (batch number, batch time).
     pub restored: Option<(u64, i64)>,
     /// Batches cut after it, to re-run in order: each cut with its logged records.
@@ -50,8 +130,10 @@ pub struct Recovery {
     pub positions: Vec<Option<u64>>,
     /// The number of the first batch to cut.
     pub next_number: u64,
-    /// What was damaged or changed, for the log.
+    /// What was damaged, repaired or changed, for the log.
     pub notes: Vec<String>,
+    /// Batches lost, accepted by [`RecoveryOptions::accept_data_loss`].
+    pub lost: Vec<Loss>,
     /// How long restoring the state took.
     pub restore_time: Duration,
 }
@@ -67,47 +149,95 @@ pub struct Written {
     pub took: Duration,
 }
 
+/// The checkpoint recovery starts from, and the newer ones it could not use.
+struct Base {
+    /// The newest usable checkpoint, its file and its file's digest.
+    restored: Option<(Snapshot, PathBuf, Digest)>,
+    /// Newer checkpoints that are damaged: (batch, file, why).
+    damaged: Vec<(u64, PathBuf, String)>,
+}
+
 impl Checkpointer {
-    /// Opens `config.dir` for `job`: restores the newest good state checkpoint into the
-    /// job (steps named in `fresh` start empty instead), reads what the log holds after
-    /// it, and opens the log for the batches to come.
+    /// Opens `config.dir` for `job`: removes stale temporary files, checks the instance,
+    /// restores the newest usable state checkpoint into the job (steps named in
+    /// `options.fresh_state` start empty instead), reads what the log holds after it, and
+    /// opens the log for the batches to come. The [module docs](self) say what is refused
+    /// and what is lost.
     ///
     /// A checkpoint from another job, or one whose state a step of this job cannot take
     /// (a stateful step removed, or of another kind), is refused with what changed,
-    /// unless `fresh` names the step.
+    /// unless `fresh_state` names the step.
     pub fn open(
         config: &CheckpointConfig,
         job: &Job,
-        fresh: &[String],
+        options: &RecoveryOptions,
     ) -> Result<(Self, Recovery)> {
         let dir = &config.dir;
         fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the checkpoint directory {}", dir.display()))?;
+        let mut notes = remove_stale_temporaries(dir)?;
+        let (instance, made) = instance::open(dir)?;
         let sources = job.config().sources.len();
         let started = Instant::now();
-        let (snapshot, mut notes) = snapshot::newest(&state_dir(dir))?;
+        let base = find_base(dir, instance)?;
+        let (after, previous, continues) = match &base.restored {
+            Some((snapshot, path, _)) => (
+                snapshot.number,
+                snapshot.log,
+                format!("state checkpoint {}", path.display()),
+            ),
+            None => (0, format::NO_DIGEST, "the start of the log".to_owned()),
+        };
+        let logged = wal::read(
+            &wal_dir(dir),
+            after,
+            sources,
+            instance,
+            (previous, &continues),
+        )?;
+        if !logged.refused.is_empty() {
+            bail!(
+                "{}. Such files are never replayed: move them out of {} if they do not belong there, then run again ({})",
+                logged.refused.join("; "),
+                dir.display(),
+                checked_against(dir, instance)
+            );
+        }
+        let lost = losses(&base, after, &logged);
+        if !lost.is_empty() && !options.accept_data_loss {
+            let lost: Vec<String> = lost.iter().map(Loss::to_string).collect();
+            bail!(
+                "recovery would lose data, so the job was not started: {} would be lost. Nothing in {} was changed. Restore the damaged or missing files if you have them, or run again with --accept-data-loss to go on without those batches",
+                lost.join("; "),
+                dir.display()
+            );
+        }
+        // Going on: from here the directory is changed.
+        for (_, path, why) in &base.damaged {
+            let aside = path.with_extension("ckpt.damaged");
+            fs::rename(path, &aside)
+                .with_context(|| format!("cannot set aside {}", path.display()))?;
+            notes.push(format!(
+                "{why}; fell back to the previous checkpoint (kept the damaged one as {})",
+                aside.display()
+            ));
+        }
+        logged.repair()?;
+        notes.extend(logged.notes.iter().cloned());
         let mut recovery = Recovery {
+            made_instance: made.then_some(instance),
             positions: vec![None; sources],
             ..Recovery::default()
         };
-        if let Some(snapshot) = snapshot {
-            restore(job, &snapshot, fresh, &mut notes)?;
+        let mut checkpoint_digest = format::NO_DIGEST;
+        if let Some((snapshot, _, digest)) = &base.restored {
+            restore(job, snapshot, &options.fresh_state, &mut notes)?;
             recovery.restored = Some((snapshot.number, snapshot.time_ms));
             recovery.positions = snapshot.positions.clone();
             recovery.positions.resize(sources, None);
+            checkpoint_digest = *digest;
         }
         recovery.restore_time = started.elapsed();
-        let after = recovery.restored.map_or(0, |(number, _)| number);
-        let logged = wal::read(&wal_dir(dir), after, sources)?;
-        notes.extend(logged.damage);
-        if let Some((first, _)) = logged.batches.first()
-            && first.number != after + 1
-        {
-            notes.push(format!(
-                "the log starts at batch {} but the state covers batches up to {after}: the batches in between are lost",
-                first.number
-            ));
-        }
         if let Some((last, _)) = logged.batches.last() {
             recovery.positions = last
                 .positions
@@ -116,22 +246,39 @@ impl Checkpointer {
                 .collect();
             recovery.positions.resize(sources, None);
         }
-        recovery.next_number = logged.batches.last().map_or(after, |(cut, _)| cut.number) + 1;
-        // Re-run batches keep their numbers (windows slide on them), even after a gap.
+        recovery.next_number = match logged.batches.last() {
+            Some((cut, _)) => cut.number + 1,
+            None => logged.first.unwrap_or(after + 1),
+        };
+        // Re-run batches keep their numbers (windows slide on them), even after a loss.
         job.resume_after(
             logged
                 .batches
                 .first()
-                .map_or(after, |(cut, _)| cut.number - 1),
+                .map_or(recovery.next_number, |(cut, _)| cut.number)
+                - 1,
         );
+        let before_next = recovery.next_number - 1;
+        let chain = wal::Chain {
+            instance,
+            previous: match logged.digests.get(&before_next) {
+                Some(digest) => *digest,
+                None if before_next == after => previous,
+                None => format::NO_DIGEST,
+            },
+            finished: logged.digests,
+        };
         recovery.replay = logged.batches;
         recovery.pending = logged.pending;
         recovery.notes = notes;
-        let wal = Wal::open(&wal_dir(dir), config.fsync, recovery.next_number)?;
+        recovery.lost = lost;
+        let wal = Wal::open(&wal_dir(dir), config.fsync, recovery.next_number, chain)?;
         Ok((
             Self {
                 config: config.clone(),
+                instance,
                 wal: Arc::new(Mutex::new(wal)),
+                previous: Mutex::new(checkpoint_digest),
             },
             recovery,
         ))
@@ -151,15 +298,30 @@ impl Checkpointer {
             .iter()
             .map(|position| position.map(|p| p + 1))
             .collect();
-        write_metadata(&self.config.dir, job, cut)?;
+        write_metadata(&self.config.dir, self.instance, job, cut)?;
         if !cut.number.is_multiple_of(self.config.every) {
             return Ok(None);
         }
         let started = Instant::now();
+        let log = self
+            .wal
+            .lock()
+            .expect("log poisoned")
+            .digest_of(cut.number)
+            .with_context(|| {
+                format!(
+                    "the write-ahead log holds no finished segment for batch {}, which the checkpoint must name",
+                    cut.number
+                )
+            })?;
+        let mut previous = self.previous.lock().expect("checkpoint digest poisoned");
         let snapshot = Snapshot {
+            instance: self.instance,
             job: job.config().name.clone(),
             number: cut.number,
             time_ms: cut.time_ms,
+            previous: *previous,
+            log,
             positions,
             operators: job
                 .stateful_steps()
@@ -174,7 +336,8 @@ impl Checkpointer {
                 .collect(),
         };
         let state_dir = state_dir(&self.config.dir);
-        let (_, bytes) = snapshot::write(&state_dir, &snapshot)?;
+        let saved = snapshot::write(&state_dir, &snapshot)?;
+        *previous = saved.digest;
         let oldest_kept = snapshot::list(&state_dir)?
             .last()
             .map_or(cut.number, |(number, _)| *number);
@@ -184,13 +347,117 @@ impl Checkpointer {
             .forget_up_to(oldest_kept)?;
         Ok(Some(Written {
             number: cut.number,
-            bytes,
+            bytes: saved.bytes,
             took: started.elapsed(),
         }))
     }
 }
 
-/// The files `<number><suffix>` in `dir` (none if it does not exist), by number.
+/// Finds the newest usable checkpoint in `dir`: a damaged one is passed over for the one
+/// before it, one that does not belong is refused.
+fn find_base(dir: &Path, instance: InstanceId) -> Result<Base> {
+    let mut base = Base {
+        restored: None,
+        damaged: Vec::new(),
+    };
+    for (number, path) in snapshot::list(&state_dir(dir))? {
+        match snapshot::read(&path, instance) {
+            Ok((snapshot, digest)) => {
+                base.restored = Some((snapshot, path, digest));
+                break;
+            }
+            Err(snapshot::Unusable::Damaged(why)) => base.damaged.push((number, path, why)),
+            Err(snapshot::Unusable::Refused(why)) => bail!(
+                "{why}. It is never used: move it out of {} if it does not belong there, then run again ({})",
+                dir.display(),
+                checked_against(dir, instance)
+            ),
+        }
+    }
+    Ok(base)
+}
+
+/// Where the instance files are checked against comes from: if that file is the one
+/// from elsewhere, every other file looks foreign.
+fn checked_against(dir: &Path, instance: InstanceId) -> String {
+    format!(
+        "files are checked against instance {instance}, from {}",
+        instance::path(dir).display()
+    )
+}
+
+/// The batches that recovery from `base` (covering batches up to `after`) with what the
+/// log holds cannot re-run.
+fn losses(base: &Base, after: u64, logged: &wal::Logged) -> Vec<Loss> {
+    let damaged = || {
+        base.damaged
+            .iter()
+            .map(|(_, _, why)| why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let starts_from = match &base.restored {
+        Some((_, path, _)) if base.damaged.is_empty() => {
+            format!("the log after state checkpoint {}", path.display())
+        }
+        Some((_, path, _)) => format!(
+            "the newer checkpoint is unusable ({}), and the log after state checkpoint {}",
+            damaged(),
+            path.display()
+        ),
+        None if base.damaged.is_empty() => "there is no state checkpoint, and the log".to_owned(),
+        None => format!("no state checkpoint is usable ({}), and the log", damaged()),
+    };
+    let mut lost = Vec::new();
+    if let Some(first) = logged.first.filter(|first| *first > after + 1) {
+        lost.push(Loss {
+            first: after + 1,
+            last: first - 1,
+            why: format!("{starts_from} starts at batch {first}"),
+        });
+    }
+    lost.extend(logged.lost.clone());
+    // A damaged checkpoint covered batches that the log must still hold.
+    let covered = base.damaged.iter().map(|(number, _, _)| *number).max();
+    let reached = logged.batches.last().map_or(after, |(cut, _)| cut.number);
+    if let Some(covered) = covered
+        && covered > reached
+        && lost.is_empty()
+    {
+        lost.push(Loss {
+            first: reached + 1,
+            last: covered,
+            why: format!("{starts_from} ends at batch {reached}"),
+        });
+    }
+    lost
+}
+
+/// Removes the temporary files (`*.tmp`) an interrupted write left in `dir` (a crash, or
+/// a full disk, while writing a checkpoint or the metadata); says which.
+fn remove_stale_temporaries(dir: &Path) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for dir in [dir.to_owned(), state_dir(dir), wal_dir(dir)] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "tmp") && path.is_file() {
+                fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove the stale {}", path.display()))?;
+                notes.push(format!(
+                    "removed {}, left by a write that was interrupted (a crash or a full disk)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// The files `<number><suffix>` in `dir` (none if it does not exist), by number; only
+/// names as Sluice writes them (20 digits) count, others are not its files.
 fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
     if !dir.exists() {
         return Ok(Vec::new());
@@ -202,6 +469,7 @@ fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
             .file_name()
             .and_then(|name| name.to_str())
             .and_then(|name| name.strip_suffix(suffix))
+            .filter(|number| number.len() == 20 && number.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|number| number.parse().ok());
         if let Some(number) = number {
             found.push((number, path));
@@ -210,6 +478,9 @@ fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
     found.sort();
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests;
 
 fn state_dir(dir: &Path) -> PathBuf {
     dir.join("state")
@@ -296,7 +567,7 @@ fn restore(
 
 /// The metadata file: what a person (or `sluice checkpoint inspect`) wants to know
 /// without decoding a checkpoint.
-fn write_metadata(dir: &Path, job: &Job, cut: &Cut) -> Result<()> {
+fn write_metadata(dir: &Path, instance: InstanceId, job: &Job, cut: &Cut) -> Result<()> {
     let components: serde_json::Map<String, serde_json::Value> = job
         .udf_digests()
         .into_iter()
@@ -304,6 +575,8 @@ fn write_metadata(dir: &Path, job: &Job, cut: &Cut) -> Result<()> {
         .collect();
     let metadata = serde_json::json!({
         "job": job.config().name,
+        "instance": instance.to_string(),
+        "format": format::FORMAT,
         "manifest": job.config().manifest,
         "components": components,
         "last_completed_batch": { "number": cut.number, "time_ms": cut.time_ms },

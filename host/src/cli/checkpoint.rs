@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use bytesize::ByteSize;
-use sluice::checkpoint::snapshot;
+use sluice::checkpoint::format::{self, InstanceId};
+use sluice::checkpoint::{instance, snapshot};
 
 pub fn inspect(dir: &Path) -> Result<ExitCode> {
     if !dir.is_dir() {
@@ -31,14 +32,28 @@ pub fn inspect(dir: &Path) -> Result<ExitCode> {
     } else {
         println!("no readable metadata.json (the job has not completed a batch yet?)");
     }
+    let instance = match instance::read(&instance::path(dir)) {
+        Ok(id) => {
+            println!(
+                "instance: {id} (checkpoint format {}, read by Sluice {})",
+                format::FORMAT,
+                format::RELEASE
+            );
+            id
+        }
+        Err(error) => {
+            println!("instance: {error:#}");
+            InstanceId([0; 16])
+        }
+    };
     let checkpoints = snapshot::list(&dir.join("state"))?;
     if checkpoints.is_empty() {
         println!("state checkpoints: none");
     }
     for (index, (number, path)) in checkpoints.iter().enumerate() {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        match snapshot::read(path) {
-            Ok(snapshot) => {
+        match snapshot::read(path, instance) {
+            Ok((snapshot, _)) => {
                 println!(
                     "state checkpoint after batch {number} (time {} ms), {}{}:",
                     snapshot.time_ms,
@@ -58,7 +73,7 @@ pub fn inspect(dir: &Path) -> Result<ExitCode> {
                     }
                 }
             }
-            Err(error) => println!("state checkpoint after batch {number}: {error:#}"),
+            Err(error) => println!("state checkpoint after batch {number}: {error}"),
         }
     }
     let (mut segments, mut bytes) = (0, 0);

@@ -36,6 +36,11 @@ enum Command {
         /// instead of its checkpointed state: for a redeploy that changed or removed it.
         #[arg(long, value_name = "STEP")]
         fresh_state: Vec<String>,
+        /// Go on when recovering from the checkpoint directory would lose batches (a
+        /// damaged or missing log segment, no usable state checkpoint): without it the run
+        /// refuses to start, saying which batches and why. The run then exits with code 3.
+        #[arg(long)]
+        accept_data_loss: bool,
         /// How to report progress: a live status line on a terminal, else log lines.
         #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
         log: LogFormat,
@@ -96,6 +101,9 @@ pub enum LogFormat {
 /// Exit code for a job or manifest that cannot run.
 const INVALID: u8 = 2;
 
+/// Exit code for a run that went on after recovery lost batches (`--accept-data-loss`).
+const DATA_LOST: u8 = 3;
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = match &cli.command {
@@ -108,8 +116,17 @@ pub fn main() -> ExitCode {
             manifest,
             batches,
             fresh_state,
+            accept_data_loss,
             log,
-        } => run::run(&manifest, batches, &fresh_state, log),
+        } => run::run(
+            &manifest,
+            batches,
+            &sluice::checkpoint::RecoveryOptions {
+                fresh_state,
+                accept_data_loss,
+            },
+            log,
+        ),
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },
         } => checkpoint::inspect(&dir),

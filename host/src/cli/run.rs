@@ -5,16 +5,17 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use sluice::batcher::StopReason;
+use sluice::checkpoint::RecoveryOptions;
 use sluice::host::Host;
 use sluice::runtime::RuntimeConfig;
 
-use super::LogFormat;
 use super::status::Status;
+use super::{DATA_LOST, LogFormat};
 
 pub fn run(
     manifest: &Path,
     batches: Option<u64>,
-    fresh_state: &[String],
+    recovery: &RecoveryOptions,
     log: LogFormat,
 ) -> Result<ExitCode> {
     let tokio = tokio::runtime::Runtime::new()?;
@@ -22,7 +23,8 @@ pub fn run(
         let host = Host::new(RuntimeConfig::default())?;
         let job = host.load(manifest)?;
         let name = job.config().name.clone();
-        let mut handle = host.start(job, batches, fresh_state)?;
+        let mut handle = host.start(job, batches, recovery)?;
+        let lost = std::mem::take(&mut handle.lost);
         let mut status = Status::new(log);
         tracing::info!(
             job = name,
@@ -49,7 +51,20 @@ pub fn run(
             StopReason::BatchLimit => "the batch limit was reached",
             StopReason::Stopped => "it was stopped",
         };
-        tracing::info!(job = name, batches = summary.batches, "finished: {why}");
+        tracing::info!(
+            job = name,
+            batches = summary.batches,
+            data_lost = !lost.is_empty(),
+            "finished: {why}{}",
+            if lost.is_empty() {
+                ""
+            } else {
+                "; DATA WAS LOST at recovery (--accept-data-loss)"
+            }
+        );
+        if !lost.is_empty() {
+            return Ok(ExitCode::from(DATA_LOST));
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -16,6 +16,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// convention for files still being written) are ignored: move finished files in.
 pub async fn receive(source: String, dir: PathBuf, intake: Arc<Intake>) {
     let mut seen: HashSet<PathBuf> = list(&source, &dir).into_iter().collect();
+    tracing::info!(
+        source,
+        "watching {} for new files ({} already there are not read)",
+        dir.display(),
+        seen.len()
+    );
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
         let mut new_files: Vec<PathBuf> = list(&source, &dir)
