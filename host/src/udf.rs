@@ -439,10 +439,10 @@ fn chain_owes(kinds: impl Iterator<Item = Kind>) -> Option<fn(usize) -> Owed> {
     Some(if filters {
         |n| Owed {
             at_most: true,
-            ..Owed::exactly(n, "records", "records", PER_GROUP)
+            ..Owed::exactly(n, "records", "input records", PER_GROUP)
         }
     } else {
-        |n| Owed::exactly(n, "records", "records", PER_RECORD)
+        |n| Owed::exactly(n, "records", "input records", PER_RECORD)
     })
 }
 

@@ -68,7 +68,10 @@ impl ComponentCache {
     }
 }
 
-/// One cached artifact and the seal that vouches for it.
+/// One cached artifact and the seal that vouches for it: the artifact's SHA-256 and the
+/// key it was stored under (the component's digest and the engine's hash), so that an
+/// intact artifact of another component, copied or renamed with its seal, is not taken
+/// for this one.
 struct Artifact {
     path: PathBuf,
     seal: PathBuf,
@@ -80,6 +83,12 @@ impl Artifact {
         Self { path, seal }
     }
 
+    /// What the seal of an artifact of these bytes, stored here, says.
+    fn sealed(&self, bytes: &[u8]) -> String {
+        let key = self.path.file_stem().unwrap_or_default().to_string_lossy();
+        format!("{} {key}", hex(&Sha256::digest(bytes)))
+    }
+
     /// The cached component, `None` if there is none, an error if it is not intact.
     fn load(&self, engine: &Engine) -> Result<Option<Component>> {
         let bytes = match fs::read(&self.path) {
@@ -87,12 +96,12 @@ impl Artifact {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).context("cannot read it"),
         };
-        let sealed = self.read_seal()?;
-        let actual = hex(&Sha256::digest(&bytes));
+        let recorded = self.read_seal()?;
+        let actual = self.sealed(&bytes);
         ensure!(
-            sealed == actual,
-            "its SHA-256 is {actual}, not the {sealed} the host recorded when it wrote it: \
-             it was damaged or replaced"
+            recorded == actual,
+            "its SHA-256 and name are `{actual}`, not the `{recorded}` the host recorded when \
+             it wrote it: it was damaged or replaced"
         );
         // SAFETY: these bytes are, by the check above against the seal the host wrote in a
         // directory only this user can write, exactly what `precompile_component` of an
@@ -122,7 +131,7 @@ impl Artifact {
     /// into place.
     fn store(&self, compiled: &[u8]) -> Result<()> {
         write_privately(&self.path, compiled)?;
-        write_privately(&self.seal, hex(&Sha256::digest(compiled)).as_bytes())
+        write_privately(&self.seal, self.sealed(compiled).as_bytes())
     }
 }
 
@@ -245,12 +254,29 @@ mod tests {
         fs::write(&artifact.seal, "0".repeat(64)).unwrap();
         assert!(artifact.load(&engine).is_err());
         fs::set_permissions(&artifact.seal, fs::Permissions::from_mode(0o666)).unwrap();
-        let digest = hex(&Sha256::digest(fs::read(&artifact.path).unwrap()));
-        fs::write(&artifact.seal, digest).unwrap();
+        let seal = artifact.sealed(&fs::read(&artifact.path).unwrap());
+        fs::write(&artifact.seal, seal).unwrap();
         let error = artifact.load(&engine).expect_err("a seal others may write");
         assert!(error.to_string().contains("not private"), "{error:#}");
         fs::remove_file(&artifact.seal).unwrap();
         assert!(artifact.load(&engine).is_err(), "no seal");
+    }
+
+    #[test]
+    fn another_components_intact_artifact_and_seal_are_not_taken_for_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, cache, artifact) = cache(dir.path());
+        let other = Artifact::new(
+            dir.path()
+                .join(format!("other-{}.cwasm", cache.engine_hash)),
+        );
+        fs::copy(&artifact.path, &other.path).unwrap();
+        fs::copy(&artifact.seal, &other.seal).unwrap();
+        let error = other.load(&engine).expect_err("sealed for another name");
+        assert!(
+            error.to_string().contains("damaged or replaced"),
+            "{error:#}"
+        );
     }
 
     #[test]
