@@ -918,9 +918,13 @@ fn compiled_components_are_cached_and_a_corrupt_cache_entry_is_recompiled() {
     let cached: Vec<PathBuf> = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
         .collect();
     assert_eq!(cached.len(), 1, "one compiled component cached: {cached:?}");
-    assert!(cached[0].extension().is_some_and(|ext| ext == "cwasm"));
+    assert!(
+        cached[0].with_extension("cwasm.sha256").exists(),
+        "sealed with its digest"
+    );
 
     std::fs::write(&cached[0], b"not a compiled component").unwrap();
     let (again, log) = inspect();
