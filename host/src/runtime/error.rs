@@ -142,7 +142,7 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
                 desired >> 20,
                 limits.memory_bytes >> 20
             ),
-            "if it really needs more",
+            Some("if it really needs more"),
         );
     }
     if let Some(limit) = transfer_exhausted(error, limits) {
@@ -155,7 +155,7 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
                 "did not finish within the call timeout of {} ms and was stopped (is it looping?)",
                 limits.call_timeout.as_millis()
             ),
-            "if it is only slow",
+            Some("if it is only slow"),
         ),
         Some(Trap::StackOverflow) => CallError::Trapped {
             message: "overflowed its WebAssembly stack (unbounded or very deep recursion in the \
@@ -185,7 +185,7 @@ pub(super) fn explain_instantiation(
                 desired.div_ceil(1024),
                 limits.memory_bytes / 1024
             ),
-            "",
+            None,
         );
     }
     if let Some(full) = error
@@ -245,18 +245,16 @@ fn transfer_exhausted(error: &wasmtime::Error, limits: &Limits) -> Option<CallEr
                     "tried to pass more than the transfer limit of {} MiB to the host in one call",
                     limits.transfer_bytes >> 20
                 ),
-                "or have the function return less per record",
+                Some("or have the function return less per record"),
             )
         })
 }
 
-fn limit(limit: Limit, what: String, when: &str) -> CallError {
+/// A manifest limit's error: what happened, then the key that raises it and, if given,
+/// when raising it is the right fix.
+fn limit(limit: Limit, what: String, when: Option<&str>) -> CallError {
     let key = limit.key().expect("manifest limits have a key");
-    let when = if when.is_empty() {
-        String::new()
-    } else {
-        format!(" {when}")
-    };
+    let when = when.map(|when| format!(" {when}")).unwrap_or_default();
     CallError::Limit {
         limit,
         message: format!("{what} (raise `{key}` in the manifest{when})"),
