@@ -693,6 +693,11 @@ fn guest_output_goes_to_the_job_log() {
 /// Runs the job `text` (a manifest whose sinks are `collect` sinks) in one host until
 /// its sources are drained, and returns what the sink called `out` kept.
 fn collected(text: &str) -> Vec<(i64, Vec<Json>)> {
+    collected_from(text, "out")
+}
+
+/// Runs the job in `text` until its sources are drained; what its collect sink `sink` kept.
+fn collected_from(text: &str, sink: &str) -> Vec<(i64, Vec<Json>)> {
     let dir = tempfile::tempdir().unwrap();
     let path = write_manifest(dir.path(), text);
     let tokio = tokio::runtime::Runtime::new().unwrap();
@@ -711,7 +716,7 @@ fn collected(text: &str) -> Vec<(i64, Vec<Json>)> {
         sluice::batcher::run(job.clone(), receivers, None, options, |_| {})
             .await
             .unwrap();
-        let batches = job.collected().batches("out");
+        let batches = job.collected().batches(sink);
         batches
             .into_iter()
             .map(|(time, records)| {
@@ -763,35 +768,75 @@ fn reduce_by_window_with_and_without_an_inverse_agree_with_spark() {
     );
 }
 
-#[test]
-fn map_with_state_times_out_idle_keys_once_as_spark_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let job = format!(
-        "name = \"idle\"\nbatch_interval = \"300ms\"\n[checkpoint]\ndir = \"{}\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"words\"\nkind = \"queue\"\nbatches = [[\"a\", \"b\"], [\"b\"], [], [], [], []]\n[[streams]]\nname = \"counts\"\nfrom = \"words\"\nsteps = [{{ op = \"map\", udf = \"wc#with_one\" }}, {{ op = \"map_with_state\", udf = \"wc#count_each\", timeout = \"600ms\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"counts\"\nkind = \"collect\"\n",
-        dir.path().join("checkpoint").display(),
+/// A mapWithState job over 12 batches of 300 ms: `a`, `b`, `c` and `d` are last seen at
+/// batches 1, 2, 3 and 5, `e` at 1 and 9; the timeout is 600 ms.
+fn idle_keys_job(dir: &Path, check_every: &str) -> String {
+    format!(
+        "name = \"idle\"\nbatch_interval = \"300ms\"\n[checkpoint]\ndir = \"{}\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"words\"\nkind = \"queue\"\nbatches = [[\"a\", \"e\"], [\"b\"], [\"c\"], [], [\"d\"], [], [], [], [\"e\"], [], [], []]\n[[streams]]\nname = \"counts\"\nfrom = \"words\"\nsteps = [{{ op = \"map\", udf = \"wc#with_one\" }}, {{ op = \"map_with_state\", udf = \"wc#count_each\", timeout = \"600ms\"{check_every} }}]\n[[streams]]\nname = \"states\"\nfrom = \"counts\"\nsteps = [{{ op = \"state_snapshots\" }}]\n[[sinks]]\nname = \"out\"\nfrom = \"counts\"\nkind = \"collect\"\n[[sinks]]\nname = \"states\"\nfrom = \"states\"\nkind = \"collect\"\n",
+        dir.join("checkpoint").display(),
         common::udf("wordcount").display()
-    );
-    let outputs: Vec<Vec<Json>> = collected(&job)
+    )
+}
+
+/// Each batch's records, sorted (mapWithState's output order within a batch is not set).
+fn sorted_batches(batches: Vec<(i64, Vec<Json>)>) -> Vec<Vec<Json>> {
+    batches
         .into_iter()
         .map(|(_, mut records)| {
             records.sort_by_key(Json::to_string);
             records
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn map_with_state_times_idle_keys_out_together_at_the_check_batch_as_spark_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = idle_keys_job(dir.path(), "");
     let pair = |word: &str, count: i64| serde_json::json!([word, count]);
-    // Batch n has time t0 + n x 300 ms. A key times out at the first batch whose time minus
-    // the timeout is past its last update: `a` (updated at 1) at batch 4, `b` (at 2) at 5.
-    assert_eq!(
-        outputs,
-        [
-            vec![pair("a", 1), pair("b", 1)],
-            vec![pair("b", 2)],
-            vec![],
-            vec![pair("a", 1)],
-            vec![pair("b", 2)],
-            vec![],
-        ]
-    );
+    // Spark looks for idle keys when it checkpoints mapWithState's state, every 10 batches:
+    // at batch 10 (time t0 + 3000 ms) every key last updated before t0 + 2400 ms times
+    // out, together; `e`, updated at batch 9, stays.
+    let mut expected = vec![Vec::new(); 12];
+    expected[0] = vec![pair("a", 1), pair("e", 1)];
+    expected[1] = vec![pair("b", 1)];
+    expected[2] = vec![pair("c", 1)];
+    expected[4] = vec![pair("d", 1)];
+    expected[8] = vec![pair("e", 2)];
+    expected[9] = vec![pair("a", 1), pair("b", 1), pair("c", 1), pair("d", 1)];
+    assert_eq!(sorted_batches(collected_from(&job, "out")), expected);
+    // Idle keys stay in the state until the check.
+    let keys: Vec<Vec<String>> = sorted_batches(collected_from(&job, "states"))
+        .into_iter()
+        .map(|pairs| pairs.iter().map(|pair| pair[0].to_string()).collect())
+        .collect();
+    let all: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect();
+    assert_eq!(keys[8], all);
+    assert_eq!(keys[9], ["\"e\""]);
+    assert_eq!(keys[11], ["\"e\""]);
+}
+
+#[test]
+fn map_with_state_checked_every_batch_times_each_key_out_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = idle_keys_job(dir.path(), ", timeout_check_every = 1");
+    let pair = |word: &str, count: i64| serde_json::json!([word, count]);
+    // Batch n has time t0 + n x 300 ms. Checked every batch, a key times out at the first
+    // batch whose time minus the timeout is past its last update: three batches later.
+    let mut expected = vec![Vec::new(); 12];
+    expected[0] = vec![pair("a", 1), pair("e", 1)];
+    expected[1] = vec![pair("b", 1)];
+    expected[2] = vec![pair("c", 1)];
+    expected[3] = vec![pair("a", 1), pair("e", 1)];
+    expected[4] = vec![pair("b", 1), pair("d", 1)];
+    expected[5] = vec![pair("c", 1)];
+    expected[7] = vec![pair("d", 1)];
+    expected[8] = vec![pair("e", 1)];
+    expected[11] = vec![pair("e", 1)];
+    assert_eq!(sorted_batches(collected_from(&job, "out")), expected);
 }
 
 mod faulty_udfs {

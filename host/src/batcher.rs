@@ -18,9 +18,6 @@ use crate::checkpoint::{self, Checkpointer, Recovery};
 use crate::job::{BatchStats, Job};
 use crate::receivers::Receivers;
 
-/// How many cut batches may wait to be computed before the cutter waits too.
-const MAX_QUEUED_BATCHES: usize = 100;
-
 /// When a run ends besides on error.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -148,7 +145,8 @@ pub async fn run(
     } else {
         options.stop.clone()
     };
-    let (cuts, mut pending) = mpsc::channel(MAX_QUEUED_BATCHES);
+    // At most `max_queued_batches` cut batches wait; then the cutter waits too.
+    let (cuts, mut pending) = mpsc::channel(job.config().max_queued_batches);
     let cutter = tokio::spawn(cut_batches(
         receivers,
         interval,

@@ -89,11 +89,13 @@ impl JobGraph {
                     StepConfig::MapWithState {
                         udf,
                         timeout,
+                        timeout_check_every,
                         initial_state,
                     } => {
                         let operator = state::MapWithState {
                             udf: builder.bind(udf, &owner)?,
                             timeout: *timeout,
+                            timeout_check_every: *timeout_check_every,
                             store: Arc::new(store_for(state::MapWithState::KIND, initial_state)?),
                         };
                         store = Some(operator.store.clone());
@@ -101,16 +103,16 @@ impl JobGraph {
                     }
                     step => (builder.operator(step, &owner)?, 1),
                 };
-                let mut inputs = vec![current];
-                match &stream.steps[index] {
-                    StepConfig::Union(others) => {
-                        inputs.extend(others.iter().map(|name| builder.streams[name]))
-                    }
-                    StepConfig::Cogroup(other) | StepConfig::Join(_, other) => {
-                        inputs.push(builder.streams[other])
-                    }
-                    _ => {}
-                }
+                // The stream's batch, then the other streams' of the same time (those of
+                // the steps inside a `transform` included).
+                let inputs = std::iter::once(current)
+                    .chain(
+                        stream.steps[index]
+                            .other_streams()
+                            .into_iter()
+                            .map(|name| builder.streams[name]),
+                    )
+                    .collect();
                 current = builder.push(
                     format!("{owner} ({})", operator.describe()),
                     inputs,
@@ -313,12 +315,12 @@ impl Builder<'_> {
             StepConfig::Union(_) => Box::new(operators::Union),
             StepConfig::Count => Box::new(operators::Count),
             StepConfig::CountByValue => Box::new(operators::CountByValue),
-            StepConfig::Transform(steps) => Box::new(operators::Transform {
-                steps: steps
+            StepConfig::Transform(steps) => Box::new(operators::Transform::new(
+                steps
                     .iter()
-                    .map(|step| self.operator(step, owner))
+                    .map(|step| Ok((self.operator(step, owner)?, step.other_streams().len())))
                     .collect::<Result<_>>()?,
-            }),
+            )),
             StepConfig::ReduceByKey(udf) => Box::new(operators::ReduceByKey { udf: bind(udf)? }),
             StepConfig::GroupByKey => Box::new(operators::GroupByKey),
             StepConfig::CombineByKey {
@@ -336,6 +338,10 @@ impl Builder<'_> {
             }
             StepConfig::Cogroup(_) => Box::new(operators::Cogroup),
             StepConfig::Join(kind, _) => Box::new(operators::Join { kind: *kind }),
+            StepConfig::Subtract(_) => Box::new(operators::Subtract),
+            StepConfig::SubtractByKey(_) => Box::new(operators::SubtractByKey),
+            StepConfig::Intersection(_) => Box::new(operators::Intersection),
+            StepConfig::Distinct => Box::new(operators::Distinct),
             StepConfig::Window(span) => Box::new(window::Window {
                 span: *span,
                 history: Mutex::default(),
@@ -360,28 +366,24 @@ impl Builder<'_> {
                 reduce,
                 inverse,
                 span,
-            } => Box::new(operators::Transform {
-                steps: vec![
-                    Box::new(KeyBy(PairWith::NullKey)),
-                    Box::new(windowed_reduce(
-                        bind(reduce)?,
-                        bind_optional(inverse)?,
-                        None,
-                        *span,
-                    )),
-                    Box::new(Values),
-                ],
-            }),
+            } => Box::new(operators::Transform::pipeline(vec![
+                Box::new(KeyBy(PairWith::NullKey)),
+                Box::new(windowed_reduce(
+                    bind(reduce)?,
+                    bind_optional(inverse)?,
+                    None,
+                    *span,
+                )),
+                Box::new(Values),
+            ])),
             // Spark: `map(_ => 1L).reduceByWindow(_ + _, _ - _, ...)`.
             StepConfig::CountByWindow(span) => {
                 let [add, subtract, _] = builtin::counting();
-                Box::new(operators::Transform {
-                    steps: vec![
-                        Box::new(KeyBy(PairWith::NullKeyOne)),
-                        Box::new(windowed_reduce(add, Some(subtract), None, *span)),
-                        Box::new(Values),
-                    ],
-                })
+                Box::new(operators::Transform::pipeline(vec![
+                    Box::new(KeyBy(PairWith::NullKeyOne)),
+                    Box::new(windowed_reduce(add, Some(subtract), None, *span)),
+                    Box::new(Values),
+                ]))
             }
             // Spark: `map((_, 1L)).reduceByKeyAndWindow(_ + _, _ - _, ..., _._2 != 0)`.
             StepConfig::UpdateStateByKey { udf, initial_state } => {
@@ -397,12 +399,10 @@ impl Builder<'_> {
             }
             StepConfig::CountByValueAndWindow(span) => {
                 let [add, subtract, nonzero] = builtin::counting();
-                Box::new(operators::Transform {
-                    steps: vec![
-                        Box::new(KeyBy(PairWith::One)),
-                        Box::new(windowed_reduce(add, Some(subtract), Some(nonzero), *span)),
-                    ],
-                })
+                Box::new(operators::Transform::pipeline(vec![
+                    Box::new(KeyBy(PairWith::One)),
+                    Box::new(windowed_reduce(add, Some(subtract), Some(nonzero), *span)),
+                ]))
             }
         })
     }

@@ -13,6 +13,7 @@ pub(crate) mod files;
 pub mod graph;
 pub mod host;
 pub mod job;
+pub mod json;
 pub mod manifest;
 pub mod operators;
 pub mod receivers;

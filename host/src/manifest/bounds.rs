@@ -145,6 +145,9 @@ pub const TRANSFER: Bounds<Bytes> = sizes(MIB, 1 << 30);
 /// two newest checkpoints, and a restart re-runs up to this many.
 pub const CHECKPOINT_EVERY: Bounds<u64> = counts(1, 10_000);
 
+/// `max_queued_batches`: cut batches waiting to be computed, each holding its records.
+pub const MAX_QUEUED_BATCHES: Bounds<u64> = counts(1, 10_000);
+
 /// `port` of a socket source.
 pub const PORT: Bounds<u64> = counts(1, 65_535);
 
@@ -164,6 +167,9 @@ pub const WINDOW_BATCHES: Bounds<u64> = counts(1, 10_000);
 /// `timeout` of a `map_with_state` step.
 pub const STATE_TIMEOUT: Bounds<Duration> =
     durations(Duration::from_millis(10), Duration::from_secs(366 * DAY));
+
+/// `timeout_check_every` of a `map_with_state` step, in batches.
+pub const TIMEOUT_CHECK_EVERY: Bounds<u64> = counts(1, 10_000);
 
 /// `num` of a print sink, in records per batch.
 pub const PRINT_NUM: Bounds<u64> = counts(1, 1_000_000);
@@ -208,6 +214,7 @@ mod tests {
             ("`[limits] output`", OUTPUT.to_string()),
             ("`[limits] transfer`", TRANSFER.to_string()),
             ("`[checkpoint] every`", CHECKPOINT_EVERY.to_string()),
+            ("`max_queued_batches`", MAX_QUEUED_BATCHES.to_string()),
             ("`port` (socket source)", PORT.to_string()),
             (
                 "`lines_per_batch` (file source)",
@@ -220,6 +227,10 @@ mod tests {
                 format!("{WINDOW_BATCHES} batch intervals"),
             ),
             ("`timeout` (`map_with_state`)", STATE_TIMEOUT.to_string()),
+            (
+                "`timeout_check_every` (`map_with_state`)",
+                TIMEOUT_CHECK_EVERY.to_string(),
+            ),
             ("`num` (print sink)", PRINT_NUM.to_string()),
             (
                 "the manifest itself",

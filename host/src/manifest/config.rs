@@ -20,6 +20,8 @@ pub struct JobConfig {
     pub batch_interval: Duration,
     /// How many partitions each batch's data sets are split into.
     pub partitions: usize,
+    /// How many cut batches may wait to be computed before the cutter waits too.
+    pub max_queued_batches: usize,
     /// What each UDF instance may use.
     pub limits: Limits,
     /// Where and how often recovery data is saved (required by stateful operators).
@@ -107,7 +109,8 @@ pub enum SourceKind {
         /// How it is written.
         format: TableFormat,
     },
-    /// Fixed batches, one per batch interval (Spark's `queueStream` with `oneAtATime`).
+    /// Fixed batches, one per batch interval (Spark's `queueStream` with `oneAtATime`),
+    /// written in the manifest or read from a JSON lines file (see [`crate::json`]).
     Queue {
         /// The records of each batch.
         batches: Vec<Vec<Value>>,
@@ -194,6 +197,14 @@ pub enum StepConfig {
     Cogroup(String),
     /// Pairs: joined by key with the other stream.
     Join(JoinKind, String),
+    /// Every record of this stream, duplicates included, equal to no record of the other.
+    Subtract(String),
+    /// Pairs: every pair of this stream whose key the other stream's pairs lack.
+    SubtractByKey(String),
+    /// Each record found in both streams, once.
+    Intersection(String),
+    /// Each record once.
+    Distinct,
     /// Every record of the window's batches.
     Window(Span),
     /// The number of records in the window.
@@ -233,6 +244,8 @@ pub enum StepConfig {
         udf: UdfRef,
         /// How long a key may stay idle before its last call.
         timeout: Option<Duration>,
+        /// Idle keys are looked for only at batch numbers that are multiples of this.
+        timeout_check_every: u64,
         /// `(key, state)` pairs to start from.
         initial_state: Option<InitialState>,
     },
@@ -284,6 +297,40 @@ impl StepConfig {
                 .collect(),
             StepConfig::Transform(steps) => steps.iter().flat_map(StepConfig::udfs).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The streams the step reads besides its input, in the order its operator takes
+    /// them after the input (nested steps' included).
+    pub fn other_streams(&self) -> Vec<&str> {
+        match self {
+            StepConfig::Union(others) => others.iter().map(String::as_str).collect(),
+            StepConfig::Cogroup(other)
+            | StepConfig::Join(_, other)
+            | StepConfig::Subtract(other)
+            | StepConfig::SubtractByKey(other)
+            | StepConfig::Intersection(other) => vec![other],
+            StepConfig::Transform(steps) => {
+                steps.iter().flat_map(StepConfig::other_streams).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the step's operator remembers earlier batches (a window's records or
+    /// partial results, a state store): what a state checkpoint saves for the step.
+    pub fn remembers(&self) -> bool {
+        match self {
+            StepConfig::Window(_)
+            | StepConfig::CountByWindow(_)
+            | StepConfig::ReduceByWindow { .. }
+            | StepConfig::ReduceByKeyAndWindow { .. }
+            | StepConfig::GroupByKeyAndWindow(_)
+            | StepConfig::CountByValueAndWindow(_)
+            | StepConfig::UpdateStateByKey { .. }
+            | StepConfig::MapWithState { .. } => true,
+            StepConfig::Transform(steps) => steps.iter().any(StepConfig::remembers),
+            _ => false,
         }
     }
 
@@ -342,4 +389,6 @@ pub enum FileFormat {
     Text,
     /// Every record as JSON.
     JsonLines,
+    /// Every record as typed JSON ([`crate::json`]), which reads back as the same value.
+    JsonTyped,
 }

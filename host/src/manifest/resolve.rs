@@ -16,6 +16,10 @@ use crate::runtime::{Limits, Runtime};
 
 const DOCS: &str = "see docs/manifest.md for every key and a full example";
 
+/// Spark checks mapWithState timeouts when it checkpoints the state: every 10 batches by
+/// default (`MapWithStateDStream`'s default checkpoint interval).
+const DEFAULT_TIMEOUT_CHECK_EVERY: u64 = 10;
+
 pub struct Resolver<'a> {
     text: &'a str,
     file: &'a Path,
@@ -90,6 +94,9 @@ impl<'a> Resolver<'a> {
                 .map_or(1, usize::from)
                 .min(bounds::PARTITIONS.max as usize),
         };
+        let max_queued_batches = spec.max_queued_batches.as_ref().map_or(Ok(100), |max| {
+            self.count(max, "max_queued_batches", &bounds::MAX_QUEUED_BATCHES)
+        })? as usize;
         let limits = self.limits(&spec.limits)?;
         let checkpoint = spec
             .checkpoint
@@ -132,6 +139,7 @@ impl<'a> Resolver<'a> {
             manifest: self.text.to_owned(),
             batch_interval,
             partitions,
+            max_queued_batches,
             limits,
             checkpoint,
             sources,
@@ -211,6 +219,10 @@ impl<'a> Resolver<'a> {
             ("rate", spec.rate.as_ref().map(Spanned::span)),
             ("limit", spec.limit.as_ref().map(Spanned::span)),
             ("batches", spec.batches.as_ref().map(Spanned::span)),
+            (
+                "batches_file",
+                spec.batches_file.as_ref().map(Spanned::span),
+            ),
             ("format", spec.format.as_ref().map(Spanned::span)),
         ];
         let kind = match spec.kind.get_ref().as_str() {
@@ -289,12 +301,36 @@ impl<'a> Resolver<'a> {
                 SourceKind::Table { path: file, format }
             }
             "queue" => {
-                self.only(&fields, &["batches"], "a queue source")?;
-                let batches =
-                    self.required(&spec.batches, &spec.kind, "batches", "a queue source")?;
-                SourceKind::Queue {
-                    batches: batches.get_ref().clone(),
-                }
+                self.only(&fields, &["batches", "batches_file"], "a queue source")?;
+                let batches = match (&spec.batches, &spec.batches_file) {
+                    (Some(batches), None) => batches.get_ref().clone(),
+                    (None, Some(path)) => {
+                        let file = self.existing_file(path)?;
+                        crate::receivers::read_batches_file(&file).map_err(|error| {
+                            self.error(
+                                Some(path.span()),
+                                format!("{error:#}"),
+                                "write one batch per line: a JSON array of records \
+                                 (docs/manifest.md, `JSON values`)",
+                            )
+                        })?
+                    }
+                    (Some(_), Some(path)) => {
+                        return Err(self.error(
+                            Some(path.span()),
+                            "a queue source has both `batches` and `batches_file`",
+                            "keep one of them",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(self.error(
+                            Some(spec.kind.span()),
+                            "a queue source needs `batches` or `batches_file`",
+                            format!("add `batches = [[...], ...]` or `batches_file = \"batches.jsonl\"`; {DOCS}"),
+                        ));
+                    }
+                };
+                SourceKind::Queue { batches }
             }
             other => {
                 return Err(self.error(
@@ -377,6 +413,10 @@ impl<'a> Resolver<'a> {
             ("merge_combiners", span(&spec.merge_combiners)),
             ("initial_state", span(&spec.initial_state)),
             ("timeout", span(&spec.timeout)),
+            (
+                "timeout_check_every",
+                spec.timeout_check_every.as_ref().map(Spanned::span),
+            ),
         ];
         let op = spec.op.get_ref().as_str();
         let what = format!("the `{op}` step");
@@ -426,12 +466,13 @@ impl<'a> Resolver<'a> {
                     _ => StepConfig::FlatMapValues(udf),
                 }
             }
-            "glom" | "count" | "count_by_value" | "group_by_key" => {
+            "glom" | "count" | "count_by_value" | "group_by_key" | "distinct" => {
                 takes(&[])?;
                 match op {
                     "glom" => StepConfig::Glom,
                     "count" => StepConfig::Count,
                     "count_by_value" => StepConfig::CountByValue,
+                    "distinct" => StepConfig::Distinct,
                     _ => StepConfig::GroupByKey,
                 }
             }
@@ -464,13 +505,13 @@ impl<'a> Resolver<'a> {
             "transform" => {
                 takes(&["steps"])?;
                 let steps = self.required(&spec.steps, &spec.op, "steps", &what)?;
-                StepConfig::Transform(
-                    steps
-                        .get_ref()
-                        .iter()
-                        .map(|step| self.step(step))
-                        .collect::<Result<_>>()?,
-                )
+                let specs = steps.get_ref();
+                let steps = specs
+                    .iter()
+                    .map(|step| self.step(step))
+                    .collect::<Result<Vec<_>>>()?;
+                self.transformable(specs, &steps)?;
+                StepConfig::Transform(steps)
             }
             "combine_by_key" => {
                 takes(&["create", "merge_value", "merge_combiners"])?;
@@ -484,7 +525,8 @@ impl<'a> Resolver<'a> {
                     )?,
                 }
             }
-            "cogroup" | "join" | "left_outer_join" | "right_outer_join" | "full_outer_join" => {
+            "cogroup" | "join" | "left_outer_join" | "right_outer_join" | "full_outer_join"
+            | "subtract" | "subtract_by_key" | "intersection" => {
                 takes(&["other"])?;
                 binary(op, other()?).expect("a two-stream operator")
             }
@@ -498,7 +540,7 @@ impl<'a> Resolver<'a> {
                         self.error(
                             Some(batch_op.span()),
                             format!("unknown batch operation `{name}`"),
-                            "use one of: union, join, left_outer_join, right_outer_join, full_outer_join, cogroup",
+                            "use one of: union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, subtract, subtract_by_key, intersection",
                         )
                     })?,
                 }
@@ -549,16 +591,23 @@ impl<'a> Resolver<'a> {
                 }
             }
             "map_with_state" => {
-                takes(&["udf", "timeout", "initial_state"])?;
-                // The range before the component, which takes far longer to check.
+                takes(&["udf", "timeout", "timeout_check_every", "initial_state"])?;
+                // The ranges before the component, which takes far longer to check.
                 let timeout = spec
                     .timeout
                     .as_ref()
                     .map(|timeout| self.duration(timeout, "timeout", &bounds::STATE_TIMEOUT))
                     .transpose()?;
+                let timeout_check_every = spec
+                    .timeout_check_every
+                    .as_ref()
+                    .map_or(Ok(DEFAULT_TIMEOUT_CHECK_EVERY), |every| {
+                        self.count(every, "timeout_check_every", &bounds::TIMEOUT_CHECK_EVERY)
+                    })?;
                 StepConfig::MapWithState {
                     udf: function(&spec.udf, "udf", Kind::MapWithState)?,
                     timeout,
+                    timeout_check_every,
                     initial_state: self.initial_state(spec)?,
                 }
             }
@@ -574,6 +623,42 @@ impl<'a> Resolver<'a> {
                 ));
             }
         })
+    }
+
+    /// Refuses the steps a `transform` cannot hold, where they are written: the
+    /// mapWithState family (whose snapshots are read by name outside the step), and a
+    /// second step that remembers batches (a checkpoint keeps one state per step).
+    fn transformable(&self, specs: &[StepSpec], steps: &[StepConfig]) -> Result<()> {
+        let mut remembering: Option<&str> = None;
+        for (spec, step) in specs.iter().zip(steps) {
+            let op = spec.op.get_ref().as_str();
+            if matches!(
+                step,
+                StepConfig::MapWithState { .. } | StepConfig::StateSnapshots
+            ) {
+                return Err(self.error(
+                    Some(spec.op.span()),
+                    format!("`{op}` cannot be used inside `transform`"),
+                    format!(
+                        "make `{op}` a step of the stream itself, before or after the `transform`"
+                    ),
+                ));
+            }
+            if !step.remembers() {
+                continue;
+            }
+            if let Some(first) = remembering {
+                return Err(self.error(
+                    Some(spec.op.span()),
+                    format!(
+                        "`{op}` is a second step inside one `transform` that remembers batches, after `{first}`"
+                    ),
+                    "a `transform` may hold one window or state step: put the other in a step of its own before or after the `transform`",
+                ));
+            }
+            remembering = Some(op);
+        }
+        Ok(())
     }
 
     fn initial_state(&self, spec: &StepSpec) -> Result<Option<InitialState>> {
@@ -668,6 +753,7 @@ impl<'a> Resolver<'a> {
                         &[
                             ("text", FileFormat::Text),
                             ("json_lines", FileFormat::JsonLines),
+                            ("json_typed", FileFormat::JsonTyped),
                         ],
                     )?
                     .unwrap_or(FileFormat::Text);
@@ -974,6 +1060,9 @@ fn binary(op: &str, other: String) -> Option<StepConfig> {
         "left_outer_join" => StepConfig::Join(JoinKind::LeftOuter, other),
         "right_outer_join" => StepConfig::Join(JoinKind::RightOuter, other),
         "full_outer_join" => StepConfig::Join(JoinKind::FullOuter, other),
+        "subtract" => StepConfig::Subtract(other),
+        "subtract_by_key" => StepConfig::SubtractByKey(other),
+        "intersection" => StepConfig::Intersection(other),
         _ => return None,
     })
 }
@@ -1162,5 +1251,100 @@ mod tests {
         };
         assert!(check(&print(1_000_000)).is_ok());
         assert!(refused(&print(1_000_001)).contains("from 1 to 1_000_000"));
+    }
+
+    #[test]
+    fn new_counts_have_defaults_and_ranges() {
+        let interval = "batch_interval = \"1s\"";
+        assert_eq!(check(&job(interval, "")).unwrap().max_queued_batches, 100);
+        let queued = |n: i64| job(&format!("{interval}\nmax_queued_batches = {n}"), "");
+        assert_eq!(check(&queued(10_000)).unwrap().max_queued_batches, 10_000);
+        let error = refused(&queued(0));
+        assert!(
+            error.contains("`max_queued_batches` = 0 is out of range: it must be from 1 to 10_000"),
+            "{error}"
+        );
+        assert!(error.contains("job.toml:3:22"), "{error}");
+        let every = |n: i64| {
+            job(
+                "batch_interval = \"1s\"\n[checkpoint]\ndir = \"c\"",
+                &format!(
+                    "{{ op = \"map_with_state\", udf = \"x.wasm#f\", timeout_check_every = {n} }}"
+                ),
+            )
+        };
+        for n in [0, 10_001] {
+            let error = refused(&every(n));
+            assert!(
+                error.contains(&format!(
+                    "`timeout_check_every` = {n} is out of range: it must be from 1 to 10_000"
+                )),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn transform_refuses_what_it_cannot_hold_where_it_is_written() {
+        let interval = "batch_interval = \"1s\"\n[checkpoint]\ndir = \"c\"";
+        let error = refused(&job(
+            interval,
+            "{ op = \"transform\", steps = [{ op = \"distinct\" }, { op = \"state_snapshots\" }] }",
+        ));
+        assert!(
+            error.contains("`state_snapshots` cannot be used inside `transform`"),
+            "{error}"
+        );
+        assert!(error.contains("job.toml:12:67"), "{error}");
+        let error = refused(&job(
+            interval,
+            "{ op = \"transform\", steps = [{ op = \"window\", window = \"2s\" }, { op = \"count_by_window\", window = \"2s\" }] }",
+        ));
+        assert!(
+            error.contains(
+                "second step inside one `transform` that remembers batches, after `window`"
+            ),
+            "{error}"
+        );
+        let config = check(&job(
+            interval,
+            "{ op = \"transform\", steps = [{ op = \"subtract\", other = \"s\" }, { op = \"union\", with = [\"s\", \"s\"] }, { op = \"distinct\" }] }",
+        ))
+        .unwrap();
+        assert_eq!(config.streams[0].steps[0].other_streams(), ["s", "s", "s"]);
+    }
+
+    #[test]
+    fn a_queue_takes_batches_or_a_batches_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("job.toml");
+        std::fs::write(
+            dir.path().join("b.jsonl"),
+            "[null, {\"$tuple\": [1, 2]}]\n[]\n",
+        )
+        .unwrap();
+        let text = job("batch_interval = \"1s\"", "")
+            .replace("batches = [[1]]", "batches_file = \"b.jsonl\"");
+        let config = Resolver::new(&text, &manifest, &RUNTIME).resolve().unwrap();
+        let SourceKind::Queue { batches } = &config.sources[0].kind else {
+            panic!("a queue");
+        };
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0][0], sluice_abi::Value::Null);
+        std::fs::write(dir.path().join("b.jsonl"), "[1]\n{\"$tuple\": [1]}\n").unwrap();
+        let error = Resolver::new(&text, &manifest, &RUNTIME)
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2")
+                && error.contains("not a batch")
+                && error.contains("job.toml:6:16"),
+            "{error}"
+        );
+        let both = text.replace("batches_file", "batches = [[1]]\nbatches_file");
+        assert!(refused(&both).contains("both `batches` and `batches_file`"));
+        let neither = text.replace("batches_file = \"b.jsonl\"", "");
+        assert!(refused(&neither).contains("needs `batches` or `batches_file`"));
     }
 }

@@ -14,6 +14,7 @@ pub struct JobSpec {
     pub name: Spanned<String>,
     pub batch_interval: Spanned<String>,
     pub partitions: Option<Spanned<i64>>,
+    pub max_queued_batches: Option<Spanned<i64>>,
     #[serde(default)]
     pub udfs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
@@ -59,6 +60,7 @@ pub struct SourceSpec {
     pub rate: Option<Spanned<i64>>,
     pub limit: Option<Spanned<i64>>,
     pub batches: Option<Spanned<Vec<Vec<Value>>>>,
+    pub batches_file: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
 }
 
@@ -92,6 +94,7 @@ pub struct StepSpec {
     pub merge_combiners: Option<Spanned<String>>,
     pub initial_state: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub timeout_check_every: Option<Spanned<i64>>,
 }
 
 /// One `[[sinks]]` table; which fields apply depends on `kind`.

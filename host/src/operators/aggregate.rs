@@ -22,8 +22,9 @@ impl Operator for Count {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
+        let count = single(inputs)?.len() as i64;
         let mut counted = Batch::new();
-        counted.push_with(|out| Encoder::new(out).write_int(single(inputs).len() as i64));
+        counted.push_with(|out| Encoder::new(out).write_int(count));
         Ok(Dataset::from_partitions(vec![counted]))
     }
 }
@@ -40,7 +41,7 @@ impl Operator for CountByValue {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let input = single(inputs);
+        let input = single(inputs)?;
         let partial: Vec<FxHashMap<&[u8], i64>> = input
             .partitions()
             .par_iter()
@@ -95,7 +96,7 @@ impl Operator for Reduce {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        let partials = single(inputs)
+        let partials = single(inputs)?
             .into_partitions()
             .into_par_iter()
             .filter(|partition| !partition.is_empty())

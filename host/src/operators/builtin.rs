@@ -60,7 +60,7 @@ impl Operator for KeyBy {
         let (mut null, mut one) = (Vec::new(), Vec::new());
         Encoder::new(&mut null).write_null();
         Encoder::new(&mut one).write_int(1);
-        single(inputs).try_map_partitions(|partition| {
+        single(inputs)?.try_map_partitions(|partition| {
             let mut pairs = Batch::with_capacity(
                 partition.len(),
                 partition.data().len() + partition.len() * 4,
@@ -86,7 +86,7 @@ impl Operator for Values {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        single(inputs).try_map_partitions(|partition| {
+        single(inputs)?.try_map_partitions(|partition| {
             let mut values = Batch::with_capacity(partition.len(), partition.data().len());
             for record in partition.iter() {
                 values.push_encoded(split_pair(record)?.1);

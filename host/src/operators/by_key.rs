@@ -39,7 +39,7 @@ impl Operator for ReduceByKey {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        Self::reduce(&self.udf, single(inputs), batch.partitions)
+        Self::reduce(&self.udf, single(inputs)?, batch.partitions)
     }
 }
 
@@ -75,7 +75,7 @@ impl Operator for GroupByKey {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        Self::group(single(inputs), batch.partitions)
+        Self::group(single(inputs)?, batch.partitions)
     }
 }
 
@@ -128,7 +128,7 @@ impl Operator for CombineByKey {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let combined = single(inputs)
+        let combined = single(inputs)?
             .into_partitions()
             .into_par_iter()
             .map(|partition| self.combine_partition(&partition))
@@ -151,7 +151,7 @@ impl Operator for MapValues {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        single(inputs).try_map_partitions(|partition| {
+        single(inputs)?.try_map_partitions(|partition| {
             let (keys, values) = unzip(&partition)?;
             let mapped = self.udf.records(values)?;
             let mut pairs = Batch::with_capacity(partition.len(), partition.data().len());
@@ -175,7 +175,7 @@ impl Operator for FlatMapValues {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        single(inputs).try_map_partitions(|partition| {
+        single(inputs)?.try_map_partitions(|partition| {
             let (keys, values) = unzip(&partition)?;
             let results: Groups = self.udf.flat_map(values)?;
             let mut pairs = Batch::with_capacity(results.records().len(), partition.data().len());

@@ -7,14 +7,12 @@ use sluice_abi::Batch;
 use sluice_abi::encoding::Encoder;
 
 use super::keyed::{self, KeyGroups};
-use super::{BatchContext, Operator};
+use super::{BatchContext, Operator, inputs_of};
 use crate::dataset::Dataset;
 
 /// The two inputs co-partitioned by key, as (left, right) partition pairs.
 fn co_partition(inputs: Vec<Dataset>, partitions: usize) -> Result<Vec<(Batch, Batch)>> {
-    let [left, right]: [Dataset; 2] = inputs
-        .try_into()
-        .expect("the graph gives a two-stream operator two inputs");
+    let [left, right] = inputs_of::<2>(inputs)?;
     let left = keyed::shuffle(left.into_partitions(), partitions)?.into_partitions();
     let right = keyed::shuffle(right.into_partitions(), partitions)?.into_partitions();
     Ok(left.into_iter().zip(right).collect())

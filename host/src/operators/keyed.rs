@@ -146,12 +146,25 @@ pub fn reduce_groups(udf: &BoundUdf, groups: &KeyGroups<'_>) -> Result<Batch> {
 /// Hash-partitions pair records by key into `partitions` partitions, keeping the order of
 /// records within each source partition and of the source partitions.
 pub fn shuffle(input: Vec<Batch>, partitions: usize) -> Result<Dataset> {
+    fn key_of(record: &[u8]) -> Result<&[u8]> {
+        Ok(split_pair(record)?.0)
+    }
+    shuffle_by(input, partitions, key_of)
+}
+
+/// Hash-partitions records by the bytes `key_of` picks out of each (as [`shuffle`] does
+/// by key), so that equal picks meet in one partition.
+pub fn shuffle_by(
+    input: Vec<Batch>,
+    partitions: usize,
+    key_of: impl Fn(&[u8]) -> Result<&[u8]> + Sync,
+) -> Result<Dataset> {
     let buckets: Vec<Vec<Batch>> = input
         .into_par_iter()
         .map(|partition| {
             let mut buckets = vec![Batch::new(); partitions];
             for record in partition.iter() {
-                let (key, _) = split_pair(record)?;
+                let key = key_of(record)?;
                 buckets[partition_of(key, partitions)].push_encoded(record);
             }
             Ok(buckets)

@@ -8,12 +8,14 @@ pub mod builtin;
 mod by_key;
 mod join;
 pub mod keyed;
+mod set;
 mod stateless;
 mod union;
 
 pub use aggregate::{Count, CountByValue, Reduce};
 pub use by_key::{CombineByKey, FlatMapValues, GroupByKey, MapValues, ReduceByKey};
 pub use join::{Cogroup, Join, JoinKind};
+pub use set::{Distinct, Intersection, Subtract, SubtractByKey};
 pub use stateless::{Filter, FlatMap, Fused, Glom, MapRecords, Repartition, Transform};
 pub use union::Union;
 
@@ -75,9 +77,18 @@ pub trait OperatorState: Send + Sync {
 }
 
 /// The one input of a unary operator.
-pub(crate) fn single(inputs: Vec<Dataset>) -> Dataset {
-    let [input]: [Dataset; 1] = inputs
-        .try_into()
-        .expect("the graph gives a unary operator exactly one input");
-    input
+pub(crate) fn single(inputs: Vec<Dataset>) -> Result<Dataset> {
+    let [input] = inputs_of::<1>(inputs)?;
+    Ok(input)
+}
+
+/// The `N` inputs of an operator that takes `N`; another count is a wiring error of the
+/// graph, reported rather than trusted.
+pub(crate) fn inputs_of<const N: usize>(inputs: Vec<Dataset>) -> Result<[Dataset; N]> {
+    let count = inputs.len();
+    inputs.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "the operator takes {N} input stream(s) but was given {count}: the job's graph is wired wrongly"
+        )
+    })
 }

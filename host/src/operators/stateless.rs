@@ -1,7 +1,7 @@
 //! Record-at-a-time and partition-at-a-time operators: map, flatMap, mapPartitions,
 //! filter, glom, repartition, and transform (a sub-pipeline applied to each batch).
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use sluice_abi::Batch;
 use sluice_abi::encoding::Encoder;
 
@@ -23,7 +23,7 @@ impl Operator for MapRecords {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(single(inputs).try_map_partitions(|partition| self.udf.records(partition))?)
+        Ok(single(inputs)?.try_map_partitions(|partition| self.udf.records(partition))?)
     }
 }
 
@@ -39,7 +39,7 @@ impl Operator for FlatMap {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(single(inputs).try_map_partitions(|partition| {
+        Ok(single(inputs)?.try_map_partitions(|partition| {
             self.udf
                 .flat_map(partition)
                 .map(|groups| groups.into_parts().0)
@@ -60,7 +60,7 @@ impl Operator for Fused {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(single(inputs).try_map_partitions(|partition| self.chain.run(partition))?)
+        Ok(single(inputs)?.try_map_partitions(|partition| self.chain.run(partition))?)
     }
 }
 
@@ -76,7 +76,7 @@ impl Operator for Filter {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(single(inputs).try_map_partitions(|partition| self.udf.filter(partition))?)
+        Ok(single(inputs)?.try_map_partitions(|partition| self.udf.filter(partition))?)
     }
 }
 
@@ -91,7 +91,7 @@ impl Operator for Glom {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        let partitions = single(inputs)
+        let partitions = single(inputs)?
             .into_partitions()
             .into_iter()
             .map(|partition| {
@@ -120,38 +120,76 @@ impl Operator for Repartition {
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
         Ok(Dataset::split(
-            single(inputs).concatenated(),
+            single(inputs)?.concatenated(),
             self.partitions,
         ))
     }
 }
 
 /// transform: a pipeline of operators applied to each batch's data set, as Spark's
-/// `transform(rdd => ...)`.
+/// `transform(rdd => ...)`. Its first input is the stream's batch; the rest are the
+/// batches of the same time of the other streams its steps read (a join's `other`, a
+/// union's `with`), in step order: each step takes its own after the pipeline's data.
 pub struct Transform {
-    /// The steps, applied in order.
-    pub steps: Vec<Box<dyn Operator>>,
+    /// The steps, applied in order, each with how many other streams it reads.
+    steps: Vec<(Box<dyn Operator>, usize)>,
+}
+
+impl Transform {
+    /// A pipeline whose steps each read the pipeline's data and `others` more streams.
+    pub fn new(steps: Vec<(Box<dyn Operator>, usize)>) -> Self {
+        Self { steps }
+    }
+
+    /// A pipeline of steps that read nothing but the pipeline's data.
+    pub fn pipeline(steps: Vec<Box<dyn Operator>>) -> Self {
+        Self::new(steps.into_iter().map(|step| (step, 0)).collect())
+    }
+
+    /// The stream's batch and every other stream its steps read.
+    fn input_count(&self) -> usize {
+        1 + self.steps.iter().map(|(_, others)| others).sum::<usize>()
+    }
 }
 
 impl Operator for Transform {
     fn describe(&self) -> String {
-        let steps: Vec<String> = self.steps.iter().map(|step| step.describe()).collect();
+        let steps: Vec<String> = self.steps.iter().map(|(step, _)| step.describe()).collect();
         format!("transform [{}]", steps.join(", "))
+    }
+
+    fn arity(&self) -> Option<usize> {
+        Some(self.input_count())
     }
 
     /// A windowed step inside makes the whole pipeline slide with it.
     fn slide(&self) -> Option<u64> {
-        self.steps.iter().find_map(|step| step.slide())
+        self.steps.iter().find_map(|(step, _)| step.slide())
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        self.steps
-            .iter()
-            .try_fold(single(inputs), |data, step| step.apply(vec![data], batch))
+        let given = inputs.len();
+        let wanted = self.input_count();
+        if given != wanted {
+            bail!(
+                "`{}` reads {wanted} input stream(s) but was given {given}: the job's graph is wired wrongly",
+                self.describe()
+            );
+        }
+        let mut inputs = inputs.into_iter();
+        let data = inputs
+            .next()
+            .context("a transform has its stream's batch")?;
+        self.steps.iter().try_fold(data, |data, (step, others)| {
+            let step_inputs = std::iter::once(data)
+                .chain(inputs.by_ref().take(*others))
+                .collect();
+            step.apply(step_inputs, batch)
+        })
     }
 
     /// The state of its stateful step (the composite windowed operators have one).
     fn state(&self) -> Option<&dyn OperatorState> {
-        self.steps.iter().find_map(|step| step.state())
+        self.steps.iter().find_map(|(step, _)| step.state())
     }
 }

@@ -327,6 +327,8 @@ pub fn load_table(path: &std::path::Path, format: crate::manifest::TableFormat) 
     Ok(table::Table::load(path, format)?.into_records())
 }
 
+pub use queue::read_batches_file;
+
 /// Encodes manifest values as records.
 pub(crate) fn encode_values(values: &[Value]) -> Batch {
     let mut batch = Batch::new();

@@ -2,8 +2,10 @@
 //! `queueStream` with `oneAtATime = true`) and the file source. Both are replayable: the
 //! position of a cut is the index of the batch it took.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::{Context, Result, bail};
 use sluice_abi::{Batch, Value};
 
 use super::{Receiver, Replayable, encode_values, push_line};
@@ -44,6 +46,30 @@ impl Queue {
     }
 }
 
+/// The batches of a queue source's `batches_file`: JSON lines, each a batch, as an array
+/// of records in typed JSON ([`crate::json`]); blank lines are skipped.
+pub fn read_batches_file(path: &Path) -> Result<Vec<Vec<Value>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read batches file {}", path.display()))?;
+    let mut batches = Vec::new();
+    for (index, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+    {
+        let place = || format!("batches file {} line {}", path.display(), index + 1);
+        match crate::json::parse(line).with_context(|| format!("{} is not typed JSON", place()))? {
+            Value::List(records) => batches.push(records),
+            other => bail!(
+                "{} is {}, not a batch: write each batch as an array of records",
+                place(),
+                crate::json::to_json(&other)
+            ),
+        }
+    }
+    Ok(batches)
+}
+
 impl Receiver for Queue {
     fn cut(&self) -> Batch {
         self.records_at(self.next.fetch_add(1, Ordering::AcqRel))
@@ -73,5 +99,43 @@ impl Replayable for Queue {
 
     fn seek(&self, position: u64) {
         self.next.store(position, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batches_file_holds_one_batch_per_line_with_nulls_and_tuples() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batches.jsonl");
+        std::fs::write(
+            &path,
+            "[[\"a\", null], {\"$tuple\": [\"b\", 1]}]\n\n[]\n[{\"$bytes\": \"AQI=\"}]\n",
+        )
+        .unwrap();
+        let batches = read_batches_file(&path).unwrap();
+        let text = |text: &str| Value::String(text.to_owned());
+        assert_eq!(
+            batches,
+            [
+                vec![
+                    Value::List(vec![text("a"), Value::Null]),
+                    Value::Tuple(vec![text("b"), Value::Int(1)]),
+                ],
+                vec![],
+                vec![Value::Bytes(vec![1, 2])],
+            ]
+        );
+        std::fs::write(&path, "[1]\n{\"a\": 1}\n").unwrap();
+        let error = format!("{:#}", read_batches_file(&path).unwrap_err());
+        assert!(
+            error.contains("line 2") && error.contains("not a batch"),
+            "{error}"
+        );
+        std::fs::write(&path, "[1]\n[1\n").unwrap();
+        let error = format!("{:#}", read_batches_file(&path).unwrap_err());
+        assert!(error.contains("line 2 is not typed JSON"), "{error}");
     }
 }

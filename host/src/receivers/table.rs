@@ -16,7 +16,7 @@ pub struct Table {
 
 impl Table {
     /// Reads the table at `path`; a line or row that cannot be read fails the start,
-    /// naming the line.
+    /// naming the line. JSON lines are read as typed JSON ([`crate::json`]).
     pub fn load(path: &Path, format: TableFormat) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read table {}", path.display()))?;
@@ -28,7 +28,7 @@ impl Table {
                     .enumerate()
                     .filter(|(_, line)| !line.trim().is_empty())
                 {
-                    let value = json_record(line).with_context(|| {
+                    let value = crate::json::parse(line).with_context(|| {
                         format!(
                             "table {} line {} is not JSON, or is nested deeper than {} \
                              levels: fix or remove it",
@@ -65,18 +65,6 @@ impl Table {
         }
         Ok(Self { records })
     }
-}
-
-/// One JSON line as a record. The depth is bounded by the record depth limit, which
-/// `Value`'s deserializer enforces before building a level, rather than by serde_json's
-/// own (128 levels), so that a table holds whatever a record may.
-fn json_record(line: &str) -> serde_json::Result<Value> {
-    use serde::Deserialize;
-    let mut deserializer = serde_json::Deserializer::from_str(line);
-    deserializer.disable_recursion_limit();
-    let value = Value::deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(value)
 }
 
 impl Table {

@@ -50,6 +50,7 @@ impl Sink for Files {
             let line = match self.format {
                 FileFormat::Text => display_text(record),
                 FileFormat::JsonLines => Value::decode(record)?.to_json(),
+                FileFormat::JsonTyped => crate::json::to_json(&Value::decode(record)?),
             };
             writeln!(file, "{line}")?;
         }

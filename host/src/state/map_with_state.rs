@@ -16,14 +16,22 @@ use crate::udf::BoundUdf;
 /// mapWithState: the function runs once per `(key, value)` record with the key's state,
 /// which it may read, update or remove, and emits at most one record per call. With a
 /// timeout, a key that received nothing for longer than the timeout gets one last call
-/// without a value, its state marked as timing out, and is then removed (Spark: keys
-/// idle for more than the timeout are checked every batch; a key that gets data has its
-/// idle time reset, whether or not its state changed).
+/// without a value, its state marked as timing out, and is then removed.
+///
+/// Idle keys are looked for only at batch numbers that are multiples of
+/// `timeout_check_every` (counted from the job's first batch, through restarts), as
+/// Spark does: its `MapWithStateRDD` removes timed-out keys only in the full scan it
+/// makes when it checkpoints the state, every 10 batch intervals by default. Between
+/// checks an idle key stays, in the state and in its snapshots, and keys idle since
+/// different batches time out together at the next check. A key that gets data has its
+/// idle time reset, whether or not its state changed, and gets no timeout call.
 pub struct MapWithState {
     /// `(key, value, state) -> emitted`.
     pub udf: BoundUdf,
     /// How long a key may stay idle.
     pub timeout: Option<Duration>,
+    /// Idle keys are looked for at batch numbers that are multiples of this.
+    pub timeout_check_every: u64,
     /// The states, shared with [`StateSnapshots`] steps.
     pub store: Arc<StateStore>,
 }
@@ -32,7 +40,13 @@ impl MapWithState {
     /// The store's kind name.
     pub const KIND: &'static str = "map_with_state";
 
-    fn map_partition(&self, states: &mut KeyStates, pairs: &Batch, time_ms: i64) -> Result<Batch> {
+    fn map_partition(
+        &self,
+        states: &mut KeyStates,
+        pairs: &Batch,
+        batch: &BatchContext,
+    ) -> Result<Batch> {
+        let time_ms = batch.time_ms;
         let values = KeyGroups::of_pairs(pairs)?;
         let mut keys: Vec<&[u8]> = Vec::with_capacity(values.key_count());
         let mut records = Batch::with_capacity(pairs.len() * 2, pairs.data().len() * 2);
@@ -53,6 +67,7 @@ impl MapWithState {
         }
         let idle_since = self
             .timeout
+            .filter(|_| batch.number.is_multiple_of(self.timeout_check_every))
             .map(|timeout| time_ms - timeout.as_millis() as i64);
         let timing_out: Vec<Box<[u8]>> = match idle_since {
             Some(threshold) => states
@@ -99,21 +114,22 @@ impl Operator for MapWithState {
     fn describe(&self) -> String {
         match self.timeout {
             Some(timeout) => format!(
-                "map_with_state {}, timeout {}",
+                "map_with_state {}, timeout {} checked every {} batches",
                 self.udf.label(),
-                humantime::format_duration(timeout)
+                humantime::format_duration(timeout),
+                self.timeout_check_every
             ),
             None => format!("map_with_state {}", self.udf.label()),
         }
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let pairs = keyed::shuffle(single(inputs).into_partitions(), batch.partitions)?;
+        let pairs = keyed::shuffle(single(inputs)?.into_partitions(), batch.partitions)?;
         let pairs = pairs.partitions();
         let emitted = self
             .store
             .update(batch.partitions, batch.time_ms, |partition, states| {
-                self.map_partition(states, &pairs[partition], batch.time_ms)
+                self.map_partition(states, &pairs[partition], batch)
             })?;
         Ok(Dataset::from_partitions(emitted))
     }

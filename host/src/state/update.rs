@@ -89,7 +89,7 @@ impl Operator for UpdateStateByKey {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let pairs = keyed::shuffle(single(inputs).into_partitions(), batch.partitions)?;
+        let pairs = keyed::shuffle(single(inputs)?.into_partitions(), batch.partitions)?;
         let pairs = pairs.partitions();
         let tables = self
             .store

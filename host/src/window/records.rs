@@ -36,7 +36,7 @@ impl Operator for Window {
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
         let mut history = self.history.lock().expect("window history poisoned");
-        history.push(batch.number, single(inputs));
+        history.push(batch.number, single(inputs)?);
         if !self.span.is_due(batch.number) {
             return Ok(Dataset::default());
         }
@@ -98,7 +98,7 @@ impl Operator for GroupByKeyAndWindow {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let shuffled = keyed::shuffle(single(inputs).into_partitions(), batch.partitions)?;
+        let shuffled = keyed::shuffle(single(inputs)?.into_partitions(), batch.partitions)?;
         let mut history = self.history.lock().expect("window history poisoned");
         history.push(batch.number, shuffled.into_partitions());
         if !self.span.is_due(batch.number) {

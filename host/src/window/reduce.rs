@@ -182,7 +182,7 @@ impl Operator for WindowedReduce {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let partial = ReduceByKey::reduce(&self.reduce, single(inputs), batch.partitions)?;
+        let partial = ReduceByKey::reduce(&self.reduce, single(inputs)?, batch.partitions)?;
         let mut state = self.state.lock().expect("window state poisoned");
         let now = batch.number;
         state.partials.push(now, partial.into_partitions());
