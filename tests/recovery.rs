@@ -5,139 +5,18 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sluice;
+use common::wordcount::{
+    RUNNING_COUNT, Xorshift, counted, final_counts, sluice_run, stateful_word_count, text,
+};
 use serde_json::Value as Json;
 use sluice::checkpoint::{Checkpointer, Cut, Recovery, RecoveryOptions};
 use sluice::job::Job;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
-
-const WORDS: &[&str] = &[
-    "river", "gate", "sluice", "flow", "batch", "state", "stream", "window", "record", "key",
-    "value", "time", "water", "lock", "canal", "weir",
-];
-
-/// A small deterministic generator, so that a failing seed can be replayed.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// `lines` lines of 1 to 8 words each.
-fn text(lines: usize, random: &mut Xorshift) -> String {
-    (0..lines)
-        .map(|_| {
-            let words = 1 + random.next() % 8;
-            (0..words)
-                .map(|_| WORDS[(random.next() % WORDS.len() as u64) as usize])
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A stateful word count over `input.txt`, a line per batch, its running totals written
-/// to a JSON-lines file per batch.
-fn stateful_word_count(dir: &Path, file: &str, udf_line: &str, step: &str) -> PathBuf {
-    let manifest = format!(
-        r#"name = "wordcount"
-batch_interval = "20ms"
-partitions = 2
-
-[checkpoint]
-dir = "checkpoint"
-every = 5
-
-[udfs]
-wc = "{wordcount}"
-{udf_line}
-
-[[sources]]
-name = "lines"
-kind = "file"
-path = "input.txt"
-lines_per_batch = 1
-
-[[streams]]
-name = "counts"
-from = "lines"
-steps = [
-  {{ op = "flat_map", udf = "wc#tokenize" }},
-  {{ op = "map", udf = "wc#with_one" }},
-  {step},
-]
-
-[[sinks]]
-from = "counts"
-kind = "files"
-prefix = "out/counts"
-suffix = "jsonl"
-format = "json_lines"
-"#,
-        wordcount = common::udf("wordcount").display(),
-    );
-    let path = dir.join(file);
-    std::fs::write(&path, manifest).unwrap();
-    path
-}
-
-const RUNNING_COUNT: &str = r#"{ op = "update_state_by_key", udf = "wc#running_count" }"#;
-
-/// The counts in the newest output file of `dir`, and how many output files there are.
-fn final_counts(dir: &Path) -> (BTreeMap<String, i64>, usize) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
-        .collect();
-    files.sort();
-    for file in &files {
-        let text = std::fs::read_to_string(file).unwrap();
-        for line in text.lines() {
-            serde_json::from_str::<Json>(line)
-                .unwrap_or_else(|e| panic!("{} holds a broken line {line:?}: {e}", file.display()));
-        }
-    }
-    let newest = files.last().expect("the job wrote output files");
-    let counts = std::fs::read_to_string(newest)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let pair: (String, i64) = serde_json::from_str(line).unwrap();
-            pair
-        })
-        .collect();
-    (counts, files.len())
-}
-
-/// What counting every word of `text` gives.
-fn counted(text: &str) -> BTreeMap<String, i64> {
-    let mut counts = BTreeMap::new();
-    for word in text.split_whitespace() {
-        *counts.entry(word.to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn run(manifest: &Path, args: &[&str]) -> Output {
-    sluice()
-        .arg("run")
-        .arg(manifest)
-        .args(["--log", "text"])
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
@@ -166,7 +45,7 @@ fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
     let fault_free = tempfile::tempdir().unwrap();
     std::fs::write(fault_free.path().join("input.txt"), &input).unwrap();
     let manifest = stateful_word_count(fault_free.path(), "job.toml", "", RUNNING_COUNT);
-    let output = run(&manifest, &[]);
+    let output = sluice_run(&manifest, &[]);
     assert!(
         output.status.success(),
         "{}",
@@ -507,7 +386,7 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
     let input = text(30, &mut random);
     std::fs::write(dir.path().join("input.txt"), &input).unwrap();
     let first = stateful_word_count(dir.path(), "job.toml", "", RUNNING_COUNT);
-    let output = run(&first, &["--batches", "12"]);
+    let output = sluice_run(&first, &["--batches", "12"]);
     assert!(
         output.status.success(),
         "{}",
@@ -564,7 +443,7 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
         &conformance,
         r#"{ op = "map_with_state", udf = "c#running_count_emit_count" }"#,
     );
-    let refused = run(&changed, &[]);
+    let refused = sluice_run(&changed, &[]);
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
@@ -581,7 +460,7 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
         &release.display().to_string(),
     );
     std::fs::write(&first, redeployed).unwrap();
-    let output = run(&first, &[]);
+    let output = sluice_run(&first, &[]);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     assert!(log.contains("was redeployed"), "{log}");
@@ -593,7 +472,7 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
     );
 
     // The incompatible change again, now asking for fresh state: it starts from zero.
-    let output = run(&changed, &["--fresh-state", "counts/3"]);
+    let output = sluice_run(&changed, &["--fresh-state", "counts/3"]);
     assert!(
         output.status.success(),
         "{}",
@@ -654,7 +533,7 @@ format = "json_lines"
             .filter(|text| !text.is_empty())
             .collect()
     };
-    let output = run(&path, &["--batches", "2"]);
+    let output = sluice_run(&path, &["--batches", "2"]);
     assert!(
         output.status.success(),
         "{}",
@@ -664,7 +543,7 @@ format = "json_lines"
     assert_eq!(first, [r#"["a",[1,"apple"]]"#, r#"["b",[1,"banana"]]"#]);
     // No state checkpoint yet (every 100 batches): the restart re-runs batches 1 and 2
     // from the log, the table side included, and rewrites their files.
-    let output = run(&path, &[]);
+    let output = sluice_run(&path, &[]);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
     assert!(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod run;
+pub mod wordcount;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

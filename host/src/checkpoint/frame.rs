@@ -24,8 +24,8 @@ pub struct Damage {
     pub skipped: usize,
     /// What was wrong with it.
     pub reason: &'static str,
-    /// Whether the damage is confined to the last frame: nothing after the bad frame's
-    /// start can be read as another frame (what a write torn by a crash leaves).
+    /// Whether the damage is confined to the last frame (what a write torn by a crash
+    /// leaves): no good frame follows the bad one.
     pub last_frame: bool,
 }
 
@@ -56,7 +56,9 @@ pub fn read(bytes: &[u8]) -> (Vec<&[u8]>, Option<Damage>) {
             );
         };
         if crc32fast::hash(payload) != crc {
-            let last_frame = offset + HEADER + len == bytes.len();
+            // A damaged length makes the frame seem to end early: the damage is still
+            // confined to it unless a good frame follows.
+            let last_frame = !starts_with_good_frame(&bytes[offset + HEADER + len..]);
             return (
                 frames,
                 Some(damage(
@@ -69,6 +71,18 @@ pub fn read(bytes: &[u8]) -> (Vec<&[u8]>, Option<Damage>) {
         offset += HEADER + len;
     }
     (frames, None)
+}
+
+/// Whether `bytes` starts with a whole frame whose checksum matches.
+fn starts_with_good_frame(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..HEADER) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    bytes
+        .get(HEADER..HEADER + len)
+        .is_some_and(|payload| crc32fast::hash(payload) == crc)
 }
 
 #[cfg(test)]
@@ -114,5 +128,11 @@ mod tests {
             damage.unwrap().last_frame,
             "the damage is in the last frame only"
         );
+        // The last frame's length made shorter: what is left of it is no frame.
+        let mut bytes = framed(&[b"one", b"a longer frame"]);
+        bytes[11] = 4;
+        let (frames, damage) = read(&bytes);
+        assert_eq!(frames, [b"one"]);
+        assert!(damage.unwrap().last_frame);
     }
 }

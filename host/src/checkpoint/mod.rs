@@ -108,9 +108,9 @@ pub struct Loss {
 impl fmt::Display for Loss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.first == self.last {
-            write!(f, "batch {}: {}", self.first, self.why)
+            write!(f, "batch {} ({})", self.first, self.why)
         } else {
-            write!(f, "batches {} to {}: {}", self.first, self.last, self.why)
+            write!(f, "batches {} to {} ({})", self.first, self.last, self.why)
         }
     }
 }
@@ -203,11 +203,11 @@ impl Checkpointer {
                 checked_against(dir, instance)
             );
         }
-        let lost = losses(&base, after, &logged);
+        let lost = losses(dir, &base, after, &logged);
         if !lost.is_empty() && !options.accept_data_loss {
             let lost: Vec<String> = lost.iter().map(Loss::to_string).collect();
             bail!(
-                "recovery would lose data, so the job was not started: {} would be lost. Nothing in {} was changed. Restore the damaged or missing files if you have them, or run again with --accept-data-loss to go on without those batches",
+                "recovery would lose {}, so the job was not started. Nothing in {} was changed. Restore the damaged or missing files if you have them, or run again with --accept-data-loss to go on without those batches",
                 lost.join("; "),
                 dir.display()
             );
@@ -388,7 +388,7 @@ fn checked_against(dir: &Path, instance: InstanceId) -> String {
 
 /// The batches that recovery from `base` (covering batches up to `after`) with what the
 /// log holds cannot re-run.
-fn losses(base: &Base, after: u64, logged: &wal::Logged) -> Vec<Loss> {
+fn losses(dir: &Path, base: &Base, after: u64, logged: &wal::Logged) -> Vec<Loss> {
     let damaged = || {
         base.damaged
             .iter()
@@ -410,10 +410,24 @@ fn losses(base: &Base, after: u64, logged: &wal::Logged) -> Vec<Loss> {
     };
     let mut lost = Vec::new();
     if let Some(first) = logged.first.filter(|first| *first > after + 1) {
+        let missing = |number| {
+            wal::segment_path(&wal_dir(dir), number)
+                .display()
+                .to_string()
+        };
+        let missing = if first - 1 == after + 1 {
+            format!("segment {} is missing", missing(after + 1))
+        } else {
+            format!(
+                "segments {} to {} are missing",
+                missing(after + 1),
+                missing(first - 1)
+            )
+        };
         lost.push(Loss {
             first: after + 1,
             last: first - 1,
-            why: format!("{starts_from} starts at batch {first}"),
+            why: format!("{starts_from} starts at batch {first}: {missing}"),
         });
     }
     lost.extend(logged.lost.clone());

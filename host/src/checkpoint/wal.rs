@@ -269,10 +269,18 @@ impl Logged {
     }
 }
 
+/// A record of the log, read back and checked.
+enum Read {
+    /// Records of a source.
+    Records { source: u32, records: Batch },
+    /// The end of a batch.
+    Cut(Cut),
+}
+
 /// What one segment holds.
 struct Segment {
     header: SegmentHeader,
-    entries: Vec<Entry>,
+    entries: Vec<Read>,
     /// How many bytes hold the header and `entries`.
     good: usize,
     /// What stopped the reading before the end, and whether only the last frame is bad.
@@ -306,14 +314,23 @@ fn parse(bytes: &[u8]) -> Result<Segment, String> {
     let mut good = 8 + first.len();
     let mut entries = Vec::new();
     for (index, payload) in rest.iter().enumerate() {
-        if matches!(entries.last(), Some(Entry::Cut(_))) {
+        if matches!(entries.last(), Some(Read::Cut(_))) {
             damage = Some((
                 format!("it holds a frame after its cut, at byte {good}"),
                 false,
             ));
             break;
         }
-        match codec::decode::<Entry>(payload) {
+        let entry = codec::decode::<Entry>(payload).and_then(|entry| {
+            Ok(match entry {
+                Entry::Records { source, records } => Read::Records {
+                    source,
+                    records: records.into_batch()?,
+                },
+                Entry::Cut(cut) => Read::Cut(cut),
+            })
+        });
+        match entry {
             Ok(entry) => entries.push(entry),
             Err(error) => {
                 let last = index + 1 == rest.len() && damage.is_none();
@@ -423,11 +440,10 @@ pub fn read(
         let cut = segment
             .entries
             .iter()
-            .any(|entry| matches!(entry, Entry::Cut(_)));
+            .any(|entry| matches!(entry, Read::Cut(_)));
         for entry in segment.entries {
             match entry {
-                Entry::Records { source, records } => {
-                    let records = records.into_batch()?;
+                Read::Records { source, records } => {
                     let Some(pending) = logged.pending.get_mut(source as usize) else {
                         logged.refused.push(format!(
                             "{}: it logs records of source {source}, but the job has {sources} sources",
@@ -437,7 +453,7 @@ pub fn read(
                     };
                     pending.extend_from(&records);
                 }
-                Entry::Cut(cut) if cut.number != number => {
+                Read::Cut(cut) if cut.number != number => {
                     logged.refused.push(format!(
                         "{}: it holds the cut of batch {}, not of batch {number}",
                         path.display(),
@@ -445,7 +461,7 @@ pub fn read(
                     ));
                     break;
                 }
-                Entry::Cut(cut) => {
+                Read::Cut(cut) => {
                     let inputs =
                         std::mem::replace(&mut logged.pending, vec![Batch::new(); sources]);
                     logged.batches.push((cut, inputs));
