@@ -180,6 +180,31 @@ pub fn toggle_state_emit_removed_key(
     }
 }
 
+/// mapWithState (Spark parity vectors): on data, c = (state or 0) + value, the state set
+/// to c and `[key, value, c]` emitted; on a timeout call, `[key, "timeout", state]`.
+pub fn count_or_timeout(
+    key: Value,
+    value: Option<i64>,
+    state: &mut State<i64>,
+) -> Option<(Value, Value, i64)> {
+    if state.is_timing_out() {
+        let last = state.get().copied().unwrap_or(0);
+        return Some((key, Value::String("timeout".into()), last));
+    }
+    let value = value.unwrap_or(0);
+    let count = state.get().copied().unwrap_or(0) + value;
+    state.update(count);
+    Some((key, Value::Int(value), count))
+}
+
+/// (a, b) -> a + b over nullable integers: a null side is left out; null if both are.
+pub fn sum_ignoring_null(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (one, other) => one.or(other),
+    }
+}
+
 /// {counter, idle} -> counter
 pub fn state_counter(state: IdleCounter) -> i64 {
     state.counter
@@ -231,6 +256,7 @@ udfs! {
     map state_counter,
     reduce subtract,
     reduce sum,
+    reduce sum_ignoring_null,
     map to_set,
     map to_string,
     filter value_nonzero,
@@ -242,4 +268,5 @@ udfs! {
     map_with_state running_count_emit_key_and_count,
     map_with_state running_count_emit_nothing,
     map_with_state toggle_state_emit_removed_key,
+    map_with_state count_or_timeout,
 }
