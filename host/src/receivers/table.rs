@@ -30,11 +30,10 @@ impl Table {
                 {
                     let value = crate::json::parse(line).with_context(|| {
                         format!(
-                            "table {} line {} is not JSON, or is nested deeper than {} \
-                             levels: fix or remove it",
+                            "table {} line {} is not typed JSON (docs/manifest.md, \
+                             `JSON values`): fix or remove it",
                             path.display(),
                             index + 1,
-                            sluice_abi::encoding::MAX_DEPTH
                         )
                     })?;
                     records.push_with(|out| value.encode_into(out));

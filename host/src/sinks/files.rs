@@ -60,3 +60,50 @@ impl Sink for Files {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_abi::Batch;
+
+    use super::*;
+    use crate::manifest::TableFormat;
+
+    #[test]
+    fn json_typed_files_read_back_as_the_same_records() {
+        let text = |text: &str| Value::String(text.to_owned());
+        let values = [
+            Value::Tuple(vec![
+                Value::Tuple(vec![text("a"), Value::Int(1)]),
+                Value::Null,
+            ]),
+            Value::List(vec![
+                Value::Int(1),
+                Value::Float(1.0),
+                Value::Float(f64::NAN),
+            ]),
+            Value::Bytes(vec![0, 255]),
+            Value::Map(vec![(Value::Int(1), text("$one"))]),
+            Value::Map(vec![(text("$tuple"), Value::Bool(true))]),
+            Value::Struct(vec![("$x".into(), Value::Tuple(vec![]))]),
+            text("line\nbreak"),
+        ];
+        let mut records = Batch::new();
+        values
+            .iter()
+            .for_each(|value| records.push_with(|out| value.encode_into(out)));
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Files {
+            prefix: dir.path().join("out"),
+            suffix: "jsonl".into(),
+            format: FileFormat::JsonTyped,
+        };
+        sink.write(1000, &Dataset::split(records.clone(), 2))
+            .unwrap();
+        let read = crate::receivers::load_table(
+            &dir.path().join("out-1000.jsonl"),
+            TableFormat::JsonLines,
+        )
+        .unwrap();
+        assert_eq!(read, records);
+    }
+}
