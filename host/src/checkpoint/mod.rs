@@ -56,6 +56,7 @@ pub mod format;
 pub mod frame;
 pub mod instance;
 pub mod lock;
+mod recover;
 pub mod snapshot;
 pub mod wal;
 
@@ -72,6 +73,7 @@ use crate::job::Job;
 use crate::manifest::CheckpointConfig;
 use format::{Digest, InstanceId};
 pub use lock::DirLock;
+use recover::{checked_against, find_base, losses, remove_stale_temporaries};
 pub use snapshot::{SavedOperator, Snapshot};
 pub use wal::{Cut, Wal};
 
@@ -149,14 +151,6 @@ pub struct Written {
     pub took: Duration,
 }
 
-/// The checkpoint recovery starts from, and the newer ones it could not use.
-struct Base {
-    /// The newest usable checkpoint, its file and its file's digest.
-    restored: Option<(Snapshot, PathBuf, Digest)>,
-    /// Newer checkpoints that are damaged: (batch, file, why).
-    damaged: Vec<(u64, PathBuf, String)>,
-}
-
 impl Checkpointer {
     /// Opens `config.dir` for `job`: removes stale temporary files, checks the instance,
     /// restores the newest usable state checkpoint into the job (steps named in
@@ -212,6 +206,21 @@ impl Checkpointer {
                 dir.display()
             );
         }
+        let mut recovery = Recovery {
+            made_instance: made.then_some(instance),
+            positions: vec![None; sources],
+            ..Recovery::default()
+        };
+        let mut restored_notes = Vec::new();
+        let mut checkpoint_digest = format::NO_DIGEST;
+        if let Some((snapshot, _, digest)) = &base.restored {
+            restore(job, snapshot, &options.fresh_state, &mut restored_notes)?;
+            recovery.restored = Some((snapshot.number, snapshot.time_ms));
+            recovery.positions = snapshot.positions.clone();
+            recovery.positions.resize(sources, None);
+            checkpoint_digest = *digest;
+        }
+        recovery.restore_time = started.elapsed();
         // Going on: from here the directory is changed.
         for (_, path, why) in &base.damaged {
             let aside = path.with_extension("ckpt.damaged");
@@ -224,20 +233,7 @@ impl Checkpointer {
         }
         logged.repair()?;
         notes.extend(logged.notes.iter().cloned());
-        let mut recovery = Recovery {
-            made_instance: made.then_some(instance),
-            positions: vec![None; sources],
-            ..Recovery::default()
-        };
-        let mut checkpoint_digest = format::NO_DIGEST;
-        if let Some((snapshot, _, digest)) = &base.restored {
-            restore(job, snapshot, &options.fresh_state, &mut notes)?;
-            recovery.restored = Some((snapshot.number, snapshot.time_ms));
-            recovery.positions = snapshot.positions.clone();
-            recovery.positions.resize(sources, None);
-            checkpoint_digest = *digest;
-        }
-        recovery.restore_time = started.elapsed();
+        notes.extend(restored_notes);
         if let Some((last, _)) = logged.batches.last() {
             recovery.positions = last
                 .positions
@@ -351,123 +347,6 @@ impl Checkpointer {
             took: started.elapsed(),
         }))
     }
-}
-
-/// Finds the newest usable checkpoint in `dir`: a damaged one is passed over for the one
-/// before it, one that does not belong is refused.
-fn find_base(dir: &Path, instance: InstanceId) -> Result<Base> {
-    let mut base = Base {
-        restored: None,
-        damaged: Vec::new(),
-    };
-    for (number, path) in snapshot::list(&state_dir(dir))? {
-        match snapshot::read(&path, instance) {
-            Ok((snapshot, digest)) => {
-                base.restored = Some((snapshot, path, digest));
-                break;
-            }
-            Err(snapshot::Unusable::Damaged(why)) => base.damaged.push((number, path, why)),
-            Err(snapshot::Unusable::Refused(why)) => bail!(
-                "{why}. It is never used: move it out of {} if it does not belong there, then run again ({})",
-                dir.display(),
-                checked_against(dir, instance)
-            ),
-        }
-    }
-    Ok(base)
-}
-
-/// Where the instance files are checked against comes from: if that file is the one
-/// from elsewhere, every other file looks foreign.
-fn checked_against(dir: &Path, instance: InstanceId) -> String {
-    format!(
-        "files are checked against instance {instance}, from {}",
-        instance::path(dir).display()
-    )
-}
-
-/// The batches that recovery from `base` (covering batches up to `after`) with what the
-/// log holds cannot re-run.
-fn losses(dir: &Path, base: &Base, after: u64, logged: &wal::Logged) -> Vec<Loss> {
-    let damaged = || {
-        base.damaged
-            .iter()
-            .map(|(_, _, why)| why.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let starts_from = match &base.restored {
-        Some((_, path, _)) if base.damaged.is_empty() => {
-            format!("the log after state checkpoint {}", path.display())
-        }
-        Some((_, path, _)) => format!(
-            "the newer checkpoint is unusable ({}), and the log after state checkpoint {}",
-            damaged(),
-            path.display()
-        ),
-        None if base.damaged.is_empty() => "there is no state checkpoint, and the log".to_owned(),
-        None => format!("no state checkpoint is usable ({}), and the log", damaged()),
-    };
-    let mut lost = Vec::new();
-    if let Some(first) = logged.first.filter(|first| *first > after + 1) {
-        let missing = |number| {
-            wal::segment_path(&wal_dir(dir), number)
-                .display()
-                .to_string()
-        };
-        let missing = if first - 1 == after + 1 {
-            format!("segment {} is missing", missing(after + 1))
-        } else {
-            format!(
-                "segments {} to {} are missing",
-                missing(after + 1),
-                missing(first - 1)
-            )
-        };
-        lost.push(Loss {
-            first: after + 1,
-            last: first - 1,
-            why: format!("{starts_from} starts at batch {first}: {missing}"),
-        });
-    }
-    lost.extend(logged.lost.clone());
-    // A damaged checkpoint covered batches that the log must still hold.
-    let covered = base.damaged.iter().map(|(number, _, _)| *number).max();
-    let reached = logged.batches.last().map_or(after, |(cut, _)| cut.number);
-    if let Some(covered) = covered
-        && covered > reached
-        && lost.is_empty()
-    {
-        lost.push(Loss {
-            first: reached + 1,
-            last: covered,
-            why: format!("{starts_from} ends at batch {reached}"),
-        });
-    }
-    lost
-}
-
-/// Removes the temporary files (`*.tmp`) an interrupted write left in `dir` (a crash, or
-/// a full disk, while writing a checkpoint or the metadata); says which.
-fn remove_stale_temporaries(dir: &Path) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
-    for dir in [dir.to_owned(), state_dir(dir), wal_dir(dir)] {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().is_some_and(|ext| ext == "tmp") && path.is_file() {
-                fs::remove_file(&path)
-                    .with_context(|| format!("cannot remove the stale {}", path.display()))?;
-                notes.push(format!(
-                    "removed {}, left by a write that was interrupted (a crash or a full disk)",
-                    path.display()
-                ));
-            }
-        }
-    }
-    Ok(notes)
 }
 
 /// The files `<number><suffix>` in `dir` (none if it does not exist), by number; only
