@@ -34,11 +34,7 @@ pub fn inspect(dir: &Path) -> Result<ExitCode> {
     }
     let instance = match instance::read(&instance::path(dir)) {
         Ok(id) => {
-            println!(
-                "instance: {id} (checkpoint format {}, read by Sluice {})",
-                format::FORMAT,
-                format::RELEASE
-            );
+            println!("instance: {id} (checkpoint format {})", format::FORMAT);
             id
         }
         Err(error) => {
