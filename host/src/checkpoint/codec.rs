@@ -1,11 +1,10 @@
 //! How checkpointed things are encoded: bincode 2 (standard configuration), and batches
 //! as their two buffers, checked on the way back in.
 //!
-//! Decoding is bounded by what is decoded: a value never takes more memory than
-//! [`EXPANSION`] times its encoding, so the limit bincode checks before each allocation
-//! follows from the length of the bytes (a log record by its frame, a checkpoint by its
-//! file, a step's state by its bytes in the checkpoint), and a corrupt length cannot ask
-//! for more.
+//! Decoding is bounded by what is decoded: a value never takes more memory than 32 times
+//! its encoding, so the limit bincode checks before each allocation follows from the
+//! length of the bytes (a log record by its frame, a checkpoint by its file, a step's
+//! state by its bytes in the checkpoint), and a corrupt length cannot ask for more.
 
 use anyhow::{Context, Result};
 use bincode::{Decode, Encode};
@@ -22,8 +21,8 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
         .expect("encoding into a Vec cannot fail")
 }
 
-/// Decodes a `T` that must fill `bytes` exactly, allocating at most about
-/// [`EXPANSION`] times `bytes.len()` on the way.
+/// Decodes a `T` that must fill `bytes` exactly, allocating at most about 32 times
+/// `bytes.len()` on the way.
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T> {
     let needed = bytes.len().saturating_mul(EXPANSION);
     // bincode's limit is a type parameter: take the smallest of a few steps (each 4 times

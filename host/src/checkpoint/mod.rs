@@ -18,7 +18,7 @@
 //!
 //! Every file is made of frames (length, CRC-32, bytes: see [`frame`]). The first frame of
 //! the instance file, of every segment and of every checkpoint starts with a [format
-//! header](format): its kind, the format version ([`format::FORMAT`]) and the release
+//! header](mod@format): its kind, the format version ([`format::FORMAT`]) and the release
 //! that wrote it, so that a later release can read it or refuse it naming both. Then each
 //! says what it is: the instance id; a segment its batch number and the digest
 //! (SHA-256) of the segment before it; a checkpoint the batch it covers, the digest of the

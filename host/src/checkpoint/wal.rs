@@ -3,7 +3,7 @@
 //! checkpoint does not cover, with the same records.
 //!
 //! One segment per batch, `wal/<batch number>.log`. Its first frame is its
-//! [header](SegmentHeader): the [format](super::format), the instance, the batch number
+//! header: the [format](mod@super::format), the instance, the batch number
 //! and the digest of the segment before it (of the last segment a state checkpoint
 //! covers, for the first segment after one). Then the records of that batch as they
 //! arrive, then its cut. A state checkpoint makes the segments it covers unnecessary.
