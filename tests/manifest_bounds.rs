@@ -25,6 +25,7 @@ fn base_manifest() -> String {
         r#"name = "bounds"
 batch_interval = "1s"
 partitions = 3
+max_queued_batches = 100
 
 [udfs]
 wc = "{wordcount}"
@@ -64,7 +65,7 @@ steps = [
   {{ op = "flat_map", udf = "wc#tokenize" }},
   {{ op = "map", udf = "wc#with_one" }},
   {{ op = "repartition", partitions = 5 }},
-  {{ op = "map_with_state", udf = "wc#count_each", timeout = "1m" }},
+  {{ op = "map_with_state", udf = "wc#count_each", timeout = "1m", timeout_check_every = 5 }},
 ]
 
 [[streams]]
@@ -243,6 +244,30 @@ fn out_of_range_values_are_refused_by_check_with_key_and_range() {
             "every = 10",
             "every = 0".into(),
             "`checkpoint.every`",
+            "from 1 to 10_000",
+        ),
+        (
+            "max_queued_batches = 100",
+            "max_queued_batches = 0".into(),
+            "`max_queued_batches`",
+            "from 1 to 10_000",
+        ),
+        (
+            "max_queued_batches = 100",
+            "max_queued_batches = 10001".into(),
+            "`max_queued_batches`",
+            "from 1 to 10_000",
+        ),
+        (
+            "timeout_check_every = 5",
+            "timeout_check_every = 0".into(),
+            "`timeout_check_every`",
+            "from 1 to 10_000",
+        ),
+        (
+            "timeout_check_every = 5",
+            "timeout_check_every = 10001".into(),
+            "`timeout_check_every`",
             "from 1 to 10_000",
         ),
         (
@@ -445,6 +470,7 @@ fn a_job_at_every_upper_bound_runs_two_batches_under_3_gib() {
         r#"name = "upper-bounds"
 batch_interval = "10s"
 partitions = 1024
+max_queued_batches = 10000
 
 [udfs]
 wc = "{wordcount}"
@@ -479,7 +505,7 @@ steps = [
   {{ op = "flat_map", udf = "wc#tokenize" }},
   {{ op = "map", udf = "wc#with_one" }},
   {{ op = "repartition", partitions = 1024 }},
-  {{ op = "map_with_state", udf = "wc#count_each", timeout = "366d" }},
+  {{ op = "map_with_state", udf = "wc#count_each", timeout = "366d", timeout_check_every = 10000 }},
 ]
 
 [[streams]]
