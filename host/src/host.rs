@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, BatchReport, Checkpointing, RunOptions, RunSummary};
-use crate::checkpoint::{Checkpointer, Loss, RecoveryOptions};
+use crate::checkpoint::{Checkpointer, DirLock, Loss, RecoveryOptions};
 use crate::job::Job;
 use crate::manifest;
 use crate::receivers::Receivers;
@@ -74,8 +74,12 @@ impl Host {
         recovery: &RecoveryOptions,
     ) -> Result<JobHandle> {
         let name = job.config().name.clone();
+        let mut lock = None;
         let checkpointing = match &job.config().checkpoint {
             Some(config) => {
+                lock = Some(DirLock::acquire(&config.dir).with_context(|| {
+                    format!("job `{name}` cannot use {}", config.dir.display())
+                })?);
                 let (checkpointer, recovery) = Checkpointer::open(config, &job, recovery)
                     .with_context(|| {
                         format!("job `{name}` cannot recover from {}", config.dir.display())
@@ -103,7 +107,7 @@ impl Host {
             stop: stop.clone(),
         };
         let (sender, reports) = mpsc::unbounded_channel();
-        let task = tokio::spawn(batcher::run(
+        let run = batcher::run(
             Arc::new(job),
             receivers,
             checkpointing,
@@ -111,7 +115,13 @@ impl Host {
             move |report| {
                 let _ = sender.send(*report);
             },
-        ));
+        );
+        let task = tokio::spawn(async move {
+            let summary = run.await;
+            // The checkpoint directory is this run's until the run has ended.
+            drop(lock);
+            summary
+        });
         Ok(JobHandle {
             name,
             reports,

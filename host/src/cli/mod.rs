@@ -3,14 +3,17 @@
 mod checkpoint;
 mod run;
 mod status;
+mod stderr;
 mod udf;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::manifest::ManifestError;
 use sluice::runtime::{Runtime, RuntimeConfig};
+use stderr::Stderr;
 
 #[derive(Parser)]
 #[command(
@@ -142,10 +145,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             if let Some(manifest) = error.downcast_ref::<ManifestError>() {
-                eprintln!("error: {manifest}");
+                let _ = writeln!(Stderr, "error: {manifest}");
                 return ExitCode::from(INVALID);
             }
-            eprintln!("error: {error:#}");
+            let _ = writeln!(Stderr, "error: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -156,7 +159,7 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == LogFormat::Json {
         builder.json().init();
