@@ -102,9 +102,14 @@ fn batch_reports(log: &[Json]) -> Vec<&Json> {
 
 /// Runs the job to the end of its input and returns its totals.
 fn run_to_the_end(dir: &Path, manifest: &Path) -> BTreeMap<String, i64> {
+    restart_to_the_end(dir, manifest).0
+}
+
+/// Runs the job to the end of its input; returns its totals and its log.
+fn restart_to_the_end(dir: &Path, manifest: &Path) -> (BTreeMap<String, i64>, Vec<Json>) {
     let (status, log) = Run::start(manifest, &[]).finish();
     assert!(status.success(), "the restart failed: {log:#?}");
-    final_counts(dir)
+    (final_counts(dir), log)
 }
 
 /// One stop signal in the middle of a batch: the batch in flight finishes, at most one
@@ -138,7 +143,22 @@ fn stops_after_the_batch_in_flight(signal: &str) {
         took <= Duration::from_millis(in_flight + 1000),
         "{signal}: the process took {took:?} to exit after a batch of {in_flight} ms"
     );
-    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+    let last = batch_reports(&log)
+        .last()
+        .and_then(|report| report["fields"]["batch"].as_u64())
+        .expect("batches were computed");
+    assert!(
+        log.iter().any(|line| message_of(line)
+            .starts_with(&format!("state checkpoint after batch {last} on stopping"))),
+        "{signal}: the state after the last batch is checkpointed on stopping: {log:#?}"
+    );
+    let (totals, restart) = restart_to_the_end(dir.path(), &manifest);
+    assert_eq!(totals, expected_counts());
+    let restored = restart
+        .iter()
+        .find(|line| message_of(line) == "restored the state checkpoint")
+        .unwrap_or_else(|| panic!("{signal}: the restart restores a checkpoint: {restart:#?}"));
+    assert_eq!(restored["fields"]["batch"], last, "{restart:#?}");
 }
 
 #[test]

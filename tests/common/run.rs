@@ -24,7 +24,13 @@ pub struct Run {
 impl Run {
     /// Starts `sluice run MANIFEST --log json ARGS...` in the manifest's folder.
     pub fn start(manifest: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(manifest, args, &[])
+    }
+
+    /// Starts it as [`Run::start`] does, with environment variables `env` set.
+    pub fn start_with_env(manifest: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = sluice()
+            .envs(env.iter().copied())
             .current_dir(manifest.parent().unwrap())
             .arg("run")
             .arg(manifest)

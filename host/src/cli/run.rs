@@ -71,6 +71,14 @@ pub fn run(
         }
         status.finish();
         let summary = handle.finished().await?;
+        if let Some(written) = summary.checkpoint {
+            status.message(&format!(
+                "state checkpoint after batch {} on stopping: {} bytes in {} ms",
+                written.number,
+                written.bytes,
+                written.took.as_millis()
+            ));
+        }
         let why = match summary.reason {
             StopReason::Drained => "its sources are drained",
             StopReason::BatchLimit => "the batch limit was reached",
