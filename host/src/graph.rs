@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use sluice_abi::NamedFunction;
 
 use crate::dataset::Dataset;
+use crate::event_time::{self, EventClock, TimeSpec};
 use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
@@ -43,6 +44,8 @@ pub struct JobGraph {
     /// How many times each node's output is read (by nodes and sinks).
     readers: Vec<usize>,
 }
+    /// The job's event-time watermark, shared by its event-time steps.
+    clock: Arc<EventClock>,
 
 impl JobGraph {
     /// Builds the operators of `config`, with a pool of UDF instances per UDF step; or,
@@ -64,6 +67,8 @@ impl JobGraph {
         for source in &config.sources {
             let id = builder.push(format!("source `{}`", source.name), vec![], None)?;
             builder.streams.insert(source.name.clone(), id);
+            clock: Arc::new(EventClock::new(config.event_time)),
+            times: HashMap::new(),
         }
         for stream in &config.streams {
             let mut current = builder.streams[&stream.from];
@@ -105,6 +110,14 @@ impl JobGraph {
                 };
                 // The stream's batch, then the other streams' of the same time (those of
                 // the steps inside a `transform` included).
+                    step @ (StepConfig::EventTime(_)
+                    | StepConfig::AssignWindow(_)
+                    | StepConfig::EventAggregate(..)
+                    | StepConfig::EventJoin(..)
+                    | StepConfig::Dedup(_)) => (
+                        builder.event_time(step, current, format!("{}/{}", stream.name, index + 1))?,
+                        1,
+                    ),
                 let inputs = std::iter::once(current)
                     .chain(
                         stream.steps[index]
@@ -122,6 +135,16 @@ impl JobGraph {
                 node.id = Some(format!("{}/{}", stream.name, index + 1));
                 node.udfs = stream.steps[index..index + taken]
                     .iter()
+                let time = match &stream.steps[index] {
+                    StepConfig::EventTime(time) => Some(time.clone()),
+                    _ => builder.nodes[current]
+                        .inputs
+                        .iter()
+                        .find_map(|input| builder.times.get(input).cloned()),
+                };
+                if let Some(time) = time {
+                    builder.times.insert(current, time);
+                }
                     .flat_map(StepConfig::udfs)
                     .map(|udf| {
                         Ok((
@@ -157,6 +180,7 @@ impl JobGraph {
     }
 
     /// Computes one batch from the sources' data sets (in source order) and returns what
+            clock: builder.clock,
     /// each sink gets (in sink order; `None` where its stream has no output this batch).
     /// Each node is computed once, and only if something reads it; a data set read once
     /// is moved rather than copied.
@@ -171,6 +195,8 @@ impl JobGraph {
         for (id, node) in self.nodes.iter().enumerate() {
             let output = match &node.operator {
                 None => Some(sources.next().context("the batch lacks a source's data")?),
+        self.clock
+            .begin(sources.iter().any(|source| !source.is_empty()));
                 Some(operator) => {
                     let inputs: Option<Vec<Dataset>> = node
                         .inputs
@@ -194,6 +220,7 @@ impl JobGraph {
             .sink_inputs
             .iter()
             .map(|&input| take(&mut outputs, &mut unread, input))
+        self.clock.end();
             .collect())
     }
 }
@@ -213,6 +240,11 @@ impl JobGraph {
     pub fn udf_digests(&self) -> Vec<(&str, &str)> {
         self.nodes
             .iter()
+    /// The job's event-time watermark and what the last batch did with it.
+    pub fn event_clock(&self) -> &EventClock {
+        &self.clock
+    }
+
             .flat_map(|node| &node.udfs)
             .map(|(label, digest)| (label.as_str(), digest.as_str()))
             .collect()
@@ -256,6 +288,11 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Adds a node, working out its slide and checking it as Spark does.
     fn push(
+    /// The job's watermark.
+    clock: Arc<EventClock>,
+    /// Where the records of a node's output have their event time (from the
+    /// `event_time` step upstream).
+    times: HashMap<usize, TimeSpec>,
         &mut self,
         describe: String,
         inputs: Vec<usize>,
@@ -397,6 +434,13 @@ impl Builder<'_> {
                     "{owner}: `map_with_state` and `state_snapshots` cannot be used inside `transform`"
                 )
             }
+            StepConfig::EventTime(_)
+            | StepConfig::AssignWindow(_)
+            | StepConfig::EventAggregate(..)
+            | StepConfig::EventJoin(..)
+            | StepConfig::Dedup(_) => {
+                bail!("{owner}: event-time steps cannot be used inside `transform`")
+            }
             StepConfig::CountByValueAndWindow(span) => {
                 let [add, subtract, nonzero] = builtin::counting();
                 Box::new(operators::Transform::pipeline(vec![
@@ -412,6 +456,60 @@ impl Builder<'_> {
         let chain = if self.natives.is_some() {
             UdfChain::Native(
                 steps
+    /// An event-time step reading the output of node `input`; `id` is `stream/step`.
+    fn event_time(&self, step: &StepConfig, input: usize, id: String) -> Result<Box<dyn Operator>> {
+        let time = self.times.get(&input).cloned();
+        let needs_time = || {
+            time.clone().with_context(|| {
+                format!("step `{id}`: event-time windows need an `event_time` step before them")
+            })
+        };
+        Ok(match step {
+            StepConfig::EventTime(spec) => Box::new(event_time::EventTimeStep {
+                spec: spec.clone(),
+                clock: self.clock.clone(),
+                input: spec.delay_ms.map(|delay| self.clock.register_input(delay)),
+            }),
+            StepConfig::AssignWindow(windows) => Box::new(event_time::AssignWindow {
+                time: needs_time()?,
+                windows: *windows,
+            }),
+            StepConfig::EventAggregate(spec, gap_udf) => {
+                if spec.grouping != event_time::Grouping::Keys {
+                    needs_time()?;
+                }
+                let owner = format!("job `{}`, step `{id}`", self.config.name);
+                let gap_udf = gap_udf
+                    .as_ref()
+                    .map(|udf| self.bind(udf, &owner))
+                    .transpose()?;
+                Box::new(event_time::EventAggregate::new(
+                    spec.clone(),
+                    time,
+                    gap_udf,
+                    self.clock.clone(),
+                    id,
+                ))
+            }
+            StepConfig::EventJoin(spec, other) => {
+                let other_time = self.times.get(&self.streams[other]).cloned();
+                Box::new(event_time::EventJoin::new(
+                    spec.clone(),
+                    [time, other_time],
+                    self.clock.clone(),
+                    id,
+                ))
+            }
+            StepConfig::Dedup(fields) => Box::new(event_time::Dedup::new(
+                fields.clone(),
+                time,
+                self.clock.clone(),
+                id,
+            )),
+            other => bail!("step `{id}`: {other:?} is not an event-time step"),
+        })
+    }
+
                     .iter()
                     .map(|udf| self.bind(udf, owner))
                     .collect::<Result<_>>()?,

@@ -79,6 +79,12 @@ impl Job {
         self.graph.udf_digests()
     }
 
+    /// What the last batch did with event time: the watermark it used, its rows' event
+    /// times, and each stateful event-time step's state and late rows.
+    pub fn event_time_report(&self) -> Option<crate::event_time::BatchReport> {
+        self.graph.event_clock().last_report()
+    }
+
     /// Numbers the next batch `number + 1`: the job resumes after batch `number`.
     pub fn resume_after(&self, number: u64) {
         self.batches_done.store(number, Ordering::Relaxed);

@@ -9,6 +9,7 @@
 pub mod batcher;
 pub mod checkpoint;
 pub mod dataset;
+pub mod event_time;
 pub(crate) mod files;
 pub mod graph;
 pub mod host;

@@ -171,6 +171,15 @@ pub const STATE_TIMEOUT: Bounds<Duration> =
 /// `timeout_check_every` of a `map_with_state` step, in batches.
 pub const TIMEOUT_CHECK_EVERY: Bounds<u64> = counts(1, 10_000);
 
+/// Event-time `window`, `slide` and `session_gap` (`assign_window`, `event_aggregate`):
+/// at least a millisecond, at most a leap year, so that window ends cannot overflow.
+pub const EVENT_SPAN: Bounds<Duration> =
+    durations(Duration::from_millis(1), Duration::from_secs(366 * DAY));
+
+/// `delay` (`event_time`) and `offset` (event-time windows): none to a leap year.
+pub const EVENT_DELAY: Bounds<Duration> =
+    durations(Duration::ZERO, Duration::from_secs(366 * DAY));
+
 /// `num` of a print sink, in records per batch.
 pub const PRINT_NUM: Bounds<u64> = counts(1, 1_000_000);
 
@@ -232,6 +241,14 @@ mod tests {
                 TIMEOUT_CHECK_EVERY.to_string(),
             ),
             ("`num` (print sink)", PRINT_NUM.to_string()),
+            (
+                "`window`, `slide`, `session_gap` (event-time steps)",
+                EVENT_SPAN.to_string(),
+            ),
+            (
+                "`delay` (`event_time`), `offset` (event-time windows)",
+                EVENT_DELAY.to_string(),
+            ),
             (
                 "the manifest itself",
                 format!(

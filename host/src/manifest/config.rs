@@ -29,6 +29,8 @@ pub struct JobConfig {
     /// Where records come from.
     pub sources: Vec<SourceConfig>,
     /// Derived streams, each after everything it reads from.
+    /// How watermarks combine and whether empty batches evict (`[event_time]`).
+    pub event_time: crate::event_time::EventTimeSettings,
     pub streams: Vec<StreamConfig>,
     /// Where results go.
     pub sinks: Vec<SinkConfig>,
@@ -258,6 +260,17 @@ pub enum StepConfig {
 /// A file of `(key, state)` pairs a state step starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialState {
+    /// Where each record's event time is, and the watermark delay.
+    EventTime(crate::event_time::TimeSpec),
+    /// One record per event-time window a record falls in, with its `window`.
+    AssignWindow(crate::event_time::WindowSpec),
+    /// Aggregation over event-time windows and keys, in an output mode; with a map UDF
+    /// giving each record's session gap (ms) when the sessions have no fixed gap.
+    EventAggregate(crate::event_time::AggregateSpec, Option<UdfRef>),
+    /// The first record per key (these fields, or the whole record).
+    Dedup(Option<Vec<String>>),
+    /// A stream-stream join with watermarks.
+    EventJoin(crate::event_time::JoinSpec, String),
     /// The file.
     pub path: PathBuf,
     /// How it is written (as a table source).
@@ -277,7 +290,8 @@ impl StepConfig {
             | StepConfig::MapValues(udf)
             | StepConfig::FlatMapValues(udf)
             | StepConfig::UpdateStateByKey { udf, .. }
-            | StepConfig::MapWithState { udf, .. } => vec![udf],
+            | StepConfig::MapWithState { udf, .. }
+            | StepConfig::EventAggregate(_, Some(udf)) => vec![udf],
             StepConfig::CombineByKey {
                 create,
                 merge_value,
@@ -309,7 +323,8 @@ impl StepConfig {
             | StepConfig::Join(_, other)
             | StepConfig::Subtract(other)
             | StepConfig::SubtractByKey(other)
-            | StepConfig::Intersection(other) => vec![other],
+            | StepConfig::Intersection(other)
+            | StepConfig::EventJoin(_, other) => vec![other],
             StepConfig::Transform(steps) => {
                 steps.iter().flat_map(StepConfig::other_streams).collect()
             }
@@ -328,7 +343,10 @@ impl StepConfig {
             | StepConfig::GroupByKeyAndWindow(_)
             | StepConfig::CountByValueAndWindow(_)
             | StepConfig::UpdateStateByKey { .. }
-            | StepConfig::MapWithState { .. } => true,
+            | StepConfig::MapWithState { .. }
+            | StepConfig::EventAggregate(..)
+            | StepConfig::EventJoin(..)
+            | StepConfig::Dedup(_) => true,
             StepConfig::Transform(steps) => steps.iter().any(StepConfig::remembers),
             _ => false,
         }
@@ -341,7 +359,10 @@ impl StepConfig {
             StepConfig::UpdateStateByKey { .. }
             | StepConfig::MapWithState { .. }
             | StepConfig::CountByWindow(_)
-            | StepConfig::CountByValueAndWindow(_) => true,
+            | StepConfig::CountByValueAndWindow(_)
+            | StepConfig::EventAggregate(..)
+            | StepConfig::EventJoin(..)
+            | StepConfig::Dedup(_) => true,
             StepConfig::ReduceByWindow { inverse, .. }
             | StepConfig::ReduceByKeyAndWindow { inverse, .. } => inverse.is_some(),
             StepConfig::Transform(steps) => steps.iter().any(StepConfig::needs_checkpoint),

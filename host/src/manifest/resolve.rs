@@ -12,6 +12,8 @@ use super::ManifestError;
 use super::bounds::{self, Bounds, Bytes, Quantity};
 use super::config::*;
 use super::spec::*;
+
+mod event_time;
 use crate::runtime::{Limits, Runtime};
 
 const DOCS: &str = "see docs/manifest.md for every key and a full example";
@@ -34,6 +36,8 @@ pub struct Resolver<'a> {
     checkpointed: bool,
     /// Streams whose last step is a mapWithState (what `state_snapshots` may follow).
     mapped_with_state: HashSet<String>,
+    /// Streams with a watermark upstream (what event-time output modes depend on).
+    watermarked: HashSet<String>,
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -55,6 +59,7 @@ impl<'a> Resolver<'a> {
             interval: Duration::from_secs(1),
             checkpointed: false,
             mapped_with_state: HashSet::new(),
+            watermarked: HashSet::new(),
         }
     }
 
@@ -104,6 +109,7 @@ impl<'a> Resolver<'a> {
             .map(|checkpoint| self.checkpoint(checkpoint))
             .transpose()?;
         self.checkpointed = checkpoint.is_some();
+        let event_time = self.event_time_settings(spec.event_time.as_ref())?;
         if spec.sources.is_empty() {
             return Err(self.error(
                 None,
@@ -142,6 +148,7 @@ impl<'a> Resolver<'a> {
             max_queued_batches,
             limits,
             checkpoint,
+            event_time,
             sources,
             streams,
             sinks,
@@ -366,7 +373,11 @@ impl<'a> Resolver<'a> {
                 ));
             }
         }
+        let watermarked = self.check_event_time(spec, &from, &steps)?;
         let name = self.define(&spec.name)?;
+        if watermarked {
+            self.watermarked.insert(name.clone());
+        }
         if let Some(StepConfig::MapWithState { .. }) = steps.last() {
             self.mapped_with_state.insert(name.clone());
         }
@@ -417,6 +428,21 @@ impl<'a> Resolver<'a> {
                 "timeout_check_every",
                 spec.timeout_check_every.as_ref().map(Spanned::span),
             ),
+            ("field", span(&spec.field)),
+            ("index", spec.index.as_ref().map(Spanned::span)),
+            ("unit", span(&spec.unit)),
+            ("delay", span(&spec.delay)),
+            ("offset", span(&spec.offset)),
+            ("session_gap", span(&spec.session_gap)),
+            ("session_gap_udf", span(&spec.session_gap_udf)),
+            ("join", span(&spec.join)),
+            ("other_keys", spec.other_keys.as_ref().map(Spanned::span)),
+            ("time_range", span(&spec.time_range)),
+            ("keys", spec.keys.as_ref().map(Spanned::span)),
+            ("fields", spec.fields.as_ref().map(Spanned::span)),
+            ("aggregates", spec.aggregates.as_ref().map(Spanned::span)),
+            ("output_mode", span(&spec.output_mode)),
+            ("order_by", spec.order_by.as_ref().map(Spanned::span)),
         ];
         let op = spec.op.get_ref().as_str();
         let what = format!("the `{op}` step");
@@ -614,6 +640,10 @@ impl<'a> Resolver<'a> {
             "state_snapshots" => {
                 takes(&[])?;
                 StepConfig::StateSnapshots
+            }
+            "event_time" | "assign_window" | "event_aggregate" | "event_join" | "dedup" => {
+                takes(event_time::keys(op))?;
+                self.event_time_step(spec)?
             }
             other => {
                 return Err(self.error(

@@ -21,6 +21,7 @@ pub struct JobSpec {
     pub limits: LimitsSpec,
     pub checkpoint: Option<CheckpointSpec>,
     #[serde(default)]
+    pub event_time: Option<EventTimeSpec>,
     pub sources: Vec<SourceSpec>,
     #[serde(default)]
     pub streams: Vec<StreamSpec>,
@@ -48,6 +49,14 @@ pub struct CheckpointSpec {
 }
 
 /// One `[[sources]]` table; which fields apply depends on `kind`.
+/// `[event_time]`: how the job's watermarks combine, and whether empty batches evict.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeSpec {
+    pub watermark_policy: Option<Spanned<String>>,
+    pub no_data_batches: Option<Spanned<bool>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -107,5 +116,20 @@ pub struct SinkSpec {
     pub num: Option<Spanned<i64>>,
     pub prefix: Option<Spanned<String>>,
     pub suffix: Option<Spanned<String>>,
+    pub field: Option<Spanned<String>>,
+    pub index: Option<Spanned<i64>>,
+    pub unit: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub offset: Option<Spanned<String>>,
+    pub session_gap: Option<Spanned<String>>,
+    pub session_gap_udf: Option<Spanned<String>>,
+    pub join: Option<Spanned<String>>,
+    pub other_keys: Option<Spanned<Vec<String>>>,
+    pub time_range: Option<Spanned<String>>,
+    pub keys: Option<Spanned<Vec<String>>>,
+    pub fields: Option<Spanned<Vec<String>>>,
+    pub aggregates: Option<Spanned<Vec<String>>>,
+    pub output_mode: Option<Spanned<String>>,
+    pub order_by: Option<Spanned<Vec<String>>>,
     pub format: Option<Spanned<String>>,
 }

@@ -238,7 +238,117 @@ pub fn value_nonzero((_, value): (Value, i64)) -> bool {
     value != 0
 }
 
+/// The stateless steps of `shared/conformance/structured/` (records are structs of the
+/// case's columns): `record` with field `name` set to `value`.
+/// (A struct reaches a guest as a map with string keys.)
+fn with_field(record: Value, name: &str, value: Value) -> Value {
+    let mut fields = fields(record);
+    match fields.iter_mut().find(|(field, _)| field == name) {
+        Some((_, slot)) => *slot = value,
+        None => fields.push((name.to_owned(), value)),
+    }
+    Value::Struct(fields)
+}
+
+/// The named fields of a struct, or of a map with string keys.
+fn fields(record: Value) -> Vec<(String, Value)> {
+    match record {
+        Value::Struct(fields) => fields,
+        Value::Map(entries) => entries
+            .into_iter()
+            .filter_map(|(key, value)| match key {
+                Value::String(key) => Some((key, value)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Integer field `name` of `record` times `factor` plus `add` (null if it is no integer).
+fn scaled(record: &Value, name: &str, factor: i64, add: i64) -> Value {
+    match record.field(name) {
+        Some(Value::Int(value)) => Value::Int(value * factor + add),
+        _ => Value::Null,
+    }
+}
+
+/// derive key = value
+pub fn derive_key_value(record: Value) -> Value {
+    let value = record.field("value").cloned().unwrap_or(Value::Null);
+    with_field(record, "key", value)
+}
+
+/// derive value_plus_1 = value + 1
+pub fn derive_value_plus_1(record: Value) -> Value {
+    let value = scaled(&record, "value", 1, 1);
+    with_field(record, "value_plus_1", value)
+}
+
+/// derive leftValue = value * 2
+pub fn derive_left_value_double(record: Value) -> Value {
+    let value = scaled(&record, "value", 2, 0);
+    with_field(record, "leftValue", value)
+}
+
+/// derive rightValue = value * 3
+pub fn derive_right_value_triple(record: Value) -> Value {
+    let value = scaled(&record, "value", 3, 0);
+    with_field(record, "rightValue", value)
+}
+
+/// derive leftValue = leftKey * 2
+pub fn derive_left_value_key_double(record: Value) -> Value {
+    let value = scaled(&record, "leftKey", 2, 0);
+    with_field(record, "leftValue", value)
+}
+
+/// derive rightValue = rightKey * 3
+pub fn derive_right_value_key_triple(record: Value) -> Value {
+    let value = scaled(&record, "rightKey", 3, 0);
+    with_field(record, "rightValue", value)
+}
+
+/// explode_split value on " " as sessionId: one record per word, `value` dropped.
+pub fn explode_value_words(record: Value) -> Vec<Value> {
+    let fields = fields(record);
+    let text = match fields.iter().find(|(name, _)| name == "value") {
+        Some((_, Value::String(text))) => text.clone(),
+        _ => return Vec::new(),
+    };
+    let rest: Vec<(String, Value)> = fields.into_iter().filter(|(name, _)| name != "value").collect();
+    text.split(' ')
+        .map(|word| with_field(Value::Struct(rest.clone()), "sessionId", Value::String(word.to_owned())))
+        .collect()
+}
+
+/// flat_map self_and_plus_one on `value`: the record, and the record with value + 1.
+pub fn value_self_and_plus_one(record: Value) -> Vec<Value> {
+    let next = scaled(&record, "value", 1, 1);
+    vec![record.clone(), with_field(record, "value", next)]
+}
+
+/// The session gap (ms) of a record of the dynamic-gap case, by its `sessionId`: hello 1 s,
+/// structured 0 (dropped), world -10 s (dropped), anything else 10 s.
+pub fn session_gap_by_word(record: Value) -> i64 {
+    match record.field("sessionId") {
+        Some(Value::String(word)) if word == "hello" => 1_000,
+        Some(Value::String(word)) if word == "structured" => 0,
+        Some(Value::String(word)) if word == "world" => -10_000,
+        _ => 10_000,
+    }
+}
+
 udfs! {
+    map derive_key_value,
+    map derive_value_plus_1,
+    map derive_left_value_double,
+    map derive_right_value_triple,
+    map derive_left_value_key_double,
+    map derive_right_value_key_triple,
+    flat_map explode_value_words,
+    flat_map value_self_and_plus_one,
+    map session_gap_by_word,
     map add_10,
     map add_4,
     map add_8,

@@ -1,0 +1,164 @@
+//! Deduplication with a watermark (Spark's `dropDuplicates(cols)` after
+//! `withWatermark`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, bail};
+use sluice_abi::Value;
+
+use super::clock::EventClock;
+use super::record;
+use super::step::{TimeSpec, dataset, values};
+use crate::dataset::Dataset;
+use crate::operators::{BatchContext, Operator, OperatorState, single};
+
+/// `dedup`: the first record of each key (the listed fields, or the whole record) is
+/// emitted, later ones dropped. With a watermark, a record whose event time is at or
+/// before it is late and dropped; keys are evicted by the watermark only when the event
+/// time is one of the key fields (otherwise a key is remembered for good, as in Spark).
+pub struct Dedup {
+    fields: Option<Vec<String>>,
+    time: Option<TimeSpec>,
+    clock: Arc<EventClock>,
+    step: usize,
+    watermarked: bool,
+    /// Whether the event time is a key field, so keys can be evicted.
+    evicts: bool,
+    /// Key bytes -> event time (ms) of the key's first record.
+    seen: Mutex<HashMap<Vec<u8>, Option<i64>>>,
+}
+
+impl Dedup {
+    /// The step `id`, keyed by `fields` (`None`: whole records).
+    pub fn new(
+        fields: Option<Vec<String>>,
+        time: Option<TimeSpec>,
+        clock: Arc<EventClock>,
+        id: String,
+    ) -> Self {
+        let watermarked = clock.watermarked() && time.is_some();
+        let time_is_key = match (&fields, time.as_ref().and_then(TimeSpec::name)) {
+            (None, _) => true,
+            (Some(fields), Some(name)) => fields.iter().any(|field| field == name),
+            (Some(_), None) => false,
+        };
+        let evicts = watermarked && time_is_key;
+        let step = clock.register_step(id, evicts);
+        Self {
+            fields,
+            time,
+            clock,
+            step,
+            watermarked,
+            evicts,
+            seen: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Option<i64>>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Operator for Dedup {
+    fn describe(&self) -> String {
+        match &self.fields {
+            Some(fields) => format!("dedup by {fields:?}"),
+            None => "dedup".to_owned(),
+        }
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _batch: &BatchContext) -> Result<Dataset> {
+        let data = single(inputs)?;
+        let Some((late_with, evict_with)) = self.clock.watermarks() else {
+            return Ok(Dataset::default());
+        };
+        let step = self.describe();
+        let mut seen = self.lock();
+        let mut out = Vec::new();
+        let mut late = 0;
+        for record in values(&data)? {
+            let time = match (&self.time, self.watermarked) {
+                (Some(time), true) => time.time_of(&record, &step)?,
+                _ => None,
+            };
+            if time.is_some_and(|time| time <= late_with) {
+                late += 1;
+                continue;
+            }
+            let key = match &self.fields {
+                Some(fields) => Value::Tuple(
+                    fields
+                        .iter()
+                        .map(|field| record::field(&record, field, &step).cloned())
+                        .collect::<Result<_>>()?,
+                ),
+                None => record.clone(),
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(key.to_bytes()) {
+                slot.insert(time);
+                out.push(record);
+            }
+        }
+        if self.evicts {
+            seen.retain(|_, time| time.is_none_or(|time| time > evict_with));
+        }
+        self.clock.report(self.step, seen.len(), late, late);
+        Ok(dataset(&out))
+    }
+
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(self)
+    }
+}
+
+/// The keys seen, with their event times.
+impl OperatorState for Dedup {
+    fn kind(&self) -> &'static str {
+        "dedup"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let entries = self
+            .lock()
+            .iter()
+            .map(|(key, time)| {
+                Value::Tuple(vec![
+                    Value::Bytes(key.clone()),
+                    time.map_or(Value::Null, Value::Int),
+                ])
+            })
+            .collect();
+        Value::List(entries).to_bytes()
+    }
+
+    fn restore(&self, saved: &[u8]) -> Result<()> {
+        let Value::List(entries) = Value::decode(saved)? else {
+            bail!("the checkpointed deduplication state is not a list")
+        };
+        let mut restored = HashMap::with_capacity(entries.len());
+        for entry in entries {
+            match entry {
+                Value::Tuple(parts) => match parts.as_slice() {
+                    [Value::Bytes(key), Value::Int(time)] => {
+                        restored.insert(key.clone(), Some(*time));
+                    }
+                    [Value::Bytes(key), Value::Null] => {
+                        restored.insert(key.clone(), None);
+                    }
+                    _ => bail!("a checkpointed deduplication key is malformed"),
+                },
+                _ => bail!("a checkpointed deduplication key is not a tuple"),
+            }
+        }
+        *self.lock() = restored;
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        self.lock().len()
+    }
+}

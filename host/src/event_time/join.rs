@@ -1,0 +1,334 @@
+//! Stream-stream joins with watermarks (Spark's symmetric hash join): both sides keep
+//! their rows in state until no future row of the other side can match them, which a
+//! window key or a time-range condition tells; outer joins emit a row without a match
+//! when it leaves the state.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, bail};
+use sluice_abi::Value;
+
+use super::clock::EventClock;
+use super::record;
+use super::step::{TimeSpec, dataset, values};
+use crate::dataset::Dataset;
+use crate::operators::{BatchContext, JoinKind, Operator, OperatorState, inputs_of};
+
+/// `left time - right time` must fall in this interval (ms; `None` is unbounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Lower bound, and whether it is included.
+    pub lower: Option<(i64, bool)>,
+    /// Upper bound, and whether it is included.
+    pub upper: Option<(i64, bool)>,
+}
+
+impl TimeRange {
+    /// Reads `[-5s, 5s]`, `(-inf, -5s)` ...: brackets include a bound, parentheses do not.
+    pub fn parse(text: &str) -> Option<TimeRange> {
+        let text = text.trim();
+        let lower_included = match text.chars().next()? {
+            '[' => true,
+            '(' => false,
+            _ => return None,
+        };
+        let upper_included = match text.chars().last()? {
+            ']' => true,
+            ')' => false,
+            _ => return None,
+        };
+        let (lower, upper) = text[1..text.len() - 1].split_once(',')?;
+        let bound = |text: &str, included: bool| -> Option<Option<(i64, bool)>> {
+            let text = text.trim();
+            if matches!(text, "-inf" | "inf" | "+inf") {
+                return Some(None);
+            }
+            let (sign, magnitude) = match text.strip_prefix('-') {
+                Some(rest) => (-1, rest),
+                None => (1, text.strip_prefix('+').unwrap_or(text)),
+            };
+            let ms = i64::try_from(humantime::parse_duration(magnitude).ok()?.as_millis()).ok()?;
+            Some(Some((sign * ms, included)))
+        };
+        Some(TimeRange {
+            lower: bound(lower, lower_included)?,
+            upper: bound(upper, upper_included)?,
+        })
+    }
+
+    fn contains(&self, difference: i64) -> bool {
+        let above = self.lower.is_none_or(|(bound, included)| {
+            difference > bound || (included && difference == bound)
+        });
+        let below = self.upper.is_none_or(|(bound, included)| {
+            difference < bound || (included && difference == bound)
+        });
+        above && below
+    }
+}
+
+/// The `event_join` step's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinSpec {
+    /// Inner or outer.
+    pub kind: JoinKind,
+    /// Key fields of this stream's records.
+    pub keys: Vec<String>,
+    /// Key fields of the other stream's records, equal to `keys` in order.
+    pub other_keys: Vec<String>,
+    /// The time condition, if any.
+    pub time_range: Option<TimeRange>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    record: Value,
+    key: Vec<u8>,
+    time: Option<i64>,
+    /// The end of the window among the key fields, if there is one.
+    window_end: Option<i64>,
+    matched: bool,
+}
+
+/// `event_join`: emits `{"left": record, "right": record}` for each pair of rows with
+/// equal keys (and times in the range), and for outer joins a row without a match (the
+/// other side `null`) once the watermark removes it from the state.
+pub struct EventJoin {
+    spec: JoinSpec,
+    times: [Option<TimeSpec>; 2],
+    clock: Arc<EventClock>,
+    step: usize,
+    state: Mutex<[Vec<Row>; 2]>,
+}
+
+impl EventJoin {
+    /// The step `id`, reading event times with `times` (this stream's, the other's).
+    pub fn new(
+        spec: JoinSpec,
+        times: [Option<TimeSpec>; 2],
+        clock: Arc<EventClock>,
+        id: String,
+    ) -> Self {
+        let step = clock.register_step(id, true);
+        Self {
+            spec,
+            times,
+            clock,
+            step,
+            state: Mutex::default(),
+        }
+    }
+
+    fn row(&self, side: usize, record: Value, step: &str) -> Result<Row> {
+        let keys = if side == 0 {
+            &self.spec.keys
+        } else {
+            &self.spec.other_keys
+        };
+        let mut key = Vec::with_capacity(keys.len());
+        let mut window_end = None;
+        for name in keys {
+            let value = record::field(&record, name, step)?;
+            if let Some(Value::Int(end)) = value.field("end") {
+                window_end = Some(*end);
+            }
+            key.push(value.clone());
+        }
+        let time = match &self.times[side] {
+            Some(time) => time.time_of(&record, step)?,
+            None => None,
+        };
+        Ok(Row {
+            key: Value::Tuple(key).to_bytes(),
+            record,
+            time,
+            window_end,
+            matched: false,
+        })
+    }
+
+    fn pair(&self, left: &Row, right: &Row) -> bool {
+        left.key == right.key
+            && self
+                .spec
+                .time_range
+                .is_none_or(|range| match (left.time, right.time) {
+                    (Some(l), Some(r)) => range.contains(l - r),
+                    _ => false,
+                })
+    }
+
+    /// Whether no future row of the other side (all later than `watermark`) can match
+    /// `row` of `side`.
+    fn expired(&self, side: usize, row: &Row, watermark: i64) -> bool {
+        if row.window_end.is_some_and(|end| end <= watermark) {
+            return true;
+        }
+        let (Some(range), Some(time)) = (self.spec.time_range, row.time) else {
+            return false;
+        };
+        // Left: a future right time r > W must satisfy r <= left - lower; right: a future
+        // left time l > W must satisfy l <= right + upper.
+        let latest_match = if side == 0 {
+            range.lower.map(|(lower, _)| time - lower)
+        } else {
+            range.upper.map(|(upper, _)| time + upper)
+        };
+        latest_match.is_some_and(|latest| latest <= watermark)
+    }
+
+    fn output(left: Option<&Value>, right: Option<&Value>) -> Value {
+        let side = |value: Option<&Value>| value.cloned().unwrap_or(Value::Null);
+        record::record(vec![("left", side(left)), ("right", side(right))])
+    }
+
+    fn keeps_unmatched(&self, side: usize) -> bool {
+        matches!(
+            (self.spec.kind, side),
+            (JoinKind::FullOuter, _) | (JoinKind::LeftOuter, 0) | (JoinKind::RightOuter, 1)
+        )
+    }
+}
+
+impl Operator for EventJoin {
+    fn describe(&self) -> String {
+        format!(
+            "event_join {:?} on {:?} = {:?}",
+            self.spec.kind, self.spec.keys, self.spec.other_keys
+        )
+    }
+
+    fn arity(&self) -> Option<usize> {
+        Some(2)
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, _batch: &BatchContext) -> Result<Dataset> {
+        let [left, right] = inputs_of::<2>(inputs)?;
+        let Some((late_with, evict_with)) = self.clock.watermarks() else {
+            return Ok(Dataset::default());
+        };
+        let step = self.describe();
+        let watermarked = self.clock.watermarked();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut late = 0;
+        for (side, data) in [left, right].into_iter().enumerate() {
+            for record in values(&data)? {
+                let mut row = self.row(side, record, &step)?;
+                let is_late = watermarked
+                    && (row.time.is_some_and(|time| time <= late_with)
+                        || row.window_end.is_some_and(|end| end <= late_with));
+                if is_late {
+                    late += 1;
+                    continue;
+                }
+                for other in state[1 - side].iter_mut() {
+                    let (l, r) = if side == 0 {
+                        (&row, &*other)
+                    } else {
+                        (&*other, &row)
+                    };
+                    if self.pair(l, r) {
+                        out.push(Self::output(Some(&l.record), Some(&r.record)));
+                        other.matched = true;
+                        row.matched = true;
+                    }
+                }
+                state[side].push(row);
+            }
+        }
+        if watermarked {
+            for side in 0..2 {
+                let rows = std::mem::take(&mut state[side]);
+                let (gone, kept): (Vec<Row>, Vec<Row>) = rows
+                    .into_iter()
+                    .partition(|row| self.expired(side, row, evict_with));
+                state[side] = kept;
+                for row in gone.iter().filter(|row| !row.matched) {
+                    if self.keeps_unmatched(side) {
+                        let record = Some(&row.record);
+                        out.push(if side == 0 {
+                            Self::output(record, None)
+                        } else {
+                            Self::output(None, record)
+                        });
+                    }
+                }
+            }
+        }
+        self.clock
+            .report(self.step, state[0].len() + state[1].len(), late, late);
+        Ok(dataset(&out))
+    }
+
+    fn state(&self) -> Option<&dyn OperatorState> {
+        Some(self)
+    }
+}
+
+/// Both sides' rows, with whether each has matched.
+impl OperatorState for EventJoin {
+    fn kind(&self) -> &'static str {
+        "event_join"
+    }
+
+    fn save(&self) -> Vec<u8> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let side = |rows: &[Row]| {
+            Value::List(
+                rows.iter()
+                    .map(|row| Value::Tuple(vec![row.record.clone(), Value::Bool(row.matched)]))
+                    .collect(),
+            )
+        };
+        Value::Tuple(vec![side(&state[0]), side(&state[1])]).to_bytes()
+    }
+
+    fn restore(&self, saved: &[u8]) -> Result<()> {
+        let Value::Tuple(sides) = Value::decode(saved)? else {
+            bail!("the checkpointed join state is not a tuple")
+        };
+        let step = self.describe();
+        let mut restored: [Vec<Row>; 2] = Default::default();
+        for (side, rows) in sides.into_iter().enumerate().take(2) {
+            let Value::List(rows) = rows else {
+                bail!("a checkpointed join side is not a list")
+            };
+            for row in rows {
+                let Value::Tuple(parts) = row else {
+                    bail!("a checkpointed join row is not a tuple")
+                };
+                let [record, Value::Bool(matched)] = <[Value; 2]>::try_from(parts)
+                    .map_err(|_| anyhow::anyhow!("a checkpointed join row is malformed"))?
+                else {
+                    bail!("a checkpointed join row is malformed")
+                };
+                let mut row = self.row(side, record, &step)?;
+                row.matched = matched;
+                restored[side].push(row);
+            }
+        }
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = restored;
+        Ok(())
+    }
+
+    fn entries(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state[0].len() + state[1].len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_ranges_read_with_their_bounds() {
+        let range = TimeRange::parse("[-5s, 5s]").unwrap();
+        assert!(range.contains(-5_000) && range.contains(5_000) && !range.contains(5_001));
+        let range = TimeRange::parse("(-inf, -5s)").unwrap();
+        assert!(range.contains(-100_000) && !range.contains(-5_000));
+        assert!(TimeRange::parse("[1s, 2s").is_none());
+        assert!(TimeRange::parse("[x, 2s]").is_none());
+    }
+}
