@@ -506,7 +506,37 @@ fn run_case(case: &Json, runtime: &Runtime) -> Result<(), String> {
         return Ok(());
     }
     let config = parsed.map_err(|e| format!("{e}\n{text}"))?;
-    check_actions(case, &config, &columns, runtime).map_err(|error| format!("{error}\n{text}"))
+    check_actions(case, &config, &columns, runtime).map_err(|error| format!("{error}\n{text}"))?;
+    let Some((restarted, after)) = with_restart(case) else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (text, columns) = manifest(&restarted, dir.path())?;
+    let config = sluice::manifest::parse(&text, &dir.path().join("query.toml"), runtime)
+        .map_err(|e| format!("{e}\n{text}"))?;
+    check_actions(&restarted, &config, &columns, runtime)
+        .map_err(|error| format!("with a restart after action {after}: {error}\n{text}"))
+}
+
+/// A case without a `restart` action, with one inserted after its middle `add_data` (and
+/// the checks that follow it), as the DStream conformance cases are each also run through
+/// a restart; with the action's position. Only single-input cases: a restart starts each
+/// input's own watermark again from "no data yet" (as Spark), which the vectors of two
+/// inputs were not recorded with.
+fn with_restart(case: &Json) -> Option<(Json, usize)> {
+    let actions = case["actions"].as_array()?;
+    if case["inputs"].as_object()?.len() != 1 || actions.iter().any(|a| a["action"] == "restart") {
+        return None;
+    }
+    let adds: Vec<usize> = (0..actions.len())
+        .filter(|&i| actions[i]["action"] == "add_data")
+        .collect();
+    let next_add = *adds.get(adds.len().div_ceil(2))?;
+    let mut restarted = case.clone();
+    restarted["actions"]
+        .as_array_mut()?
+        .insert(next_add, json!({"action": "restart"}));
+    Some((restarted, next_add))
 }
 
 /// Runs the actions, checking each `check` against the batches since the previous one.
