@@ -397,4 +397,11 @@ macro_rules! functions {
             function: $crate::function::Function::Reduce(|groups: &$crate::Groups| $crate::function::reduce(groups, $name)),
         }
     };
+    // Last: any other word in the place of a kind.
+    (@one $kind:ident $name:ident) => {
+        compile_error!(concat!(
+            "unknown UDF kind `", stringify!($kind), "` for `", stringify!($name),
+            "`: the kinds are map, flat_map, filter, map_partition, reduce, fold, update_state, map_with_state"
+        ))
+    };
 }

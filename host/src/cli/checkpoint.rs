@@ -15,6 +15,18 @@ pub fn inspect(dir: &Path) -> Result<ExitCode> {
             dir.display()
         );
     }
+    // A job writes its instance file before anything else: without it and without any of
+    // the files a checkpoint holds, this is some other folder (a typo, the job's output).
+    let holds_a_checkpoint = ["metadata.json", "state", "wal"]
+        .iter()
+        .any(|name| dir.join(name).exists())
+        || instance::path(dir).exists();
+    if !holds_a_checkpoint {
+        bail!(
+            "{} is not a checkpoint directory (it has no instance file, metadata.json, state/ or wal/): give the `[checkpoint] dir` of a job that has run",
+            dir.display()
+        );
+    }
     let metadata = std::fs::read(dir.join("metadata.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());

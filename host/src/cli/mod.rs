@@ -1,7 +1,9 @@
 //! The command line: a thin layer over the library.
 
 mod checkpoint;
+mod new;
 mod run;
+mod sdk;
 mod status;
 mod stderr;
 mod udf;
@@ -10,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sluice::manifest::ManifestError;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use stderr::Stderr;
@@ -53,10 +55,23 @@ enum Command {
         /// The job manifest (TOML).
         manifest: PathBuf,
     },
-    /// Build and inspect UDF components.
+    /// Create a UDF crate that builds anywhere, with a job that runs its functions.
+    New {
+        /// The folder to create; its last component names the crate.
+        path: PathBuf,
+        /// The language of the functions.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new::Lang,
+    },
+    /// Build, test and inspect UDF components.
     Udf {
         #[command(subcommand)]
         command: UdfCommand,
+    },
+    /// Print a shell completion script: `sluice completions bash > ~/.local/share/bash-completion/completions/sluice`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Look into a job's checkpoint directory.
     Checkpoint {
@@ -134,6 +149,11 @@ pub fn main() -> ExitCode {
             command: CheckpointCommand::Inspect { dir },
         } => checkpoint::inspect(&dir),
         Command::Check { manifest } => check(&manifest),
+        Command::New { path, lang } => new::new(&path, lang),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Udf {
             command: UdfCommand::Build { path },
         } => udf::build(&path),

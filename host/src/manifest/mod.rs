@@ -8,8 +8,10 @@
 
 pub mod bounds;
 pub mod config;
+mod keyed;
 mod resolve;
 mod spec;
+pub mod suggest;
 
 pub use config::*;
 

@@ -12,11 +12,83 @@ use super::ManifestError;
 use super::bounds::{self, Bounds, Bytes, Quantity};
 use super::config::*;
 use super::spec::*;
+use super::{keyed, suggest};
 
 mod event_time;
 use crate::runtime::{Limits, Runtime};
 
 const DOCS: &str = "see docs/manifest.md for every key and a full example";
+
+/// Every `op` of a step, for suggestions (a test checks that each is accepted).
+pub(super) const OPERATORS: &[&str] = &[
+    "map",
+    "flat_map",
+    "filter",
+    "map_partitions",
+    "glom",
+    "repartition",
+    "union",
+    "count",
+    "distinct",
+    "count_by_value",
+    "reduce",
+    "transform",
+    "reduce_by_key",
+    "group_by_key",
+    "combine_by_key",
+    "map_values",
+    "flat_map_values",
+    "cogroup",
+    "join",
+    "left_outer_join",
+    "right_outer_join",
+    "full_outer_join",
+    "subtract",
+    "subtract_by_key",
+    "intersection",
+    "transform_with",
+    "window",
+    "count_by_window",
+    "reduce_by_window",
+    "reduce_by_key_and_window",
+    "group_by_key_and_window",
+    "count_by_value_and_window",
+    "update_state_by_key",
+    "map_with_state",
+    "state_snapshots",
+    "event_time",
+    "assign_window",
+    "event_aggregate",
+    "event_join",
+    "dedup",
+];
+
+/// Every source `kind`.
+const SOURCE_KINDS: &[&str] = &[
+    "socket",
+    "directory",
+    "file",
+    "generator",
+    "stdin",
+    "queue",
+    "table",
+];
+
+/// Every sink `kind`.
+const SINK_KINDS: &[&str] = &["print", "files", "collect"];
+
+/// Every `batch_op` of `transform_with`.
+const BATCH_OPS: &[&str] = &[
+    "union",
+    "join",
+    "left_outer_join",
+    "right_outer_join",
+    "full_outer_join",
+    "cogroup",
+    "subtract",
+    "subtract_by_key",
+    "intersection",
+];
 
 /// Spark checks mapWithState timeouts when it checkpoints the state: every 10 batches by
 /// default (`MapWithStateDStream`'s default checkpoint interval).
@@ -65,7 +137,12 @@ impl<'a> Resolver<'a> {
 
     pub fn resolve(mut self) -> Result<JobConfig> {
         let spec: JobSpec = toml::from_str(self.text).map_err(|error| {
-            self.error(error.span(), error.message().trim_end().to_owned(), DOCS)
+            let message = error.message().trim_end().to_owned();
+            let hint = match suggest::unknown_field(&message) {
+                Some(suggestion) => format!("{suggestion} {DOCS}"),
+                None => DOCS.to_owned(),
+            };
+            self.error(error.span(), message, hint)
         })?;
         self.aliases = spec.udfs.clone();
         let name = spec.name.get_ref().trim().to_owned();
@@ -127,6 +204,19 @@ impl<'a> Resolver<'a> {
             .iter()
             .map(|stream| self.stream(stream))
             .collect::<Result<Vec<_>>>()?;
+        if let Some((stream, step, record)) = keyed::non_pair_from_queue(&sources, &streams) {
+            let op = &spec.streams[stream].steps[step].op;
+            return Err(self.error(
+                Some(op.span()),
+                format!(
+                    "`{}` reads key-value pairs, but the queue source `{}` has the record {}, which is not a pair",
+                    op.get_ref(),
+                    streams[stream].from,
+                    crate::json::to_json(record)
+                ),
+                "make pairs before it (a `map` step whose UDF returns `(key, value)`), or give the queue pairs: 2-element arrays such as `[\"a\", 1]`",
+            ));
+        }
         if spec.sinks.is_empty() {
             return Err(self.error(
                 None,
@@ -343,7 +433,11 @@ impl<'a> Resolver<'a> {
                 return Err(self.error(
                     Some(spec.kind.span()),
                     format!("unknown source kind `{other}`"),
-                    "use one of: socket, directory, file, generator, stdin, queue, table",
+                    suggest::hint(
+                        other,
+                        SOURCE_KINDS.iter().copied(),
+                        &format!("use one of: {}", SOURCE_KINDS.join(", ")),
+                    ),
                 ));
             }
         };
@@ -566,7 +660,11 @@ impl<'a> Resolver<'a> {
                         self.error(
                             Some(batch_op.span()),
                             format!("unknown batch operation `{name}`"),
-                            "use one of: union, join, left_outer_join, right_outer_join, full_outer_join, cogroup, subtract, subtract_by_key, intersection",
+                            suggest::hint(
+                                name,
+                                BATCH_OPS.iter().copied(),
+                                &format!("use one of: {}", BATCH_OPS.join(", ")),
+                            ),
                         )
                     })?,
                 }
@@ -649,7 +747,11 @@ impl<'a> Resolver<'a> {
                 return Err(self.error(
                     Some(spec.op.span()),
                     format!("unknown operator `{other}`"),
-                    "see docs/manifest.md for the operators",
+                    suggest::hint(
+                        other,
+                        OPERATORS.iter().copied(),
+                        "see docs/manifest.md for the operators",
+                    ),
                 ));
             }
         })
@@ -804,7 +906,11 @@ impl<'a> Resolver<'a> {
                 return Err(self.error(
                     Some(spec.kind.span()),
                     format!("unknown sink kind `{other}`"),
-                    "use one of: print, files, collect",
+                    suggest::hint(
+                        other,
+                        SINK_KINDS.iter().copied(),
+                        &format!("use one of: {}", SINK_KINDS.join(", ")),
+                    ),
                 ));
             }
         };
@@ -821,21 +927,35 @@ impl<'a> Resolver<'a> {
         };
         // A broken path is reported where it is written: at the alias, if there is one.
         let (path, path_span) = match self.aliases.get(component) {
-            Some(aliased) => (self.base.join(aliased.get_ref()), aliased.span()),
-            None if component.ends_with(".wasm") => (self.base.join(component), span.clone()),
+            Some(aliased) => (tidy(&self.base.join(aliased.get_ref())), aliased.span()),
+            None if component.ends_with(".wasm") => {
+                (tidy(&self.base.join(component)), span.clone())
+            }
             None => {
                 let known: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
                 return Err(self.error(
                     Some(span),
                     format!("`{component}` is neither a declared UDF alias nor a .wasm path"),
-                    format!(
-                        "declare it under [udfs] (declared: {}), or give the component's path",
-                        list_or_none(&known)
+                    suggest::hint(
+                        component,
+                        known.iter().copied(),
+                        &format!(
+                            "declare it under [udfs] (declared: {}), or give the component's path",
+                            list_or_none(&known)
+                        ),
                     ),
                 ));
             }
         };
-        let loaded = self.runtime.load(&path).map_err(|error| self.error(Some(path_span), format!("{error:#}"), "build the UDF crate with `sluice udf build CRATE`, or fix the path (relative paths start at the manifest's directory)"))?;
+        let loaded = self.runtime.load(&path).map_err(|error| {
+            // The error of a file that is there already says how to build a component.
+            let hint = if path.exists() {
+                "relative paths start at the manifest's directory"
+            } else {
+                "build the UDF crate with `sluice udf build CRATE`, or fix the path (relative paths start at the manifest's directory)"
+            };
+            self.error(Some(path_span), format!("{error:#}"), hint)
+        })?;
         let Some((_, found)) = loaded.function_index(function) else {
             let exports: Vec<String> = loaded
                 .functions()
@@ -846,7 +966,11 @@ impl<'a> Resolver<'a> {
             return Err(self.error(
                 Some(span),
                 format!("{} has no function `{function}`", path.display()),
-                format!("it exports: {}", list_or_none(&exports)),
+                suggest::hint(
+                    function,
+                    loaded.functions().iter().map(|f| f.name.as_str()),
+                    &format!("it exports: {}", list_or_none(&exports)),
+                ),
             ));
         };
         if found != kind {
@@ -995,7 +1119,11 @@ impl<'a> Resolver<'a> {
                 Err(self.error(
                     Some(field.span()),
                     format!("unknown {what} `{name}`"),
-                    format!("use one of: {}", names.join(", ")),
+                    suggest::hint(
+                        name,
+                        choices.iter().map(|(choice, _)| *choice),
+                        &format!("use one of: {}", names.join(", ")),
+                    ),
                 ))
             }
         }
@@ -1106,6 +1234,20 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
         .map_or(0, |last| last.chars().count())
         + 1;
     (line, column)
+}
+
+/// `path` without `.` components, as errors show it (`../udfs/x.wasm`, not
+/// `./../udfs/x.wasm`).
+fn tidy(path: &Path) -> PathBuf {
+    let tidied: PathBuf = path
+        .components()
+        .filter(|part| *part != std::path::Component::CurDir)
+        .collect();
+    if tidied.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        tidied
+    }
 }
 
 fn list_or_none(items: &[&str]) -> String {

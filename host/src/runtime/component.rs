@@ -22,6 +22,31 @@ pub struct ExportedFunction {
     pub kind: Kind,
 }
 
+/// Refuses, in one line, a file that is not a WebAssembly component: wasmtime's own
+/// errors for these print the magic bytes as a multi-line Rust `Debug`.
+fn check_header(wasm: &[u8], path: &Path) -> Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    // The version and layer after the magic: 1 for a core module, 0xd for a component.
+    const MODULE: &[u8] = &[1, 0, 0, 0];
+    const COMPONENT: &[u8] = &[0x0d, 0, 1, 0];
+    let build = "build it from a crate that uses `sluice_sdk::udfs!` with `sluice udf build CRATE`";
+    match (wasm.get(..4), wasm.get(4..8)) {
+        (Some(MAGIC), Some(COMPONENT)) => Ok(()),
+        (Some(MAGIC), Some(MODULE)) => bail!(
+            "{} is a core WebAssembly module, not a component: {build} (it targets wasm32-wasip2, which makes components)",
+            path.display()
+        ),
+        (Some(MAGIC), _) => bail!(
+            "{} is a WebAssembly file of a version or layer Sluice does not know: {build}",
+            path.display()
+        ),
+        _ => bail!(
+            "{} is not a WebAssembly component (it does not start with the bytes `\\0asm`): {build}",
+            path.display()
+        ),
+    }
+}
+
 /// A component ready to be instantiated any number of times.
 pub struct LoadedComponent {
     path: PathBuf,
@@ -34,6 +59,7 @@ impl LoadedComponent {
     pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
         let wasm = crate::files::read_capped(path, MAX_COMPONENT_BYTES)
             .with_context(|| format!("cannot read UDF component {}", path.display()))?;
+        check_header(&wasm, path)?;
         let digest = format!("{:x}", Sha256::digest(&wasm));
         let not_a_udf = || {
             format!(

@@ -105,12 +105,9 @@ impl Runtime {
     /// Loads the component at `path` (compiling it, or taking it from the disk cache) and
     /// lists its functions. A component already loaded by this host is shared.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>> {
-        let key = path.canonicalize().with_context(|| {
-            format!(
-                "cannot open UDF component {}: build it first (`sluice udf build CRATE`) or fix the path",
-                path.display()
-            )
-        })?;
+        let key = path
+            .canonicalize()
+            .with_context(|| format!("cannot open UDF component {}", path.display()))?;
         let mut loaded = self.loaded.lock().expect("component table poisoned");
         if let Some(component) = loaded.get(&key) {
             return Ok(component.clone());

@@ -1,0 +1,482 @@
+//! The first hour of a new user: `sluice new`, UDF crates built outside the checkout with
+//! a shared build cache, and the error messages that say what was meant.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::sluice;
+
+/// A `sluice` copied out of the checkout, run with a fresh `HOME` in a folder outside it:
+/// a new user's machine, but for the Rust toolchain already installed.
+struct Machine {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    toolchain: [(&'static str, PathBuf); 2],
+}
+
+impl Machine {
+    fn new() -> Self {
+        let real_home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+        let toolchain = [
+            (
+                "RUSTUP_HOME",
+                std::env::var_os("RUSTUP_HOME")
+                    .map_or_else(|| real_home.join(".rustup"), PathBuf::from),
+            ),
+            (
+                "CARGO_HOME",
+                std::env::var_os("CARGO_HOME")
+                    .map_or_else(|| real_home.join(".cargo"), PathBuf::from),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            !dir.path().starts_with(common::root()),
+            "the temporary folder is outside the checkout"
+        );
+        let bin = dir.path().join("bin/sluice");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self {
+            dir,
+            bin,
+            toolchain,
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A folder of the machine, made if missing.
+    fn folder(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    fn command(&self, program: &Path, dir: &Path) -> Command {
+        let mut command = Command::new(program);
+        command.current_dir(dir).env("HOME", self.home());
+        for variable in [
+            "XDG_DATA_HOME",
+            "XDG_CACHE_HOME",
+            "SLUICE_BUILD_DIR",
+            "SLUICE_CACHE_DIR",
+            "CARGO_TARGET_DIR",
+        ] {
+            command.env_remove(variable);
+        }
+        for (name, value) in &self.toolchain {
+            command.env(name, value);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths: Vec<PathBuf> = vec![
+            self.bin.parent().unwrap().to_owned(),
+            self.toolchain[1].1.join("bin"),
+        ];
+        paths.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(paths).unwrap());
+        command
+    }
+
+    /// Runs `sluice ARGS` in `dir`, which must succeed.
+    fn sluice(&self, dir: &Path, args: &[&str]) -> Output {
+        let output = self.command(&self.bin, dir).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "sluice {args:?} in {}: {}",
+            dir.display(),
+            text(&output)
+        );
+        output
+    }
+
+    /// The shared build cache of `sluice udf build`.
+    fn build_cache(&self) -> PathBuf {
+        self.home().join(".cache/sluice/udf-build")
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The records a `print` sink printed, counted.
+fn printed(stdout: &[u8]) -> BTreeMap<String, usize> {
+    let mut records = BTreeMap::new();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        if line.starts_with('[') {
+            *records.entry(line.to_owned()).or_default() += 1;
+        }
+    }
+    records
+}
+
+/// Every file under `dir` but those in `target/`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().unwrap() != "target" {
+                found.extend(files(&path));
+            }
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// From a crate made by `sluice new` to its job's output, outside the checkout; then a
+/// second crate that compiles none of the SDK again, and two crates of the same name.
+#[test]
+fn a_new_crate_builds_tests_and_runs_outside_the_checkout() {
+    let machine = Machine::new();
+    let work = machine.folder("work");
+
+    let created = machine.sluice(&work, &["new", "demo"]);
+    assert!(
+        String::from_utf8_lossy(&created.stdout).contains("sluice udf build demo"),
+        "{}",
+        text(&created)
+    );
+    let demo = work.join("demo");
+    let sdk = machine
+        .home()
+        .join(".local/share/sluice/sdk")
+        .join(env!("CARGO_PKG_VERSION"));
+    let checkout = common::root();
+    for file in files(&demo).into_iter().chain(files(&sdk)) {
+        let contents = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !contents.contains(checkout.to_str().unwrap()),
+            "{} names the checkout",
+            file.display()
+        );
+    }
+
+    let built = machine.sluice(&work, &["udf", "build", "demo"]);
+    let component = demo.join("target/wasm32-wasip2/release/demo.wasm");
+    assert_eq!(
+        String::from_utf8_lossy(&built.stdout).trim(),
+        component.to_str().unwrap(),
+        "{}",
+        text(&built)
+    );
+    let first_component = std::fs::read(&component).unwrap();
+
+    let ran = machine.sluice(&work, &["run", "demo/job.toml"]);
+    let expected: BTreeMap<String, usize> = [
+        "[\"to\",2]",
+        "[\"be\",2]",
+        "[\"or\",1]",
+        "[\"not\",1]",
+        "[\"that\",1]",
+        "[\"is\",1]",
+        "[\"the\",1]",
+        "[\"question\",1]",
+        "[\"to\",2]",
+        "[\"sleep\",1]",
+        "[\"perchance\",1]",
+        "[\"dream\",1]",
+    ]
+    .iter()
+    .fold(BTreeMap::new(), |mut counts, line| {
+        *counts.entry(line.to_string()).or_default() += 1;
+        counts
+    });
+    assert_eq!(printed(&ran.stdout), expected, "{}", text(&ran));
+
+    let cargo = machine.toolchain[1].1.join("bin/cargo");
+    let tested = machine
+        .command(&cargo, &demo)
+        .args(["test", "--release"])
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "the crate's own cargo test: {}",
+        text(&tested)
+    );
+    assert!(
+        String::from_utf8_lossy(&tested.stdout).contains("3 passed"),
+        "{}",
+        text(&tested)
+    );
+
+    // A second crate, elsewhere, built by cargo in the shared cache: the SDK, wit-bindgen
+    // and its macro are fresh.
+    let elsewhere = machine.folder("elsewhere");
+    machine.sluice(&elsewhere, &["new", "scorer"]);
+    let second = machine
+        .command(&cargo, &elsewhere.join("scorer"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json",
+        ])
+        .env("CARGO_TARGET_DIR", machine.build_cache())
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", text(&second));
+    let mut freshness = BTreeMap::new();
+    for line in String::from_utf8_lossy(&second.stdout).lines() {
+        let message: serde_json::Value = serde_json::from_str(line).unwrap();
+        if message["reason"] == "compiler-artifact" {
+            let name = message["target"]["name"].as_str().unwrap().to_owned();
+            freshness.insert(name, message["fresh"].as_bool().unwrap());
+        }
+    }
+    for shared in [
+        "sluice_sdk",
+        "sluice_abi",
+        "wit_bindgen",
+        "wit_bindgen_rust_macro",
+    ] {
+        assert_eq!(
+            freshness.get(shared),
+            Some(&true),
+            "{shared} compiled again: {freshness:?}"
+        );
+    }
+    assert_eq!(freshness.get("scorer"), Some(&false));
+
+    // Another `demo`, whose tokenize upper-cases: each crate keeps its own component.
+    let other = machine.folder("other");
+    machine.sluice(&other, &["new", "demo"]);
+    let source = other.join("demo/src/lib.rs");
+    let changed = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace("str::to_lowercase", "str::to_uppercase");
+    std::fs::write(&source, changed).unwrap();
+    machine.sluice(&other, &["udf", "build", "demo"]);
+    machine.sluice(&work, &["udf", "build", "demo"]);
+    let other_component =
+        std::fs::read(other.join("demo/target/wasm32-wasip2/release/demo.wasm")).unwrap();
+    assert_ne!(
+        other_component, first_component,
+        "two crates named demo got the same component"
+    );
+    assert_eq!(
+        std::fs::read(&component).unwrap(),
+        first_component,
+        "rebuilding the first demo gave it the other's component"
+    );
+    let ran = machine.sluice(&other, &["run", "demo/job.toml"]);
+    assert!(
+        printed(&ran.stdout).contains_key("[\"TO\",2]"),
+        "{}",
+        text(&ran)
+    );
+
+    // A misspelt kind in `udfs!` lists the kinds.
+    let source = work.join("demo/src/lib.rs");
+    let misspelt = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace("flat_map tokenize", "flatmap tokenize");
+    std::fs::write(&source, misspelt).unwrap();
+    let failed = machine
+        .command(&machine.bin, &work)
+        .args(["udf", "build", "demo"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(
+            "unknown UDF kind `flatmap` for `tokenize`: the kinds are map, flat_map, filter"
+        ),
+        "{}",
+        text(&failed)
+    );
+}
+
+/// Runs `sluice ARGS` from the checkout's tests, expecting it to fail; its stderr.
+fn refused(args: &[&str]) -> String {
+    let output = sluice().args(args).output().unwrap();
+    assert!(
+        !output.status.success(),
+        "sluice {args:?} succeeded: {}",
+        text(&output)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A word count manifest in `dir` with `replace` applied to it, checked.
+fn check_wordcount(dir: &Path, replace: (&str, &str)) -> String {
+    let udf = common::udf("wordcount");
+    let manifest = format!(
+        r#"name = "wc"
+batch_interval = "1s"
+
+[udfs]
+wc = "{}"
+
+[[sources]]
+name = "lines"
+kind = "queue"
+batches = [["a b"]]
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "count_by_value" }},
+]
+
+[[sinks]]
+from = "counts"
+kind = "print"
+"#,
+        udf.display()
+    );
+    assert!(
+        manifest.contains(replace.0),
+        "{} is in the manifest",
+        replace.0
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, manifest.replacen(replace.0, replace.1, 1)).unwrap();
+    refused(&["check", path.to_str().unwrap()])
+}
+
+/// Misspellings in every category get the name meant; far-off names get no guess.
+#[test]
+fn misspellings_are_answered_with_the_name_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            ("op = \"count_by_value\"", "op = \"countByValue\""),
+            Some("count_by_value"),
+        ),
+        (
+            ("op = \"count_by_value\"", "op = \"count_by_valeu\""),
+            Some("count_by_value"),
+        ),
+        (
+            ("batch_interval", "batch_intervall"),
+            Some("batch_interval"),
+        ),
+        (("wc#tokenize", "wc#tokenise"), Some("tokenize")),
+        (("wc#tokenize", "wcc#tokenize"), Some("wc")),
+        (("kind = \"print\"", "kind = \"prnt\""), Some("print")),
+        (("kind = \"queue\"", "kind = \"queu\""), Some("queue")),
+        (("from = \"lines\"", "form = \"lines\""), Some("from")),
+        (("op = \"count_by_value\"", "op = \"sort_by_key\""), None),
+        (("wc#tokenize", "wc#split_sentences"), None),
+        (("wc#tokenize", "zzz#tokenize"), None),
+        (("kind = \"print\"", "kind = \"elasticsearch\""), None),
+        (("batch_interval", "checkpoint_every"), None),
+    ];
+    for (replace, suggestion) in cases {
+        let error = check_wordcount(dir.path(), replace);
+        match suggestion {
+            Some(name) => assert!(
+                error.contains(&format!("did you mean `{name}`?")),
+                "{replace:?}: {error}"
+            ),
+            None => assert!(!error.contains("did you mean"), "{replace:?}: {error}"),
+        }
+    }
+}
+
+/// The weak messages of the first hour, each as it now reads.
+#[test]
+fn first_hour_messages_say_what_is_wrong_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    // Not a component: one line, not a Debug dump of magic bytes.
+    std::fs::write(path("notes.wasm"), "plain text").unwrap();
+    let error = refused(&["udf", "inspect", &path("notes.wasm")]);
+    assert!(error.contains("is not a WebAssembly component"), "{error}");
+    assert!(
+        !error.contains("0x61") && error.trim().lines().count() == 1,
+        "{error}"
+    );
+    std::fs::write(path("module.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let error = refused(&["udf", "inspect", &path("module.wasm")]);
+    assert!(
+        error.contains("is a core WebAssembly module, not a component"),
+        "{error}"
+    );
+
+    // A missing UDF: the advice once, the path as written.
+    let manifest = dir.path().join("job.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"j\"\nbatch_interval = \"1s\"\n[udfs]\nwc = \"../sluice/missing.wasm\"\n\
+         [[sources]]\nname = \"s\"\nkind = \"queue\"\nbatches = [[\"a\"]]\n\
+         [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [{ op = \"map\", udf = \"wc#f\" }]\n\
+         [[sinks]]\nfrom = \"w\"\nkind = \"print\"\n",
+    )
+    .unwrap();
+    let error = refused(&["check", manifest.to_str().unwrap()]);
+    assert_eq!(error.matches("sluice udf build").count(), 1, "{error}");
+    assert!(!error.contains("./.."), "{error}");
+
+    // No such crate folder: not "cannot run cargo".
+    let error = refused(&["udf", "build", &path("nope")]);
+    assert!(
+        error.contains("is not a folder") && !error.contains("cannot run cargo"),
+        "{error}"
+    );
+    std::fs::create_dir(path("empty")).unwrap();
+    let error = refused(&["udf", "build", &path("empty")]);
+    assert!(error.contains("has no Cargo.toml"), "{error}");
+
+    // Records that are not pairs reaching a keyed step are refused at check time when a
+    // queue source holds them; pairs pass.
+    let keyed = |batches: &str| {
+        format!(
+            "name = \"j\"\nbatch_interval = \"1s\"\n\
+             [[sources]]\nname = \"s\"\nkind = \"queue\"\nbatches = {batches}\n\
+             [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [{{ op = \"distinct\" }}, {{ op = \"group_by_key\" }}]\n\
+             [[sinks]]\nfrom = \"w\"\nkind = \"print\"\n"
+        )
+    };
+    std::fs::write(&manifest, keyed("[[[\"a\", 1]], [\"b\"]]")).unwrap();
+    let error = refused(&["check", manifest.to_str().unwrap()]);
+    assert!(
+        error.contains(
+            "`group_by_key` reads key-value pairs, but the queue source `s` has the record \"b\""
+        ),
+        "{error}"
+    );
+    std::fs::write(&manifest, keyed("[[[\"a\", 1]], [[\"b\", 2]]]")).unwrap();
+    let output = sluice()
+        .args(["check", manifest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+
+    // A folder that is not a checkpoint directory fails.
+    let error = refused(&["checkpoint", "inspect", &path("empty")]);
+    assert!(error.contains("is not a checkpoint directory"), "{error}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = sluice().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{shell}: {}", text(&output));
+        let script = String::from_utf8_lossy(&output.stdout);
+        for word in ["udf", "checkpoint", "new"] {
+            assert!(script.contains(word), "{shell} completions lack `{word}`");
+        }
+    }
+}
