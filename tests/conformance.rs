@@ -503,10 +503,10 @@ fn run_until(
     let (checkpointer, recovery) = Checkpointer::open(checkpoint, &job, &Default::default())?;
     let receivers = Receivers::start_logged(&config.sources, Some(checkpointer.wal()))?;
     for (cut, logged) in recovery.replay {
-        job.process(cut.time_ms, receivers.replay(&cut, logged))?;
+        job.process(cut.time_ms, receivers.replay(&cut, logged)?)?;
         checkpointer.completed(&job, &cut)?;
     }
-    receivers.resume(&recovery.positions, recovery.pending);
+    receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
     for number in recovery.next_number..=last {
         let (cut, inputs) = receivers.cut_batch(number, number as i64 * batch_ms(case))?;
         job.process(cut.time_ms, inputs)?;

@@ -158,6 +158,7 @@ fn write_log(dir: &Path, runtime: &Runtime) -> PathBuf {
             number,
             time_ms: number as i64 * 1000,
             positions: vec![None],
+            ranges: Vec::new(),
         })
         .unwrap();
     }
@@ -332,6 +333,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
                 number,
                 time_ms: number as i64 * 1000,
                 positions: vec![None],
+                ranges: Vec::new(),
             };
             let wal = checkpointer.wal();
             let mut wal = wal.lock().unwrap();

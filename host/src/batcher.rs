@@ -114,7 +114,7 @@ pub async fn run(
                     // The rest stays in the log, to be re-run at the next start.
                     return Ok(summary);
                 }
-                let inputs = receivers.replay(&cut, logged);
+                let inputs = receivers.replay(&cut, logged)?;
                 let (stats, written) =
                     compute(&job, Some(&checkpointer), cut.clone(), inputs).await?;
                 summary.replayed += 1;
@@ -128,7 +128,7 @@ pub async fn run(
                     checkpoint: written,
                 });
             }
-            receivers.resume(&recovery.positions, recovery.pending);
+            receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
             first_number = recovery.next_number;
             Some(checkpointer)
         }
@@ -147,6 +147,7 @@ pub async fn run(
     };
     // At most `max_queued_batches` cut batches wait; then the cutter waits too.
     let (cuts, mut pending) = mpsc::channel(job.config().max_queued_batches);
+    let completion = receivers.completion();
     let cutter = tokio::spawn(cut_batches(
         receivers,
         interval,
@@ -168,7 +169,9 @@ pub async fn run(
         let scheduling_delay = Duration::from_millis((now_ms() - time_ms).max(0) as u64);
         let number = cut.logged.number;
         let queued = pending.len();
+        let logged = cut.logged.clone();
         let (stats, written) = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await?;
+        completion.completed(&logged);
         summary.batches += 1;
         report(&BatchReport {
             number,

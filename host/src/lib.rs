@@ -8,6 +8,7 @@
 
 pub mod batcher;
 pub mod checkpoint;
+pub mod connectors;
 pub mod dataset;
 pub mod event_time;
 pub(crate) mod files;

@@ -75,7 +75,7 @@ use format::{Digest, InstanceId};
 pub use lock::DirLock;
 use recover::{checked_against, find_base, losses, remove_stale_temporaries};
 pub use snapshot::{SavedOperator, Snapshot};
-pub use wal::{Cut, Wal};
+pub use wal::{Cut, OffsetRange, Wal};
 
 /// The checkpointing side of a running job.
 pub struct Checkpointer {
@@ -130,6 +130,9 @@ pub struct Recovery {
     pub pending: Vec<Batch>,
     /// Where replayable sources resume.
     pub positions: Vec<Option<u64>>,
+    /// Per source that replays by offset (Kafka), the ranges of the last batch cut: it
+    /// resumes at their ends (empty: where its starting offsets say).
+    pub ranges: Vec<Vec<wal::OffsetRange>>,
     /// The number of the first batch to cut.
     pub next_number: u64,
     /// What was damaged, repaired or changed, for the log.
@@ -218,6 +221,7 @@ impl Checkpointer {
             recovery.restored = Some((snapshot.number, snapshot.time_ms));
             recovery.positions = snapshot.positions.clone();
             recovery.positions.resize(sources, None);
+            recovery.ranges = snapshot.ranges.clone();
             checkpoint_digest = *digest;
         }
         recovery.restore_time = started.elapsed();
@@ -241,6 +245,7 @@ impl Checkpointer {
                 .map(|position| position.map(|p| p + 1))
                 .collect();
             recovery.positions.resize(sources, None);
+            recovery.ranges = last.ranges.clone();
         }
         recovery.next_number = match logged.batches.last() {
             Some((cut, _)) => cut.number + 1,
@@ -319,6 +324,7 @@ impl Checkpointer {
             previous: *previous,
             log,
             positions,
+            ranges: cut.ranges.clone(),
             operators: job
                 .stateful_steps()
                 .iter()

@@ -37,6 +37,9 @@ pub struct Snapshot {
     pub log: Digest,
     /// Per source, the position a replayable source resumes from (`None` for others).
     pub positions: Vec<Option<u64>>,
+    /// Per source that replays by offset (Kafka), the ranges batch `number` took: the
+    /// source resumes at their ends.
+    pub ranges: Vec<Vec<super::wal::OffsetRange>>,
     /// Every stateful operator's state.
     pub operators: Vec<SavedOperator>,
 }
@@ -210,6 +213,7 @@ mod tests {
                     previous: format::NO_DIGEST,
                     log: format::NO_DIGEST,
                     positions,
+                    ranges: Vec::new(),
                     operators,
                 })
             })

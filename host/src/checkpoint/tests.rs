@@ -85,6 +85,7 @@ kind = "collect"
                 number,
                 time_ms: number as i64 * 1000,
                 positions: vec![None],
+                ranges: Vec::new(),
             };
             let wal = checkpointer.wal();
             let mut wal = wal.lock().unwrap();

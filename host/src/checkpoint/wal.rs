@@ -53,6 +53,23 @@ pub struct Cut {
     /// Per source: for a replayable one, the position of the records it gave this batch
     /// (they are not in the log); `None` for the others (their records are).
     pub positions: Vec<Option<u64>>,
+    /// Per source: for one that gives records again by offset (Kafka), the exact offset
+    /// ranges this batch took, so that a re-run reads the same records (empty for others).
+    pub ranges: Vec<Vec<OffsetRange>>,
+}
+
+/// The offsets `start..end` of one partition of a topic that a batch took: a re-run reads
+/// exactly the records at those offsets again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct OffsetRange {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset taken.
+    pub start: i64,
+    /// One past the last offset taken (where the next batch starts).
+    pub end: i64,
 }
 
 /// Where the log goes on: its instance, and the digests of the finished segments that a
@@ -180,6 +197,9 @@ impl Wal {
     /// never to), and starts the next batch's segment.
     pub fn cut(&mut self, cut: Cut) -> Result<()> {
         debug_assert_eq!(cut.number, self.number);
+        if let Some(delay) = crate::fault::slow_log_cut() {
+            std::thread::sleep(delay);
+        }
         self.append(&Entry::Cut(cut))?;
         if self.fsync != FsyncPolicy::Never {
             self.sync()?;
@@ -559,6 +579,7 @@ mod tests {
                     number,
                     time_ms,
                     positions,
+                    ranges: Vec::new(),
                 }))
             });
         prop_oneof![records, cut, prop::collection::vec(any::<u8>(), 0..64)]

@@ -180,6 +180,9 @@ pub const EVENT_SPAN: Bounds<Duration> =
 pub const EVENT_DELAY: Bounds<Duration> =
     durations(Duration::ZERO, Duration::from_secs(366 * DAY));
 
+/// `max_records_per_partition` of a Kafka source, per batch.
+pub const MAX_RECORDS_PER_PARTITION: Bounds<u64> = counts(1, 100_000_000);
+
 /// `num` of a print sink, in records per batch.
 pub const PRINT_NUM: Bounds<u64> = counts(1, 1_000_000);
 
@@ -241,6 +244,10 @@ mod tests {
                 TIMEOUT_CHECK_EVERY.to_string(),
             ),
             ("`num` (print sink)", PRINT_NUM.to_string()),
+            (
+                "`max_records_per_partition` (kafka source)",
+                MAX_RECORDS_PER_PARTITION.to_string(),
+            ),
             (
                 "`window`, `slide`, `session_gap` (event-time steps)",
                 EVENT_SPAN.to_string(),

@@ -103,6 +103,8 @@ pub enum SourceKind {
     },
     /// Lines of standard input, until it closes.
     Stdin,
+    /// Records of Kafka topics, each batch an exact offset range per partition.
+    Kafka(crate::connectors::kafka::KafkaSourceConfig),
     /// A static data set read once at start from a file, the same in every batch: the
     /// other side of a join with reference data (Spark: `transform(_.join(static))`).
     Table {
@@ -401,6 +403,8 @@ pub enum SinkKind {
     },
     /// Kept in memory for the program that runs the job (tests, embedding).
     Collect,
+    /// Records written to a Kafka topic, exactly once by default.
+    Kafka(crate::connectors::kafka::KafkaSinkConfig),
 }
 
 /// How a file sink writes records, one per line.

@@ -15,6 +15,7 @@ use super::spec::*;
 use super::{keyed, suggest};
 
 mod event_time;
+mod kafka;
 use crate::runtime::{Limits, Runtime};
 
 const DOCS: &str = "see docs/manifest.md for every key and a full example";
@@ -72,10 +73,11 @@ const SOURCE_KINDS: &[&str] = &[
     "stdin",
     "queue",
     "table",
+    "kafka",
 ];
 
 /// Every sink `kind`.
-const SINK_KINDS: &[&str] = &["print", "files", "collect"];
+const SINK_KINDS: &[&str] = &["print", "files", "collect", "kafka"];
 
 /// Every `batch_op` of `transform_with`.
 const BATCH_OPS: &[&str] = &[
@@ -106,6 +108,10 @@ pub struct Resolver<'a> {
     interval: Duration,
     /// Whether the job has a checkpoint directory, once read.
     checkpointed: bool,
+    /// The checkpoint directory, once read (exactly-once Kafka sinks keep offsets there).
+    checkpoint_dir: Option<PathBuf>,
+    /// The job's name, once read (a Kafka source's default group is named after it).
+    job: String,
     /// Streams whose last step is a mapWithState (what `state_snapshots` may follow).
     mapped_with_state: HashSet<String>,
     /// Streams with a watermark upstream (what event-time output modes depend on).
@@ -130,6 +136,8 @@ impl<'a> Resolver<'a> {
             defined: HashSet::new(),
             interval: Duration::from_secs(1),
             checkpointed: false,
+            checkpoint_dir: None,
+            job: String::new(),
             mapped_with_state: HashSet::new(),
             watermarked: HashSet::new(),
         }
@@ -170,6 +178,7 @@ impl<'a> Resolver<'a> {
             ));
         }
         self.interval = batch_interval;
+        self.job = spec.name.get_ref().trim().to_owned();
         let partitions = match &spec.partitions {
             Some(partitions) => self.count(partitions, "partitions", &bounds::PARTITIONS)? as usize,
             None => std::thread::available_parallelism()
@@ -186,6 +195,7 @@ impl<'a> Resolver<'a> {
             .map(|checkpoint| self.checkpoint(checkpoint))
             .transpose()?;
         self.checkpointed = checkpoint.is_some();
+        self.checkpoint_dir = checkpoint.as_ref().map(|checkpoint| checkpoint.dir.clone());
         let event_time = self.event_time_settings(spec.event_time.as_ref())?;
         if spec.sources.is_empty() {
             return Err(self.error(
@@ -321,8 +331,15 @@ impl<'a> Resolver<'a> {
                 spec.batches_file.as_ref().map(Spanned::span),
             ),
             ("format", spec.format.as_ref().map(Spanned::span)),
-        ];
+        ]
+        .into_iter()
+        .chain(kafka::source_fields(spec))
+        .collect::<Vec<_>>();
         let kind = match spec.kind.get_ref().as_str() {
+            "kafka" => {
+                self.only(&fields, kafka::SOURCE_KEYS, "a kafka source")?;
+                SourceKind::Kafka(self.kafka_source(spec)?)
+            }
             "socket" => {
                 self.only(&fields, &["host", "port"], "a socket source")?;
                 let port = self.required(&spec.port, &spec.kind, "port", "a socket source")?;
@@ -864,8 +881,15 @@ impl<'a> Resolver<'a> {
             ("prefix", spec.prefix.as_ref().map(Spanned::span)),
             ("suffix", spec.suffix.as_ref().map(Spanned::span)),
             ("format", spec.format.as_ref().map(Spanned::span)),
-        ];
+        ]
+        .into_iter()
+        .chain(kafka::sink_fields(spec))
+        .collect::<Vec<_>>();
         let kind = match spec.kind.get_ref().as_str() {
+            "kafka" => {
+                self.only(&fields, kafka::SINK_KEYS, "a kafka sink")?;
+                SinkKind::Kafka(self.kafka_sink(spec)?)
+            }
             "print" => {
                 self.only(&fields, &["num"], "a print sink")?;
                 SinkKind::Print {

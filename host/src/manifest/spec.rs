@@ -71,6 +71,17 @@ pub struct SourceSpec {
     pub batches: Option<Spanned<Vec<Vec<Value>>>>,
     pub batches_file: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
+    pub brokers: Option<Spanned<String>>,
+    pub topics: Option<Spanned<Vec<String>>>,
+    pub topic_pattern: Option<Spanned<String>>,
+    pub starting_offsets: Option<Spanned<toml::Value>>,
+    pub max_records_per_partition: Option<Spanned<i64>>,
+    pub key_format: Option<Spanned<String>>,
+    pub value_format: Option<Spanned<String>>,
+    pub metadata: Option<Spanned<bool>>,
+    pub group_id: Option<Spanned<String>>,
+    pub properties: Option<Spanned<BTreeMap<String, String>>>,
+    pub on_decode_error: Option<Spanned<String>>,
 }
 
 /// One `[[streams]]` table: a stream derived from another by a pipeline of steps.
@@ -132,4 +143,9 @@ pub struct SinkSpec {
     pub output_mode: Option<Spanned<String>>,
     pub order_by: Option<Spanned<Vec<String>>>,
     pub format: Option<Spanned<String>>,
+    pub brokers: Option<Spanned<String>>,
+    pub topic: Option<Spanned<String>>,
+    pub pairs: Option<Spanned<bool>>,
+    pub delivery: Option<Spanned<String>>,
+    pub properties: Option<Spanned<BTreeMap<String, String>>>,
 }

@@ -17,7 +17,8 @@ use sluice_abi::{Batch, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
-use crate::checkpoint::{Cut, Wal};
+use crate::checkpoint::{Cut, OffsetRange, Wal};
+use crate::connectors::kafka::KafkaSource;
 use crate::manifest::{SourceConfig, SourceKind};
 
 /// A source of records as the batcher sees it.
@@ -33,6 +34,31 @@ pub trait Receiver: Send + Sync {
     fn replayable(&self) -> Option<&dyn Replayable> {
         None
     }
+
+    /// For a source that gives records again by exact offset ranges (Kafka), that side.
+    fn ranged(&self) -> Option<&dyn Ranged> {
+        None
+    }
+}
+
+/// A source whose cuts are exact offset ranges (Kafka): the write-ahead log's cut records
+/// them, so a re-run batch reads the same records again and the source resumes after
+/// the last batch cut.
+pub trait Ranged: Send + Sync {
+    /// Takes what was fetched since the last cut, and the ranges it came from (one per
+    /// partition with a known position, empty ones included, so that a restart knows
+    /// where every partition goes on). Fails if a record could not be decoded.
+    fn take(&self) -> Result<(Batch, Vec<OffsetRange>)>;
+
+    /// Reads exactly the records of `ranges` again, in the order [`take`](Self::take)
+    /// gave them; refuses if the broker no longer has them.
+    fn records_in(&self, ranges: &[OffsetRange]) -> Result<Batch>;
+
+    /// Starts reading where `ranges` end (partitions not in them: at the starting offsets).
+    fn resume_after(&self, ranges: &[OffsetRange]);
+
+    /// The batch that took `ranges` is complete: commit them to the consumer group.
+    fn completed(&self, ranges: &[OffsetRange]);
 }
 
 /// A source that can give any earlier cut's records again.
@@ -229,6 +255,11 @@ impl Receivers {
                     tokio::spawn(generator::receive(*rate, *limit, intake.clone()))
                 }
                 SourceKind::Stdin => tokio::spawn(stdin::receive(name, intake.clone())),
+                SourceKind::Kafka(config) => {
+                    // Without a write-ahead log nothing says where to resume but the group.
+                    receivers.push(Arc::new(KafkaSource::new(&name, config, wal.is_none())?));
+                    continue;
+                }
             };
             receivers.push(intake.clone());
             intakes[index] = Some(intake);
@@ -240,14 +271,6 @@ impl Receivers {
             tasks,
             wal,
         })
-    }
-
-    /// Cuts every receiver: one batch of records per source.
-    pub fn cut(&self) -> Vec<Batch> {
-        self.receivers
-            .iter()
-            .map(|receiver| receiver.cut())
-            .collect()
     }
 
     /// Cuts every receiver for batch `number` of time `time_ms` and logs the cut (with
@@ -263,16 +286,27 @@ impl Receivers {
                 bail!("records could not be written to the write-ahead log: {failure}");
             }
         }
+        let positions = self
+            .receivers
+            .iter()
+            .map(|receiver| receiver.replayable().map(Replayable::position))
+            .collect();
+        let mut ranges = Vec::with_capacity(self.receivers.len());
+        let mut inputs = Vec::with_capacity(self.receivers.len());
+        for receiver in &self.receivers {
+            let (batch, taken) = match receiver.ranged() {
+                Some(ranged) => ranged.take()?,
+                None => (receiver.cut(), Vec::new()),
+            };
+            inputs.push(batch);
+            ranges.push(taken);
+        }
         let cut = Cut {
             number,
             time_ms,
-            positions: self
-                .receivers
-                .iter()
-                .map(|receiver| receiver.replayable().map(Replayable::position))
-                .collect(),
+            positions,
+            ranges,
         };
-        let inputs = self.cut();
         if let Some(wal) = &mut wal {
             wal.cut(cut.clone())?;
         }
@@ -280,27 +314,63 @@ impl Receivers {
     }
 
     /// The inputs of a logged batch: replayable sources' records again from their
-    /// positions, the others' from the log.
-    pub fn replay(&self, cut: &Cut, logged: Vec<Batch>) -> Vec<Batch> {
+    /// positions or offset ranges, the others' from the log. Fails if a source cannot
+    /// give its records again (a broker that deleted them).
+    pub fn replay(&self, cut: &Cut, logged: Vec<Batch>) -> Result<Vec<Batch>> {
         self.receivers
             .iter()
-            .zip(cut.positions.iter().chain(std::iter::repeat(&None)))
+            .enumerate()
             .zip(logged)
-            .map(
-                |((receiver, position), logged)| match (receiver.replayable(), position) {
-                    (Some(replayable), Some(position)) => replayable.records_at(*position),
-                    _ => logged,
-                },
-            )
+            .map(|((index, receiver), logged)| {
+                if let Some(ranged) = receiver.ranged() {
+                    let ranges = cut.ranges.get(index).map_or(&[][..], Vec::as_slice);
+                    return ranged.records_in(ranges).with_context(|| {
+                        format!("cannot re-run batch {} from its offsets", cut.number)
+                    });
+                }
+                Ok(
+                    match (
+                        receiver.replayable(),
+                        cut.positions.get(index).copied().flatten(),
+                    ) {
+                        (Some(replayable), Some(position)) => replayable.records_at(position),
+                        _ => logged,
+                    },
+                )
+            })
             .collect()
     }
 
-    /// Continues after a restart: replayable sources from `positions`, and records logged
-    /// after the last cut back in their intakes.
-    pub fn resume(&self, positions: &[Option<u64>], pending: Vec<Batch>) {
+    /// What tells the sources that a batch is complete (Kafka commits its offsets), for
+    /// the computing side while the receivers are with the cutter.
+    pub fn completion(&self) -> Completion {
+        Completion(
+            self.receivers
+                .iter()
+                .enumerate()
+                .filter(|(_, receiver)| receiver.ranged().is_some())
+                .map(|(index, receiver)| (index, receiver.clone()))
+                .collect(),
+        )
+    }
+
+    /// Continues after a restart: replayable sources from `positions`, sources cut by
+    /// offset ranges after `ranges`, and records logged after the last cut back in their
+    /// intakes.
+    pub fn resume(
+        &self,
+        positions: &[Option<u64>],
+        ranges: &[Vec<OffsetRange>],
+        pending: Vec<Batch>,
+    ) {
         for (receiver, position) in self.receivers.iter().zip(positions) {
             if let (Some(replayable), Some(position)) = (receiver.replayable(), position) {
                 replayable.seek(*position);
+            }
+        }
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            if let Some(ranged) = receiver.ranged() {
+                ranged.resume_after(ranges.get(index).map_or(&[][..], Vec::as_slice));
             }
         }
         for (intake, records) in self.intakes.iter().zip(pending) {
@@ -313,6 +383,21 @@ impl Receivers {
     /// Whether every receiver is drained (so the job can end).
     pub fn all_drained(&self) -> bool {
         self.receivers.iter().all(|receiver| receiver.is_drained())
+    }
+}
+
+/// Tells the sources cut by offset ranges that a batch is complete.
+#[derive(Clone)]
+pub struct Completion(Vec<(usize, Arc<dyn Receiver>)>);
+
+impl Completion {
+    /// Batch `cut` is complete.
+    pub fn completed(&self, cut: &Cut) {
+        for (index, receiver) in &self.0 {
+            if let (Some(ranged), Some(ranges)) = (receiver.ranged(), cut.ranges.get(*index)) {
+                ranged.completed(ranges);
+            }
+        }
     }
 }
 

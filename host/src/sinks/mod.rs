@@ -32,6 +32,10 @@ pub fn build(config: &SinkConfig, collected: &Collected) -> Box<dyn Sink> {
             format: *format,
         }),
         SinkKind::Collect => Box::new(collected.sink(&config.name)),
+        SinkKind::Kafka(kafka) => Box::new(crate::connectors::kafka::KafkaSink::new(
+            &config.name,
+            kafka,
+        )),
     }
 }
 

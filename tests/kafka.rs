@@ -1,0 +1,498 @@
+//! Kafka end to end, against a real Kafka-protocol broker: Tansu, which `scripts/kafka`
+//! installs and starts on 127.0.0.1. One broker serves the whole test binary (it is never
+//! restarted; each test uses its own topics) and dies with it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::run::Run;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker's `host:port`, started at the first call: `scripts/kafka PORT` on a free
+/// port, waited for until the port answers. The thread that starts it lives as long as
+/// the test binary, and the broker is killed when the binary ends (parent-death signal).
+fn broker() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (started, running) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut command = Command::new(common::root().join("scripts/kafka"));
+            command
+                .arg(port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: prctl is async-signal-safe; it only sets this child's death signal.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().expect("scripts/kafka starts");
+            started.send(()).unwrap();
+            // This thread must outlive every test: the death signal follows it.
+            let status = child.wait();
+            panic!("the Kafka broker ended: {status:?}");
+        });
+        running.recv().unwrap();
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the broker on {address} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        address
+    })
+}
+
+fn client() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker());
+    config
+}
+
+fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    for result in results {
+        result.unwrap_or_else(|(topic, error)| panic!("cannot create {topic}: {error}"));
+    }
+}
+
+/// Produces `records` (key, value) to `topic`; with `one_per_request`, each in a produce
+/// request of its own.
+fn produce(topic: &str, records: &[(Option<&str>, &[u8])], one_per_request: bool) {
+    let producer: ThreadedProducer<DefaultProducerContext> = client()
+        .set("linger.ms", if one_per_request { "0" } else { "5" })
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(*value);
+        if let Some(key) = key {
+            record = record.key(*key);
+        }
+        producer.send(record).map_err(|(error, _)| error).unwrap();
+        if one_per_request {
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A record read back: partition, key, value and headers.
+#[derive(Debug)]
+struct Read {
+    key: Option<String>,
+    value: Option<String>,
+    headers: HashMap<String, String>,
+}
+
+/// Every record of `topic` (of `partitions` partitions): read from the start until a
+/// fetch has come back empty for a second.
+fn read_all(topic: &str, partitions: i32) -> Vec<Read> {
+    let consumer: BaseConsumer = client().set("group.id", "sluice-tests").create().unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut read = Vec::new();
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(1) {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        quiet = Instant::now();
+        let text = |bytes: Option<&[u8]>| bytes.map(|b| String::from_utf8_lossy(b).into_owned());
+        read.push(Read {
+            key: text(message.key()),
+            value: text(message.payload()),
+            headers: message.headers().map_or_else(HashMap::new, |headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), text(h.value).unwrap_or_default()))
+                    .collect()
+            }),
+        });
+    }
+    read
+}
+
+/// A unique topic name for one test.
+fn topic(test: &str) -> String {
+    format!("{test}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+/// A checkpointed Kafka-to-Kafka word count: lines from `input`, `[word, count]` per
+/// batch to `output`, exactly once.
+fn word_count(dir: &Path, input: &str, output: &str) -> PathBuf {
+    let manifest = format!(
+        r#"name = "kafka-wordcount"
+batch_interval = "200ms"
+partitions = 2
+
+[checkpoint]
+dir = "checkpoint"
+every = 3
+
+[udfs]
+wc = "{wordcount}"
+
+[[sources]]
+name = "lines"
+kind = "kafka"
+brokers = "{broker}"
+topics = ["{input}"]
+starting_offsets = "earliest"
+max_records_per_partition = 7
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "map", udf = "wc#with_one" }},
+  {{ op = "reduce_by_key", udf = "wc#sum" }},
+]
+
+[[sinks]]
+from = "counts"
+kind = "kafka"
+brokers = "{broker}"
+topic = "{output}"
+format = "json"
+pairs = true
+"#,
+        wordcount = common::udf("wordcount").display(),
+        broker = broker(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+/// The input lines of the word counts: `n` lines of words from a small vocabulary.
+fn lines(from: usize, n: usize) -> Vec<String> {
+    let words = ["river", "gate", "sluice", "flow", "canal", "lock", "weir"];
+    (from..from + n)
+        .map(|i| {
+            format!(
+                "{} {} {}",
+                words[i % 7],
+                words[(i * 3 + 1) % 7],
+                words[(i * 5 + 2) % 7]
+            )
+        })
+        .collect()
+}
+
+fn produce_lines(topic: &str, lines: &[String]) {
+    let records: Vec<(Option<String>, &[u8])> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| (Some(format!("k{i}")), line.as_bytes()))
+        .collect();
+    let records: Vec<(Option<&str>, &[u8])> = records
+        .iter()
+        .map(|(key, value)| (key.as_deref(), *value))
+        .collect();
+    produce(topic, &records, false);
+}
+
+fn expected(lines: &[String]) -> BTreeMap<String, i64> {
+    common::wordcount::counted(&lines.join("\n"))
+}
+
+/// The word totals over every output record, after checking that each (instance, batch,
+/// sequence) is there once.
+fn totals(output: &str) -> BTreeMap<String, i64> {
+    let mut seen = HashSet::new();
+    let mut totals = BTreeMap::new();
+    for record in read_all(output, 3) {
+        let id = (
+            record.headers["sluice-instance"].clone(),
+            record.headers["sluice-batch"].clone(),
+            record.headers["sluice-seq"].clone(),
+        );
+        assert!(seen.insert(id.clone()), "record {id:?} written twice");
+        let word: String = serde_json::from_str(record.key.as_deref().unwrap()).unwrap();
+        let count: i64 = record.value.as_deref().unwrap().parse().unwrap();
+        *totals.entry(word).or_insert(0) += count;
+    }
+    totals
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn kafka_word_count_to_kafka_is_exact_and_a_restart_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (topic("wc-in"), topic("wc-out"));
+    create_topic(&input, 3);
+    create_topic(&output, 3);
+    let first = lines(0, 300);
+    produce_lines(&input, &first);
+    let manifest = word_count(dir.path(), &input, &output);
+
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for("started");
+    wait_until(Duration::from_secs(90), "the first lines counted", || {
+        totals(&output) == expected(&first)
+    });
+    run.signal("INT");
+    let (status, _) = run.finish();
+    assert!(status.success(), "{status:?}");
+
+    // Lines produced while the job is down are counted after the restart, once.
+    let second = lines(300, 200);
+    produce_lines(&input, &second);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for("started");
+    wait_until(Duration::from_secs(90), "every line counted", || {
+        totals(&output) == expected(&all)
+    });
+    run.signal("INT");
+    let (status, _) = run.finish();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(totals(&output), expected(&all));
+}
+
+/// A Kafka-to-files job over `topic` starting at `starting_offsets`; its output files are
+/// typed JSON lines.
+fn to_files(dir: &Path, topic: &str, starting_offsets: &str, extra: &str) -> PathBuf {
+    let manifest = format!(
+        r#"name = "kafka-files"
+batch_interval = "100ms"
+
+[checkpoint]
+dir = "checkpoint"
+
+[[sources]]
+name = "records"
+kind = "kafka"
+brokers = "{broker}"
+topics = ["{topic}"]
+starting_offsets = {starting_offsets}
+{extra}
+
+[[sinks]]
+from = "records"
+kind = "files"
+prefix = "out/records"
+format = "json_lines"
+"#,
+        broker = broker(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+/// Every record the files sink wrote, in batch order.
+fn written(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir.join("out")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|file| {
+            std::fs::read_to_string(file)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn values(numbers: std::ops::Range<i32>) -> Vec<serde_json::Value> {
+    numbers
+        .map(|n| serde_json::Value::String(format!("r{n}")))
+        .collect()
+}
+
+#[test]
+fn starting_offsets_per_partition_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("offsets");
+    create_topic(&topic, 1);
+    let records: Vec<String> = (0..10).map(|n| format!("r{n}")).collect();
+    let records: Vec<(Option<&str>, &[u8])> = records
+        .iter()
+        .map(|value| (None, value.as_bytes()))
+        .collect();
+    produce(&topic, &records, false);
+    let manifest = to_files(
+        dir.path(),
+        &topic,
+        &format!("{{ \"{topic}\" = {{ \"0\" = 4 }} }}"),
+        "",
+    );
+    let run = Run::start(&manifest, &[]);
+    wait_until(Duration::from_secs(60), "records 4 to 9", || {
+        written(dir.path()) == values(4..10)
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+}
+
+/// `latest` starts after what the topic holds. Tested with one record per produce
+/// request: Tansu 0.6 answers "latest" wrongly after a produce of several records.
+#[test]
+fn starting_offsets_latest_skips_what_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("latest");
+    create_topic(&topic, 1);
+    let old: Vec<String> = (0..5).map(|n| format!("r{n}")).collect();
+    let old: Vec<(Option<&str>, &[u8])> = old.iter().map(|v| (None, v.as_bytes())).collect();
+    produce(&topic, &old, true);
+    let manifest = to_files(dir.path(), &topic, "\"latest\"", "");
+    let mut run = Run::start(&manifest, &[]);
+    run.wait_for(&format!("reading {topic} partition 0"));
+    // The position is fixed once a batch has been cut after the assignment.
+    run.wait_for("batch done");
+    run.wait_for("batch done");
+    let new: Vec<String> = (5..9).map(|n| format!("r{n}")).collect();
+    let new: Vec<(Option<&str>, &[u8])> = new.iter().map(|v| (None, v.as_bytes())).collect();
+    produce(&topic, &new, true);
+    wait_until(Duration::from_secs(60), "records 5 to 8", || {
+        written(dir.path()) == values(5..9)
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+}
+
+/// An undecodable value fails the job naming topic, partition and offset; with
+/// `on_decode_error = "skip"` it is skipped. With `metadata`, records carry where they
+/// came from.
+#[test]
+fn bad_values_fail_or_are_skipped_and_metadata_names_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("decode");
+    create_topic(&topic, 1);
+    let records: [(Option<&str>, &[u8]); 3] = [
+        (Some("a"), b"r0"),
+        (None, &[0xff, 0xfe]),
+        (Some("c"), b"r2"),
+    ];
+    produce(&topic, &records, false);
+
+    let manifest = to_files(dir.path(), &topic, "\"earliest\"", "");
+    let output = common::sluice().arg("run").arg(&manifest).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("topic {topic} partition 0 offset 1"))
+            && stderr.contains("on_decode_error"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = to_files(
+        dir.path(),
+        &topic,
+        "\"earliest\"",
+        "on_decode_error = \"skip\"\nmetadata = true\nkey_format = \"string\"",
+    );
+    let run = Run::start(&manifest, &[]);
+    wait_until(Duration::from_secs(60), "two records", || {
+        written(dir.path()).len() == 2
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+    let records = written(dir.path());
+    assert_eq!(records[0]["topic"], topic.as_str());
+    assert_eq!(records[0]["offset"], 0);
+    assert_eq!(records[0]["key"], "a");
+    assert_eq!(records[0]["value"], "r0");
+    assert_eq!(records[1]["offset"], 2);
+    assert_eq!(records[1]["value"], "r2");
+}
+
+#[test]
+fn exactly_once_without_a_checkpoint_is_refused_at_check_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("job.toml");
+    std::fs::write(
+        &manifest,
+        r#"name = "no-checkpoint"
+batch_interval = "1s"
+
+[[sources]]
+name = "lines"
+kind = "queue"
+batches = [["a"]]
+
+[[sinks]]
+from = "lines"
+kind = "kafka"
+brokers = "127.0.0.1:9"
+topic = "out"
+"#,
+    )
+    .unwrap();
+    let output = common::sluice()
+        .arg("check")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[checkpoint]") && stderr.contains("at_least_once"),
+        "{stderr}"
+    );
+}
