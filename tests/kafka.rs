@@ -496,3 +496,61 @@ topic = "out"
         "{stderr}"
     );
 }
+
+/// Kafka to word count to Kafka, killed 20 times, then run to the end: 10 kills by the
+/// fault-injection hook right after the k-th acknowledged record of a batch, 10 by
+/// SIGKILL after a few batches. The output then holds every (batch, sequence) once and
+/// the exact totals, and at least 5 restarts found a partly written batch.
+#[test]
+fn the_exactly_once_sink_survives_20_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (topic("crash-in"), topic("crash-out"));
+    create_topic(&input, 3);
+    create_topic(&output, 3);
+    let all = lines(0, 900);
+    produce_lines(&input, &all);
+    let manifest = word_count(dir.path(), &input, &output);
+    let mut partly_written = 0;
+    let mut partial = |log: &[serde_json::Value]| {
+        partly_written += log
+            .iter()
+            .filter(|line| {
+                common::run::message_of(line).contains("partly written")
+                    && line["fields"]["missing"].as_u64().is_some_and(|m| m > 0)
+            })
+            .count();
+    };
+    for kill in 0..20 {
+        if kill % 2 == 0 {
+            let k = (1 + kill / 2 % 4).to_string();
+            let run = Run::start_with_env(
+                &manifest,
+                &[],
+                &[("SLUICE_FAULT_KAFKA_ABORT_AFTER_ACKS", k.as_str())],
+            );
+            let (status, log) = run.finish();
+            assert!(!status.success(), "the fault hook did not fire: {log:#?}");
+            partial(&log);
+        } else {
+            let mut run = Run::start(&manifest, &[]);
+            run.wait_for("batch done");
+            run.wait_for("batch done");
+            run.signal("KILL");
+            let (_, log) = run.finish();
+            partial(&log);
+        }
+    }
+    let mut run = Run::start(&manifest, &[]);
+    wait_until(Duration::from_secs(120), "every line counted", || {
+        totals(&output) == expected(&all)
+    });
+    run.signal("INT");
+    let (status, log) = run.finish();
+    assert!(status.success(), "{status:?}");
+    partial(&log);
+    assert_eq!(totals(&output), expected(&all));
+    assert!(
+        partly_written >= 5,
+        "only {partly_written} restarts found a partly written batch"
+    );
+}

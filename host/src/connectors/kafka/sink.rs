@@ -44,7 +44,9 @@ const SEQUENCE: &str = "sluice-seq";
 const DIGEST: &str = "sluice-digest";
 
 /// With this environment variable set to k, the process aborts right after the k-th
-/// record of a batch is acknowledged: the crash tests' fault-injection hook.
+/// record of a batch is acknowledged: the crash tests' fault-injection hook. Records are
+/// then sent one at a time, each after the one before is acknowledged, so that the abort
+/// leaves exactly k records of the batch written.
 pub const ABORT_AFTER_ACKS: &str = "SLUICE_FAULT_KAFKA_ABORT_AFTER_ACKS";
 
 /// How long the recovery fetch waits before it takes an empty fetch as the end.
@@ -370,6 +372,7 @@ fn send(
         .ok()
         .and_then(|k| k.parse().ok());
     let batch = time_ms.to_string();
+    let mut acknowledged = 0;
     for (index, record) in outgoing.iter().enumerate() {
         let sequence = record.sequence.to_string();
         let headers = OwnedHeaders::new_with_capacity(4)
@@ -400,6 +403,10 @@ fn send(
         }
         loop {
             match open.producer.send(message) {
+                Ok(()) if abort_after.is_some() => {
+                    acknowledge(name, topic, open, time_ms, &mut acknowledged, abort_after)?;
+                    break;
+                }
                 Ok(()) => break,
                 Err((
                     rdkafka::error::KafkaError::MessageProduction(
@@ -416,26 +423,38 @@ fn send(
             }
         }
     }
-    let mut acknowledged = 0;
     while acknowledged < outgoing.len() {
-        let (_, report) = open
-            .acks
-            .recv_timeout(Duration::from_secs(120))
-            .map_err(|_| {
-                anyhow::anyhow!("sink `{name}`: no acknowledgement from the broker for 120 s")
-            })?;
-        let (partition, offset) = report.map_err(|error| {
-            anyhow::anyhow!("sink `{name}`: a record to `{topic}` failed: {error}")
+        acknowledge(name, topic, open, time_ms, &mut acknowledged, abort_after)?;
+    }
+    Ok(())
+}
+
+/// Waits for the next acknowledgement and notes its partition's new end; the fault hook
+/// aborts after the `abort_after`-th.
+fn acknowledge(
+    name: &str,
+    topic: &str,
+    open: &mut Open,
+    time_ms: i64,
+    acknowledged: &mut usize,
+    abort_after: Option<usize>,
+) -> Result<()> {
+    let (_, report) = open
+        .acks
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| {
+            anyhow::anyhow!("sink `{name}`: no acknowledgement from the broker for 120 s")
         })?;
-        let end = open.written.ends.entry(partition).or_insert(0);
-        *end = (*end).max(offset + 1);
-        acknowledged += 1;
-        if abort_after == Some(acknowledged) {
-            eprintln!(
-                "fault injection: aborting after {acknowledged} acknowledged records of batch {time_ms}"
-            );
-            std::process::abort();
-        }
+    let (partition, offset) = report
+        .map_err(|error| anyhow::anyhow!("sink `{name}`: a record to `{topic}` failed: {error}"))?;
+    let end = open.written.ends.entry(partition).or_insert(0);
+    *end = (*end).max(offset + 1);
+    *acknowledged += 1;
+    if abort_after == Some(*acknowledged) {
+        eprintln!(
+            "fault injection: aborting after {acknowledged} acknowledged records of batch {time_ms}"
+        );
+        std::process::abort();
     }
     Ok(())
 }
