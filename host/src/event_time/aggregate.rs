@@ -2,7 +2,7 @@
 //! event time and optional key fields, with built-in aggregates, in one of Spark's
 //! output modes, late rows dropped and state evicted by the watermark.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
@@ -97,14 +97,14 @@ type GroupId = (Option<(i64, i64)>, Vec<u8>);
 
 #[derive(Debug, Default)]
 struct Groups {
-    table: BTreeMap<GroupId, Group>,
-    /// Sessions per key (key bytes), sorted by start, never overlapping.
-    sessions: BTreeMap<Vec<u8>, Vec<Group>>,
+    /// Per key (its canonical encoding): its windows, or its sessions (sorted by start,
+    /// never overlapping).
+    by_key: HashMap<Vec<u8>, Vec<Group>>,
 }
 
 impl Groups {
     fn rows(&self) -> usize {
-        self.table.len() + self.sessions.values().map(Vec::len).sum::<usize>()
+        self.by_key.values().map(Vec::len).sum()
     }
 }
 
@@ -243,6 +243,45 @@ impl EventAggregate {
     }
 }
 
+/// Adds the session `bounds` (with `accs`) to a key's sessions, merging every session it
+/// overlaps or touches.
+fn merge_session(
+    sessions: &mut Vec<Group>,
+    key: &Value,
+    bounds: (i64, i64),
+    accs: Vec<Acc>,
+    step: &str,
+) -> Result<()> {
+    let mut merged = Group {
+        key: key.clone(),
+        window: Some(bounds),
+        close: Some(bounds.1),
+        accs,
+    };
+    let mut kept = Vec::with_capacity(sessions.len() + 1);
+    for session in sessions.drain(..) {
+        let (s, e) = session.window.expect("a session has bounds");
+        let (ms, me) = merged.window.expect("a session has bounds");
+        if s <= me && ms <= e {
+            let mut accs = session.accs;
+            merge_into(&mut accs, &merged.accs, step)?;
+            let bounds = (s.min(ms), e.max(me));
+            merged = Group {
+                key: merged.key,
+                window: Some(bounds),
+                close: Some(bounds.1),
+                accs,
+            };
+        } else {
+            kept.push(session);
+        }
+    }
+    kept.push(merged);
+    kept.sort_by_key(|session| session.window);
+    *sessions = kept;
+    Ok(())
+}
+
 fn merge_into(target: &mut [Acc], from: &[Acc], step: &str) -> Result<()> {
     target
         .iter_mut()
@@ -265,8 +304,10 @@ impl Operator for EventAggregate {
         };
         let step = self.describe();
         let is_late = |close: Option<i64>| self.evicts && close.is_some_and(|c| c <= late_with);
+        let session = matches!(self.spec.grouping, Grouping::Session { .. });
+        let update = self.spec.mode == OutputMode::Update;
         let mut groups = self.lock();
-        let mut touched: BTreeSet<GroupId> = BTreeSet::new();
+        let mut touched: HashSet<GroupId> = HashSet::new();
         let mut late_groups: HashSet<GroupId> = HashSet::new();
         let mut late_rows = 0;
         let gaps = self.gaps(&data, &step)?;
@@ -302,60 +343,46 @@ impl Operator for EventAggregate {
             let mut counted = false;
             for window in windows {
                 let close = window.map(|(_, end)| end).or(close_of_key);
-                let id = (window, key_bytes.clone());
                 if is_late(close) {
-                    late_groups.insert(id);
+                    late_groups.insert((window, key_bytes.clone()));
                     continue;
                 }
                 counted = true;
-                let accs = self.fresh_accs(&record, &step)?;
-                if let Grouping::Session { .. } = self.spec.grouping {
-                    let (start, end) = window.expect("a session has bounds");
-                    let sessions = groups.sessions.entry(key_bytes.clone()).or_default();
-                    let mut merged = Group {
-                        key: key.clone(),
-                        window: Some((start, end)),
-                        close: Some(end),
+                let of_key = match groups.by_key.get_mut(key_bytes.as_slice()) {
+                    Some(of_key) => of_key,
+                    None => groups.by_key.entry(key_bytes.clone()).or_default(),
+                };
+                if session {
+                    let accs = self.fresh_accs(&record, &step)?;
+                    merge_session(
+                        of_key,
+                        &key,
+                        window.expect("a session has bounds"),
                         accs,
-                    };
-                    let mut kept = Vec::with_capacity(sessions.len() + 1);
-                    for session in sessions.drain(..) {
-                        let (s, e) = session.window.expect("a session has bounds");
-                        let (ms, me) = merged.window.expect("a session has bounds");
-                        if s <= me && ms <= e {
-                            let mut accs = session.accs;
-                            merge_into(&mut accs, &merged.accs, &step)?;
-                            let bounds = (s.min(ms), e.max(me));
-                            merged = Group {
-                                key: merged.key,
-                                window: Some(bounds),
-                                close: Some(bounds.1),
-                                accs,
-                            };
-                        } else {
-                            kept.push(session);
-                        }
-                    }
-                    kept.push(merged);
-                    kept.sort_by_key(|session| session.window);
-                    *sessions = kept;
+                        &step,
+                    )?;
                     continue;
                 }
-                match groups.table.get_mut(&id) {
-                    Some(group) => merge_into(&mut group.accs, &accs, &step)?,
-                    None => {
-                        groups.table.insert(
-                            id.clone(),
-                            Group {
-                                key: key.clone(),
-                                window,
-                                close,
-                                accs,
-                            },
-                        );
+                match of_key.iter_mut().find(|group| group.window == window) {
+                    Some(group) => {
+                        for (agg, acc) in self.spec.aggregates.iter().zip(&mut group.accs) {
+                            let value = match &agg.field {
+                                Some(field) => Some(record::field(&record, field, &step)?),
+                                None => None,
+                            };
+                            acc.add(value, &step)?;
+                        }
                     }
+                    None => of_key.push(Group {
+                        key: key.clone(),
+                        window,
+                        close,
+                        accs: self.fresh_accs(&record, &step)?,
+                    }),
                 }
-                touched.insert(id);
+                if update {
+                    touched.insert((window, key_bytes.clone()));
+                }
             }
             if !counted {
                 late_rows += 1;
@@ -364,42 +391,35 @@ impl Operator for EventAggregate {
         let mut evicted = Vec::new();
         if self.evicts {
             let due = |group: &Group| group.close.is_some_and(|close| close <= evict_with);
-            let ids: Vec<GroupId> = groups
-                .table
-                .iter()
-                .filter(|(_, group)| due(group))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in ids {
-                evicted.extend(groups.table.remove(&id));
+            for of_key in groups.by_key.values_mut() {
+                if of_key.iter().any(due) {
+                    let (done, open): (Vec<Group>, Vec<Group>) = of_key.drain(..).partition(due);
+                    evicted.extend(done);
+                    *of_key = open;
+                }
             }
-            for sessions in groups.sessions.values_mut() {
-                let (done, open): (Vec<Group>, Vec<Group>) = sessions.drain(..).partition(due);
-                evicted.extend(done);
-                *sessions = open;
-            }
-            groups.sessions.retain(|_, sessions| !sessions.is_empty());
+            groups.by_key.retain(|_, of_key| !of_key.is_empty());
         }
-        let out: Vec<Value> = match self.spec.mode {
-            OutputMode::Append => {
-                evicted.sort_by(|a, b| {
-                    (a.window, a.key.to_bytes()).cmp(&(b.window, b.key.to_bytes()))
-                });
-                evicted.iter().map(|group| self.output(group)).collect()
-            }
-            OutputMode::Update => touched
-                .iter()
-                .filter_map(|id| groups.table.get(id))
+        let in_order = |mut list: Vec<&Group>| {
+            list.sort_by_cached_key(|group| (group.window, group.key.to_bytes()));
+            list.into_iter()
                 .map(|group| self.output(group))
-                .collect(),
-            OutputMode::Complete => self.sorted(
+                .collect::<Vec<_>>()
+        };
+        let out: Vec<Value> = match self.spec.mode {
+            OutputMode::Append => in_order(evicted.iter().collect()),
+            OutputMode::Update => in_order(
                 groups
-                    .table
-                    .values()
-                    .chain(groups.sessions.values().flatten())
-                    .map(|group| self.output(group))
+                    .by_key
+                    .iter()
+                    .flat_map(|(key, of_key)| of_key.iter().map(move |group| (key, group)))
+                    .filter(|(key, group)| touched.contains(&(group.window, key.to_vec())))
+                    .map(|(_, group)| group)
                     .collect(),
             ),
+            OutputMode::Complete => {
+                self.sorted(in_order(groups.by_key.values().flatten().collect()))
+            }
         };
         self.clock
             .report(self.step, groups.rows(), late_groups.len(), late_rows);
@@ -457,39 +477,172 @@ impl OperatorState for EventAggregate {
 
     fn save(&self) -> Vec<u8> {
         let groups = self.lock();
-        let table = groups.table.values().map(save_group).collect();
-        let sessions = groups.sessions.values().flatten().map(save_group).collect();
-        Value::Tuple(vec![Value::List(table), Value::List(sessions)]).to_bytes()
+        Value::List(groups.by_key.values().flatten().map(save_group).collect()).to_bytes()
     }
 
     fn restore(&self, saved: &[u8]) -> Result<()> {
-        let saved = Value::decode(saved)?;
-        let Value::Tuple(parts) = &saved else {
-            bail!("the checkpointed aggregation state is not a tuple")
-        };
-        let [Value::List(table), Value::List(sessions)] = parts.as_slice() else {
-            bail!("the checkpointed aggregation state is malformed")
+        let Value::List(saved) = Value::decode(saved)? else {
+            bail!("the checkpointed aggregation state is not a list")
         };
         let mut restored = Groups::default();
-        for group in table {
+        for group in &saved {
             let group = restore_group(group)?;
             restored
-                .table
-                .insert((group.window, group.key.to_bytes()), group);
-        }
-        for session in sessions {
-            let session = restore_group(session)?;
-            restored
-                .sessions
-                .entry(session.key.to_bytes())
+                .by_key
+                .entry(group.key.to_bytes())
                 .or_default()
-                .push(session);
+                .push(group);
         }
+        restored
+            .by_key
+            .values_mut()
+            .for_each(|of_key| of_key.sort_by_key(|group| group.window));
         *self.lock() = restored;
         Ok(())
     }
 
     fn entries(&self) -> usize {
         self.lock().rows()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_time::{EventTimeSettings, TimeField};
+
+    fn event(key: &str, seconds: i64) -> Value {
+        record::record(vec![
+            ("k", Value::String(key.into())),
+            ("t", Value::Int(seconds)),
+        ])
+    }
+
+    /// An aggregation behind a 10 s watermark on field `t` (seconds).
+    fn aggregation(
+        grouping: Grouping,
+        mode: OutputMode,
+    ) -> (Arc<EventClock>, EventAggregate, usize) {
+        let clock = Arc::new(EventClock::new(EventTimeSettings::default()));
+        let input = clock.register_input(10_000);
+        let time = TimeSpec {
+            field: TimeField::Named("t".into()),
+            unit_ms: 1000,
+            delay_ms: Some(10_000),
+        };
+        let spec = AggregateSpec {
+            keys: vec!["k".into()],
+            grouping,
+            aggregates: vec![AggSpec {
+                function: AggFn::Count,
+                field: None,
+                name: "n".into(),
+            }],
+            mode,
+            order_by: Vec::new(),
+        };
+        let aggregate = EventAggregate::new(spec, Some(time), None, clock.clone(), "s/1".into());
+        (clock, aggregate, input)
+    }
+
+    /// Runs one batch; returns `(window start s, window end s, count)` per output record.
+    fn batch(
+        clock: &EventClock,
+        aggregate: &EventAggregate,
+        input: usize,
+        events: &[(&str, i64)],
+    ) -> Vec<(i64, i64, i64)> {
+        let records: Vec<Value> = events.iter().map(|(k, t)| event(k, *t)).collect();
+        clock.begin(!records.is_empty());
+        let times: Vec<i64> = events.iter().map(|(_, t)| t * 1000).collect();
+        clock.observe(input, &times);
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        let out = aggregate.apply(vec![dataset(&records)], &context).unwrap();
+        clock.end();
+        values(&out)
+            .unwrap()
+            .iter()
+            .map(|record| {
+                let bound = |name| match record.field("window").and_then(|w| w.field(name)) {
+                    Some(Value::Int(ms)) => ms / 1000,
+                    _ => panic!("no window in {}", record.to_json()),
+                };
+                let Some(Value::Int(n)) = record.field("n") else {
+                    panic!("no count in {}", record.to_json())
+                };
+                (bound("start"), bound("end"), *n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_merge_across_batches_and_close_by_the_watermark() {
+        let (clock, sessions, input) = aggregation(
+            Grouping::Session {
+                gap_ms: Some(10_000),
+            },
+            OutputMode::Append,
+        );
+        assert!(batch(&clock, &sessions, input, &[("a", 25), ("a", 40)]).is_empty());
+        // 30 bridges [25, 35) and [40, 50) (touching counts).
+        assert!(batch(&clock, &sessions, input, &[("a", 30)]).is_empty());
+        assert_eq!(sessions.entries(), 1);
+        batch(&clock, &sessions, input, &[("a", 90)]);
+        assert_eq!(batch(&clock, &sessions, input, &[]), [(25, 50, 3)]);
+        // A row whose session ends at or before the watermark (80 s) is late.
+        batch(&clock, &sessions, input, &[("b", 60)]);
+        assert_eq!(
+            clock.last_report().unwrap().steps[0].rows_dropped_by_watermark,
+            1
+        );
+    }
+
+    #[test]
+    fn a_row_counts_in_its_open_sliding_windows_only() {
+        let windows = WindowSpec {
+            duration_ms: 10_000,
+            slide_ms: 5_000,
+            start_ms: 0,
+        };
+        let (clock, aggregate, input) = aggregation(Grouping::Window(windows), OutputMode::Update);
+        batch(&clock, &aggregate, input, &[("a", 30)]);
+        batch(&clock, &aggregate, input, &[]);
+        // Watermark 20 s: 17 s is in [10, 20) (closed) and [15, 25) (open).
+        assert_eq!(
+            batch(&clock, &aggregate, input, &[("a", 17)]),
+            [(15, 25, 1)]
+        );
+        assert_eq!(
+            clock.last_report().unwrap().steps[0].rows_dropped_by_watermark,
+            1
+        );
+        assert_eq!(clock.last_report().unwrap().steps[0].late_rows_dropped, 0);
+    }
+
+    #[test]
+    fn state_survives_a_checkpoint() {
+        let (clock, aggregate, input) = aggregation(
+            Grouping::Session {
+                gap_ms: Some(10_000),
+            },
+            OutputMode::Complete,
+        );
+        batch(&clock, &aggregate, input, &[("a", 1), ("b", 3), ("a", 30)]);
+        let saved = aggregate.save();
+        let (clock, restored, input) = aggregation(
+            Grouping::Session {
+                gap_ms: Some(10_000),
+            },
+            OutputMode::Complete,
+        );
+        restored.restore(&saved).unwrap();
+        let mut table = batch(&clock, &restored, input, &[("a", 5)]);
+        table.sort();
+        assert_eq!(table, [(1, 15, 2), (3, 13, 1), (30, 40, 1)]);
+        assert!(restored.restore(&[1, 2, 3]).is_err());
     }
 }

@@ -162,3 +162,64 @@ impl OperatorState for Dedup {
         self.lock().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_time::{EventTimeSettings, TimeField};
+
+    fn dedup(fields: &[&str]) -> (Arc<EventClock>, Dedup, usize) {
+        let clock = Arc::new(EventClock::new(EventTimeSettings::default()));
+        let input = clock.register_input(1_000);
+        let time = TimeSpec {
+            field: TimeField::Named("t".into()),
+            unit_ms: 1000,
+            delay_ms: Some(1_000),
+        };
+        let fields = Some(fields.iter().map(|f| f.to_string()).collect());
+        let dedup = Dedup::new(fields, Some(time), clock.clone(), "s/1".into());
+        (clock, dedup, input)
+    }
+
+    fn batch(clock: &EventClock, dedup: &Dedup, input: usize, rows: &[(i64, i64)]) -> usize {
+        let records: Vec<Value> = rows
+            .iter()
+            .map(|(id, t)| record::record(vec![("id", Value::Int(*id)), ("t", Value::Int(*t))]))
+            .collect();
+        clock.begin(!records.is_empty());
+        clock.observe(
+            input,
+            &rows.iter().map(|(_, t)| t * 1000).collect::<Vec<_>>(),
+        );
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        let out = dedup.apply(vec![dataset(&records)], &context).unwrap();
+        clock.end();
+        out.len()
+    }
+
+    #[test]
+    fn keys_are_evicted_only_when_the_event_time_is_one_of_them() {
+        let (clock, by_time, input) = dedup(&["id", "t"]);
+        assert_eq!(
+            batch(&clock, &by_time, input, &[(1, 1), (1, 1), (2, 10)]),
+            2
+        );
+        batch(&clock, &by_time, input, &[]);
+        assert_eq!(by_time.entries(), 1);
+        // At or before the watermark (9 s): late, dropped even though the key is new.
+        assert_eq!(batch(&clock, &by_time, input, &[(3, 9)]), 0);
+        let (clock, by_id, input) = dedup(&["id"]);
+        batch(&clock, &by_id, input, &[(1, 1), (2, 10)]);
+        batch(&clock, &by_id, input, &[]);
+        assert_eq!(by_id.entries(), 2);
+        assert_eq!(batch(&clock, &by_id, input, &[(1, 20), (3, 20)]), 1);
+        let saved = by_id.save();
+        let (_, restored, _) = dedup(&["id"]);
+        restored.restore(&saved).unwrap();
+        assert_eq!(restored.entries(), 3);
+    }
+}
