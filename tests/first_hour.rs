@@ -480,3 +480,110 @@ fn completions_are_printed_for_each_shell() {
         }
     }
 }
+
+/// `sluice udf test FUNCTION` with `input` on stdin and `flags`: exit code, stdout, stderr.
+fn udf_test(function: &str, input: &str, flags: &[&str]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = sluice()
+        .args(["udf", "test"])
+        .args(flags)
+        .arg(function)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn function(component: &str, name: &str) -> String {
+    format!("{}#{name}", common::udf(component).display())
+}
+
+/// Every function kind tried on sample lines, one JSON line per result.
+#[test]
+fn udf_test_runs_every_kind_on_json_lines() {
+    let cases = [
+        (
+            ("wordcount", "with_one"),
+            "\"be\"\n\"or\"\n",
+            "{\"$tuple\":[\"be\",1]}\n{\"$tuple\":[\"or\",1]}\n",
+        ),
+        (
+            ("wordcount", "tokenize"),
+            "\"To be\"\n\"\"\n",
+            "[\"to\",\"be\"]\n[]\n",
+        ),
+        (
+            ("wordcount", "is_long_word"),
+            "\"hello\"\n\"is\"\n",
+            "true\nfalse\n",
+        ),
+        (("conformance", "partition_sum"), "1\n2\n3\n", "6\n"),
+        (("wordcount", "sum"), "[1, 2, 3]\n[5]\n", "6\n5\n"),
+        (
+            ("transactions", "add_to_average"),
+            "[{\"$tuple\": [1.5, 1]}, 2.5, 1.0]\n",
+            "{\"$tuple\":[5.0,3]}\n",
+        ),
+        (
+            ("wordcount", "running_count"),
+            "{\"values\": [1, 2], \"state\": 5}\n{\"values\": [1], \"state\": null}\n",
+            "{\"state\":8}\n{\"state\":1}\n",
+        ),
+        (
+            ("wordcount", "count_each"),
+            "{\"key\": \"a\", \"values\": [1, 1], \"state\": 3, \"timing_out\": false, \"batch_time_ms\": 1000}\n",
+            "{\"emitted\":[{\"$tuple\":[\"a\",4]},{\"$tuple\":[\"a\",5]}],\"state\":5}\n",
+        ),
+    ];
+    for ((component, name), input, expected) in cases {
+        let (code, stdout, stderr) = udf_test(&function(component, name), input, &[]);
+        assert_eq!((code, stdout.as_str()), (0, expected), "{name}: {stderr}");
+    }
+}
+
+/// A panic fails its line, not the others; a loop is stopped at the timeout given; both
+/// exit with 1; the function's output is shown.
+#[test]
+fn udf_test_reports_panics_timeouts_and_output() {
+    let (code, stdout, stderr) = udf_test(&function("faulty", "panic_on_three"), "1\n3\n4\n", &[]);
+    assert_eq!((code, stdout.as_str()), (1, "1\n4\n"), "{stderr}");
+    assert!(
+        stderr.contains("input line 2") && stderr.contains("three is not allowed"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = udf_test(
+        &function("faulty", "spin"),
+        "1\n",
+        &["--call-timeout", "200ms"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("call timeout of 200 ms"), "{stderr}");
+
+    let (code, stdout, stderr) = udf_test(&function("faulty", "chatty"), "7\n", &[]);
+    assert_eq!((code, stdout.as_str()), (0, "7\n"), "{stderr}");
+    assert!(
+        stderr.contains("chatty saw 7") && stderr.contains("chatty warns about 7"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = udf_test(&function("wordcount", "tokenise"), "", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("did you mean `tokenize`?"), "{stderr}");
+    let (code, _, stderr) = udf_test(&function("wordcount", "sum"), "{\"a\": 1}\n", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("a reduce line is a JSON array"), "{stderr}");
+}

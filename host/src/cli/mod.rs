@@ -7,6 +7,7 @@ mod sdk;
 mod status;
 mod stderr;
 mod udf;
+mod udf_test;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -98,6 +99,20 @@ enum UdfCommand {
         /// The crate's or workspace's directory.
         path: PathBuf,
     },
+    /// Run one function on sample input (JSON lines from a file or stdin) and print one
+    /// JSON line per result; exits with 1 if a call failed. For map, flat_map and filter a
+    /// line is one record; reduce: an array of values; fold: the accumulator then the
+    /// values; update_state: {"values", "state"}; map_with_state: {"key", "values",
+    /// "state", "timing_out", "batch_time_ms"}.
+    Test {
+        /// The function: `path/to/component.wasm#function`.
+        function: String,
+        /// The JSON lines file (`-`: standard input).
+        #[arg(long, short, default_value = "-")]
+        input: PathBuf,
+        #[command(flatten)]
+        limits: udf_test::LimitFlags,
+    },
     /// List the functions a component exports and their kinds.
     Inspect {
         /// The component (.wasm).
@@ -160,6 +175,14 @@ pub fn main() -> ExitCode {
         Command::Udf {
             command: UdfCommand::Inspect { file },
         } => udf::inspect(&file),
+        Command::Udf {
+            command:
+                UdfCommand::Test {
+                    function,
+                    input,
+                    limits,
+                },
+        } => udf_test::test(&function, &input, &limits),
     };
     match outcome {
         Ok(code) => code,
