@@ -905,6 +905,7 @@ fn no_mutation_of_a_valid_manifest_makes_the_checker_panic() {
     let runtime: Arc<Runtime> = Runtime::new(RuntimeConfig {
         cache_dir: Some(common::root().join("target/sluice-cache")),
         max_instances: 16,
+        ..RuntimeConfig::default()
     })
     .unwrap();
     for (path, text) in &seeds {

@@ -18,6 +18,7 @@ use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::runtime::{InstancePool, Runtime};
+use crate::tenancy::Placement;
 use crate::state::{self, StateStore};
 use crate::udf::{BoundUdf, UdfChain};
 use crate::window::{self, Span};
@@ -43,32 +44,35 @@ pub struct JobGraph {
     sink_inputs: Vec<usize>,
     /// How many times each node's output is read (by nodes and sinks).
     readers: Vec<usize>,
-}
     /// The job's event-time watermark, shared by its event-time steps.
     clock: Arc<EventClock>,
+}
 
 impl JobGraph {
     /// Builds the operators of `config`, with a pool of UDF instances per UDF step; or,
     /// given `natives`, with each UDF reference bound to the native function of the same
     /// name instead (to measure the WASM boundary against the same code in-process).
+    /// The UDFs run where `placement` says (the job's tenant, its quotas and forced stop).
     pub fn build(
         config: &JobConfig,
         runtime: &Runtime,
+        placement: &Placement,
         natives: Option<&[NamedFunction]>,
     ) -> Result<Self> {
         let mut builder = Builder {
             config,
             runtime,
+            placement,
             natives,
             nodes: Vec::new(),
             streams: HashMap::new(),
             stores: HashMap::new(),
+            clock: Arc::new(EventClock::new(config.event_time)),
+            times: HashMap::new(),
         };
         for source in &config.sources {
             let id = builder.push(format!("source `{}`", source.name), vec![], None)?;
             builder.streams.insert(source.name.clone(), id);
-            clock: Arc::new(EventClock::new(config.event_time)),
-            times: HashMap::new(),
         }
         for stream in &config.streams {
             let mut current = builder.streams[&stream.from];
@@ -106,10 +110,6 @@ impl JobGraph {
                         store = Some(operator.store.clone());
                         (Box::new(operator), 1)
                     }
-                    step => (builder.operator(step, &owner)?, 1),
-                };
-                // The stream's batch, then the other streams' of the same time (those of
-                // the steps inside a `transform` included).
                     step @ (StepConfig::EventTime(_)
                     | StepConfig::AssignWindow(_)
                     | StepConfig::EventAggregate(..)
@@ -118,6 +118,10 @@ impl JobGraph {
                         builder.event_time(step, current, format!("{}/{}", stream.name, index + 1))?,
                         1,
                     ),
+                    step => (builder.operator(step, &owner)?, 1),
+                };
+                // The stream's batch, then the other streams' of the same time (those of
+                // the steps inside a `transform` included).
                 let inputs = std::iter::once(current)
                     .chain(
                         stream.steps[index]
@@ -131,10 +135,6 @@ impl JobGraph {
                     inputs,
                     Some(operator),
                 )?;
-                let node = &mut builder.nodes[current];
-                node.id = Some(format!("{}/{}", stream.name, index + 1));
-                node.udfs = stream.steps[index..index + taken]
-                    .iter()
                 let time = match &stream.steps[index] {
                     StepConfig::EventTime(time) => Some(time.clone()),
                     _ => builder.nodes[current]
@@ -145,6 +145,10 @@ impl JobGraph {
                 if let Some(time) = time {
                     builder.times.insert(current, time);
                 }
+                let node = &mut builder.nodes[current];
+                node.id = Some(format!("{}/{}", stream.name, index + 1));
+                node.udfs = stream.steps[index..index + taken]
+                    .iter()
                     .flat_map(StepConfig::udfs)
                     .map(|udf| {
                         Ok((
@@ -176,11 +180,11 @@ impl JobGraph {
             nodes: builder.nodes,
             sink_inputs,
             readers,
+            clock: builder.clock,
         })
     }
 
     /// Computes one batch from the sources' data sets (in source order) and returns what
-            clock: builder.clock,
     /// each sink gets (in sink order; `None` where its stream has no output this batch).
     /// Each node is computed once, and only if something reads it; a data set read once
     /// is moved rather than copied.
@@ -191,12 +195,12 @@ impl JobGraph {
     ) -> Result<Vec<Option<Dataset>>> {
         let mut outputs: Vec<Option<Dataset>> = Vec::with_capacity(self.nodes.len());
         let mut unread = self.readers.clone();
+        self.clock
+            .begin(sources.iter().any(|source| !source.is_empty()));
         let mut sources = sources.into_iter();
         for (id, node) in self.nodes.iter().enumerate() {
             let output = match &node.operator {
                 None => Some(sources.next().context("the batch lacks a source's data")?),
-        self.clock
-            .begin(sources.iter().any(|source| !source.is_empty()));
                 Some(operator) => {
                     let inputs: Option<Vec<Dataset>> = node
                         .inputs
@@ -216,11 +220,11 @@ impl JobGraph {
             };
             outputs.push(output);
         }
+        self.clock.end();
         Ok(self
             .sink_inputs
             .iter()
             .map(|&input| take(&mut outputs, &mut unread, input))
-        self.clock.end();
             .collect())
     }
 }
@@ -236,15 +240,15 @@ pub struct StatefulStep<'a> {
 }
 
 impl JobGraph {
-    /// Every step's UDFs as `(manifest label, component SHA-256)`.
-    pub fn udf_digests(&self) -> Vec<(&str, &str)> {
-        self.nodes
-            .iter()
     /// The job's event-time watermark and what the last batch did with it.
     pub fn event_clock(&self) -> &EventClock {
         &self.clock
     }
 
+    /// Every step's UDFs as `(manifest label, component SHA-256)`.
+    pub fn udf_digests(&self) -> Vec<(&str, &str)> {
+        self.nodes
+            .iter()
             .flat_map(|node| &node.udfs)
             .map(|(label, digest)| (label.as_str(), digest.as_str()))
             .collect()
@@ -278,21 +282,22 @@ fn take(outputs: &mut [Option<Dataset>], unread: &mut [usize], id: usize) -> Opt
 struct Builder<'a> {
     config: &'a JobConfig,
     runtime: &'a Runtime,
+    placement: &'a Placement,
     natives: Option<&'a [NamedFunction]>,
     nodes: Vec<Node>,
     streams: HashMap<String, usize>,
     /// The stores of the mapWithState nodes, for the `state_snapshots` that follow them.
     stores: HashMap<usize, Arc<StateStore>>,
-}
-
-impl Builder<'_> {
-    /// Adds a node, working out its slide and checking it as Spark does.
-    fn push(
     /// The job's watermark.
     clock: Arc<EventClock>,
     /// Where the records of a node's output have their event time (from the
     /// `event_time` step upstream).
     times: HashMap<usize, TimeSpec>,
+}
+
+impl Builder<'_> {
+    /// Adds a node, working out its slide and checking it as Spark does.
+    fn push(
         &mut self,
         describe: String,
         inputs: Vec<usize>,
@@ -429,17 +434,17 @@ impl Builder<'_> {
                     store: store_for(state::UpdateStateByKey::KIND, initial_state)?,
                 })
             }
-            StepConfig::MapWithState { .. } | StepConfig::StateSnapshots => {
-                bail!(
-                    "{owner}: `map_with_state` and `state_snapshots` cannot be used inside `transform`"
-                )
-            }
             StepConfig::EventTime(_)
             | StepConfig::AssignWindow(_)
             | StepConfig::EventAggregate(..)
             | StepConfig::EventJoin(..)
             | StepConfig::Dedup(_) => {
                 bail!("{owner}: event-time steps cannot be used inside `transform`")
+            }
+            StepConfig::MapWithState { .. } | StepConfig::StateSnapshots => {
+                bail!(
+                    "{owner}: `map_with_state` and `state_snapshots` cannot be used inside `transform`"
+                )
             }
             StepConfig::CountByValueAndWindow(span) => {
                 let [add, subtract, nonzero] = builtin::counting();
@@ -451,11 +456,6 @@ impl Builder<'_> {
         })
     }
 
-    /// One operator for consecutive record-at-a-time steps of one component.
-    fn fused(&self, steps: &[&UdfRef], owner: &str) -> Result<Box<dyn Operator>> {
-        let chain = if self.natives.is_some() {
-            UdfChain::Native(
-                steps
     /// An event-time step reading the output of node `input`; `id` is `stream/step`.
     fn event_time(&self, step: &StepConfig, input: usize, id: String) -> Result<Box<dyn Operator>> {
         let time = self.times.get(&input).cloned();
@@ -510,6 +510,11 @@ impl Builder<'_> {
         })
     }
 
+    /// One operator for consecutive record-at-a-time steps of one component.
+    fn fused(&self, steps: &[&UdfRef], owner: &str) -> Result<Box<dyn Operator>> {
+        let chain = if self.natives.is_some() {
+            UdfChain::Native(
+                steps
                     .iter()
                     .map(|udf| self.bind(udf, owner))
                     .collect::<Result<_>>()?,
@@ -540,6 +545,7 @@ impl Builder<'_> {
                 component,
                 format!("{owner} ({label})"),
                 self.config.limits,
+                self.placement.clone(),
                 warm,
             )?;
             UdfChain::Wasm {
@@ -574,6 +580,7 @@ impl Builder<'_> {
             component,
             format!("{owner} ({})", udf.label),
             self.config.limits,
+            self.placement.clone(),
             warm,
         )?;
         Ok(BoundUdf::Wasm {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use sluice_abi::{Batch, NamedFunction};
+use tokio_util::sync::CancellationToken;
 
 use crate::dataset::Dataset;
 use crate::graph::JobGraph;
@@ -17,6 +18,15 @@ use crate::sinks::{self, Collected, Sink};
 pub struct Job {
     config: JobConfig,
     graph: JobGraph,
+    /// The job's own threads for its host-side operator work: one per partition, at most
+    /// one per core. A job whose guest calls wait (queued, or blocked in a clock wait)
+    /// holds only its own threads, never another job's.
+    threads: rayon::ThreadPool,
+    /// Cancels the job's guest calls: a forced stop.
+    force_stop: CancellationToken,
+    /// The tenant's most records in one batch.
+    max_batch_records: usize,
+    tenant: String,
     sinks: Vec<Box<dyn Sink>>,
     collected: Collected,
     /// Batches processed so far (batches are processed one at a time, in order).
@@ -47,8 +57,22 @@ impl Job {
         runtime: &Runtime,
         natives: Option<&[NamedFunction]>,
     ) -> Result<Self> {
-        let graph = JobGraph::build(&config, runtime, natives)
+        let force_stop = CancellationToken::new();
+        let placement =
+            runtime
+                .tenancy()
+                .place(&config, runtime.scheduler(), force_stop.clone())?;
+        let graph = JobGraph::build(&config, runtime, &placement, natives)
             .with_context(|| format!("cannot build job `{}`", config.name))?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.partitions.clamp(1, cores))
+            .thread_name({
+                let name = config.name.clone();
+                move |index| format!("job {name} #{index}")
+            })
+            .build()
+            .with_context(|| format!("cannot start the threads of job `{}`", config.name))?;
         let collected = Collected::default();
         let sinks = config
             .sinks
@@ -58,10 +82,30 @@ impl Job {
         Ok(Self {
             config,
             graph,
+            threads,
+            force_stop,
+            max_batch_records: placement.account.quotas().max_batch_records,
+            tenant: placement.account.name().to_owned(),
             sinks,
             collected,
             batches_done: AtomicU64::new(0),
         })
+    }
+
+    /// Cancels the job's guest calls, running or queued: the batch in flight fails, to be
+    /// re-run from the write-ahead log at the next start.
+    pub fn force_stop(&self) {
+        self.force_stop.cancel();
+    }
+
+    /// Whether [`Job::force_stop`] was called.
+    pub fn is_force_stopped(&self) -> bool {
+        self.force_stop.is_cancelled()
+    }
+
+    /// The tenant the job runs for.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
     }
 
     /// The job's configuration.
@@ -98,8 +142,22 @@ impl Job {
     /// Computes the batch of time `time_ms` from each source's records (in source order)
     /// and writes it to every sink.
     pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
+        self.threads.install(|| self.process_here(time_ms, inputs))
+    }
+
+    fn process_here(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
         let started = Instant::now();
-        let records_in = inputs.iter().map(Batch::len).sum();
+        let records_in: usize = inputs.iter().map(Batch::len).sum();
+        if records_in > self.max_batch_records {
+            anyhow::bail!(
+                "job `{}` cannot compute the batch of time {time_ms} ms: its {records_in} records \
+                 are over tenant `{}`'s quota `max_batch_records` of {} (the host configuration \
+                 sets it)",
+                self.config.name,
+                self.tenant,
+                self.max_batch_records
+            );
+        }
         let batch = BatchContext {
             time_ms,
             partitions: self.config.partitions,

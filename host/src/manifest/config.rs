@@ -14,6 +14,9 @@ pub use crate::window::Span;
 pub struct JobConfig {
     /// The job's name, used in logs and errors.
     pub name: String,
+    /// The tenant the job runs for (`tenant`): its CPU share and quotas are the tenant's,
+    /// from the host's configuration. `None`: the host's default tenant.
+    pub tenant: Option<String>,
     /// The manifest as written (checkpoints keep it).
     pub manifest: String,
     /// How often a batch is cut.
@@ -26,11 +29,11 @@ pub struct JobConfig {
     pub limits: Limits,
     /// Where and how often recovery data is saved (required by stateful operators).
     pub checkpoint: Option<CheckpointConfig>,
+    /// How watermarks combine and whether empty batches evict (`[event_time]`).
+    pub event_time: crate::event_time::EventTimeSettings,
     /// Where records come from.
     pub sources: Vec<SourceConfig>,
     /// Derived streams, each after everything it reads from.
-    /// How watermarks combine and whether empty batches evict (`[event_time]`).
-    pub event_time: crate::event_time::EventTimeSettings,
     pub streams: Vec<StreamConfig>,
     /// Where results go.
     pub sinks: Vec<SinkConfig>,
@@ -257,11 +260,6 @@ pub enum StepConfig {
     StateSnapshots,
     /// `[record, count]` over the window, records whose count is 0 dropped.
     CountByValueAndWindow(Span),
-}
-
-/// A file of `(key, state)` pairs a state step starts from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InitialState {
     /// Where each record's event time is, and the watermark delay.
     EventTime(crate::event_time::TimeSpec),
     /// One record per event-time window a record falls in, with its `window`.
@@ -273,6 +271,11 @@ pub struct InitialState {
     Dedup(Option<Vec<String>>),
     /// A stream-stream join with watermarks.
     EventJoin(crate::event_time::JoinSpec, String),
+}
+
+/// A file of `(key, state)` pairs a state step starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialState {
     /// The file.
     pub path: PathBuf,
     /// How it is written (as a table source).

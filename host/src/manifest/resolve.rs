@@ -185,6 +185,16 @@ impl<'a> Resolver<'a> {
                 .map_or(1, usize::from)
                 .min(bounds::PARTITIONS.max as usize),
         };
+        let tenant = match &spec.tenant {
+            Some(tenant) if tenant.get_ref().trim().is_empty() => {
+                return Err(self.error(
+                    Some(tenant.span()),
+                    "`tenant` is empty",
+                    "name a tenant of the host's configuration, or leave `tenant` out",
+                ));
+            }
+            tenant => tenant.as_ref().map(|tenant| tenant.get_ref().trim().to_owned()),
+        };
         let max_queued_batches = spec.max_queued_batches.as_ref().map_or(Ok(100), |max| {
             self.count(max, "max_queued_batches", &bounds::MAX_QUEUED_BATCHES)
         })? as usize;
@@ -242,6 +252,7 @@ impl<'a> Resolver<'a> {
             .collect::<Result<Vec<_>>>()?;
         Ok(JobConfig {
             name,
+            tenant,
             manifest: self.text.to_owned(),
             batch_interval,
             partitions,
@@ -1293,6 +1304,7 @@ mod tests {
         Runtime::new(RuntimeConfig {
             cache_dir: None,
             max_instances: 4,
+            ..RuntimeConfig::default()
         })
         .unwrap()
     });

@@ -12,6 +12,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: Spanned<String>,
+    pub tenant: Option<Spanned<String>>,
     pub batch_interval: Spanned<String>,
     pub partitions: Option<Spanned<i64>>,
     pub max_queued_batches: Option<Spanned<i64>>,
@@ -20,8 +21,8 @@ pub struct JobSpec {
     #[serde(default)]
     pub limits: LimitsSpec,
     pub checkpoint: Option<CheckpointSpec>,
-    #[serde(default)]
     pub event_time: Option<EventTimeSpec>,
+    #[serde(default)]
     pub sources: Vec<SourceSpec>,
     #[serde(default)]
     pub streams: Vec<StreamSpec>,
@@ -48,7 +49,6 @@ pub struct CheckpointSpec {
     pub fsync: Option<Spanned<String>>,
 }
 
-/// One `[[sources]]` table; which fields apply depends on `kind`.
 /// `[event_time]`: how the job's watermarks combine, and whether empty batches evict.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +57,7 @@ pub struct EventTimeSpec {
     pub no_data_batches: Option<Spanned<bool>>,
 }
 
+/// One `[[sources]]` table; which fields apply depends on `kind`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
@@ -115,18 +116,6 @@ pub struct StepSpec {
     pub initial_state: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub timeout_check_every: Option<Spanned<i64>>,
-}
-
-/// One `[[sinks]]` table; which fields apply depends on `kind`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSpec {
-    pub name: Option<Spanned<String>>,
-    pub from: Spanned<String>,
-    pub kind: Spanned<String>,
-    pub num: Option<Spanned<i64>>,
-    pub prefix: Option<Spanned<String>>,
-    pub suffix: Option<Spanned<String>>,
     pub field: Option<Spanned<String>>,
     pub index: Option<Spanned<i64>>,
     pub unit: Option<Spanned<String>>,
@@ -142,6 +131,18 @@ pub struct SinkSpec {
     pub aggregates: Option<Spanned<Vec<String>>>,
     pub output_mode: Option<Spanned<String>>,
     pub order_by: Option<Spanned<Vec<String>>>,
+}
+
+/// One `[[sinks]]` table; which fields apply depends on `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    pub name: Option<Spanned<String>>,
+    pub from: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub num: Option<Spanned<i64>>,
+    pub prefix: Option<Spanned<String>>,
+    pub suffix: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
     pub brokers: Option<Spanned<String>>,
     pub topic: Option<Spanned<String>>,

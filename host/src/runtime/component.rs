@@ -1,6 +1,7 @@
 //! A loaded component: compiled, linked, pre-instantiated, with its function list read.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -9,6 +10,8 @@ use sluice_abi::Kind;
 use super::Runtime;
 use super::error::CallError;
 use super::instance::{GuestState, Limits, UdfInstance, bindings};
+use crate::scheduler::Scheduler;
+use crate::tenancy::Placement;
 
 /// The largest component file loaded, in bytes (documented in docs/manifest.md).
 pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
@@ -52,6 +55,7 @@ pub struct LoadedComponent {
     path: PathBuf,
     digest: String,
     pre: bindings::UdfPre<GuestState>,
+    scheduler: Arc<Scheduler>,
     functions: Vec<ExportedFunction>,
 }
 
@@ -84,10 +88,15 @@ impl LoadedComponent {
             path: path.to_owned(),
             digest,
             pre,
+            scheduler: runtime.scheduler.clone(),
             functions: Vec::new(),
         };
         let mut probe = loaded
-            .instantiate("(listing functions)", Limits::default())
+            .instantiate(
+                "(listing functions)",
+                Limits::default(),
+                &runtime.host_placement,
+            )
             .map_err(anyhow::Error::from)
             .with_context(not_a_udf)?;
         loaded.functions = probe
@@ -123,11 +132,18 @@ impl LoadedComponent {
             .map(|index| (index as u32, self.functions[index].kind))
     }
 
-    /// A fresh instance with its own store and limits; `owner` names who uses it in logs
-    /// and errors (job and operator). The error says what refused it: the host's instance
-    /// pool being full, the memory limit, or the host's per-instance quota.
-    pub fn instantiate(&self, owner: &str, limits: Limits) -> Result<UdfInstance, CallError> {
-        UdfInstance::new(&self.pre, owner, limits)
+    /// A fresh instance with its own store and limits, counted against and run for
+    /// `placement` (the job's tenant, quotas and seat on the scheduler); `owner`
+    /// names who uses it in logs and errors (job and operator). The error says what
+    /// refused it: the host's instance pool being full, the memory limit, or the host's
+    /// per-instance quota.
+    pub fn instantiate(
+        &self,
+        owner: &str,
+        limits: Limits,
+        placement: &Placement,
+    ) -> Result<UdfInstance, CallError> {
+        UdfInstance::new(&self.pre, &self.scheduler, placement, owner, limits)
     }
 
     /// The file the component was loaded from.

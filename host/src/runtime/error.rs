@@ -4,6 +4,7 @@
 use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 use super::instance::Limits;
+use crate::scheduler::Stopped;
 
 /// A limit that stopped a call or an instantiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,15 @@ pub enum Limit {
     /// The component needs more than one instance slot of the host holds (core
     /// instances, memories, tables or instance state): a quota of the host, not of the job.
     InstanceSlot,
+    /// The tenant's instance quota, or the part of the pool no tenant reserved
+    /// (`max_instances` in the host configuration).
+    TenantInstances,
+    /// The tenant's guest memory in all (`memory_total` in the host configuration).
+    TenantMemory,
+    /// The most records one call may return (`max_call_output_records`).
+    CallOutputRecords,
+    /// The most bytes of records one call may return (`max_call_output_bytes`).
+    CallOutputBytes,
 }
 
 impl Limit {
@@ -28,7 +38,12 @@ impl Limit {
             Limit::Memory => Some("limits.memory"),
             Limit::CallTimeout => Some("limits.call_timeout"),
             Limit::Transfer => Some("limits.transfer"),
-            Limit::InstancePool | Limit::InstanceSlot => None,
+            Limit::InstancePool
+            | Limit::InstanceSlot
+            | Limit::TenantInstances
+            | Limit::TenantMemory
+            | Limit::CallOutputRecords
+            | Limit::CallOutputBytes => None,
         }
     }
 }
@@ -124,10 +139,30 @@ pub(super) struct Witness {
     pub panic: Option<(String, Option<u32>)>,
     /// The size the guest's memory was refused growing to.
     pub refused_memory: Option<usize>,
+    /// The tenant whose `memory_total` refused the guest's memory, with that quota.
+    pub refused_tenant_memory: Option<(String, usize)>,
+}
+
+/// The tenant's guest memory quota, if that is what refused a growth.
+fn tenant_memory(seen: &Witness) -> Option<CallError> {
+    seen.refused_tenant_memory
+        .as_ref()
+        .map(|(tenant, quota)| CallError::Limit {
+            limit: Limit::TenantMemory,
+            message: format!(
+                "could not grow its memory: tenant `{tenant}`'s instances together hold its \
+                 quota `memory_total` of {} MiB (the host configuration sets it)",
+                quota >> 20
+            ),
+            record_index: None,
+        })
 }
 
 /// Why a call trapped.
 pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limits) -> CallError {
+    if let Some(quota) = tenant_memory(&seen) {
+        return quota;
+    }
     if let Some((message, record_index)) = seen.panic {
         return CallError::Trapped {
             message: format!("panicked: {message}"),
@@ -149,14 +184,6 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
         return limit;
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => limit(
-            Limit::CallTimeout,
-            format!(
-                "did not finish within the call timeout of {} ms and was stopped (is it looping?)",
-                limits.call_timeout.as_millis()
-            ),
-            Some("if it is only slow"),
-        ),
         Some(Trap::StackOverflow) => CallError::Trapped {
             message: "overflowed its WebAssembly stack (unbounded or very deep recursion in the \
                       function) and was stopped; the stack size is the host's, not the job's"
@@ -170,6 +197,41 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
     }
 }
 
+/// Why the scheduler stopped a call (or an instantiation) before it finished: its timeout
+/// ran out, counting the time it ran and the time it was blocked in host calls, or its
+/// job was stopped by force.
+pub(super) fn explain_stop(stopped: Stopped, limits: &Limits) -> CallError {
+    match stopped {
+        Stopped::Timeout {
+            ran,
+            blocked,
+            in_host_call,
+        } => {
+            let doing = if in_host_call {
+                "while blocked in a host call (a clock wait or `poll`: is it sleeping?)"
+            } else {
+                "while running (is it looping?)"
+            };
+            limit(
+                Limit::CallTimeout,
+                format!(
+                    "did not finish within the call timeout of {} ms and was stopped {doing}: \
+                     it ran for {} ms and was blocked in host calls for {} ms (time queued \
+                     behind other calls does not count)",
+                    limits.call_timeout.as_millis(),
+                    ran.as_millis(),
+                    blocked.as_millis()
+                ),
+                Some("if it is only slow"),
+            )
+        }
+        Stopped::Cancelled => CallError::Trapped {
+            message: "was cancelled: its job was stopped by force".into(),
+            record_index: None,
+        },
+    }
+}
+
 /// Why an instance could not be made: the pool being full, the memory limit, or the
 /// component not fitting an instance slot, each said as such.
 pub(super) fn explain_instantiation(
@@ -177,6 +239,9 @@ pub(super) fn explain_instantiation(
     seen: Witness,
     limits: &Limits,
 ) -> CallError {
+    if let Some(quota) = tenant_memory(&seen) {
+        return quota;
+    }
     if let Some(desired) = seen.refused_memory {
         return limit(
             Limit::Memory,
@@ -270,16 +335,29 @@ mod tests {
         Witness {
             panic: None,
             refused_memory: None,
+            refused_tenant_memory: None,
         }
     }
 
     #[test]
     fn each_trap_names_its_limit_and_key() {
         let limits = Limits::default();
-        let timeout = explain_trap(
-            &wasmtime::Error::from(Trap::Interrupt),
-            nothing_seen(),
+        let timeout = explain_stop(
+            Stopped::Timeout {
+                ran: std::time::Duration::from_millis(3),
+                blocked: std::time::Duration::from_millis(9_998),
+                in_host_call: true,
+            },
             &limits,
+        );
+        assert!(
+            timeout
+                .to_string()
+                .contains("call timeout of 10000 ms and was stopped while blocked in a host call")
+                && timeout
+                    .to_string()
+                    .contains("ran for 3 ms and was blocked in host calls for 9998 ms"),
+            "{timeout}"
         );
         assert!(matches!(
             timeout,
@@ -297,6 +375,7 @@ mod tests {
             Witness {
                 panic: None,
                 refused_memory: Some(300 << 20),
+                refused_tenant_memory: None,
             },
             &limits,
         );
@@ -339,6 +418,7 @@ mod tests {
             Witness {
                 panic: Some(("boom".into(), Some(3))),
                 refused_memory: None,
+                refused_tenant_memory: None,
             },
             &Limits::default(),
         );
@@ -357,6 +437,7 @@ mod tests {
             Witness {
                 panic: None,
                 refused_memory: Some(17 << 16),
+                refused_tenant_memory: None,
             },
             &limits,
         );

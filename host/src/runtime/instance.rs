@@ -1,20 +1,30 @@
 //! One instance of a component in its own store, with its limits, and the calls into it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use sluice_abi::{Batch, Groups, Kind};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::EPOCH_TICK;
 use super::component::ExportedFunction;
-use super::error::{CallError, Witness, explain_instantiation, explain_trap};
+use super::error::{CallError, Limit, Witness, explain_instantiation, explain_stop, explain_trap};
 use super::output::{GuestOutput, capped};
+use crate::scheduler::{Scheduler, Seat};
+use crate::tenancy::{Account, InstanceHold, Placement};
 
 pub(super) mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit", world: "udf" });
+    // Exports are called asynchronously, so that the scheduler can preempt them at epoch
+    // ticks and cut blocked WASI calls short (crate::scheduler).
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "udf",
+        exports: { default: async },
+    });
 }
 
 use bindings::sluice::udf::types as wit;
@@ -54,6 +64,18 @@ pub struct GuestState {
     output: GuestOutput,
     panic: Option<(String, Option<u32>)>,
     refused_memory: Option<usize>,
+    /// The tenant, whose guest memory in all this instance's memory counts against.
+    account: Arc<Account>,
+    /// The memory this instance holds in the tenant's account.
+    memory_held: u64,
+    /// The memory the tenant's `memory_total` refused, with the quota.
+    refused_tenant_memory: Option<(String, usize)>,
+}
+
+impl Drop for GuestState {
+    fn drop(&mut self) {
+        self.account.release_memory(self.memory_held);
+    }
 }
 
 impl WasiView for GuestState {
@@ -79,6 +101,7 @@ impl GuestState {
         Witness {
             panic: self.panic.take(),
             refused_memory: self.refused_memory.take(),
+            refused_tenant_memory: self.refused_tenant_memory.take(),
         }
     }
 }
@@ -86,7 +109,7 @@ impl GuestState {
 impl ResourceLimiter for GuestState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -94,6 +117,13 @@ impl ResourceLimiter for GuestState {
             self.refused_memory = Some(desired);
             return Err(wasmtime::Error::msg("memory limit reached"));
         }
+        let grow = desired.saturating_sub(current) as u64;
+        if !self.account.grow_memory(grow) {
+            let quota = self.account.quotas().memory_total.unwrap_or_default();
+            self.refused_tenant_memory = Some((self.account.name().to_owned(), quota));
+            return Err(wasmtime::Error::msg("tenant memory quota reached"));
+        }
+        self.memory_held += grow;
         Ok(true)
     }
 
@@ -107,28 +137,55 @@ impl ResourceLimiter for GuestState {
     }
 }
 
-/// The linker every instance is made with: WASI preview 2 and Sluice's diagnostics.
+/// The linker every instance is made with: WASI preview 2 (async, so that a clock wait
+/// yields its thread) and Sluice's diagnostics.
 pub(super) fn linker(engine: &wasmtime::Engine) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::Udf::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)?;
     Ok(linker)
 }
 
 /// One live instance of a UDF component.
 pub struct UdfInstance {
+    /// The store and its instance; `None` once a call trapped or was stopped.
+    live: Option<Box<Live>>,
+    scheduler: Arc<Scheduler>,
+    seat: Seat,
+    limits: Limits,
+    owner: String,
+    /// What one call may return (the tenant's quotas).
+    max_output_records: usize,
+    max_output_bytes: usize,
+    _hold: InstanceHold,
+}
+
+/// What a call takes to the scheduler's threads and brings back.
+struct Live {
     store: Store<GuestState>,
     udf: bindings::Udf,
-    owner: String,
-    trapped: bool,
 }
+
+/// A call of one export on a live instance.
+type GuestCall<R> = Box<
+    dyn for<'a> FnOnce(
+            &'a bindings::Udf,
+            &'a mut Store<GuestState>,
+        ) -> Pin<
+            Box<dyn Future<Output = wasmtime::Result<Result<R, wit::Failure>>> + Send + 'a>,
+        > + Send,
+>;
 
 impl UdfInstance {
     pub(super) fn new(
         pre: &bindings::UdfPre<GuestState>,
+        scheduler: &Arc<Scheduler>,
+        placement: &Placement,
         owner: &str,
         limits: Limits,
     ) -> Result<Self, CallError> {
+        let hold = placement.account.hold_instance()?;
+        let seat = &placement.seat;
         let output = GuestOutput::new(limits.output_bytes);
         // No preopened directories, environment, arguments or network: only captured
         // stdout/stderr, clocks and random.
@@ -146,31 +203,86 @@ impl UdfInstance {
             output,
             panic: None,
             refused_memory: None,
+            account: placement.account.clone(),
+            memory_held: 0,
+            refused_tenant_memory: None,
         };
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| state);
-        store.set_epoch_deadline(deadline_ticks(limits.call_timeout));
+        // Every tick, the running call gives its core back to the fair queue.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_hostcall_fuel(limits.transfer_bytes);
-        let udf = pre.instantiate(&mut store).map_err(|error| {
-            let seen = store.data_mut().witness();
-            explain_instantiation(&error, seen, &limits)
-        })?;
+        let pre = pre.clone();
+        let task_seat = seat.clone();
+        let made = scheduler.block_on(async move {
+            let made = task_seat
+                .run(limits.call_timeout, pre.instantiate_async(&mut store))
+                .await;
+            (store, made)
+        });
+        let Some((mut store, made)) = made else {
+            return Err(host_panicked());
+        };
+        let udf = match made {
+            Ok(Ok(udf)) => udf,
+            Ok(Err(error)) => {
+                let seen = store.data_mut().witness();
+                return Err(explain_instantiation(&error, seen, &limits));
+            }
+            Err(stopped) => return Err(explain_stop(stopped, &limits)),
+        };
         Ok(Self {
-            store,
-            udf,
+            live: Some(Box::new(Live { store, udf })),
+            scheduler: scheduler.clone(),
+            seat: seat.clone(),
+            limits,
             owner: owner.to_owned(),
-            trapped: false,
+            max_output_records: placement.account.quotas().max_call_output_records,
+            max_output_bytes: placement.account.quotas().max_call_output_bytes,
+            _hold: hold,
         })
+    }
+
+    /// Refuses an answer of `records` records in `bytes` bytes past the tenant's quotas.
+    fn check_output(&self, records: usize, bytes: usize) -> Result<(), CallError> {
+        let over = |limit, key, value: String, got: String| CallError::Limit {
+            limit,
+            message: format!(
+                "returned {got}, over the tenant's quota `{key}` of {value} per call \
+                 (the host configuration sets it)"
+            ),
+            record_index: None,
+        };
+        if records > self.max_output_records {
+            return Err(over(
+                Limit::CallOutputRecords,
+                "max_call_output_records",
+                self.max_output_records.to_string(),
+                format!("{records} records"),
+            ));
+        }
+        if bytes > self.max_output_bytes {
+            return Err(over(
+                Limit::CallOutputBytes,
+                "max_call_output_bytes",
+                format!("{} MiB", self.max_output_bytes >> 20),
+                format!("{} MiB of records", bytes >> 20),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the instance can still be called (it cannot after a trap).
     pub fn is_usable(&self) -> bool {
-        !self.trapped
+        self.live.is_some()
     }
 
     /// The component's functions.
     pub fn functions(&mut self) -> Result<Vec<ExportedFunction>, CallError> {
-        let listed = self.call(|udf, store| udf.call_functions(store).map(Ok))?;
+        let listed = self.call(Box::new(|udf, store| {
+            Box::pin(async move { udf.call_functions(store).await.map(Ok) })
+        }))?;
         Ok(listed
             .into_iter()
             .map(|info| ExportedFunction {
@@ -197,11 +309,16 @@ impl UdfInstance {
         input: Batch,
     ) -> Result<Batch, CallError> {
         let input = to_wit(input);
-        let output = self.call(|udf, store| match kind {
-            Kind::Map => udf.call_map(store, function, &input),
-            Kind::MapPartition => udf.call_map_partition(store, function, &input),
-            other => unreachable!("{other} functions are not called through call_records"),
-        })?;
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move {
+                match kind {
+                    Kind::Map => udf.call_map(store, function, &input).await,
+                    Kind::MapPartition => udf.call_map_partition(store, function, &input).await,
+                    other => unreachable!("{other} functions are not called through call_records"),
+                }
+            })
+        }))?;
+        self.check_output(output.ends.len(), output.data.len())?;
         let answers_to = match kind {
             Kind::Map => AnswersTo::Records,
             _ => AnswersTo::Whole,
@@ -212,14 +329,21 @@ impl UdfInstance {
     /// Calls a flat-map function: group `i` of the answer holds what record `i` gave.
     pub fn call_flat_map(&mut self, function: u32, input: Batch) -> Result<Groups, CallError> {
         let input = to_wit(input);
-        let output = self.call(|udf, store| udf.call_flat_map(store, function, &input))?;
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move { udf.call_flat_map(store, function, &input).await })
+        }))?;
+        self.check_output(output.records.ends.len(), output.records.data.len())?;
         groups_from_wit(output, AnswersTo::Records)
     }
 
     /// Calls map, flat-map and filter functions one after the other, in one call.
     pub fn call_chain(&mut self, functions: &[u32], input: Batch) -> Result<Batch, CallError> {
         let input = to_wit(input);
-        let output = self.call(|udf, store| udf.call_chain(store, functions, &input))?;
+        let functions = functions.to_vec();
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move { udf.call_chain(store, &functions, &input).await })
+        }))?;
+        self.check_output(output.ends.len(), output.data.len())?;
         from_wit(output, AnswersTo::Whole)
     }
 
@@ -231,16 +355,25 @@ impl UdfInstance {
         function: u32,
         input: Batch,
     ) -> Result<(Batch, Vec<u8>), CallError> {
-        let input = to_wit(input);
-        let keep = self.call(|udf, store| udf.call_filter(store, function, &input))?;
-        let input = Batch::from_parts(input.data, input.ends).expect("the host's own batch");
+        let (keep, input) = self.call(Box::new(move |udf, store| {
+            Box::pin(async move {
+                let input = to_wit(input);
+                let keep = udf.call_filter(store, function, &input).await?;
+                let input =
+                    Batch::from_parts(input.data, input.ends).expect("the host's own batch");
+                Ok(keep.map(|keep| (keep, input)))
+            })
+        }))?;
         Ok((input, keep))
     }
 
     /// Calls an aggregating function on every group.
     pub fn call_aggregate(&mut self, function: u32, input: Groups) -> Result<Batch, CallError> {
         let input = groups_to_wit(input);
-        let output = self.call(|udf, store| udf.call_aggregate(store, function, &input))?;
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move { udf.call_aggregate(store, function, &input).await })
+        }))?;
+        self.check_output(output.ends.len(), output.data.len())?;
         from_wit(output, AnswersTo::Groups)
     }
 
@@ -252,8 +385,13 @@ impl UdfInstance {
         input: Groups,
     ) -> Result<Batch, CallError> {
         let input = groups_to_wit(input);
-        let output =
-            self.call(|udf, store| udf.call_update_state(store, function, time_ms, &input))?;
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move {
+                udf.call_update_state(store, function, time_ms, &input)
+                    .await
+            })
+        }))?;
+        self.check_output(output.ends.len(), output.data.len())?;
         from_wit(output, AnswersTo::Groups)
     }
 
@@ -265,46 +403,66 @@ impl UdfInstance {
         input: Groups,
     ) -> Result<Groups, CallError> {
         let input = groups_to_wit(input);
-        let output =
-            self.call(|udf, store| udf.call_map_with_state(store, function, time_ms, &input))?;
+        let output = self.call(Box::new(move |udf, store| {
+            Box::pin(async move {
+                udf.call_map_with_state(store, function, time_ms, &input)
+                    .await
+            })
+        }))?;
+        self.check_output(output.records.ends.len(), output.records.data.len())?;
         groups_from_wit(output, AnswersTo::Groups)
     }
 
-    fn call<R>(
-        &mut self,
-        run: impl FnOnce(
-            &bindings::Udf,
-            &mut Store<GuestState>,
-        ) -> wasmtime::Result<Result<R, wit::Failure>>,
-    ) -> Result<R, CallError> {
-        if self.trapped {
+    /// Runs `call` on the scheduler's threads, in the job's seat, under the call timeout.
+    fn call<R: Send + 'static>(&mut self, call: GuestCall<R>) -> Result<R, CallError> {
+        let Some(mut live) = self.live.take() else {
             return Err(CallError::Trapped {
                 message: "this instance trapped earlier and cannot be called again".into(),
                 record_index: None,
             });
-        }
-        let timeout = self.store.data().limits.call_timeout;
-        self.store.set_epoch_deadline(deadline_ticks(timeout));
-        let result = run(&self.udf, &mut self.store);
-        self.store.data().output.flush_to_log(&self.owner);
-        let limits = self.store.data().limits;
+        };
+        let seat = self.seat.clone();
+        let limits = self.limits;
+        let finished = self.scheduler.block_on(async move {
+            let result = {
+                let Live { store, udf } = &mut *live;
+                store.set_epoch_deadline(1);
+                seat.run(limits.call_timeout, call(udf, store)).await
+            };
+            (live, result)
+        });
+        let Some((mut live, result)) = finished else {
+            return Err(host_panicked());
+        };
+        live.store.data().output.flush_to_log(&self.owner);
         match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(failure)) => Err(CallError::Failed {
-                message: capped(failure.message, limits.output_bytes),
-                record_index: failure.record_index,
-            }),
-            Err(error) => {
-                self.trapped = true;
-                let seen = self.store.data_mut().witness();
+            Ok(Ok(Ok(value))) => {
+                self.live = Some(live);
+                Ok(value)
+            }
+            Ok(Ok(Err(failure))) => {
+                self.live = Some(live);
+                Err(CallError::Failed {
+                    message: capped(failure.message, limits.output_bytes),
+                    record_index: failure.record_index,
+                })
+            }
+            Ok(Err(error)) => {
+                let seen = live.store.data_mut().witness();
                 Err(explain_trap(&error, seen, &limits))
             }
+            // The call was dropped mid-way: the instance is not fit to be called again.
+            Err(stopped) => Err(explain_stop(stopped, &limits)),
         }
     }
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+/// A guest call's task panicked on the scheduler's threads: a bug in the host.
+fn host_panicked() -> CallError {
+    CallError::Trapped {
+        message: "stopped: the host's code running the call panicked (a bug in Sluice)".into(),
+        record_index: None,
+    }
 }
 
 fn to_wit(batch: Batch) -> wit::Batch {

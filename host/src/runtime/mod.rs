@@ -29,23 +29,48 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use instance::GuestState;
 
-/// How often the epoch advances: the granularity of every UDF call deadline.
+use crate::scheduler::Scheduler;
+use crate::tenancy::{HostConfig, Placement, Tenancy, TenantConfig};
+
+/// How often the epoch advances: the longest a guest call runs before it yields its core
+/// back to the fair queue, and the granularity of every call timeout.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The tenant the host's own guest calls (listing a component's functions) run for.
+const HOST_TENANT: &str = "(host)";
 
 /// Settings of the runtime shared by every job of a host.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where compiled components are cached (`None`: no disk cache).
     pub cache_dir: Option<PathBuf>,
-    /// How many component instances may be alive at once, across all jobs.
+    /// How many component instances may be alive at once, across all jobs (see
+    /// [`crate::tenancy::DEFAULT_MAX_INSTANCES`] for the address space each reserves).
     pub max_instances: u32,
+    /// The tenants jobs run for, with their weights and quotas.
+    pub tenants: Vec<TenantConfig>,
+}
+
+impl RuntimeConfig {
+    /// The runtime of a host configured by `host`.
+    pub fn with_host(host: HostConfig) -> Self {
+        Self {
+            max_instances: host.max_instances,
+            tenants: host.tenants,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             cache_dir: default_cache_dir(),
+            // Small, so that tests may make many hosts in one process: each instance
+            // reserves over 8 GiB of address space. A host configuration's default is
+            // larger (`tenancy::DEFAULT_MAX_INSTANCES`).
             max_instances: 256,
+            tenants: Vec::new(),
         }
     }
 }
@@ -68,6 +93,10 @@ pub struct Runtime {
     cache: cache::ComponentCache,
     loaded: Mutex<HashMap<PathBuf, Arc<LoadedComponent>>>,
     stop_ticker: Arc<std::sync::atomic::AtomicBool>,
+    scheduler: Arc<Scheduler>,
+    tenancy: Tenancy,
+    /// Where the host's own calls run (listing a component's functions).
+    host_placement: Placement,
 }
 
 impl Runtime {
@@ -93,12 +122,22 @@ impl Runtime {
         let cache = cache::ComponentCache::new(&engine, config.cache_dir);
         let stop_ticker = Arc::new(std::sync::atomic::AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        let scheduler = Arc::new(Scheduler::new()?);
+        let tenancy = Tenancy::new(&HostConfig {
+            max_instances: config.max_instances,
+            tenants: config.tenants,
+        })?;
+        tenancy.add(TenantConfig::named(HOST_TENANT))?;
+        let host_placement = tenancy.place_host(HOST_TENANT, &scheduler)?;
         Ok(Arc::new(Self {
             engine,
             linker,
             cache,
             loaded: Mutex::new(HashMap::new()),
             stop_ticker,
+            scheduler,
+            tenancy,
+            host_placement,
         }))
     }
 
@@ -119,6 +158,16 @@ impl Runtime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The tenants of the host.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
+    }
+
+    /// The scheduler every guest call of the host runs on.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
     }
 }
 

@@ -42,10 +42,58 @@ pub fn linger(line: &str) -> String {
     line.to_owned()
 }
 
+/// Sleeps a minute in a WASI clock wait, then passes the record through.
+pub fn nap(x: i64) -> i64 {
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    x
+}
+
+/// A fixed amount of CPU work per record (about 20 ms), then the record: CPU-bound guests
+/// whose share of the cores can be measured.
+pub fn burn(x: i64) -> i64 {
+    let mut n = x as u64;
+    for _ in 0..40_000_000u64 {
+        n = std::hint::black_box(n.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    std::hint::black_box(n);
+    x
+}
+
+/// Recurses without end: overflows the WebAssembly stack (its frames hold only wasm
+/// locals, so it is the engine's stack that runs out, not the guest's shadow stack).
+pub fn recurse(x: i64) -> i64 {
+    #[allow(unconditional_recursion, reason = "the overflow is the point")]
+    fn down(x: i64) -> i64 {
+        std::hint::black_box(down(x.wrapping_add(1))).wrapping_add(1)
+    }
+    down(x)
+}
+
+/// Prints 100 MiB to stdout, then passes the record through.
+pub fn flood(x: i64) -> i64 {
+    use std::io::Write;
+    let line = [b'x'; 1 << 16];
+    let mut out = std::io::stdout().lock();
+    for _ in 0..1600 {
+        let _ = out.write_all(&line);
+    }
+    x
+}
+
+/// Turns each record into 10 M records.
+pub fn explode(x: i64) -> impl Iterator<Item = i64> {
+    std::iter::repeat_n(x, 10_000_000)
+}
+
 udfs! {
     map panic_on_three,
     map spin,
     map hog,
     map chatty,
     map linger,
+    map nap,
+    map burn,
+    map recurse,
+    map flood,
+    flat_map explode,
 }
