@@ -71,6 +71,8 @@ pub struct RunSummary {
     pub replayed: u64,
     /// Why it ended.
     pub reason: StopReason,
+    /// The state checkpoint written as the run stopped, if one was.
+    pub checkpoint: Option<checkpoint::Written>,
 }
 
 struct Cut {
@@ -102,7 +104,10 @@ pub async fn run(
         batches: 0,
         replayed: 0,
         reason: StopReason::Stopped,
+        checkpoint: None,
     };
+    // The last batch computed, while no state checkpoint covers it.
+    let mut unsaved: Option<checkpoint::Cut> = None;
     let mut first_number = 1;
     let checkpointer = match checkpointing {
         Some(Checkpointing {
@@ -112,12 +117,14 @@ pub async fn run(
             for (cut, logged) in recovery.replay {
                 if options.stop.is_cancelled() {
                     // The rest stays in the log, to be re-run at the next start.
+                    summary.checkpoint = checkpoint_last(&job, &checkpointer, unsaved).await?;
                     return Ok(summary);
                 }
                 let inputs = receivers.replay(&cut, logged)?;
                 let (stats, written) =
                     compute(&job, Some(&checkpointer), cut.clone(), inputs).await?;
                 summary.replayed += 1;
+                unsaved = written.is_none().then(|| cut.clone());
                 report(&BatchReport {
                     number: cut.number,
                     time_ms: cut.time_ms,
@@ -173,6 +180,7 @@ pub async fn run(
         let (stats, written) = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await?;
         completion.completed(&logged);
         summary.batches += 1;
+        unsaved = written.is_none().then_some(logged);
         report(&BatchReport {
             number,
             time_ms,
@@ -194,7 +202,31 @@ pub async fn run(
         }
     };
     cutter.abort();
+    if summary.reason == StopReason::Stopped
+        && let Some(checkpointer) = &checkpointer
+    {
+        summary.checkpoint = checkpoint_last(&job, checkpointer, unsaved).await?;
+    }
     Ok(summary)
+}
+
+/// On a stop, checkpoints the state after `unsaved`, the last batch computed, if no
+/// checkpoint covers it yet: the next start then restores it instead of re-running the
+/// batches since the last regular checkpoint.
+async fn checkpoint_last(
+    job: &Arc<Job>,
+    checkpointer: &Arc<Checkpointer>,
+    unsaved: Option<checkpoint::Cut>,
+) -> Result<Option<checkpoint::Written>> {
+    let Some(cut) = unsaved else {
+        return Ok(None);
+    };
+    let (job, checkpointer) = (job.clone(), checkpointer.clone());
+    tokio::task::spawn_blocking(move || checkpointer.checkpoint(&job, &cut))
+        .await
+        .context("writing the last state checkpoint panicked")?
+        .context("the run stopped, but its last state checkpoint could not be written")
+        .map(Some)
 }
 
 /// Computes one batch off the async threads, then tells the checkpointer it is complete.

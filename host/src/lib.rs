@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod connectors;
 pub mod dataset;
 pub mod event_time;
+pub(crate) mod fault;
 pub(crate) mod files;
 pub mod graph;
 pub mod host;

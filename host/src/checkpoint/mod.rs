@@ -294,15 +294,23 @@ impl Checkpointer {
     /// batches writes a state checkpoint and drops the log segments no kept checkpoint
     /// needs.
     pub fn completed(&self, job: &Job, cut: &Cut) -> Result<Option<Written>> {
+        write_metadata(&self.config.dir, self.instance, job, cut)?;
+        if !cut.number.is_multiple_of(self.config.every) {
+            return Ok(None);
+        }
+        self.checkpoint(job, cut).map(Some)
+    }
+
+    /// Writes a state checkpoint of `job` after batch `cut` (the last batch it completed),
+    /// whatever `every` says, and drops the log segments no kept checkpoint needs. A run
+    /// that is stopped does this last, so that the next start restores rather than
+    /// re-runs the batches since the last regular checkpoint.
+    pub fn checkpoint(&self, job: &Job, cut: &Cut) -> Result<Written> {
         let positions: Vec<Option<u64>> = cut
             .positions
             .iter()
             .map(|position| position.map(|p| p + 1))
             .collect();
-        write_metadata(&self.config.dir, self.instance, job, cut)?;
-        if !cut.number.is_multiple_of(self.config.every) {
-            return Ok(None);
-        }
         let started = Instant::now();
         let log = self
             .wal
@@ -347,11 +355,11 @@ impl Checkpointer {
             .lock()
             .expect("log poisoned")
             .forget_up_to(oldest_kept)?;
-        Ok(Some(Written {
+        Ok(Written {
             number: cut.number,
             bytes: saved.bytes,
             took: started.elapsed(),
-        }))
+        })
     }
 }
 
