@@ -540,7 +540,7 @@ fn the_exactly_once_sink_survives_20_kills() {
             partial(&log);
         }
     }
-    let mut run = Run::start(&manifest, &[]);
+    let run = Run::start(&manifest, &[]);
     wait_until(Duration::from_secs(120), "every line counted", || {
         totals(&output) == expected(&all)
     });

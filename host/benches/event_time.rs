@@ -46,7 +46,7 @@ fn batches() -> Vec<Batch> {
                 ("key".into(), Value::Int(key as i64)),
                 ("t".into(), Value::Int(time)),
             ]);
-            if rng.next() % 20 == 0 {
+            if rng.next().is_multiple_of(20) {
                 held.push((time + (rng.next() % 8_001) as i64, record));
             } else {
                 batch.push_with(|bytes| record.encode_into(bytes));

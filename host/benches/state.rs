@@ -50,6 +50,7 @@ fn step(job: &Job, checkpointer: &Checkpointer, number: u64, input: Batch) -> Op
         number,
         time_ms: number as i64 * 1000,
         positions: vec![None],
+        ranges: vec![Vec::new()],
     };
     wal.cut(cut.clone()).unwrap();
     drop(wal);

@@ -18,8 +18,8 @@ use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::runtime::{InstancePool, Runtime};
-use crate::tenancy::Placement;
 use crate::state::{self, StateStore};
+use crate::tenancy::Placement;
 use crate::udf::{BoundUdf, UdfChain};
 use crate::window::{self, Span};
 
@@ -115,7 +115,11 @@ impl JobGraph {
                     | StepConfig::EventAggregate(..)
                     | StepConfig::EventJoin(..)
                     | StepConfig::Dedup(_)) => (
-                        builder.event_time(step, current, format!("{}/{}", stream.name, index + 1))?,
+                        builder.event_time(
+                            step,
+                            current,
+                            format!("{}/{}", stream.name, index + 1),
+                        )?,
                         1,
                     ),
                     step => (builder.operator(step, &owner)?, 1),

@@ -177,8 +177,7 @@ pub const EVENT_SPAN: Bounds<Duration> =
     durations(Duration::from_millis(1), Duration::from_secs(366 * DAY));
 
 /// `delay` (`event_time`) and `offset` (event-time windows): none to a leap year.
-pub const EVENT_DELAY: Bounds<Duration> =
-    durations(Duration::ZERO, Duration::from_secs(366 * DAY));
+pub const EVENT_DELAY: Bounds<Duration> = durations(Duration::ZERO, Duration::from_secs(366 * DAY));
 
 /// `max_records_per_partition` of a Kafka source, per batch.
 pub const MAX_RECORDS_PER_PARTITION: Bounds<u64> = counts(1, 100_000_000);

@@ -193,7 +193,9 @@ impl<'a> Resolver<'a> {
                     "name a tenant of the host's configuration, or leave `tenant` out",
                 ));
             }
-            tenant => tenant.as_ref().map(|tenant| tenant.get_ref().trim().to_owned()),
+            tenant => tenant
+                .as_ref()
+                .map(|tenant| tenant.get_ref().trim().to_owned()),
         };
         let max_queued_batches = spec.max_queued_batches.as_ref().map_or(Ok(100), |max| {
             self.count(max, "max_queued_batches", &bounds::MAX_QUEUED_BATCHES)

@@ -316,9 +316,18 @@ pub fn explode_value_words(record: Value) -> Vec<Value> {
         Some((_, Value::String(text))) => text.clone(),
         _ => return Vec::new(),
     };
-    let rest: Vec<(String, Value)> = fields.into_iter().filter(|(name, _)| name != "value").collect();
+    let rest: Vec<(String, Value)> = fields
+        .into_iter()
+        .filter(|(name, _)| name != "value")
+        .collect();
     text.split(' ')
-        .map(|word| with_field(Value::Struct(rest.clone()), "sessionId", Value::String(word.to_owned())))
+        .map(|word| {
+            with_field(
+                Value::Struct(rest.clone()),
+                "sessionId",
+                Value::String(word.to_owned()),
+            )
+        })
         .collect()
 }
 
