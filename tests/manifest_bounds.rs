@@ -468,6 +468,7 @@ fn a_job_at_every_upper_bound_runs_two_batches_under_3_gib() {
     // the peak, before its buffer was bounded); its cap holds a batch to 10 M.
     let manifest = format!(
         r#"name = "upper-bounds"
+tenant = "bulk"
 batch_interval = "10s"
 partitions = 1024
 max_queued_batches = 10000
@@ -561,8 +562,18 @@ kind = "print"
     let stdout = std::fs::File::create(dir.path().join("stdout")).unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
     let started = Instant::now();
+    // The default tenant's quotas hold a batch to 1 M records: this job's tenant may take
+    // what the generator's upper bound brings.
+    let host_config = dir.path().join("host.toml");
+    std::fs::write(
+        &host_config,
+        "[[tenants]]\nname = \"bulk\"\nmax_batch_records = 100_000_000\nmax_call_output_records = 100_000_000\nmax_call_output_bytes = \"4GiB\"\n",
+    )
+    .unwrap();
     let status = sluice()
         .args(["run", job.to_str().unwrap(), "--batches", "2"])
+        .arg("--host-config")
+        .arg(&host_config)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)

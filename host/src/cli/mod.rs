@@ -47,6 +47,10 @@ enum Command {
         /// refuses to start, saying which batches and why. The run then exits with code 3.
         #[arg(long)]
         accept_data_loss: bool,
+        /// The host configuration: the instance pool, and tenants with their weights and
+        /// quotas (without it, every job runs for tenant `default` with default quotas).
+        #[arg(long, value_name = "HOST_TOML")]
+        host_config: Option<PathBuf>,
         /// How to report progress: a live status line on a terminal, else log lines.
         #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
         log: LogFormat,
@@ -150,10 +154,12 @@ pub fn main() -> ExitCode {
             batches,
             fresh_state,
             accept_data_loss,
+            host_config,
             log,
         } => run::run(
             &manifest,
             batches,
+            host_config.as_deref(),
             &sluice::checkpoint::RecoveryOptions {
                 fresh_state,
                 accept_data_loss,

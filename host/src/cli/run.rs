@@ -14,6 +14,7 @@ use sluice::batcher::StopReason;
 use sluice::checkpoint::RecoveryOptions;
 use sluice::host::Host;
 use sluice::runtime::RuntimeConfig;
+use sluice::tenancy::HostConfig;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::status::Status;
@@ -23,6 +24,7 @@ use super::{DATA_LOST, LogFormat};
 pub fn run(
     manifest: &Path,
     batches: Option<u64>,
+    host_config: Option<&Path>,
     recovery: &RecoveryOptions,
     log: LogFormat,
 ) -> Result<ExitCode> {
@@ -31,7 +33,11 @@ pub fn run(
         // Listen before loading: a stop asked for while components compile must not kill
         // the process outright.
         let mut signals = StopSignals::listen()?;
-        let host = Host::new(RuntimeConfig::default())?;
+        let runtime = match host_config {
+            Some(path) => RuntimeConfig::with_host(HostConfig::load(path)?),
+            None => RuntimeConfig::default(),
+        };
+        let host = Host::new(runtime)?;
         let job = host.load(manifest)?;
         let name = job.config().name.clone();
         let mut handle = host.start(job, batches, recovery)?;
