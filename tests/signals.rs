@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::run::{Run, message_of};
+use common::wordcount::{counted, final_counts};
 use serde_json::Value as Json;
 
 /// Lines of the input: 40 lines, one per batch, each taking 50 ms in `faulty#linger`:
@@ -70,30 +71,6 @@ format = "json_lines"
     path
 }
 
-/// The totals in the newest output file of `dir`.
-fn final_counts(dir: &Path) -> BTreeMap<String, i64> {
-    let newest = std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
-        .max()
-        .expect("the job wrote output files");
-    std::fs::read_to_string(newest)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<(String, i64)>(line).unwrap())
-        .collect()
-}
-
-/// What counting every word of the input gives.
-fn expected_counts() -> BTreeMap<String, i64> {
-    let mut counts = BTreeMap::new();
-    for word in input().split_whitespace() {
-        *counts.entry(word.to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 fn batch_reports(log: &[Json]) -> Vec<&Json> {
     log.iter()
         .filter(|line| message_of(line) == "batch done")
@@ -109,7 +86,7 @@ fn run_to_the_end(dir: &Path, manifest: &Path) -> BTreeMap<String, i64> {
 fn restart_to_the_end(dir: &Path, manifest: &Path) -> (BTreeMap<String, i64>, Vec<Json>) {
     let (status, log) = Run::start(manifest, &[]).finish();
     assert!(status.success(), "the restart failed: {log:#?}");
-    (final_counts(dir), log)
+    (final_counts(dir).0, log)
 }
 
 /// One stop signal in the middle of a batch: the batch in flight finishes, at most one
@@ -153,7 +130,7 @@ fn stops_after_the_batch_in_flight(signal: &str) {
         "{signal}: the state after the last batch is checkpointed on stopping: {log:#?}"
     );
     let (totals, restart) = restart_to_the_end(dir.path(), &manifest);
-    assert_eq!(totals, expected_counts());
+    assert_eq!(totals, counted(&input()));
     let restored = restart
         .iter()
         .find(|line| message_of(line) == "restored the state checkpoint")
@@ -195,7 +172,7 @@ fn a_second_ctrl_c_stops_at_once_and_the_abandoned_batch_is_re_run() {
             .any(|line| message_of(line).contains("stopped at once")),
         "{log:#?}"
     );
-    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+    assert_eq!(run_to_the_end(dir.path(), &manifest), counted(&input()));
 }
 
 #[test]
@@ -211,7 +188,7 @@ fn a_closed_log_pipe_stops_the_run_with_an_error_not_a_panic() {
     drop(lines);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{status}");
-    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+    assert_eq!(run_to_the_end(dir.path(), &manifest), counted(&input()));
 }
 
 #[test]
@@ -230,7 +207,7 @@ fn a_second_run_on_the_same_checkpoint_directory_is_refused() {
     first.signal("TERM");
     let (status, _) = first.finish();
     assert!(status.success());
-    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+    assert_eq!(run_to_the_end(dir.path(), &manifest), counted(&input()));
 }
 
 #[test]
@@ -260,5 +237,5 @@ fn batch_limit_after_a_recovery_counts_only_new_batches() {
         .expect("a finished line");
     assert_eq!(finished["fields"]["batches"], 2);
     assert_eq!(finished["fields"]["replayed"], replayed);
-    assert_eq!(run_to_the_end(dir.path(), &manifest), expected_counts());
+    assert_eq!(run_to_the_end(dir.path(), &manifest), counted(&input()));
 }
