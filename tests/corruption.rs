@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::sluice;
+use common::wait;
 use common::wordcount::{
     RUNNING_COUNT, Xorshift, counted, final_counts, sluice_run, stateful_word_count, text,
 };
@@ -403,18 +404,7 @@ fn restart(dir: &Path, input: &str, damage: &Damage) -> (Outcome, String) {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait::exit_within(&mut child, Duration::from_secs(60));
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     let outcome = match status.map(|status| status.code()) {
         Some(Some(0)) if final_counts(dir).0 == counted(input) => Outcome::Correct,

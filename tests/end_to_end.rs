@@ -8,12 +8,13 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use common::run::Run;
 use common::sluice;
+use common::wait;
 
 fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("job.toml");
@@ -64,15 +65,6 @@ fn counts(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
         .iter()
         .map(|(word, count)| (word.to_string(), *count))
         .collect()
-}
-
-/// Waits until `done` holds, failing after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Stops a running `sluice run` as Ctrl-C would, and returns its output.
@@ -165,7 +157,7 @@ fn socket_word_count_counts_every_line_and_survives_reconnects() {
         ("bytes", 1),
         ("reconnected", 1),
     ]);
-    wait_for(Duration::from_secs(20), "all words counted", || {
+    wait::until(Duration::from_secs(20), "all words counted", || {
         total_counts(&json_outputs(dir.path(), "counts")) == expected
     });
     let output = interrupt(child);
@@ -231,7 +223,7 @@ fn windowed_word_count_over_a_socket_gives_every_windows_exact_counts() {
         sent.push((batch_time, group));
     }
     let last = sent.last().unwrap().0;
-    wait_for(
+    wait::until(
         Duration::from_secs(20),
         "the window after the last batch",
         || {
@@ -420,7 +412,7 @@ fn directory_source_reads_each_file_moved_in_once() {
         run.wait_for(&format!("from {}", watched.join(name).display()));
     }
     let expected = counts(&[("alpha", 2), ("beta", 2), ("gamma", 1)]);
-    wait_for(Duration::from_secs(20), "both files counted", || {
+    wait::until(Duration::from_secs(20), "both files counted", || {
         total_counts(&json_outputs(dir.path(), "counts")) == expected
     });
     // A few more polls of the directory, in which a file read twice would show.

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::run::Run;
+use common::wait;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -263,14 +264,6 @@ fn totals(output: &str) -> BTreeMap<String, i64> {
     totals
 }
 
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn kafka_word_count_to_kafka_is_exact_and_a_restart_continues() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,7 +276,7 @@ fn kafka_word_count_to_kafka_is_exact_and_a_restart_continues() {
 
     let mut run = Run::start(&manifest, &[]);
     run.wait_for("started");
-    wait_until(Duration::from_secs(90), "the first lines counted", || {
+    wait::until(Duration::from_secs(90), "the first lines counted", || {
         totals(&output) == expected(&first)
     });
     run.signal("INT");
@@ -296,7 +289,7 @@ fn kafka_word_count_to_kafka_is_exact_and_a_restart_continues() {
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
     let mut run = Run::start(&manifest, &[]);
     run.wait_for("started");
-    wait_until(Duration::from_secs(90), "every line counted", || {
+    wait::until(Duration::from_secs(90), "every line counted", || {
         totals(&output) == expected(&all)
     });
     run.signal("INT");
@@ -382,7 +375,7 @@ fn starting_offsets_per_partition_are_honoured() {
         "",
     );
     let run = Run::start(&manifest, &[]);
-    wait_until(Duration::from_secs(60), "records 4 to 9", || {
+    wait::until(Duration::from_secs(60), "records 4 to 9", || {
         written(dir.path()) == values(4..10)
     });
     run.signal("INT");
@@ -408,7 +401,7 @@ fn starting_offsets_latest_skips_what_was_there() {
     let new: Vec<String> = (5..9).map(|n| format!("r{n}")).collect();
     let new: Vec<(Option<&str>, &[u8])> = new.iter().map(|v| (None, v.as_bytes())).collect();
     produce(&topic, &new, true);
-    wait_until(Duration::from_secs(60), "records 5 to 8", || {
+    wait::until(Duration::from_secs(60), "records 5 to 8", || {
         written(dir.path()) == values(5..9)
     });
     run.signal("INT");
@@ -448,7 +441,7 @@ fn bad_values_fail_or_are_skipped_and_metadata_names_the_origin() {
         "on_decode_error = \"skip\"\nmetadata = true\nkey_format = \"string\"",
     );
     let run = Run::start(&manifest, &[]);
-    wait_until(Duration::from_secs(60), "two records", || {
+    wait::until(Duration::from_secs(60), "two records", || {
         written(dir.path()).len() == 2
     });
     run.signal("INT");
@@ -541,7 +534,7 @@ fn the_exactly_once_sink_survives_20_kills() {
         }
     }
     let run = Run::start(&manifest, &[]);
-    wait_until(Duration::from_secs(120), "every line counted", || {
+    wait::until(Duration::from_secs(120), "every line counted", || {
         totals(&output) == expected(&all)
     });
     run.signal("INT");

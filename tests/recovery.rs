@@ -5,10 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::sluice;
+use common::wait;
 use common::wordcount::{
     RUNNING_COUNT, Xorshift, counted, final_counts, sluice_run, stateful_word_count, text,
 };
@@ -17,20 +18,6 @@ use sluice::checkpoint::{Checkpointer, Cut, Recovery, RecoveryOptions};
 use sluice::job::Job;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Batch;
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > timeout {
-            child.kill().unwrap();
-            panic!("the job did not finish within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
@@ -86,7 +73,8 @@ fn killed_twenty_times_the_stateful_word_count_loses_and_duplicates_nothing() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let status = wait_with_timeout(&mut last, Duration::from_secs(120));
+    let status = wait::exit_within(&mut last, Duration::from_secs(120))
+        .expect("the job finished within 120 s");
     assert!(
         status.success(),
         "the last run failed (seed {seed}): {}",

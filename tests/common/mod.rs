@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub mod run;
+pub mod wait;
 pub mod wordcount;
 
 /// The workspace root.
