@@ -33,8 +33,12 @@ pub struct RunOptions {
 }
 
 /// What one computed batch reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchReport {
+    /// The name of the job that computed it.
+    pub job: Arc<str>,
+    /// The tenant the job runs for.
+    pub tenant: Arc<str>,
     /// The batch number: 1 for the job's first batch (counting from before a restart).
     pub number: u64,
     /// The batch time, in milliseconds since the epoch.
@@ -100,6 +104,8 @@ pub async fn run(
     mut report: impl FnMut(&BatchReport) + Send,
 ) -> Result<RunSummary> {
     let interval = job.config().batch_interval;
+    let (job_name, tenant): (Arc<str>, Arc<str>) =
+        (job.config().name.as_str().into(), job.tenant().into());
     let mut summary = RunSummary {
         batches: 0,
         replayed: 0,
@@ -126,6 +132,8 @@ pub async fn run(
                 summary.replayed += 1;
                 unsaved = written.is_none().then(|| cut.clone());
                 report(&BatchReport {
+                    job: job_name.clone(),
+                    tenant: tenant.clone(),
                     number: cut.number,
                     time_ms: cut.time_ms,
                     scheduling_delay: Duration::ZERO,
@@ -182,6 +190,8 @@ pub async fn run(
         summary.batches += 1;
         unsaved = written.is_none().then_some(logged);
         report(&BatchReport {
+            job: job_name.clone(),
+            tenant: tenant.clone(),
             number,
             time_ms,
             scheduling_delay,

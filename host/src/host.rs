@@ -84,7 +84,7 @@ impl Host {
                     .with_context(|| {
                         format!("job `{name}` cannot recover from {}", config.dir.display())
                     })?;
-                log_recovery(&name, &recovery);
+                log_recovery(&name, job.tenant(), &recovery);
                 Some(Checkpointing {
                     checkpointer: Arc::new(checkpointer),
                     recovery,
@@ -113,7 +113,7 @@ impl Host {
             checkpointing,
             options,
             move |report| {
-                let _ = sender.send(*report);
+                let _ = sender.send(report.clone());
             },
         );
         let task = tokio::spawn(async move {
@@ -132,23 +132,25 @@ impl Host {
     }
 }
 
-fn log_recovery(job: &str, recovery: &crate::checkpoint::Recovery) {
+fn log_recovery(job: &str, tenant: &str, recovery: &crate::checkpoint::Recovery) {
     if let Some(instance) = recovery.made_instance {
         tracing::info!(
             job,
+            tenant,
             %instance,
             "first start in this checkpoint directory"
         );
     }
     for note in &recovery.notes {
-        tracing::warn!(job, "{note}");
+        tracing::warn!(job, tenant, "{note}");
     }
     for loss in &recovery.lost {
-        tracing::error!(job, "data lost (--accept-data-loss): {loss}");
+        tracing::error!(job, tenant, "data lost (--accept-data-loss): {loss}");
     }
     if let Some((number, time_ms)) = recovery.restored {
         tracing::info!(
             job,
+            tenant,
             batch = number,
             time_ms,
             restore_ms = recovery.restore_time.as_millis() as u64,
@@ -158,6 +160,7 @@ fn log_recovery(job: &str, recovery: &crate::checkpoint::Recovery) {
     if !recovery.replay.is_empty() {
         tracing::info!(
             job,
+            tenant,
             batches = recovery.replay.len(),
             "re-running the batches cut before the restart"
         );

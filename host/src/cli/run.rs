@@ -40,11 +40,13 @@ pub fn run(
         let host = Host::new(runtime)?;
         let job = host.load(manifest)?;
         let name = job.config().name.clone();
+        let tenant = job.tenant().to_owned();
         let mut handle = host.start(job, batches, recovery)?;
         let lost = std::mem::take(&mut handle.lost);
         let mut status = Status::new(log);
         tracing::info!(
             job = name,
+            tenant,
             "started; Ctrl-C stops after the batch in flight, a second Ctrl-C at once"
         );
         let mut stopping = false;
@@ -92,6 +94,7 @@ pub fn run(
         };
         tracing::info!(
             job = name,
+            tenant,
             batches = summary.batches,
             replayed = summary.replayed,
             data_lost = !lost.is_empty(),

@@ -23,7 +23,9 @@ impl Status {
         let stats = report.stats;
         if let Some(written) = report.checkpoint {
             self.message(&format!(
-                "state checkpoint after batch {}: {} bytes in {} ms",
+                "{} ({}): state checkpoint after batch {}: {} bytes in {} ms",
+                report.job,
+                report.tenant,
                 written.number,
                 written.bytes,
                 written.took.as_millis()
@@ -32,7 +34,9 @@ impl Status {
         if self.live {
             let _ = write!(
                 Stderr,
-                "\r\x1b[2Kbatch {}{} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms | queued {}",
+                "\r\x1b[2K{} ({}) batch {}{} | time {} ms | in {} | out {} | processing {} ms | scheduling delay {} ms | queued {}",
+                report.job,
+                report.tenant,
                 report.number,
                 if report.replayed { " (re-run)" } else { "" },
                 report.time_ms,
@@ -45,6 +49,8 @@ impl Status {
             let _ = Stderr.flush();
         } else {
             tracing::info!(
+                job = &*report.job,
+                tenant = &*report.tenant,
                 batch = report.number,
                 time_ms = report.time_ms,
                 records_in = stats.records_in,
