@@ -28,6 +28,7 @@ impl Dataset {
             .map(|i| {
                 let mut slice = Batch::new();
                 for index in i * n / partitions..(i + 1) * n / partitions {
+                    crate::scheduler::slice::tick();
                     slice.push_encoded(records.get(index));
                 }
                 slice
@@ -49,6 +50,14 @@ impl Dataset {
     /// How many records there are in all.
     pub fn len(&self) -> usize {
         self.partitions.iter().map(Batch::len).sum()
+    }
+
+    /// The bytes its records take in memory, with their offsets.
+    pub fn bytes(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|partition| partition.data().len() + partition.len() * 4)
+            .sum()
     }
 
     /// Whether there is no record.

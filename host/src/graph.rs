@@ -197,6 +197,17 @@ impl JobGraph {
         sources: Vec<Dataset>,
         batch: &BatchContext,
     ) -> Result<Vec<Option<Dataset>>> {
+        self.compute_watched(sources, batch, |_| Ok(()))
+    }
+
+    /// [`JobGraph::compute`], showing `watch` the steps' outputs held after each step
+    /// (what the batch holds in flight); an error of `watch` stops the batch.
+    pub fn compute_watched(
+        &self,
+        sources: Vec<Dataset>,
+        batch: &BatchContext,
+        mut watch: impl FnMut(&[Option<Dataset>]) -> Result<()>,
+    ) -> Result<Vec<Option<Dataset>>> {
         let mut outputs: Vec<Option<Dataset>> = Vec::with_capacity(self.nodes.len());
         let mut unread = self.readers.clone();
         self.clock
@@ -223,6 +234,7 @@ impl JobGraph {
                 }
             };
             outputs.push(output);
+            watch(&outputs)?;
         }
         self.clock.end();
         Ok(self

@@ -1,5 +1,6 @@
 //! A job: its graph and sinks, and the computation of one batch.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,9 @@ use crate::graph::JobGraph;
 use crate::manifest::JobConfig;
 use crate::operators::BatchContext;
 use crate::runtime::Runtime;
+use crate::scheduler::HostTurn;
 use crate::sinks::{self, Collected, Sink};
+use crate::tenancy::HeldBytes;
 
 /// A built job, ready to compute batches.
 pub struct Job {
@@ -22,6 +25,11 @@ pub struct Job {
     /// one per core. A job whose guest calls wait (queued, or blocked in a clock wait)
     /// holds only its own threads, never another job's.
     threads: rayon::ThreadPool,
+    /// The job's turn at host work on the fair scheduler: its threads compute only while
+    /// it holds a run slot, in slices ([`crate::scheduler::slice`]).
+    turn: Arc<HostTurn>,
+    /// The host memory the job holds, counted against its tenant's `max_host_bytes`.
+    held: HeldBytes,
     /// Cancels the job's guest calls: a forced stop.
     force_stop: CancellationToken,
     /// The tenant's most records in one batch.
@@ -65,14 +73,20 @@ impl Job {
         let graph = JobGraph::build(&config, runtime, &placement, natives)
             .with_context(|| format!("cannot build job `{}`", config.name))?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let turn = placement.seat.host_turn();
         let threads = rayon::ThreadPoolBuilder::new()
             .num_threads(config.partitions.clamp(1, cores))
             .thread_name({
                 let name = config.name.clone();
                 move |index| format!("job {name} #{index}")
             })
+            .start_handler({
+                let turn = turn.clone();
+                move |_| turn.enter()
+            })
             .build()
             .with_context(|| format!("cannot start the threads of job `{}`", config.name))?;
+        let held = HeldBytes::new(placement.account.clone(), &config.name);
         let collected = Collected::default();
         let sinks = config
             .sinks
@@ -83,6 +97,8 @@ impl Job {
             config,
             graph,
             threads,
+            held,
+            turn,
             force_stop,
             max_batch_records: placement.account.quotas().max_batch_records,
             tenant: placement.account.name().to_owned(),
@@ -142,7 +158,30 @@ impl Job {
     /// Computes the batch of time `time_ms` from each source's records (in source order)
     /// and writes it to every sink.
     pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
-        self.threads.install(|| self.process_here(time_ms, inputs))
+        self.threads.install(|| {
+            self.turn.take();
+            let processed = self.process_here(time_ms, inputs);
+            self.turn.release();
+            processed
+        })
+    }
+
+    /// The host memory the job's state and window stores hold; measured only for a
+    /// tenant with a `max_host_bytes` quota (it costs a pass over the state).
+    fn state_bytes(&self) -> u64 {
+        if !self.held.is_limited() {
+            return 0;
+        }
+        self.graph
+            .stateful_steps()
+            .iter()
+            .map(|step| step.state.bytes() as u64)
+            .sum()
+    }
+
+    /// The host memory the job holds now, in bytes (its tenant's quota counts it).
+    pub fn held_bytes(&self) -> u64 {
+        self.held.held()
     }
 
     fn process_here(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
@@ -158,6 +197,14 @@ impl Job {
                 self.max_batch_records
             );
         }
+        let state_bytes = self.state_bytes();
+        let in_flight = |data: u64| state_bytes + data;
+        let received: usize = inputs
+            .iter()
+            .map(|input| input.data().len() + input.len() * 4)
+            .sum();
+        self.held
+            .hold(in_flight(received as u64), "batch in flight and state")?;
         let batch = BatchContext {
             time_ms,
             partitions: self.config.partitions,
@@ -173,7 +220,16 @@ impl Job {
                 self.config.name
             )
         };
-        let outputs = self.graph.compute(sources, &batch).with_context(failed)?;
+        let outputs = self
+            .graph
+            .compute_watched(sources, &batch, |held| {
+                let bytes: usize = held.iter().flatten().map(Dataset::bytes).sum();
+                self.held
+                    .hold(in_flight(bytes as u64), "batch in flight and state")
+            })
+            .with_context(failed)?;
+        // Sinks may wait on the world outside (files, sockets, brokers): not on a run slot.
+        self.turn.release();
         let mut records_out = 0;
         for ((sink, config), data) in self.sinks.iter().zip(&self.config.sinks).zip(&outputs) {
             let Some(data) = data else { continue };
@@ -182,6 +238,9 @@ impl Job {
                 .with_context(|| format!("sink `{}` could not write", config.name))
                 .with_context(failed)?;
         }
+        self.held
+            .hold(self.state_bytes(), "state")
+            .with_context(failed)?;
         Ok(BatchStats {
             records_in,
             records_out,

@@ -1,4 +1,6 @@
 //! What every benchmark shares.
+// Each benchmark uses only some of the helpers.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -8,8 +10,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The word count component, built by `scripts/setup`.
 pub fn wordcount() -> PathBuf {
+    component("wordcount")
+}
+
+/// The component built from `udfs/<name>` by `scripts/setup`.
+pub fn component(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../udfs/target/wasm32-wasip2/release/wordcount.wasm");
+        .join(format!("../udfs/target/wasm32-wasip2/release/{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: run scripts/setup first",

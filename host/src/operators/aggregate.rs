@@ -47,9 +47,10 @@ impl Operator for CountByValue {
             .par_iter()
             .map(|partition| {
                 let mut counts = FxHashMap::default();
-                partition
-                    .iter()
-                    .for_each(|record| *counts.entry(record).or_insert(0) += 1);
+                partition.iter().for_each(|record| {
+                    crate::scheduler::slice::tick();
+                    *counts.entry(record).or_insert(0) += 1;
+                });
                 counts
             })
             .collect();
@@ -61,6 +62,7 @@ impl Operator for CountByValue {
                 let mut merged: FxHashMap<&[u8], i64> = FxHashMap::default();
                 for counts in &partial {
                     for (record, count) in counts {
+                        crate::scheduler::slice::tick();
                         if hasher.hash_one(record) as usize % targets == target {
                             *merged.entry(record).or_insert(0) += count;
                         }
@@ -68,6 +70,7 @@ impl Operator for CountByValue {
                 }
                 let mut pairs = Batch::with_capacity(merged.len(), merged.len() * 16);
                 for (record, count) in merged {
+                    crate::scheduler::slice::tick();
                     pairs.push_with(|out| {
                         Encoder::new(out).tuple_header(2);
                         out.extend_from_slice(record);

@@ -74,6 +74,12 @@ pub trait OperatorState: Send + Sync {
 
     /// How many entries it holds: keys for a state store, remembered records for a window.
     fn entries(&self) -> usize;
+
+    /// About how many bytes of host memory it holds: the size of its saved form, unless
+    /// the operator knows better and cheaper.
+    fn bytes(&self) -> usize {
+        self.save().len()
+    }
 }
 
 /// The one input of a unary operator.

@@ -204,6 +204,11 @@ impl Slot {
     pub fn tenant(&self) -> TenantId {
         self.tenant
     }
+
+    /// How long the slot has been held.
+    pub fn held_for(&self) -> Duration {
+        self.since.elapsed()
+    }
 }
 
 impl Drop for Slot {

@@ -8,9 +8,17 @@
 //! its own thread, which runs guest code only while it holds one of the run slots (one per
 //! core) and sleeps while it waits for one ([`Scheduler::block_on`]). So however many jobs
 //! wait, no more guest calls run than there are cores.
+//!
+//! Host-side work takes turns on the same run slots ([`slice`]): a job's operator work
+//! runs while the job holds a slot, in slices of at most 10 ms, so a job counting 10 M
+//! records queues behind its neighbours' calls and batches like a looping guest does. A
+//! guest call made by a job's thread gives the job's host slot back for the call's length
+//! (the call takes a slot of its own), so no thread ever waits for a slot while holding
+//! one.
 
 pub mod call;
 pub mod fair;
+pub mod slice;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use call::Stopped;
 pub use fair::{FairGate, TenantId};
+pub use slice::HostTurn;
 
 /// The fair queue of run slots guest calls take turns on, and the timers of their deadlines.
 pub struct Scheduler {
@@ -80,14 +89,17 @@ impl Scheduler {
 
     /// Runs `task` to its end on this thread: the task's guest code runs only while it
     /// holds a run slot, and the thread sleeps while it waits for one. Timers (the call
-    /// deadline, WASI clock waits) run on the scheduler's timer thread. `None`: the task
+    /// deadline, WASI clock waits) run on the scheduler's timer thread. A job's thread
+    /// gives its job's host turn back meanwhile ([`slice::paused`]). `None`: the task
     /// panicked.
     pub fn block_on<T: Send + 'static>(
         &self,
         task: impl Future<Output = T> + Send + 'static,
     ) -> Option<T> {
         let _timers = self.handle.enter();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_here(task))).ok()
+        slice::paused(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_here(task))).ok()
+        })
     }
 }
 
@@ -130,6 +142,11 @@ impl Seat {
     /// Runs one guest call (see [`call::run`]).
     pub async fn run<F: Future>(&self, timeout: Duration, call: F) -> Result<F::Output, Stopped> {
         call::run(&self.gate, self.tenant, timeout, &self.stop, call).await
+    }
+
+    /// A turn at host-side work for a job of the seat's tenant ([`slice`]).
+    pub fn host_turn(&self) -> Arc<HostTurn> {
+        HostTurn::new(self.gate.clone(), self.tenant)
     }
 
     /// The tenant the seat's calls run for.

@@ -15,6 +15,7 @@
 //! max_call_output_records = 1000000
 //! max_call_output_bytes = "256MiB"
 //! max_batch_records = 1000000
+//! max_host_bytes = "512MiB"     # host memory its jobs hold (batches, state, buffers)
 //! ```
 
 use std::path::Path;
@@ -94,6 +95,10 @@ pub struct Quotas {
     pub max_call_output_bytes: usize,
     /// The most records a batch may bring into any step of a job.
     pub max_batch_records: usize,
+    /// The most host memory all the tenant's jobs may hold together: batches in flight
+    /// (a batch's records as received and every step's output while it is computed) and
+    /// state and window stores ([`super::HeldBytes`]).
+    pub max_host_bytes: Option<usize>,
 }
 
 impl Default for Quotas {
@@ -107,6 +112,7 @@ impl Default for Quotas {
             max_call_output_records: 1_000_000,
             max_call_output_bytes: 256 << 20,
             max_batch_records: 1_000_000,
+            max_host_bytes: None,
         }
     }
 }
@@ -132,6 +138,7 @@ struct TenantSpec {
     max_call_output_records: Option<usize>,
     max_call_output_bytes: Option<String>,
     max_batch_records: Option<usize>,
+    max_host_bytes: Option<String>,
 }
 
 impl HostConfig {
@@ -198,6 +205,7 @@ impl HostConfig {
                 max_batch_records: tenant
                     .max_batch_records
                     .unwrap_or(defaults.max_batch_records),
+                max_host_bytes: size("max_host_bytes", tenant.max_host_bytes)?,
             };
             tenants.push(TenantConfig {
                 name,
@@ -221,6 +229,7 @@ mod tests {
         let config = HostConfig::parse(
             "max_instances = 100\n[[tenants]]\nname = \"a\"\nweight = 3\nmax_instances = 10\n\
              memory_total = \"1GiB\"\nmax_call_timeout = \"2s\"\nmax_call_output_records = 5\n\
+             max_host_bytes = \"512MiB\"\n\
              [[tenants]]\nname = \"b\"\n",
         )
         .unwrap();
@@ -231,6 +240,7 @@ mod tests {
         assert_eq!(a.quotas.memory_total, Some(1 << 30));
         assert_eq!(a.quotas.max_call_timeout, Some(Duration::from_secs(2)));
         assert_eq!(a.quotas.max_call_output_records, 5);
+        assert_eq!(a.quotas.max_host_bytes, Some(512 << 20));
         assert_eq!(config.tenants[1].quotas, Quotas::default());
     }
 
@@ -247,6 +257,10 @@ mod tests {
             (
                 "[[tenants]]\nname = \"a\"\nmemory_total = \"lots\"",
                 "`memory_total`",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\nmax_host_bytes = \"12 parsecs\"",
+                "`max_host_bytes`",
             ),
         ] {
             let error = format!("{:#}", HostConfig::parse(text).unwrap_err());

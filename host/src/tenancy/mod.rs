@@ -5,12 +5,15 @@
 //!
 //! A tenant's instance quota is a reservation in the host's pool: the reservations of all
 //! tenants must fit in it, and the instances left over are shared by the tenants without
-//! one. Every quota a job goes over fails that job, with an error naming the quota and
+//! one. A tenant's jobs also count the host memory they hold against its
+//! `max_host_bytes` ([`HeldBytes`]). Every quota a job goes over fails that job, with an error naming the quota and
 //! its value; its neighbours keep running.
 
 mod config;
+mod held;
 
 pub use config::{DEFAULT_MAX_INSTANCES, HostConfig, MAX_INSTANCES, Quotas, TenantConfig};
+pub use held::HeldBytes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,6 +50,8 @@ pub struct Account {
     instances: AtomicUsize,
     /// Guest linear memory the tenant's instances hold, in bytes.
     memory: AtomicU64,
+    /// Host memory the tenant's jobs hold, in bytes ([`HeldBytes`]).
+    host_bytes: AtomicU64,
     /// The unreserved instances, for a tenant without a reservation.
     shared: Option<Arc<SharedRest>>,
 }
@@ -116,6 +121,7 @@ impl Tenancy {
                 config: tenant,
                 instances: AtomicUsize::new(0),
                 memory: AtomicU64::new(0),
+                host_bytes: AtomicU64::new(0),
                 shared,
             }),
         );
@@ -163,6 +169,15 @@ impl Tenancy {
 }
 
 impl Tenancy {
+    /// The account of tenant `name`: its quotas and what its jobs hold now.
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        self.tenants
+            .lock()
+            .expect("tenants poisoned")
+            .get(name)
+            .cloned()
+    }
+
     /// A placement for the host's own calls, for tenant `name`.
     pub(crate) fn place_host(&self, name: &str, scheduler: &Scheduler) -> Result<Placement> {
         let account = self.tenants.lock().expect("tenants poisoned")[name].clone();
@@ -294,6 +309,11 @@ impl Account {
         self.memory.load(Ordering::SeqCst)
     }
 
+    /// The host memory the tenant's jobs hold now, in bytes.
+    pub fn host_bytes(&self) -> u64 {
+        self.host_bytes.load(Ordering::SeqCst)
+    }
+
     /// The instances the tenant's jobs hold now.
     pub fn instances(&self) -> usize {
         self.instances.load(Ordering::SeqCst)
@@ -381,6 +401,7 @@ mod tests {
             },
             instances: AtomicUsize::new(0),
             memory: AtomicU64::new(0),
+            host_bytes: AtomicU64::new(0),
             shared: None,
         };
         assert!(account.grow_memory(60));
