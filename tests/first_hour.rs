@@ -467,6 +467,31 @@ fn first_hour_messages_say_what_is_wrong_and_what_to_do() {
     // A folder that is not a checkpoint directory fails.
     let error = refused(&["checkpoint", "inspect", &path("empty")]);
     assert!(error.contains("is not a checkpoint directory"), "{error}");
+
+    // Where check cannot know the records, a step failing at run time is named with the
+    // manifest's file and line, as load-time errors are.
+    std::fs::write(path("words.txt"), "a\nb\n").unwrap();
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"j\"\nbatch_interval = \"100ms\"\n\
+             [[sources]]\nname = \"s\"\nkind = \"file\"\npath = \"{}\"\n\
+             [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [\n\
+             {{ op = \"distinct\" }},\n\
+             {{ op = \"group_by_key\" }},\n\
+             ]\n[[sinks]]\nfrom = \"w\"\nkind = \"print\"\n",
+            path("words.txt")
+        ),
+    )
+    .unwrap();
+    let error = refused(&["run", manifest.to_str().unwrap()]);
+    assert!(
+        error.contains(&format!(
+            "stream `w` step 2 (group_by_key) at {}:12",
+            manifest.display()
+        )),
+        "{error}"
+    );
 }
 
 #[test]
@@ -586,4 +611,262 @@ fn udf_test_reports_panics_timeouts_and_output() {
     let (code, _, stderr) = udf_test(&function("wordcount", "sum"), "{\"a\": 1}\n", &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("a reduce line is a JSON array"), "{stderr}");
+}
+
+/// Runs a command under a pseudo-terminal of 160 columns (Python's `pty`), copying what
+/// the terminal shows to stdout; SIGINT and SIGTERM are passed on to the command.
+const UNDER_PTY: &str = r#"
+import fcntl, os, pty, signal, struct, sys, termios
+pid, master = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    os.execv(sys.argv[1], sys.argv[1:])
+for stop in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(stop, lambda number, frame: os.kill(pid, number))
+while True:
+    try:
+        shown = os.read(master, 65536)
+    except InterruptedError:
+        continue
+    except OSError:
+        break
+    if not shown:
+        break
+    sys.stdout.buffer.write(shown)
+    sys.stdout.buffer.flush()
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+
+/// What a terminal shows after `transcript`: its lines, with `CR`, `LF` and "erase line"
+/// (`ESC [ 2 K`) obeyed, other escape sequences (colours) dropped, and each character
+/// written over the one at the cursor.
+fn screen(transcript: &str) -> Vec<String> {
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut column) = (0, 0);
+    let mut chars = transcript.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => column = 0,
+            '\n' => {
+                row += 1;
+                if row == lines.len() {
+                    lines.push(Vec::new());
+                }
+            }
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut parameters = String::new();
+                for c in chars.by_ref() {
+                    if ('\x40'..='\x7e').contains(&c) {
+                        if c == 'K' && parameters == "2" {
+                            lines[row].clear();
+                        }
+                        break;
+                    }
+                    parameters.push(c);
+                }
+            }
+            c => {
+                let line = &mut lines[row];
+                if line.len() <= column {
+                    line.resize(column, ' ');
+                    line.push(c);
+                } else {
+                    line[column] = c;
+                }
+                column += 1;
+            }
+        }
+    }
+    lines
+        .into_iter()
+        .map(|line| line.into_iter().collect())
+        .collect()
+}
+
+/// The README's socket word count, with a step slow enough to keep one batch in flight
+/// for a second, run on a terminal: every line the print sink writes starts at column 0
+/// and stands alone, the status line is erased before other output and drawn again after
+/// it, and while the slow batch runs, the status line says where it is.
+#[test]
+fn on_a_terminal_printed_lines_start_at_column_0_under_the_status_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let manifest = format!(
+        r#"name = "socket-wordcount"
+batch_interval = "200ms"
+partitions = 1
+
+[udfs]
+wordcount = "{}"
+faulty = "{}"
+
+[[sources]]
+name = "lines"
+kind = "socket"
+host = "127.0.0.1"
+port = {port}
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "map", udf = "faulty#linger" }},
+  {{ op = "flat_map", udf = "wordcount#tokenize" }},
+  {{ op = "count_by_value" }},
+]
+
+[[sinks]]
+from = "counts"
+kind = "print"
+"#,
+        common::udf("wordcount").display(),
+        common::udf("faulty").display()
+    );
+    std::fs::write(dir.path().join("job.toml"), manifest).unwrap();
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            UNDER_PTY,
+            env!("CARGO_BIN_EXE_sluice"),
+            "run",
+            "job.toml",
+        ])
+        .env(
+            "SLUICE_CACHE_DIR",
+            common::root().join("target/sluice-cache"),
+        )
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let transcript = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let transcript = transcript.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(read @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+                transcript
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&buffer[..read]);
+            }
+        })
+    };
+    let shows = |text: &str| String::from_utf8_lossy(&transcript.lock().unwrap()).contains(text);
+    let limit = std::time::Duration::from_secs(60);
+    listener.set_nonblocking(true).unwrap();
+    let mut connection = None;
+    common::wait::until(limit, "sluice to connect to the socket", || {
+        connection = listener.accept().ok().map(|(stream, _)| stream);
+        connection.is_some()
+    });
+    let mut connection = connection.unwrap();
+    std::io::Write::write_all(&mut connection, b"hello world\nhello sluice\n").unwrap();
+    common::wait::until(limit, "the first counts", || shows("[\"hello\",2]"));
+    std::io::Write::write_all(&mut connection, "slow river\n".repeat(20).as_bytes()).unwrap();
+    common::wait::until(limit, "the slow batch on the status line", || {
+        shows("s in `counts` step 1, faulty#linger")
+    });
+    common::wait::until(limit, "the slow batch's counts", || shows("[\"river\",20]"));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = common::wait::exit_within(&mut child, limit).expect("the run stops");
+    reader.join().unwrap();
+    let transcript = String::from_utf8_lossy(&transcript.lock().unwrap()).into_owned();
+    assert!(status.success(), "{status}: {transcript}");
+
+    let lines = screen(&transcript);
+    let rule = "-".repeat(43);
+    let mut printed = 0;
+    for line in &lines {
+        // A print sink's line, whole and alone on its line, or no part of one.
+        if line.contains("---") || line.contains("Time:") || line.contains("[\"") {
+            let alone = *line == rule
+                || line.strip_prefix("Time: ").is_some_and(|rest| {
+                    rest.strip_suffix(" ms")
+                        .is_some_and(|ms| ms.parse::<i64>().is_ok())
+                })
+                || line.starts_with("[\"") && line.ends_with(']');
+            assert!(alone, "a garbled line {line:?} in:\n{}", lines.join("\n"));
+            printed += 1;
+        }
+    }
+    assert!(printed >= 9, "{}", lines.join("\n"));
+    // The status line is always erased or replaced, but the last, kept at the end.
+    let status_lines: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("batch") && line.contains(" | time "))
+        .collect();
+    assert_eq!(status_lines.len(), 1, "{}", lines.join("\n"));
+    assert!(
+        status_lines[0].starts_with("socket-wordcount (default) batch "),
+        "{}",
+        status_lines[0]
+    );
+    assert!(
+        !lines.iter().any(|line| line.contains("running")),
+        "an in-flight status line was left behind: {}",
+        lines.join("\n")
+    );
+    // It was drawn again after the last batch printed.
+    let last_print = transcript.rfind("Time: ").unwrap();
+    assert!(
+        transcript[last_print..].contains("\x1b[2Ksocket-wordcount (default) batch "),
+        "no status line after the last batch printed: {transcript:?}"
+    );
+}
+
+/// Every `batch done` line names its job and gives its times in microseconds too, so that
+/// a sub-millisecond batch does not read 0; the millisecond fields stay for scripts.
+#[test]
+fn batch_log_lines_name_the_job_and_give_microseconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("job.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"quick\"\nbatch_interval = \"50ms\"\n[udfs]\nwc = \"{}\"\n\
+             [[sources]]\nname = \"s\"\nkind = \"queue\"\nbatches = [[\"a b\"], [\"b c\"], [\"c\"]]\n\
+             [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [{{ op = \"flat_map\", udf = \"wc#tokenize\" }}, {{ op = \"count_by_value\" }}]\n\
+             [[sinks]]\nfrom = \"w\"\nkind = \"collect\"\n",
+            common::udf("wordcount").display()
+        ),
+    )
+    .unwrap();
+    let (status, log) = common::run::Run::start(&manifest, &[]).finish();
+    assert!(status.success(), "{log:#?}");
+    let batches: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|line| common::run::message_of(line) == "batch done")
+        .map(|line| &line["fields"])
+        .collect();
+    assert_eq!(batches.len(), 3, "{log:#?}");
+    for batch in batches {
+        let field = |name: &str| {
+            batch[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no `{name}` in {batch}"))
+        };
+        assert_eq!(batch["job"], "quick", "{batch}");
+        assert_eq!(
+            field("processing_us") / 1000,
+            field("processing_ms"),
+            "{batch}"
+        );
+        assert_eq!(
+            field("scheduling_delay_us") / 1000,
+            field("scheduling_delay_ms"),
+            "{batch}"
+        );
+        let total = field("scheduling_delay_us") + field("processing_us");
+        assert!(field("total_delay_us").abs_diff(total) <= 1, "{batch}");
+        assert!(field("processing_us") > 0, "{batch}");
+    }
 }

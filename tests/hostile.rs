@@ -370,7 +370,7 @@ fn limits_name_themselves_and_their_key() {
     assert_says(
         &error,
         &[
-            "KiB of memory to start, past the limit of 1024 KiB",
+            "of memory to start, past the limit of 1048576 bytes (1.00 MiB)",
             "raise `limits.memory`",
         ],
     );

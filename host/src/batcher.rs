@@ -181,7 +181,7 @@ pub async fn run(
         };
         let cut = cut?;
         let time_ms = cut.logged.time_ms;
-        let scheduling_delay = Duration::from_millis((now_ms() - time_ms).max(0) as u64);
+        let scheduling_delay = since(time_ms);
         let number = cut.logged.number;
         let queued = pending.len();
         let logged = cut.logged.clone();
@@ -249,14 +249,20 @@ async fn compute(
     let job = job.clone();
     let checkpointer = checkpointer.cloned();
     tokio::task::spawn_blocking(move || {
-        let stats = job.process(cut.time_ms, inputs)?;
-        let written = match checkpointer {
-            Some(checkpointer) => checkpointer
-                .completed(&job, &cut)
-                .context("the batch was computed but its checkpoint could not be written")?,
-            None => None,
-        };
-        Ok((stats, written))
+        let progress = job.progress();
+        progress.begin(cut.number, cut.time_ms);
+        let computed = job.process(cut.time_ms, inputs).and_then(|stats| {
+            progress.checkpoint();
+            let written = match checkpointer {
+                Some(checkpointer) => checkpointer
+                    .completed(&job, &cut)
+                    .context("the batch was computed but its checkpoint could not be written")?,
+                None => None,
+            };
+            Ok((stats, written))
+        });
+        progress.end();
+        computed
     })
     .await
     .context("the batch computation panicked")?
@@ -298,6 +304,12 @@ async fn cut_batches(
             return;
         }
     }
+}
+
+/// How long ago batch time `time_ms` was, to the microsecond (zero if still ahead).
+fn since(time_ms: i64) -> Duration {
+    let time = UNIX_EPOCH + Duration::from_millis(time_ms.max(0) as u64);
+    SystemTime::now().duration_since(time).unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -17,6 +17,7 @@ use crate::event_time::{self, EventClock, TimeSpec};
 use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
+use crate::progress::BatchProgress;
 use crate::runtime::{InstancePool, Runtime};
 use crate::state::{self, StateStore};
 use crate::tenancy::Placement;
@@ -37,6 +38,25 @@ struct Node {
     slide: u64,
 }
 
+impl Node {
+    /// How the status line names the node: `` `counts` step 2, wc#slow ``.
+    fn progress_name(&self) -> String {
+        let step = self.id.as_deref().map_or_else(
+            || self.describe.clone(),
+            |id| match id.rsplit_once('/') {
+                Some((stream, step)) => format!("`{stream}` step {step}"),
+                None => id.to_owned(),
+            },
+        );
+        let labels: Vec<&str> = self.udfs.iter().map(|(label, _)| label.as_str()).collect();
+        if labels.is_empty() {
+            step
+        } else {
+            format!("{step}, {}", labels.join(", "))
+        }
+    }
+}
+
 /// The operators of one job, wired together.
 pub struct JobGraph {
     nodes: Vec<Node>,
@@ -46,6 +66,8 @@ pub struct JobGraph {
     readers: Vec<usize>,
     /// The job's event-time watermark, shared by its event-time steps.
     clock: Arc<EventClock>,
+    /// What the batch in flight is doing; its steps are the nodes, by index.
+    progress: Arc<BatchProgress>,
 }
 
 impl JobGraph {
@@ -135,7 +157,12 @@ impl JobGraph {
                     )
                     .collect();
                 current = builder.push(
-                    format!("{owner} ({})", operator.describe()),
+                    format!(
+                        "{owner} ({}) at {}:{}",
+                        operator.describe(),
+                        config.file.display(),
+                        stream.lines[index]
+                    ),
                     inputs,
                     Some(operator),
                 )?;
@@ -180,11 +207,15 @@ impl JobGraph {
             .flat_map(|node| &node.inputs)
             .chain(&sink_inputs)
             .for_each(|&input| readers[input] += 1);
+        let progress = Arc::new(BatchProgress::new(
+            builder.nodes.iter().map(Node::progress_name).collect(),
+        ));
         Ok(Self {
             nodes: builder.nodes,
             sink_inputs,
             readers,
             clock: builder.clock,
+            progress,
         })
     }
 
@@ -224,6 +255,7 @@ impl JobGraph {
                         .collect();
                     match inputs {
                         Some(inputs) if self.readers[id] > 0 => {
+                            self.progress.step(id);
                             let output = operator
                                 .apply(inputs, batch)
                                 .with_context(|| node.describe.clone())?;
@@ -237,6 +269,7 @@ impl JobGraph {
             watch(&outputs)?;
         }
         self.clock.end();
+        self.progress.sinks();
         Ok(self
             .sink_inputs
             .iter()
@@ -259,6 +292,11 @@ impl JobGraph {
     /// The job's event-time watermark and what the last batch did with it.
     pub fn event_clock(&self) -> &EventClock {
         &self.clock
+    }
+
+    /// What the batch in flight is doing, updated at every step.
+    pub fn progress(&self) -> &Arc<BatchProgress> {
+        &self.progress
     }
 
     /// Every step's UDFs as `(manifest label, component SHA-256)`.

@@ -124,6 +124,11 @@ impl Job {
         &self.tenant
     }
 
+    /// What the job's batch in flight is doing (the status line and metrics read it).
+    pub fn progress(&self) -> &Arc<crate::progress::BatchProgress> {
+        self.graph.progress()
+    }
+
     /// The job's configuration.
     pub fn config(&self) -> &JobConfig {
         &self.config

@@ -41,9 +41,11 @@ pub fn run(
         let job = host.load(manifest)?;
         let name = job.config().name.clone();
         let tenant = job.tenant().to_owned();
+        let progress = job.progress().clone();
         let mut handle = host.start(job, batches, recovery)?;
         let lost = std::mem::take(&mut handle.lost);
         let mut status = Status::new(log);
+        status.watch(&name, progress);
         tracing::info!(
             job = name,
             tenant,

@@ -5,11 +5,15 @@
 //! would kill every job of the process over a lost log line. Everything the CLI writes
 //! to stderr goes through [`Stderr`] instead: a failed write is dropped, and the run is
 //! told, through [`lost`], so that it stops as on Ctrl-C and exits with an error.
+//!
+//! Writes go through the process's [`terminal`], so that the live status line is erased
+//! before a log line and drawn again after it.
 
 use std::io::{self, Write};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use sluice::terminal::terminal;
 use tokio::sync::Notify;
 
 /// Set once a write to stderr has failed.
@@ -25,7 +29,7 @@ pub struct Stderr;
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if !BROKEN.load(Ordering::Relaxed)
-            && let Err(error) = io::stderr().write_all(buf)
+            && let Err(error) = terminal().eprint(buf)
         {
             mark_lost(&error);
         }

@@ -19,6 +19,8 @@ pub struct JobConfig {
     pub tenant: Option<String>,
     /// The manifest as written (checkpoints keep it).
     pub manifest: String,
+    /// The manifest's file, as given: run-time errors name it with the line of the step.
+    pub file: PathBuf,
     /// How often a batch is cut.
     pub batch_interval: Duration,
     /// How many partitions each batch's data sets are split into.
@@ -143,6 +145,8 @@ pub struct StreamConfig {
     pub from: String,
     /// The steps applied in order.
     pub steps: Vec<StepConfig>,
+    /// The manifest line of each step (of its `op`), for run-time errors.
+    pub lines: Vec<usize>,
 }
 
 /// A function of a component, checked to exist and to have the kind its step needs.

@@ -256,6 +256,7 @@ impl<'a> Resolver<'a> {
             name,
             tenant,
             manifest: self.text.to_owned(),
+            file: self.file.to_owned(),
             batch_interval,
             partitions,
             max_queued_batches,
@@ -505,7 +506,17 @@ impl<'a> Resolver<'a> {
         if let Some(StepConfig::MapWithState { .. }) = steps.last() {
             self.mapped_with_state.insert(name.clone());
         }
-        Ok(StreamConfig { name, from, steps })
+        let lines = spec
+            .steps
+            .iter()
+            .map(|step| line_and_column(self.text, step.op.span().start).0)
+            .collect();
+        Ok(StreamConfig {
+            name,
+            from,
+            steps,
+            lines,
+        })
     }
 
     /// One step, which must have a checkpoint directory to recover from if it keeps state.

@@ -158,6 +158,12 @@ fn tenant_memory(seen: &Witness) -> Option<CallError> {
         })
 }
 
+/// A memory size in bytes and in MiB to two decimals, so that two sizes a guest's 64 KiB
+/// pages apart never read as equal: `33619968 bytes (32.06 MiB)`.
+fn exact_size(bytes: usize) -> String {
+    format!("{bytes} bytes ({:.2} MiB)", bytes as f64 / f64::from(1 << 20))
+}
+
 /// Why a call trapped.
 pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limits) -> CallError {
     if let Some(quota) = tenant_memory(&seen) {
@@ -173,9 +179,9 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
         return limit(
             Limit::Memory,
             format!(
-                "tried to grow its memory to {} MiB, past the limit of {} MiB",
-                desired >> 20,
-                limits.memory_bytes >> 20
+                "tried to grow its memory to {}, past the limit of {}",
+                exact_size(desired),
+                exact_size(limits.memory_bytes)
             ),
             Some("if it really needs more"),
         );
@@ -246,9 +252,9 @@ pub(super) fn explain_instantiation(
         return limit(
             Limit::Memory,
             format!(
-                "could not be instantiated: it needs {} KiB of memory to start, past the limit of {} KiB",
-                desired.div_ceil(1024),
-                limits.memory_bytes / 1024
+                "could not be instantiated: it needs {} of memory to start, past the limit of {}",
+                exact_size(desired),
+                exact_size(limits.memory_bytes)
             ),
             None,
         );
@@ -382,7 +388,9 @@ mod tests {
         assert!(
             memory
                 .to_string()
-                .contains("to 300 MiB, past the limit of 256 MiB")
+                .contains(
+                    "to 314572800 bytes (300.00 MiB), past the limit of 268435456 bytes (256.00 MiB)"
+                )
                 && memory.to_string().contains("`limits.memory`"),
             "{memory}"
         );
@@ -427,6 +435,29 @@ mod tests {
     }
 
     #[test]
+    fn a_growth_one_page_past_the_limit_does_not_read_as_equal() {
+        let limits = Limits {
+            memory_bytes: 32 << 20,
+            ..Limits::default()
+        };
+        let memory = explain_trap(
+            &wasmtime::Error::msg("memory limit reached"),
+            Witness {
+                panic: None,
+                refused_memory: Some((32 << 20) + (64 << 10)),
+                refused_tenant_memory: None,
+            },
+            &limits,
+        );
+        assert!(
+            memory.to_string().contains(
+                "to 33619968 bytes (32.06 MiB), past the limit of 33554432 bytes (32.00 MiB)"
+            ),
+            "{memory}"
+        );
+    }
+
+    #[test]
     fn instantiation_blames_memory_or_slots_and_not_the_pool_by_default() {
         let limits = Limits {
             memory_bytes: 0,
@@ -444,7 +475,7 @@ mod tests {
         assert!(
             memory
                 .to_string()
-                .contains("needs 1088 KiB of memory to start")
+                .contains("needs 1114112 bytes (1.06 MiB) of memory to start")
                 && memory.to_string().contains("`limits.memory`"),
             "{memory}"
         );

@@ -1,7 +1,5 @@
 //! print: Spark's `DStream.print(num)`.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use super::{Sink, display_text};
@@ -25,9 +23,8 @@ impl Sink for Print {
             text.push_str("...\n");
         }
         text.push('\n');
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(text.as_bytes())?;
-        stdout.flush()?;
+        // Through the terminal, so that a status line is never in the middle of it.
+        crate::terminal::terminal().print(text.as_bytes())?;
         Ok(())
     }
 }
