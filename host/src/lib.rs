@@ -23,6 +23,7 @@ pub mod progress;
 pub mod receivers;
 pub mod runtime;
 pub mod scheduler;
+pub mod server;
 pub mod sinks;
 pub mod state;
 pub mod tenancy;

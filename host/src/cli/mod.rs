@@ -1,9 +1,11 @@
 //! The command line: a thin layer over the library.
 
 mod checkpoint;
+mod client;
 mod new;
 mod run;
 mod sdk;
+mod serve;
 mod status;
 mod stderr;
 mod udf;
@@ -82,6 +84,80 @@ enum Command {
     Checkpoint {
         #[command(subcommand)]
         command: CheckpointCommand,
+    },
+    /// Run a server that tenants submit jobs to over HTTP, until SIGTERM or Ctrl-C
+    /// (running jobs resume at the next start). See docs/serve.md.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = sluice::server::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Where the registry, components, files and checkpoints are kept.
+        #[arg(long, default_value = sluice::server::DEFAULT_DATA)]
+        data: PathBuf,
+        /// The server configuration: the pool, default quotas, allowed hosts, restarts.
+        #[arg(long, value_name = "SERVER_TOML")]
+        config: Option<PathBuf>,
+    },
+    /// Submit a job to a server, uploading the local components its `[udfs]` name.
+    Submit {
+        /// The job manifest (TOML).
+        manifest: PathBuf,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// List the tenant's jobs on a server.
+    Jobs {
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Show a job on a server: its state, failure and last batches.
+    Job {
+        /// The job's name.
+        name: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Stop a job on a server after its batch in flight.
+    Stop {
+        /// The job's name.
+        name: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Start a stopped or failed job on a server again, from its checkpoint.
+    Start {
+        /// The job's name.
+        name: String,
+        /// Go on when recovering would lose batches (as `sluice run --accept-data-loss`).
+        #[arg(long)]
+        accept_data_loss: bool,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Stop a job on a server and remove it with its checkpoints.
+    Delete {
+        /// The job's name.
+        name: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Manage a server's tenants (with the admin token).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its token (shown only once).
+    Create {
+        /// The tenant's name.
+        name: String,
+        #[command(flatten)]
+        quotas: client::QuotaFlags,
+        #[command(flatten)]
+        remote: client::Remote,
     },
 }
 
@@ -170,6 +246,29 @@ pub fn main() -> ExitCode {
             command: CheckpointCommand::Inspect { dir },
         } => checkpoint::inspect(&dir),
         Command::Check { manifest } => check(&manifest),
+        Command::Serve {
+            listen,
+            data,
+            config,
+        } => serve::serve(listen, data, config.as_deref()),
+        Command::Submit { manifest, remote } => client::submit(&remote, &manifest),
+        Command::Jobs { remote } => client::jobs(&remote),
+        Command::Job { name, remote } => client::job(&remote, &name),
+        Command::Stop { name, remote } => client::stop(&remote, &name),
+        Command::Start {
+            name,
+            accept_data_loss,
+            remote,
+        } => client::start(&remote, &name, accept_data_loss),
+        Command::Delete { name, remote } => client::delete(&remote, &name),
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    quotas,
+                    remote,
+                },
+        } => client::create_tenant(&remote, &name, &quotas),
         Command::New { path, lang } => new::new(&path, lang),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());

@@ -122,20 +122,20 @@ pub fn run(
 }
 
 /// A signal that asks the run to stop.
-struct StopSignal {
-    name: &'static str,
+pub(super) struct StopSignal {
+    pub(super) name: &'static str,
     number: i32,
 }
 
 /// The signals that stop a run: SIGINT (Ctrl-C), SIGTERM and SIGHUP.
-struct StopSignals {
+pub(super) struct StopSignals {
     interrupt: Signal,
     terminate: Signal,
     hangup: Signal,
 }
 
 impl StopSignals {
-    fn listen() -> Result<Self> {
+    pub(super) fn listen() -> Result<Self> {
         let listen = |kind: SignalKind| {
             signal(kind)
                 .with_context(|| format!("cannot listen for signal {}", kind.as_raw_value()))
@@ -147,7 +147,7 @@ impl StopSignals {
         })
     }
 
-    async fn next(&mut self) -> StopSignal {
+    pub(super) async fn next(&mut self) -> StopSignal {
         let (name, kind) = tokio::select! {
             _ = self.interrupt.recv() => ("Ctrl-C (SIGINT)", SignalKind::interrupt()),
             _ = self.terminate.recv() => ("SIGTERM", SignalKind::terminate()),

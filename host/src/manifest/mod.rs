@@ -75,6 +75,29 @@ fn read_manifest(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|error| format!("the manifest is not UTF-8 text: {error}"))
 }
 
+/// How a server hosts a job (`sluice serve`): its `[udfs]` aliases name uploaded
+/// components (`name` or `name@sha256`) rather than paths, and the server, not the
+/// manifest, chooses its checkpoint directory.
+pub trait Hosting {
+    /// The file of the uploaded component `reference` names, or why there is none.
+    fn component(&self, reference: &str) -> Result<PathBuf, String>;
+
+    /// The checkpoint directory of job `job`.
+    fn checkpoint_dir(&self, job: &str) -> PathBuf;
+}
+
+/// Parses and checks manifest `text` as [`parse`] does, for a job `hosting` hosts.
+pub fn parse_hosted(
+    text: &str,
+    path: &Path,
+    runtime: &Runtime,
+    hosting: &dyn Hosting,
+) -> Result<JobConfig, ManifestError> {
+    resolve::Resolver::new(text, path, runtime)
+        .with_hosting(hosting)
+        .resolve()
+}
+
 /// Parses and checks manifest `text`; `path` is where it came from (for messages and for
 /// resolving relative paths against its directory).
 pub fn parse(text: &str, path: &Path, runtime: &Runtime) -> Result<JobConfig, ManifestError> {

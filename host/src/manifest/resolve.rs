@@ -96,6 +96,9 @@ const BATCH_OPS: &[&str] = &[
 /// default (`MapWithStateDStream`'s default checkpoint interval).
 const DEFAULT_TIMEOUT_CHECK_EVERY: u64 = 10;
 
+/// A state checkpoint every this many batches, unless `checkpoint.every` says otherwise.
+const DEFAULT_CHECKPOINT_EVERY: u64 = 10;
+
 pub struct Resolver<'a> {
     text: &'a str,
     file: &'a Path,
@@ -116,6 +119,9 @@ pub struct Resolver<'a> {
     mapped_with_state: HashSet<String>,
     /// Streams with a watermark upstream (what event-time output modes depend on).
     watermarked: HashSet<String>,
+    /// Where a server keeps the job's components and checkpoints (`sluice serve`);
+    /// `None`: aliases are paths and the manifest names its checkpoint directory.
+    hosting: Option<&'a dyn super::Hosting>,
 }
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -140,7 +146,15 @@ impl<'a> Resolver<'a> {
             job: String::new(),
             mapped_with_state: HashSet::new(),
             watermarked: HashSet::new(),
+            hosting: None,
         }
+    }
+
+    /// Resolves `[udfs]` aliases through `hosting` instead of as paths, refuses `.wasm`
+    /// paths in UDF references, and checkpoints the job where `hosting` says.
+    pub fn with_hosting(mut self, hosting: &'a dyn super::Hosting) -> Self {
+        self.hosting = Some(hosting);
+        self
     }
 
     pub fn resolve(mut self) -> Result<JobConfig> {
@@ -206,6 +220,17 @@ impl<'a> Resolver<'a> {
             .as_ref()
             .map(|checkpoint| self.checkpoint(checkpoint))
             .transpose()?;
+        let checkpoint = match (checkpoint, self.hosting) {
+            (checkpoint, None) => checkpoint,
+            (checkpoint, Some(hosting)) => Some(CheckpointConfig {
+                dir: hosting.checkpoint_dir(&self.job),
+                ..checkpoint.unwrap_or(CheckpointConfig {
+                    dir: PathBuf::new(),
+                    every: DEFAULT_CHECKPOINT_EVERY,
+                    fsync: FsyncPolicy::Batch,
+                })
+            }),
+        };
         self.checkpointed = checkpoint.is_some();
         self.checkpoint_dir = checkpoint.as_ref().map(|checkpoint| checkpoint.dir.clone());
         let event_time = self.event_time_settings(spec.event_time.as_ref())?;
@@ -290,9 +315,12 @@ impl<'a> Resolver<'a> {
             .unwrap_or(FsyncPolicy::Batch);
         Ok(CheckpointConfig {
             dir: self.base.join(spec.dir.get_ref()),
-            every: spec.every.as_ref().map_or(Ok(10), |every| {
-                self.count(every, "checkpoint.every", &bounds::CHECKPOINT_EVERY)
-            })?,
+            every: spec
+                .every
+                .as_ref()
+                .map_or(Ok(DEFAULT_CHECKPOINT_EVERY), |every| {
+                    self.count(every, "checkpoint.every", &bounds::CHECKPOINT_EVERY)
+                })?,
             fsync,
         })
     }
@@ -974,12 +1002,29 @@ impl<'a> Resolver<'a> {
             return Err(self.error(Some(span), format!("UDF reference `{label}` has no `#function`"), "write `component.wasm#function` or `alias#function` (aliases are declared under [udfs])"));
         };
         // A broken path is reported where it is written: at the alias, if there is one.
-        let (path, path_span) = match self.aliases.get(component) {
-            Some(aliased) => (tidy(&self.base.join(aliased.get_ref())), aliased.span()),
-            None if component.ends_with(".wasm") => {
+        let (path, path_span) = match (self.aliases.get(component), self.hosting) {
+            (Some(aliased), Some(hosting)) => {
+                let path = hosting.component(aliased.get_ref()).map_err(|message| {
+                    self.error(Some(aliased.span()), message, "upload it first: `sluice submit` uploads the components a manifest names, or PUT /v1/components/NAME")
+                })?;
+                (path, aliased.span())
+            }
+            (None, Some(_)) => {
+                let known: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
+                return Err(self.error(
+                    Some(span),
+                    format!("`{component}` is not a declared UDF alias"),
+                    format!(
+                        "declare it under [udfs] as the name of an uploaded component (declared: {})",
+                        list_or_none(&known)
+                    ),
+                ));
+            }
+            (Some(aliased), None) => (tidy(&self.base.join(aliased.get_ref())), aliased.span()),
+            (None, None) if component.ends_with(".wasm") => {
                 (tidy(&self.base.join(component)), span.clone())
             }
-            None => {
+            (None, None) => {
                 let known: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
                 return Err(self.error(
                     Some(span),

@@ -13,7 +13,7 @@ mod instance;
 mod output;
 mod pool;
 
-pub use component::{ExportedFunction, LoadedComponent};
+pub use component::{ExportedFunction, LoadedComponent, MAX_COMPONENT_BYTES};
 pub use error::{CallError, Limit};
 pub use instance::{Limits, UdfInstance};
 pub use pool::InstancePool;

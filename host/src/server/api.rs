@@ -1,0 +1,543 @@
+//! The HTTP API: JSON under `/v1`, every route but `/healthz` behind a bearer token.
+//! Admins manage tenants; a tenant manages its own components and jobs, and sees nothing
+//! of another tenant's: another tenant's is a 404, exactly like one that does not exist.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::checkpoint::RecoveryOptions;
+use crate::manifest::MAX_MANIFEST_BYTES;
+
+use super::Server;
+use super::admission::{Refusal, check_name};
+use super::config::TenantQuotas;
+use super::registry::{Caller, ComponentRow, Desired, JobRow, TenantRow};
+use super::supervisor::JobState;
+use super::tokens;
+use super::upload::{DRAIN_LIMIT, Upload, UploadError};
+
+/// The API's routes.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/v1/tenants/{tenant}", axum::routing::delete(delete_tenant))
+        .route("/v1/components", get(list_components))
+        .route(
+            "/v1/components/{name}",
+            put(upload_component)
+                .get(get_component)
+                .delete(delete_component)
+                // The tenant's `max_component_bytes` bounds an upload, not axum's default.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/jobs",
+            post(submit_job)
+                .get(list_jobs)
+                .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES as usize)),
+        )
+        .route("/v1/jobs/{job}", get(get_job).delete(delete_job))
+        .route("/v1/jobs/{job}/stop", post(stop_job))
+        .route("/v1/jobs/{job}/start", post(start_job))
+        .with_state(server)
+}
+
+/// An error answer: a status and a JSON body with at least `error` (a kind) and
+/// `message` (what is wrong and what to do).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: json!({"error": kind, "message": message.into()}),
+        }
+    }
+
+    fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("there is no {what}"),
+        )
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// A quota refusal: 403 with the quota, its limit and what was asked for.
+    fn quota(quota: &str, limit: u64, requested: u64) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            body: json!({
+                "error": "quota",
+                "quota": quota,
+                "limit": limit,
+                "requested": requested,
+                "message": format!(
+                    "over quota `{quota}`: the limit is {limit} and this asks for {requested}; \
+                     ask the server's admin to raise it"
+                ),
+            }),
+        }
+    }
+
+    fn internal(error: anyhow::Error) -> Self {
+        tracing::error!("request failed: {error:#}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the server failed: {error:#}; see its log"),
+        )
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type Answer<T = Json<Value>> = Result<T, ApiError>;
+
+impl FromRequestParts<Arc<Server>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Answer<Self> {
+        let unauthorized = |message: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                unauthorized(
+                    "no bearer token: send `Authorization: Bearer TOKEN` (the CLI takes \
+                     --token or SLUICE_TOKEN)",
+                )
+            })?;
+        server
+            .registry
+            .caller(&tokens::hash(token.trim()))?
+            .ok_or_else(|| unauthorized("the token is not known to this server"))
+    }
+}
+
+/// A caller that must be the admin.
+struct Admin;
+
+impl FromRequestParts<Arc<Server>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Answer<Self> {
+        match Caller::from_request_parts(parts, server).await? {
+            Caller::Admin => Ok(Admin),
+            Caller::Tenant(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only the admin token may manage tenants (DATA/admin-token)",
+            )),
+        }
+    }
+}
+
+/// A caller that must be a tenant: its name.
+struct Tenant(String);
+
+impl FromRequestParts<Arc<Server>> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Arc<Server>) -> Answer<Self> {
+        match Caller::from_request_parts(parts, server).await? {
+            Caller::Tenant(name) => Ok(Tenant(name)),
+            Caller::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "components and jobs belong to tenants: use a tenant's token (create one with \
+                 POST /v1/tenants)",
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    quotas: TenantQuotas,
+}
+
+async fn create_tenant(
+    State(server): State<Arc<Server>>,
+    _: Admin,
+    body: axum::body::Bytes,
+) -> Answer<(StatusCode, Json<Value>)> {
+    let new: NewTenant = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "the body is not a tenant: {error}; send {{\"name\": ..., \"weight\": 1, \"quotas\": {{...}}}}"
+        ))
+    })?;
+    check_name(&new.name, "tenant").map_err(ApiError::bad_request)?;
+    let weight = new.weight.unwrap_or(1);
+    if !(1..=1000).contains(&weight) {
+        return Err(ApiError::bad_request(format!(
+            "`weight` = {weight} must be from 1 to 1000"
+        )));
+    }
+    new.quotas
+        .check()
+        .map_err(|error| ApiError::bad_request(format!("{error:#}")))?;
+    let tenant = TenantRow {
+        name: new.name,
+        weight,
+        quotas: new.quotas,
+    };
+    let token = server.create_tenant(&tenant)?.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "tenant `{}` exists; choose another name, or delete it first",
+            tenant.name
+        ))
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": tenant.name, "token": token})),
+    ))
+}
+
+async fn list_tenants(State(server): State<Arc<Server>>, _: Admin) -> Answer {
+    let tenants: Vec<Value> = server
+        .registry
+        .tenants()?
+        .into_iter()
+        .map(|tenant| {
+            json!({
+                "name": tenant.name,
+                "weight": tenant.weight,
+                "quotas": tenant.quotas,
+            })
+        })
+        .collect();
+    Ok(Json(json!(tenants)))
+}
+
+async fn delete_tenant(
+    State(server): State<Arc<Server>>,
+    _: Admin,
+    Path(tenant): Path<String>,
+) -> Answer {
+    if !server.delete_tenant(&tenant).await? {
+        return Err(ApiError::not_found(&format!("tenant `{tenant}`")));
+    }
+    Ok(Json(json!({"deleted": tenant})))
+}
+
+#[derive(Deserialize)]
+struct DigestQuery {
+    digest: Option<String>,
+}
+
+async fn list_components(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<DigestQuery>,
+) -> Answer {
+    let components: Vec<ComponentRow> = server
+        .registry
+        .components(&tenant)?
+        .into_iter()
+        .filter(|component| {
+            query
+                .digest
+                .as_ref()
+                .is_none_or(|digest| &component.digest == digest)
+        })
+        .collect();
+    Ok(Json(json!(components)))
+}
+
+async fn get_component(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Answer {
+    let component = server
+        .registry
+        .component(&tenant, &name)?
+        .ok_or_else(|| ApiError::not_found(&format!("component `{name}`")))?;
+    Ok(Json(json!(component)))
+}
+
+async fn upload_component(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Answer<(StatusCode, Json<Value>)> {
+    check_name(&name, "component").map_err(ApiError::bad_request)?;
+    let quotas = server.quotas(&tenant)?;
+    let existing = server.registry.components(&tenant)?;
+    if !existing.iter().any(|component| component.name == name)
+        && existing.len() as u64 >= quotas.components()
+    {
+        return Err(ApiError::quota(
+            "max_components",
+            quotas.components(),
+            existing.len() as u64 + 1,
+        ));
+    }
+    let limit = quotas.component_bytes();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    // Past what can be drained (see `Upload::receive`), refused before it is read.
+    if let Some(length) = declared
+        && length > limit.max(DRAIN_LIMIT)
+    {
+        return Err(ApiError::quota("max_component_bytes", limit, length));
+    }
+    // One validation at a time per tenant: a tenant cannot occupy the compiler.
+    let _turn = server.upload_turn(&tenant).lock_owned().await;
+    let upload = match Upload::receive(body, &server.data.uploads(), limit).await {
+        Ok(upload) => upload,
+        Err(UploadError::TooLarge { limit, size }) => {
+            return Err(ApiError::quota(
+                "max_component_bytes",
+                limit,
+                size.or(declared).unwrap_or(limit + 1),
+            ));
+        }
+        Err(UploadError::Failed(error)) => return Err(ApiError::internal(error)),
+    };
+    let component = server
+        .clone()
+        .register_component(tenant, name, upload)
+        .await?
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "not_a_component", message))?;
+    Ok((StatusCode::CREATED, Json(json!(component))))
+}
+
+async fn delete_component(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Answer {
+    let users = server.registry.jobs_using(&tenant, &name)?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "component `{name}` is used by job(s) {}: delete them first",
+            users.join(", ")
+        )));
+    }
+    if !server.registry.delete_component(&tenant, &name)? {
+        return Err(ApiError::not_found(&format!("component `{name}`")));
+    }
+    server.collect_garbage().await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+async fn submit_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    manifest: String,
+) -> Answer<(StatusCode, Json<Value>)> {
+    let admitted = server.clone().admit(&tenant, manifest.clone()).await?;
+    let name = admitted.config.name.clone();
+    let jobs = server.registry.jobs(Some(&tenant))?;
+    if jobs.iter().any(|job| job.name == name) {
+        return Err(ApiError::conflict(format!(
+            "job `{name}` exists: redeploy it with PUT /v1/jobs/{name}, or delete it first"
+        )));
+    }
+    let quotas = server.quotas(&tenant)?;
+    if jobs.len() as u64 >= quotas.jobs() {
+        return Err(ApiError::quota(
+            "max_jobs",
+            quotas.jobs(),
+            jobs.len() as u64 + 1,
+        ));
+    }
+    let row = JobRow {
+        tenant: tenant.clone(),
+        name: name.clone(),
+        manifest,
+        desired: Desired::Running,
+        error: None,
+    };
+    server.registry.put_job(&row, &admitted.components)?;
+    server
+        .supervisor
+        .start(
+            (tenant, name.clone()),
+            admitted.config,
+            RecoveryOptions::default(),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": name, "components": admitted.components})),
+    ))
+}
+
+async fn list_jobs(State(server): State<Arc<Server>>, Tenant(tenant): Tenant) -> Answer {
+    let jobs: Vec<Value> = server
+        .registry
+        .jobs(Some(&tenant))?
+        .into_iter()
+        .map(|job| {
+            let status = server
+                .supervisor
+                .status(&(tenant.clone(), job.name.clone()));
+            json!({
+                "name": job.name,
+                "desired": job.desired,
+                "state": status.as_ref().map(|status| status.state),
+                "failure": status.and_then(|status| status.failure).or(job.error),
+            })
+        })
+        .collect();
+    Ok(Json(json!(jobs)))
+}
+
+async fn get_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Answer {
+    let job = server.job(&tenant, &name)?;
+    let status = server.supervisor.status(&(tenant, name.clone()));
+    Ok(Json(json!({
+        "name": job.name,
+        "desired": job.desired,
+        "state": status.as_ref().map_or(JobState::Stopped, |status| status.state),
+        "failure": status.as_ref().and_then(|status| status.failure.clone()).or(job.error),
+        "restarts": status.as_ref().map_or(0, |status| status.restarts),
+        "reports": status.map(|status| status.reports).unwrap_or_default(),
+        "manifest": job.manifest,
+    })))
+}
+
+async fn stop_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Answer {
+    server.job(&tenant, &name)?;
+    server
+        .registry
+        .set_desired(&tenant, &name, Desired::Stopped, None)?;
+    let key = (tenant, name.clone());
+    server.supervisor.stop(&key).await;
+    let state = server.supervisor.status(&key).map(|status| status.state);
+    Ok(Json(json!({"name": name, "state": state})))
+}
+
+#[derive(Deserialize)]
+struct StartQuery {
+    #[serde(default)]
+    accept_data_loss: Option<String>,
+}
+
+async fn start_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
+) -> Answer {
+    let job = server.job(&tenant, &name)?;
+    let admitted = server.clone().admit(&tenant, job.manifest.clone()).await?;
+    server.registry.put_job(
+        &JobRow {
+            desired: Desired::Running,
+            error: None,
+            ..job
+        },
+        &admitted.components,
+    )?;
+    let recovery = RecoveryOptions {
+        accept_data_loss: query
+            .accept_data_loss
+            .is_some_and(|value| matches!(value.as_str(), "1" | "true" | "yes")),
+        ..RecoveryOptions::default()
+    };
+    server
+        .supervisor
+        .start((tenant, name.clone()), admitted.config, recovery)
+        .await;
+    Ok(Json(json!({"name": name, "state": JobState::Starting})))
+}
+
+async fn delete_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+) -> Answer {
+    server.job(&tenant, &name)?;
+    server.delete_job(&tenant, &name).await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+impl Server {
+    /// The tenant's job `name`, or a 404.
+    fn job(&self, tenant: &str, name: &str) -> Answer<JobRow> {
+        self.registry
+            .job(tenant, name)?
+            .ok_or_else(|| ApiError::not_found(&format!("job `{name}`")))
+    }
+
+    /// Admits a manifest off the async threads (components may compile), as an answer.
+    async fn admit(self: Arc<Self>, tenant: &str, manifest: String) -> Answer<super::Admitted> {
+        let tenant = tenant.to_owned();
+        let admitted =
+            tokio::task::spawn_blocking(move || self.admission().admit(&tenant, &manifest))
+                .await
+                .map_err(|error| ApiError::internal(error.into()))?;
+        admitted.map_err(|refusal| match refusal {
+            Refusal::Manifest(error) => {
+                let (line, column) = error.position.unzip();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    body: json!({
+                        "error": "manifest",
+                        "message": error.to_string(),
+                        "file": error.file,
+                        "line": line,
+                        "column": column,
+                        "hint": error.hint,
+                    }),
+                }
+            }
+            Refusal::Rule(message) => ApiError::new(StatusCode::BAD_REQUEST, "refused", message),
+            Refusal::Internal(error) => ApiError::internal(error),
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! The supervisor: runs each admitted job on the host, keeps its state and last batch
+//! reports for the API, and restarts a failed job after a growing delay until it fails
+//! too often (see [`RestartPolicy`]); then it stays failed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{BatchReport, StopReason};
+use crate::checkpoint::RecoveryOptions;
+use crate::host::Host;
+use crate::job::Job;
+use crate::manifest::JobConfig;
+
+use super::config::RestartPolicy;
+use super::registry::{Desired, Registry};
+
+/// Batch reports kept per job.
+pub const KEPT_REPORTS: usize = 100;
+
+/// A job's tenant and name.
+pub type JobKey = (String, String);
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Its components are being instantiated and its checkpoint recovered.
+    Starting,
+    /// Computing batches.
+    Running,
+    /// Failed; waiting to be started again.
+    Restarting,
+    /// Stopped by its tenant, or by the server stopping.
+    Stopped,
+    /// Its bounded sources were drained.
+    Finished,
+    /// Failed more often than the restart policy allows.
+    Failed,
+}
+
+/// One batch, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportView {
+    /// The batch number.
+    pub number: u64,
+    /// The batch time, in milliseconds since the epoch.
+    pub time_ms: i64,
+    /// Records the sources brought.
+    pub records_in: usize,
+    /// Records delivered to sinks.
+    pub records_out: usize,
+    /// Time spent computing it, in milliseconds.
+    pub processing_ms: u64,
+    /// How long it waited after its time, in milliseconds.
+    pub scheduling_delay_ms: u64,
+    /// Whether it was re-run from the log after a restart.
+    pub replayed: bool,
+}
+
+impl From<&BatchReport> for ReportView {
+    fn from(report: &BatchReport) -> Self {
+        Self {
+            number: report.number,
+            time_ms: report.time_ms,
+            records_in: report.stats.records_in,
+            records_out: report.stats.records_out,
+            processing_ms: report.stats.processing.as_millis() as u64,
+            scheduling_delay_ms: report.scheduling_delay.as_millis() as u64,
+            replayed: report.replayed,
+        }
+    }
+}
+
+/// A job's status, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// Where it is.
+    pub state: JobState,
+    /// The last failure, if any.
+    pub failure: Option<String>,
+    /// Restarts after failures since it was submitted or started.
+    pub restarts: u32,
+    /// Its last batches, oldest first.
+    pub reports: VecDeque<ReportView>,
+}
+
+/// One supervised job.
+struct Supervised {
+    status: Mutex<JobStatus>,
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Runs the server's jobs.
+pub struct Supervisor {
+    host: Arc<Host>,
+    registry: Arc<Registry>,
+    policy: RestartPolicy,
+    jobs: Mutex<HashMap<JobKey, Arc<Supervised>>>,
+}
+
+impl Supervisor {
+    /// A supervisor running jobs on `host`, keeping their desired state in `registry`.
+    pub fn new(host: Arc<Host>, registry: Arc<Registry>, policy: RestartPolicy) -> Self {
+        Self {
+            host,
+            registry,
+            policy,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts supervising `config` as the job `key` (stopping an earlier run of it first).
+    pub async fn start(
+        self: &Arc<Self>,
+        key: JobKey,
+        config: JobConfig,
+        recovery: RecoveryOptions,
+    ) {
+        self.stop(&key).await;
+        let supervised = Arc::new(Supervised {
+            status: Mutex::new(JobStatus {
+                state: JobState::Starting,
+                failure: None,
+                restarts: 0,
+                reports: VecDeque::new(),
+            }),
+            stop: CancellationToken::new(),
+            task: Mutex::new(None),
+        });
+        let task =
+            tokio::spawn(
+                self.clone()
+                    .supervise(key.clone(), config, recovery, supervised.clone()),
+            );
+        *supervised.task.lock().expect("job poisoned") = Some(task);
+        self.jobs
+            .lock()
+            .expect("jobs poisoned")
+            .insert(key, supervised);
+    }
+
+    /// Records a job that is not running (stopped or failed before this start).
+    pub fn record(&self, key: JobKey, state: JobState, failure: Option<String>) {
+        let supervised = Arc::new(Supervised {
+            status: Mutex::new(JobStatus {
+                state,
+                failure,
+                restarts: 0,
+                reports: VecDeque::new(),
+            }),
+            stop: CancellationToken::new(),
+            task: Mutex::new(None),
+        });
+        self.jobs
+            .lock()
+            .expect("jobs poisoned")
+            .insert(key, supervised);
+    }
+
+    /// The status of job `key`.
+    pub fn status(&self, key: &JobKey) -> Option<JobStatus> {
+        let supervised = self.jobs.lock().expect("jobs poisoned").get(key)?.clone();
+        let status = supervised.status.lock().expect("job poisoned").clone();
+        Some(status)
+    }
+
+    /// Stops job `key` after its batch in flight, and waits for it to end.
+    pub async fn stop(&self, key: &JobKey) {
+        let supervised = self.jobs.lock().expect("jobs poisoned").get(key).cloned();
+        if let Some(supervised) = supervised {
+            stop_and_wait(&supervised).await;
+        }
+    }
+
+    /// Stops job `key` and forgets it.
+    pub async fn remove(&self, key: &JobKey) {
+        self.stop(key).await;
+        self.jobs.lock().expect("jobs poisoned").remove(key);
+    }
+
+    /// Stops every job, waiting at most `limit` for them to end; returns the jobs that
+    /// had not ended by then.
+    pub async fn stop_all(&self, limit: Duration) -> Vec<JobKey> {
+        let jobs: Vec<_> = self
+            .jobs
+            .lock()
+            .expect("jobs poisoned")
+            .iter()
+            .map(|(key, supervised)| (key.clone(), supervised.clone()))
+            .collect();
+        for (_, supervised) in &jobs {
+            supervised.stop.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut late = Vec::new();
+        for (key, supervised) in jobs {
+            let task = supervised.task.lock().expect("job poisoned").take();
+            if let Some(task) = task
+                && tokio::time::timeout_at(deadline, task).await.is_err()
+            {
+                late.push(key);
+            }
+        }
+        late
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        key: JobKey,
+        config: JobConfig,
+        recovery: RecoveryOptions,
+        supervised: Arc<Supervised>,
+    ) {
+        let (tenant, name) = (&key.0, &key.1);
+        let mut failures: VecDeque<Instant> = VecDeque::new();
+        loop {
+            supervised.set_state(JobState::Starting);
+            let outcome = self.run_once(&config, &recovery, &supervised).await;
+            let stopped = supervised.stop.is_cancelled();
+            let error = match outcome {
+                Ok(StopReason::Drained | StopReason::BatchLimit) if !stopped => {
+                    tracing::info!(tenant, job = name, "finished: its sources are drained");
+                    supervised.set_state(JobState::Finished);
+                    return;
+                }
+                Ok(_) => {
+                    supervised.set_state(JobState::Stopped);
+                    return;
+                }
+                Err(error) => format!("{error:#}"),
+            };
+            tracing::warn!(tenant, job = name, "failed: {error}");
+            if stopped {
+                supervised.fail(JobState::Stopped, error);
+                return;
+            }
+            let now = Instant::now();
+            failures.push_back(now);
+            while failures
+                .front()
+                .is_some_and(|failed| now.duration_since(*failed) > self.policy.interval)
+            {
+                failures.pop_front();
+            }
+            let Some(delay) = self.policy.delay(failures.len() as u32) else {
+                let error = format!(
+                    "{error} (failed {} times within {}: not restarted again; start it once \
+                     the cause is fixed)",
+                    failures.len(),
+                    humantime::format_duration(self.policy.interval)
+                );
+                tracing::error!(tenant, job = name, "{error}");
+                if let Err(registry) =
+                    self.registry
+                        .set_desired(tenant, name, Desired::Failed, Some(&error))
+                {
+                    tracing::error!(
+                        tenant,
+                        job = name,
+                        "cannot record the failure: {registry:#}"
+                    );
+                }
+                supervised.fail(JobState::Failed, error);
+                return;
+            };
+            supervised.fail(JobState::Restarting, error);
+            tracing::info!(
+                tenant,
+                job = name,
+                delay_ms = delay.as_millis() as u64,
+                "restarting after a delay"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = supervised.stop.cancelled() => {
+                    supervised.set_state(JobState::Stopped);
+                    return;
+                }
+            }
+            supervised.status.lock().expect("job poisoned").restarts += 1;
+        }
+    }
+
+    /// Builds and runs the job until it ends or is stopped.
+    async fn run_once(
+        &self,
+        config: &JobConfig,
+        recovery: &RecoveryOptions,
+        supervised: &Supervised,
+    ) -> anyhow::Result<StopReason> {
+        let host = self.host.clone();
+        let (config, recovery) = (config.clone(), recovery.clone());
+        // Instantiating components and recovering state block.
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let job = Job::build(config, host.runtime())?;
+            host.start(job, None, &recovery)
+        })
+        .await??;
+        supervised.set_state(JobState::Running);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                report = handle.reports.recv() => match report {
+                    Some(report) => supervised.report(&report),
+                    None => break,
+                },
+                () = supervised.stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    handle.stop();
+                }
+            }
+        }
+        Ok(handle.finished().await?.reason)
+    }
+}
+
+async fn stop_and_wait(supervised: &Supervised) {
+    supervised.stop.cancel();
+    let task = supervised.task.lock().expect("job poisoned").take();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
+}
+
+impl Supervised {
+    fn set_state(&self, state: JobState) {
+        self.status.lock().expect("job poisoned").state = state;
+    }
+
+    fn fail(&self, state: JobState, error: String) {
+        let mut status = self.status.lock().expect("job poisoned");
+        status.state = state;
+        status.failure = Some(error);
+    }
+
+    fn report(&self, report: &BatchReport) {
+        let mut status = self.status.lock().expect("job poisoned");
+        if status.reports.len() == KEPT_REPORTS {
+            status.reports.pop_front();
+        }
+        status.reports.push_back(ReportView::from(report));
+    }
+}

@@ -1,0 +1,625 @@
+//! `sluice serve` as a process on loopback: the admin token, tenants, components, jobs,
+//! the tenancy rules, quotas, restarts of failed jobs, and SIGTERM with resume.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+
+use common::wait;
+use common::wordcount::{RUNNING_COUNT, Xorshift, counted, final_counts, text};
+
+/// A running `sluice serve`.
+struct Server {
+    child: Child,
+    url: String,
+    /// Its standard output, line by line.
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `sluice serve --listen 127.0.0.1:PORT --data DATA [ARGS]` and waits for its
+    /// port to answer.
+    fn start(data: &Path, args: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = common::sluice()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (sender, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            stdout,
+        };
+        wait::until(Duration::from_secs(60), "the server to answer", || {
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "the server exited before answering"
+            );
+            server.call("GET", "/healthz", None, None).0 == 200
+        });
+        server
+    }
+
+    /// Calls the API: the status and the JSON answer.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Json) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", self.url);
+        let bearer = format!("Bearer {}", token.unwrap_or(""));
+        let response = match method {
+            "GET" => agent.get(&url).header("Authorization", &bearer).call(),
+            "DELETE" => agent.delete(&url).header("Authorization", &bearer).call(),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &bearer)
+                .send(body.unwrap_or_default()),
+            _ => agent
+                .post(&url)
+                .header("Authorization", &bearer)
+                .send(body.unwrap_or_default()),
+        };
+        match response {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let text = response.body_mut().read_to_string().unwrap();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(Json::String(text)),
+                )
+            }
+            Err(_) => (0, Json::Null),
+        }
+    }
+
+    /// Calls the API and asserts the status.
+    fn expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Json {
+        let body: Vec<u8> = body.into();
+        let (got, answer) = self.call(method, path, Some(token), Some(body));
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        answer
+    }
+
+    /// Creates tenant `name` with `quotas`; its token.
+    fn tenant(&self, admin: &str, name: &str, quotas: Json) -> String {
+        let body = json!({"name": name, "quotas": quotas}).to_string();
+        let created = self.expect(201, "POST", "/v1/tenants", admin, body);
+        created["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for job `name` of `token`'s tenant to satisfy `done`; its last status.
+    fn wait_job(&self, token: &str, name: &str, what: &str, done: impl Fn(&Json) -> bool) -> Json {
+        let mut last = Json::Null;
+        wait::until(Duration::from_secs(60), what, || {
+            last = self.expect(200, "GET", &format!("/v1/jobs/{name}"), token, "");
+            done(&last)
+        });
+        last
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        wait::exit_within(&mut self.child, Duration::from_secs(15))
+            .expect("the server did not exit within 15 s of SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server on a new data directory; it and the admin token.
+fn fresh(dir: &Path, args: &[&str]) -> (Server, String) {
+    let server = Server::start(&dir.join("data"), args);
+    let line = server
+        .stdout
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the admin token is printed");
+    let token = line.strip_prefix("admin token: ").expect(&line).to_owned();
+    (server, token)
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(common::udf(name)).unwrap()
+}
+
+fn files(dir: &Path, tenant: &str) -> PathBuf {
+    dir.join("data/tenants").join(tenant).join("files")
+}
+
+/// A word count over `input.txt` of the tenant's files, one line a batch.
+fn word_count(name: &str, step: &str) -> String {
+    format!(
+        r#"name = "{name}"
+batch_interval = "20ms"
+partitions = 2
+
+[udfs]
+wc = "wordcount"
+
+[[sources]]
+name = "lines"
+kind = "file"
+path = "input.txt"
+lines_per_batch = 1
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "map", udf = "wc#with_one" }},
+  {step},
+]
+
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+"#
+    )
+}
+
+#[test]
+fn the_admin_token_is_made_once_and_only_its_hash_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let file = dir.path().join("data/admin-token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), admin);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    server.expect(200, "GET", "/v1/tenants", &admin, "");
+    let tenant = server.tenant(&admin, "a", json!({}));
+    assert_eq!(server.call("GET", "/v1/tenants", None, None).0, 401);
+    assert_eq!(
+        server
+            .call("GET", "/v1/tenants", Some("sluice_guess"), None)
+            .0,
+        401
+    );
+    assert_eq!(
+        server.call("GET", "/v1/tenants", Some(&tenant), None).0,
+        403
+    );
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let database = std::fs::read(dir.path().join("data/registry.db")).unwrap();
+    let holds = |token: &str| {
+        database
+            .windows(token.len())
+            .any(|window| window == token.as_bytes())
+    };
+    assert!(
+        !holds(&admin) && !holds(&tenant),
+        "the database holds a token in plaintext"
+    );
+
+    let again = Server::start(&dir.path().join("data"), &[]);
+    let tenants = again.expect(200, "GET", "/v1/tenants", &admin, "");
+    assert_eq!(tenants[0]["name"], "a");
+    again.expect(200, "GET", "/v1/jobs", &tenant, "");
+    assert!(
+        again
+            .stdout
+            .recv_timeout(Duration::from_millis(200))
+            .is_err(),
+        "a second start prints no token"
+    );
+}
+
+#[test]
+fn a_tenant_runs_a_word_count_that_another_tenant_cannot_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    let b = server.tenant(&admin, "b", json!({}));
+    let component = server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+    assert_eq!(component["digest"].as_str().unwrap().len(), 64);
+    assert!(
+        component["functions"]
+            .to_string()
+            .contains("tokenize (flat-map)"),
+        "{component}"
+    );
+    let input = text(40, &mut Xorshift(7));
+    std::fs::write(files(dir.path(), "a").join("input.txt"), &input).unwrap();
+
+    let manifest = word_count("count", RUNNING_COUNT);
+    server.expect(201, "POST", "/v1/jobs", &a, manifest.clone());
+    let done = server.wait_job(&a, "count", "the word count to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert!(!done["reports"].as_array().unwrap().is_empty(), "{done}");
+    let (counts, _) = final_counts(&files(dir.path(), "a"));
+    assert_eq!(counts, counted(&input));
+
+    // Tenant b sees none of it, and cannot touch it.
+    for path in ["/v1/jobs/count", "/v1/components/wordcount"] {
+        assert_eq!(server.call("GET", path, Some(&b), None).0, 404, "{path}");
+        assert_eq!(server.call("DELETE", path, Some(&b), None).0, 404, "{path}");
+    }
+    assert_eq!(server.expect(200, "GET", "/v1/jobs", &b, ""), json!([]));
+    let digest = component["digest"].as_str().unwrap();
+    let by_digest = format!("/v1/components?digest={digest}");
+    assert_eq!(server.expect(200, "GET", &by_digest, &b, ""), json!([]));
+    std::fs::write(files(dir.path(), "b").join("input.txt"), "b b b").unwrap();
+    let refused = server.expect(400, "POST", "/v1/jobs", &b, manifest.clone());
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("there is no uploaded component `wordcount`"),
+        "{refused}"
+    );
+    // The same names are b's to use.
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &b,
+        wasm("wordcount"),
+    );
+    server.expect(201, "POST", "/v1/jobs", &b, manifest);
+    server.wait_job(&b, "count", "b's word count to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert_eq!(final_counts(&files(dir.path(), "b")).0, counted("b b b"));
+    assert_eq!(
+        final_counts(&files(dir.path(), "a")).0,
+        counted(&input),
+        "a's output is untouched"
+    );
+
+    // A component in use stays; deleting the job frees it.
+    assert_eq!(
+        server
+            .call("DELETE", "/v1/components/wordcount", Some(&a), None)
+            .0,
+        409
+    );
+    server.expect(200, "DELETE", "/v1/jobs/count", &a, "");
+    server.expect(200, "DELETE", "/v1/components/wordcount", &a, "");
+    assert_eq!(server.call("GET", "/v1/jobs/count", Some(&b), None).0, 200);
+    let stored: Vec<_> = std::fs::read_dir(dir.path().join("data/components"))
+        .unwrap()
+        .collect();
+    assert_eq!(stored.len(), 1, "b's copy of the bytes is kept, once");
+    server.expect(200, "DELETE", "/v1/tenants/b", &admin, "");
+    assert_eq!(server.call("GET", "/v1/jobs", Some(&b), None).0, 401);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("data/components"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn refusals_name_the_rule_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(
+        &admin,
+        "a",
+        json!({"max_jobs": 1, "max_component_bytes": 200000}),
+    );
+    let files = files(dir.path(), "a");
+    std::fs::write(files.join("input.txt"), "a b").unwrap();
+    std::fs::create_dir(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/input.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside"), files.join("link")).unwrap();
+
+    let not_a_component = server.expect(400, "PUT", "/v1/components/x", &a, b"hello".to_vec());
+    assert!(
+        not_a_component["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly component"),
+        "{not_a_component}"
+    );
+    let too_large = server.expect(403, "PUT", "/v1/components/big", &a, wasm("conformance"));
+    assert_eq!(
+        (
+            &too_large["error"],
+            &too_large["quota"],
+            &too_large["limit"]
+        ),
+        (
+            &json!("quota"),
+            &json!("max_component_bytes"),
+            &json!(200000)
+        )
+    );
+    assert_eq!(too_large["requested"], wasm("conformance").len());
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+
+    let base = word_count("count", RUNNING_COUNT);
+    let outside = dir.path().join("outside/input.txt");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            base.replace(
+                "path = \"input.txt\"",
+                &format!("path = \"{}\"", outside.display()),
+            ),
+            "outside the tenant's files",
+        ),
+        (
+            base.replace(
+                "path = \"input.txt\"",
+                "path = \"../../../../outside/input.txt\"",
+            ),
+            "`..`",
+        ),
+        (
+            base.replace("path = \"input.txt\"", "path = \"link/input.txt\""),
+            "symbolic link",
+        ),
+        (
+            base.replace("prefix = \"out/counts\"", "prefix = \"../escape/counts\""),
+            "`..`",
+        ),
+        (
+            base.replace(
+                "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
+                "kind = \"stdin\"",
+            ),
+            "standard input",
+        ),
+        (
+            base.replace(
+                "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
+                "kind = \"socket\"\nport = 9",
+            ),
+            "does not allow",
+        ),
+        (
+            base.replace(
+                "wc = \"wordcount\"",
+                &format!("wc = \"{}\"", common::udf("wordcount").display()),
+            ),
+            "no uploaded component",
+        ),
+        (
+            base.replace(
+                "udf = \"wc#tokenize\"",
+                &format!("udf = \"{}#tokenize\"", common::udf("wordcount").display()),
+            ),
+            "not a declared UDF alias",
+        ),
+        (
+            base.replace("wc = \"wordcount\"", "wc = \"wordcount@0000\""),
+            "not 0000",
+        ),
+        (format!("tenant = \"b\"\n{base}"), "names tenant `b`"),
+    ];
+    for (manifest, says) in &cases {
+        let refused = server.expect(400, "POST", "/v1/jobs", &a, manifest.clone());
+        let message = refused["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {refused}");
+    }
+    let broken = server.expect(
+        400,
+        "POST",
+        "/v1/jobs",
+        &a,
+        base.replace("op = \"map\"", "op = \"mapp\""),
+    );
+    assert_eq!(
+        (&broken["error"], &broken["file"], &broken["line"]),
+        (&json!("manifest"), &json!("job.toml"), &json!(19))
+    );
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("job.toml:19:"),
+        "{broken}"
+    );
+    assert_eq!(
+        server.expect(200, "GET", "/v1/jobs", &a, ""),
+        json!([]),
+        "nothing was admitted"
+    );
+
+    server.expect(201, "POST", "/v1/jobs", &a, base.clone());
+    assert_eq!(
+        server
+            .call("POST", "/v1/jobs", Some(&a), Some(base.clone().into()))
+            .0,
+        409
+    );
+    let over = server.expect(
+        403,
+        "POST",
+        "/v1/jobs",
+        &a,
+        base.replace("name = \"count\"", "name = \"second\""),
+    );
+    assert_eq!(
+        over,
+        json!({
+            "error": "quota", "quota": "max_jobs", "limit": 1, "requested": 2,
+            "message": over["message"],
+        })
+    );
+    assert_eq!(
+        server
+            .expect(200, "GET", "/v1/jobs", &a, "")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_failing_job_restarts_with_backoff_then_stays_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[restart]\nmax_failures = 2\nfirst_delay = \"50ms\"\n",
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.expect(201, "PUT", "/v1/components/faulty", &a, wasm("faulty"));
+    let manifest = r#"name = "panics"
+batch_interval = "20ms"
+[udfs]
+faulty = "faulty"
+[[sources]]
+name = "numbers"
+kind = "generator"
+rate = 100
+[[streams]]
+name = "out"
+from = "numbers"
+steps = [{ op = "map", udf = "faulty#panic_on_three" }]
+[[sinks]]
+from = "out"
+kind = "files"
+prefix = "out/n"
+"#;
+    server.expect(201, "POST", "/v1/jobs", &a, manifest);
+    let failed = server.wait_job(&a, "panics", "the job to stay failed", |job| {
+        job["state"] == "failed"
+    });
+    assert_eq!(failed["restarts"], 2, "{failed}");
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(failure.contains("failed 3 times within 10m"), "{failure}");
+    let listed = server.expect(200, "GET", "/v1/jobs", &a, "");
+    assert_eq!(listed[0]["state"], "failed");
+    // It stays failed over a restart of the server.
+    assert_eq!(server.terminate().code(), Some(0));
+    let again = Server::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let job = again.expect(200, "GET", "/v1/jobs/panics", &a, "");
+    assert_eq!(
+        (&job["state"], &job["desired"]),
+        (&json!("failed"), &json!("failed"))
+    );
+}
+
+#[test]
+fn sigterm_stops_every_job_and_they_resume_exact_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let tenants: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|name| (name.to_string(), server.tenant(&admin, name, json!({}))))
+        .collect();
+    let mut inputs = Vec::new();
+    for (seed, (name, token)) in tenants.iter().enumerate() {
+        server.expect(
+            201,
+            "PUT",
+            "/v1/components/wordcount",
+            token,
+            wasm("wordcount"),
+        );
+        let input = text(150, &mut Xorshift(seed as u64 + 11));
+        std::fs::write(files(dir.path(), name).join("input.txt"), &input).unwrap();
+        server.expect(
+            201,
+            "POST",
+            "/v1/jobs",
+            token,
+            word_count("count", RUNNING_COUNT),
+        );
+        inputs.push(input);
+    }
+    for (_, token) in &tenants {
+        server.wait_job(token, "count", "a few batches", |job| {
+            job["reports"].as_array().unwrap().len() >= 5
+        });
+    }
+    let start = std::time::Instant::now();
+    assert_eq!(server.terminate().code(), Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        start.elapsed()
+    );
+
+    let again = Server::start(&dir.path().join("data"), &[]);
+    for ((name, token), input) in tenants.iter().zip(&inputs) {
+        let done = again.wait_job(token, "count", "the resumed job to finish", |job| {
+            job["state"] == "finished"
+        });
+        let first = done["reports"][0]["number"].as_u64().unwrap();
+        assert!(
+            first > 1,
+            "the job resumed rather than starting over: {done}"
+        );
+        assert_eq!(
+            final_counts(&files(dir.path(), name)).0,
+            counted(input),
+            "tenant {name}"
+        );
+    }
+}
