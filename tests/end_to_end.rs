@@ -415,8 +415,11 @@ fn directory_source_reads_each_file_moved_in_once() {
     wait::until(Duration::from_secs(20), "both files counted", || {
         total_counts(&json_outputs(dir.path(), "counts")) == expected
     });
-    // A few more polls of the directory, in which a file read twice would show.
-    std::thread::sleep(Duration::from_millis(500));
+    // A few more batches (each 200 ms, two polls of the directory), in which a file read
+    // twice would show.
+    for _ in 0..3 {
+        run.wait_for("batch done");
+    }
     run.signal("INT");
     let (status, log) = run.finish();
     assert!(status.success(), "{log:#?}");

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, Checkpointer, Recovery};
 use crate::job::{BatchStats, Job};
-use crate::receivers::Receivers;
+use crate::receivers::{Completed, Receivers};
 
 /// When a run ends besides on error.
 #[derive(Debug, Clone)]
@@ -186,7 +186,14 @@ pub async fn run(
         let queued = pending.len();
         let logged = cut.logged.clone();
         let (stats, written) = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await?;
-        completion.completed(&logged);
+        completion.completed(
+            &logged,
+            &Completed {
+                time_ms,
+                processing: stats.processing,
+                scheduling_delay,
+            },
+        );
         summary.batches += 1;
         unsaved = written.is_none().then_some(logged);
         report(&BatchReport {

@@ -100,7 +100,12 @@ impl Host {
         let wal = checkpointing
             .as_ref()
             .map(|checkpointing| checkpointing.checkpointer.wal());
-        let receivers = Receivers::start_logged(&job.config().sources, wal)?;
+        let files = checkpointing
+            .as_ref()
+            .map_or_else(Default::default, |checkpointing| {
+                checkpointing.recovery.files.clone()
+            });
+        let receivers = Receivers::start_recovered(&job.config().sources, wal, &files)?;
         let stop = CancellationToken::new();
         let options = RunOptions {
             max_batches,

@@ -43,9 +43,24 @@ pub fn text(lines: usize, random: &mut Xorshift) -> String {
 /// A stateful word count over `input.txt`, a line per batch, its running totals written
 /// to a JSON-lines file per batch.
 pub fn stateful_word_count(dir: &Path, file: &str, udf_line: &str, step: &str) -> PathBuf {
+    let source = "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1";
+    stateful_word_count_of(dir, file, "20ms", udf_line, source, step)
+}
+
+/// A checkpointed stateful word count of the lines of `source` (the keys of its
+/// `[[sources]]` table after the name), a batch every `interval`, its running totals
+/// written to a JSON-lines file per batch.
+pub fn stateful_word_count_of(
+    dir: &Path,
+    file: &str,
+    interval: &str,
+    udf_line: &str,
+    source: &str,
+    step: &str,
+) -> PathBuf {
     let manifest = format!(
         r#"name = "wordcount"
-batch_interval = "20ms"
+batch_interval = "{interval}"
 partitions = 2
 
 [checkpoint]
@@ -58,9 +73,7 @@ wc = "{wordcount}"
 
 [[sources]]
 name = "lines"
-kind = "file"
-path = "input.txt"
-lines_per_batch = 1
+{source}
 
 [[streams]]
 name = "counts"

@@ -52,6 +52,7 @@
 //! refused where the chain breaks.
 
 pub mod codec;
+pub mod files;
 pub mod format;
 pub mod frame;
 pub mod instance;
@@ -133,6 +134,9 @@ pub struct Recovery {
     /// Per source that replays by offset (Kafka), the ranges of the last batch cut: it
     /// resumes at their ends (empty: where its starting offsets say).
     pub ranges: Vec<Vec<wal::OffsetRange>>,
+    /// Per directory source, the files read so far (up to the last record logged): it
+    /// reads the rest.
+    pub files: files::SeenBySource,
     /// The number of the first batch to cut.
     pub next_number: u64,
     /// What was damaged, repaired or changed, for the log.
@@ -222,6 +226,7 @@ impl Checkpointer {
             recovery.positions = snapshot.positions.clone();
             recovery.positions.resize(sources, None);
             recovery.ranges = snapshot.ranges.clone();
+            recovery.files = snapshot.files.clone();
             checkpoint_digest = *digest;
         }
         recovery.restore_time = started.elapsed();
@@ -260,8 +265,14 @@ impl Checkpointer {
                 - 1,
         );
         let before_next = recovery.next_number - 1;
+        let files_at_base = recovery.files.clone();
+        for (source, delta) in logged.files.values().flatten() {
+            files::merge_into(&mut recovery.files, *source, delta);
+        }
         let chain = wal::Chain {
             instance,
+            files: files_at_base,
+            files_logged: logged.files.clone(),
             previous: match logged.digests.get(&before_next) {
                 Some(digest) => *digest,
                 None if before_next == after => previous,
@@ -324,6 +335,11 @@ impl Checkpointer {
                 )
             })?;
         let mut previous = self.previous.lock().expect("checkpoint digest poisoned");
+        let files = self
+            .wal
+            .lock()
+            .expect("log poisoned")
+            .files_as_of(cut.number);
         let snapshot = Snapshot {
             instance: self.instance,
             job: job.config().name.clone(),
@@ -333,6 +349,7 @@ impl Checkpointer {
             log,
             positions,
             ranges: cut.ranges.clone(),
+            files,
             operators: job
                 .stateful_steps()
                 .iter()

@@ -40,6 +40,8 @@ pub struct Snapshot {
     /// Per source that replays by offset (Kafka), the ranges batch `number` took: the
     /// source resumes at their ends.
     pub ranges: Vec<Vec<super::wal::OffsetRange>>,
+    /// Per directory source, the files read as of batch `number`.
+    pub files: super::files::SeenBySource,
     /// Every stateful operator's state.
     pub operators: Vec<SavedOperator>,
 }
@@ -214,6 +216,7 @@ mod tests {
                     log: format::NO_DIGEST,
                     positions,
                     ranges: Vec::new(),
+                    files: Default::default(),
                     operators,
                 })
             })

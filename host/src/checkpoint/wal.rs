@@ -18,6 +18,7 @@ use bincode::{Decode, Encode};
 use sluice_abi::Batch;
 
 use super::codec::{self, SavedBatch};
+use super::files::{SeenBySource, SeenFiles, merge_into};
 use super::format::{self, Digest, Hashing, InstanceId, Kind};
 use super::{Loss, frame};
 use crate::manifest::FsyncPolicy;
@@ -29,6 +30,12 @@ enum Entry {
     Records { source: u32, records: SavedBatch },
     /// The end of a batch.
     Cut(Cut),
+    /// Records a directory source read, with the files (and how far) it read them from.
+    Files {
+        source: u32,
+        files: SeenFiles,
+        records: SavedBatch,
+    },
 }
 
 /// What a segment says about itself, after the format header of its first frame.
@@ -82,7 +89,15 @@ pub struct Chain {
     pub previous: Digest,
     /// The digests of finished segments, by batch.
     pub finished: BTreeMap<u64, Digest>,
+    /// The files the directory sources had read as of the state checkpoint the log
+    /// continues.
+    pub files: SeenBySource,
+    /// The files read since, by the batch whose segment logged them.
+    pub files_logged: FilesLogged,
 }
+
+/// Files read by directory sources, by the batch whose segment logged them.
+pub type FilesLogged = BTreeMap<u64, Vec<(u32, SeenFiles)>>;
 
 /// The log's writing end.
 pub struct Wal {
@@ -92,6 +107,9 @@ pub struct Wal {
     number: u64,
     segment: Hashing<BufWriter<File>>,
     finished: BTreeMap<u64, Digest>,
+    /// The files read as of the last batch forgotten.
+    files: SeenBySource,
+    files_logged: FilesLogged,
 }
 
 /// The path of the segment of batch `number` in `dir`.
@@ -154,6 +172,8 @@ impl Wal {
             number,
             segment: open_segment(dir, chain.instance, number, chain.previous)?,
             finished: chain.finished,
+            files: chain.files,
+            files_logged: chain.files_logged,
         })
     }
 
@@ -193,6 +213,33 @@ impl Wal {
         Ok(())
     }
 
+    /// Logs records a directory source read, with the files (and how far) it read them
+    /// from, in one frame: the files count as read exactly when their lines are logged.
+    pub fn files(&mut self, source: usize, files: &SeenFiles, records: &Batch) -> Result<()> {
+        self.append(&Entry::Files {
+            source: source as u32,
+            files: files.clone(),
+            records: SavedBatch::from(records),
+        })?;
+        if self.fsync == FsyncPolicy::Record {
+            self.sync()?;
+        }
+        self.files_logged
+            .entry(self.number)
+            .or_default()
+            .push((source as u32, files.clone()));
+        Ok(())
+    }
+
+    /// The files the directory sources had read when batch `number` was cut.
+    pub fn files_as_of(&self, number: u64) -> SeenBySource {
+        let mut files = self.files.clone();
+        for (source, delta) in self.files_logged.range(..=number).flat_map(|(_, d)| d) {
+            merge_into(&mut files, *source, delta);
+        }
+        files
+    }
+
     /// Logs the cut of the current batch, makes the segment durable (unless the policy is
     /// never to), and starts the next batch's segment.
     pub fn cut(&mut self, cut: Cut) -> Result<()> {
@@ -225,6 +272,8 @@ impl Wal {
             }
         }
         self.finished.retain(|segment, _| *segment > number);
+        self.files = self.files_as_of(number);
+        self.files_logged.retain(|segment, _| *segment > number);
         Ok(())
     }
 }
@@ -236,6 +285,8 @@ pub struct Logged {
     pub batches: Vec<(Cut, Vec<Batch>)>,
     /// Records logged per source after the last cut: they belong to the next batch.
     pub pending: Vec<Batch>,
+    /// The files directory sources read, by the batch whose segment logged them.
+    pub files: FilesLogged,
     /// The first segment after the given batch, if any.
     pub first: Option<u64>,
     /// The digests of the segments read, as they stand once repaired, by batch.
@@ -291,8 +342,12 @@ impl Logged {
 
 /// A record of the log, read back and checked.
 enum Read {
-    /// Records of a source.
-    Records { source: u32, records: Batch },
+    /// Records of a source (a directory source's with the files it read them from).
+    Records {
+        source: u32,
+        records: Batch,
+        files: Option<SeenFiles>,
+    },
     /// The end of a batch.
     Cut(Cut),
 }
@@ -346,6 +401,16 @@ fn parse(bytes: &[u8]) -> Result<Segment, String> {
                 Entry::Records { source, records } => Read::Records {
                     source,
                     records: records.into_batch()?,
+                    files: None,
+                },
+                Entry::Files {
+                    source,
+                    files,
+                    records,
+                } => Read::Records {
+                    source,
+                    records: records.into_batch()?,
+                    files: Some(files),
                 },
                 Entry::Cut(cut) => Read::Cut(cut),
             })
@@ -463,7 +528,11 @@ pub fn read(
             .any(|entry| matches!(entry, Read::Cut(_)));
         for entry in segment.entries {
             match entry {
-                Read::Records { source, records } => {
+                Read::Records {
+                    source,
+                    records,
+                    files,
+                } => {
                     let Some(pending) = logged.pending.get_mut(source as usize) else {
                         logged.refused.push(format!(
                             "{}: it logs records of source {source}, but the job has {sources} sources",
@@ -472,6 +541,13 @@ pub fn read(
                         break;
                     };
                     pending.extend_from(&records);
+                    if let Some(files) = files {
+                        logged
+                            .files
+                            .entry(number)
+                            .or_default()
+                            .push((source, files));
+                    }
                 }
                 Read::Cut(cut) if cut.number != number => {
                     logged.refused.push(format!(

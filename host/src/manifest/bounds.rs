@@ -179,8 +179,18 @@ pub const EVENT_SPAN: Bounds<Duration> =
 /// `delay` (`event_time`) and `offset` (event-time windows): none to a leap year.
 pub const EVENT_DELAY: Bounds<Duration> = durations(Duration::ZERO, Duration::from_secs(366 * DAY));
 
+/// `max_file_age` of a directory source: how long its log remembers a file.
+pub const MAX_FILE_AGE: Bounds<Duration> =
+    durations(Duration::from_secs(1), Duration::from_secs(3660 * DAY));
+
+/// `max_file_age` of a directory source when the manifest does not say (Spark's default).
+pub const MAX_FILE_AGE_DEFAULT: Duration = Duration::from_secs(7 * DAY);
+
 /// `max_records_per_partition` of a Kafka source, per batch.
 pub const MAX_RECORDS_PER_PARTITION: Bounds<u64> = counts(1, 100_000_000);
+
+/// `initial_rate` and `max_rate` of a Kafka source, in records per second.
+pub const RATE: Bounds<u64> = counts(1, 100_000_000);
 
 /// `num` of a print sink, in records per batch.
 pub const PRINT_NUM: Bounds<u64> = counts(1, 1_000_000);
@@ -243,6 +253,14 @@ mod tests {
                 TIMEOUT_CHECK_EVERY.to_string(),
             ),
             ("`num` (print sink)", PRINT_NUM.to_string()),
+            (
+                "`max_file_age` (directory source)",
+                MAX_FILE_AGE.to_string(),
+            ),
+            (
+                "`initial_rate`, `max_rate` (kafka source)",
+                RATE.to_string(),
+            ),
             (
                 "`max_records_per_partition` (kafka source)",
                 MAX_RECORDS_PER_PARTITION.to_string(),

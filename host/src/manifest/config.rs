@@ -86,11 +86,16 @@ pub enum SourceKind {
         /// Port.
         port: u16,
     },
-    /// Lines of the text files that appear in a directory after the job starts (Spark's
-    /// `textFileStream`), each file read once.
+    /// Lines of the text files that appear in a directory (Spark's `textFileStream`),
+    /// each file read once, also across restarts of a checkpointed job.
     Directory {
         /// The watched directory.
         path: PathBuf,
+        /// Whether files present at the job's first start are read too.
+        include_existing: bool,
+        /// Files modified longer than this before the newest file seen are forgotten
+        /// and never read.
+        max_file_age: std::time::Duration,
     },
     /// The lines of one text file, all at once or a number per batch; ends at its end.
     File {

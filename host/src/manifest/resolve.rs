@@ -373,6 +373,14 @@ impl<'a> Resolver<'a> {
                 spec.batches_file.as_ref().map(Spanned::span),
             ),
             ("format", spec.format.as_ref().map(Spanned::span)),
+            (
+                "include_existing",
+                spec.include_existing.as_ref().map(Spanned::span),
+            ),
+            (
+                "max_file_age",
+                spec.max_file_age.as_ref().map(Spanned::span),
+            ),
         ]
         .into_iter()
         .chain(kafka::source_fields(spec))
@@ -393,13 +401,29 @@ impl<'a> Resolver<'a> {
                 SourceKind::Socket { host, port }
             }
             "directory" => {
-                self.only(&fields, &["path"], "a directory source")?;
+                self.only(
+                    &fields,
+                    &["path", "include_existing", "max_file_age"],
+                    "a directory source",
+                )?;
                 let path = self.required(&spec.path, &spec.kind, "path", "a directory source")?;
                 let directory = self.base.join(path.get_ref());
                 if !directory.is_dir() {
                     return Err(self.error(Some(path.span()), format!("directory {} does not exist", directory.display()), "create it first, or fix the path (relative paths start at the manifest's directory)"));
                 }
-                SourceKind::Directory { path: directory }
+                SourceKind::Directory {
+                    path: directory,
+                    include_existing: spec
+                        .include_existing
+                        .as_ref()
+                        .is_some_and(|include| *include.get_ref()),
+                    max_file_age: spec
+                        .max_file_age
+                        .as_ref()
+                        .map_or(Ok(bounds::MAX_FILE_AGE_DEFAULT), |age| {
+                            self.duration(age, "max_file_age", &bounds::MAX_FILE_AGE)
+                        })?,
+                }
             }
             "file" => {
                 self.only(&fields, &["path", "lines_per_batch"], "a file source")?;

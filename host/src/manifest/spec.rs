@@ -83,6 +83,11 @@ pub struct SourceSpec {
     pub group_id: Option<Spanned<String>>,
     pub properties: Option<Spanned<BTreeMap<String, String>>>,
     pub on_decode_error: Option<Spanned<String>>,
+    pub include_existing: Option<Spanned<bool>>,
+    pub max_file_age: Option<Spanned<String>>,
+    pub backpressure: Option<Spanned<bool>>,
+    pub initial_rate: Option<Spanned<i64>>,
+    pub max_rate: Option<Spanned<i64>>,
 }
 
 /// One `[[streams]]` table: a stream derived from another by a pipeline of steps.

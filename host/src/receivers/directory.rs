@@ -1,57 +1,199 @@
-//! directory: lines of the files that appear in a directory, as Spark's `textFileStream`.
+//! directory: lines of the files that appear in a directory, as Spark's `textFileStream`,
+//! each file read once, also across restarts: every piece read is logged with the file's
+//! identity (name, size, modification time) in the frame that holds its lines.
 
-use std::collections::HashSet;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use sluice_abi::Batch;
 
 use super::{Intake, push_line};
+use crate::checkpoint::files::{FileId, SeenFiles};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Watches `dir` and appends the lines of every file that appears after the start, each
-/// file once. As in Spark, files present at the start and hidden files (`.name`, the
-/// convention for files still being written) are ignored: move finished files in.
-pub async fn receive(source: String, dir: PathBuf, intake: Arc<Intake>) {
-    let mut seen: HashSet<PathBuf> = list(&source, &dir).into_iter().collect();
-    tracing::info!(
-        source,
-        "watching {} for new files ({} already there are not read)",
-        dir.display(),
-        seen.len()
-    );
+/// The most bytes read from a file at once: a piece ends at the last line end within it
+/// (a single longer line is read whole).
+pub const PIECE_BYTES: u64 = 16 << 20;
+
+/// What a directory source watches, and how.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// The source's name.
+    pub source: String,
+    /// The watched directory.
+    pub dir: PathBuf,
+    /// Whether files present at the first start are read.
+    pub include_existing: bool,
+    /// How long before the newest file seen a file may have been modified and still be read.
+    pub max_file_age: Duration,
+}
+
+/// Watches the directory and appends the lines of every file that appears, each file
+/// once. `seen` is what the log says was read before a restart (empty at a first start):
+/// at a first start, the files already there are recorded as read without their lines
+/// unless `include_existing`; after a restart, every file not read yet is read, those that
+/// arrived while the job was down included. Hidden files (`.name`, the convention for files
+/// still being written) are ignored: move finished files in.
+pub async fn receive(watch: Watch, mut seen: SeenFiles, intake: Arc<Intake>) {
+    let source = watch.source.as_str();
+    let max_age_ms = i64::try_from(watch.max_file_age.as_millis()).unwrap_or(i64::MAX);
+    let mut first = true;
     loop {
+        let files = list(source, &watch.dir);
+        let newest = files.iter().map(|(file, _)| file.mtime_ms).max();
+        let forget_before_ms = newest
+            .map_or(i64::MIN, |newest| newest.saturating_sub(max_age_ms))
+            .max(seen.forget_before_ms);
+        if !seen.listed {
+            let mut listing = SeenFiles {
+                listed: true,
+                forget_before_ms,
+                ..SeenFiles::default()
+            };
+            if !watch.include_existing {
+                listing.read = files
+                    .iter()
+                    .map(|(file, _)| (file.clone(), file.size))
+                    .collect();
+            }
+            if !intake.append_files(&listing, &Batch::new()) {
+                return;
+            }
+            seen.merge(&listing);
+        }
+        if first {
+            let unread = files
+                .iter()
+                .filter(|(file, _)| seen.resume_at(file).is_some())
+                .count();
+            tracing::info!(
+                source,
+                "watching {} for new files ({} there, {unread} of them to read)",
+                watch.dir.display(),
+                files.len(),
+            );
+            first = false;
+        }
+        for (file, path) in files {
+            let Some(start) = seen.resume_at(&file) else {
+                continue;
+            };
+            if !read_file(
+                source,
+                &path,
+                &file,
+                start,
+                forget_before_ms,
+                &mut seen,
+                &intake,
+            )
+            .await
+            {
+                return;
+            }
+        }
         tokio::time::sleep(POLL_INTERVAL).await;
-        let mut new_files: Vec<PathBuf> = list(&source, &dir)
-            .into_iter()
-            .filter(|path| !seen.contains(path))
-            .collect();
-        new_files.sort();
-        for path in new_files {
-            match tokio::fs::read(&path).await {
-                Ok(bytes) => {
-                    let mut batch = Batch::new();
-                    String::from_utf8_lossy(&bytes)
-                        .lines()
-                        .for_each(|line| push_line(&mut batch, line));
-                    tracing::info!(source, "read {} lines from {}", batch.len(), path.display());
-                    intake.append(&batch);
-                    seen.insert(path);
-                }
-                // Not marked as seen: the next poll tries again.
-                Err(error) => tracing::warn!(
+    }
+}
+
+/// Appends the lines of `file` from byte `start` on, a piece at a time, each piece logged
+/// with how far the file is read; waits for room in the intake before each piece. Returns
+/// false if the log could not take a piece (the job then fails at its next cut).
+async fn read_file(
+    source: &str,
+    path: &Path,
+    file: &FileId,
+    start: u64,
+    forget_before_ms: i64,
+    seen: &mut SeenFiles,
+    intake: &Intake,
+) -> bool {
+    let mut offset = start;
+    let mut lines = 0;
+    while offset < file.size {
+        intake.wait_for_room(source).await;
+        let piece = {
+            let (path, file) = (path.to_owned(), file.clone());
+            tokio::task::spawn_blocking(move || read_piece(&path, &file, offset)).await
+        };
+        let bytes = match piece {
+            Ok(Ok(bytes)) => bytes,
+            // Not recorded as read: the next poll tries again (if the file is still there).
+            Ok(Err(error)) => {
+                tracing::warn!(
                     source,
                     "cannot read {}: {error}; will retry",
                     path.display()
-                ),
+                );
+                return true;
             }
+            Err(error) => {
+                tracing::error!(source, "reading {} panicked: {error}", path.display());
+                return true;
+            }
+        };
+        let batch = lines_of(&bytes);
+        offset += bytes.len() as u64;
+        let delta = SeenFiles {
+            listed: false,
+            read: [(file.clone(), offset)].into(),
+            forget_before_ms,
+        };
+        if !intake.append_files(&delta, &batch) {
+            return false;
+        }
+        seen.merge(&delta);
+        lines += batch.len();
+    }
+    tracing::info!(source, "read {lines} lines from {}", path.display());
+    true
+}
+
+/// The bytes of `file` from `offset` to the end of the last line that starts within
+/// [`PIECE_BYTES`] of it (or to the file's size as listed).
+fn read_piece(path: &Path, file: &FileId, offset: u64) -> io::Result<Vec<u8>> {
+    let mut handle = std::fs::File::open(path)?;
+    handle.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    let mut handle = handle.take(file.size - offset);
+    loop {
+        let before = bytes.len();
+        (&mut handle).take(PIECE_BYTES).read_to_end(&mut bytes)?;
+        let at_end = (offset + bytes.len() as u64) >= file.size;
+        if at_end {
+            return Ok(bytes);
+        }
+        if ((bytes.len() - before) as u64) < PIECE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "it holds {} bytes, fewer than the {} it had when listed",
+                    offset + bytes.len() as u64,
+                    file.size
+                ),
+            ));
+        }
+        if let Some(last) = bytes[before..].iter().rposition(|&byte| byte == b'\n') {
+            bytes.truncate(before + last + 1);
+            return Ok(bytes);
         }
     }
 }
 
-fn list(source: &str, dir: &Path) -> Vec<PathBuf> {
+/// The lines of `bytes` as string records (a last line without its line end included).
+fn lines_of(bytes: &[u8]) -> Batch {
+    let mut batch = Batch::new();
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .for_each(|line| push_line(&mut batch, line));
+    batch
+}
+
+/// The visible regular files of `dir` with their identities, oldest first (then by name).
+fn list(source: &str, dir: &Path) -> Vec<(FileId, PathBuf)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
@@ -59,10 +201,84 @@ fn list(source: &str, dir: &Path) -> Vec<PathBuf> {
             return Vec::new();
         }
     };
-    entries
+    let mut files: Vec<(FileId, PathBuf)> = entries
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
         .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
-        .map(|entry| entry.path())
-        .collect()
+        .filter_map(|entry| {
+            let metadata = entry.metadata().ok().filter(|meta| meta.is_file())?;
+            let mtime_ms = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |since| since.as_millis() as i64);
+            let file = FileId {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: metadata.len(),
+                mtime_ms,
+            };
+            Some((file, entry.path()))
+        })
+        .collect();
+    files.sort_by(|(a, _), (b, _)| (a.mtime_ms, &a.name).cmp(&(b.mtime_ms, &b.name)));
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(path: &Path) -> FileId {
+        FileId {
+            name: "f".to_owned(),
+            size: std::fs::metadata(path).unwrap().len(),
+            mtime_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_piece_ends_at_a_line_end_and_pieces_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let line = "x".repeat(999) + "\n";
+        let text = line.repeat((2 * PIECE_BYTES as usize) / line.len() + 3) + "tail";
+        std::fs::write(&path, &text).unwrap();
+        let file = identity(&path);
+        let mut offset = 0;
+        let mut lines = 0;
+        while offset < file.size {
+            let piece = read_piece(&path, &file, offset).unwrap();
+            assert!(piece.len() as u64 <= PIECE_BYTES);
+            assert!(piece.ends_with(b"\n") || offset + piece.len() as u64 == file.size);
+            lines += lines_of(&piece).len();
+            offset += piece.len() as u64;
+        }
+        assert_eq!(offset, file.size);
+        assert_eq!(lines, text.lines().count());
+    }
+
+    #[test]
+    fn a_line_longer_than_a_piece_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let long = PIECE_BYTES as usize + 10;
+        let text = "y".repeat(long) + "\n" + &"short\n".repeat(PIECE_BYTES as usize / 6);
+        std::fs::write(&path, &text).unwrap();
+        let file = identity(&path);
+        let piece = read_piece(&path, &file, 0).unwrap();
+        assert!(piece.len() > long && piece.len() < file.size as usize);
+        assert!(piece.ends_with(b"\n"));
+        let lines = lines_of(&piece);
+        assert_eq!(lines.len(), 1 + (piece.len() - long - 1) / 6);
+    }
+
+    #[test]
+    fn a_file_shorter_than_listed_is_an_error_not_a_silent_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "a\n").unwrap();
+        let mut file = identity(&path);
+        file.size = 100;
+        let error = read_piece(&path, &file, 0).unwrap_err();
+        assert!(error.to_string().contains("fewer than the 100"), "{error}");
+    }
 }

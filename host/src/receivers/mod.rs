@@ -5,6 +5,7 @@
 mod directory;
 mod generator;
 mod queue;
+pub mod rate;
 mod socket;
 mod stdin;
 mod table;
@@ -17,6 +18,7 @@ use sluice_abi::{Batch, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::files::{SeenBySource, SeenFiles};
 use crate::checkpoint::{Cut, OffsetRange, Wal};
 use crate::connectors::kafka::KafkaSource;
 use crate::manifest::{SourceConfig, SourceKind};
@@ -57,8 +59,20 @@ pub trait Ranged: Send + Sync {
     /// Starts reading where `ranges` end (partitions not in them: at the starting offsets).
     fn resume_after(&self, ranges: &[OffsetRange]);
 
-    /// The batch that took `ranges` is complete: commit them to the consumer group.
-    fn completed(&self, ranges: &[OffsetRange]);
+    /// The batch that took `ranges` is complete (as `batch` says): commit them to the
+    /// consumer group, and tell the rate limit how fast the job went.
+    fn completed(&self, ranges: &[OffsetRange], batch: &Completed);
+}
+
+/// How a completed batch went, for the sources' rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    /// Its batch time, in milliseconds since the epoch.
+    pub time_ms: i64,
+    /// How long computing it took.
+    pub processing: std::time::Duration,
+    /// How long it waited after its time before it started computing.
+    pub scheduling_delay: std::time::Duration,
 }
 
 /// A source that can give any earlier cut's records again.
@@ -76,6 +90,11 @@ pub trait Replayable {
 /// The write-ahead log a job's receivers share.
 type SharedWal = Arc<Mutex<Wal>>;
 
+/// The most record bytes a streaming receiver leaves waiting for a cut: past it, the
+/// receiver pauses (a socket or stdin is not read, a directory's next piece waits) until
+/// the next cut takes them, so memory stays bounded however slow the job is.
+pub const MAX_WAITING_BYTES: usize = 64 << 20;
+
 /// Where a streaming receiver's task leaves records until the next cut; with a
 /// write-ahead log, records are logged before they count as received.
 #[derive(Default)]
@@ -84,12 +103,17 @@ pub struct Intake {
     finished: AtomicBool,
     log: Option<(SharedWal, usize)>,
     failure: Mutex<Option<String>>,
+    /// Woken at every cut, for receivers waiting for room.
+    room: tokio::sync::Notify,
+    /// The most record bytes it holds before its receiver pauses.
+    bound: usize,
 }
 
 impl Intake {
     fn logged(wal: Option<SharedWal>, source: usize) -> Self {
         Self {
             log: wal.map(|wal| (wal, source)),
+            bound: MAX_WAITING_BYTES,
             ..Self::default()
         }
     }
@@ -99,28 +123,66 @@ impl Intake {
     /// both, so that a cut never separates the two); if the log cannot take them, they
     /// are not received and the job fails at its next cut.
     pub fn append(&self, records: &Batch) {
-        if records.is_empty() {
-            return;
+        if !records.is_empty() {
+            self.deliver(records, |wal, source| wal.records(source, records));
         }
-        let mut log = self
+    }
+
+    /// Appends records a directory source read with what it read them from (logged in
+    /// one frame, even without records: a listing); false if the log could not take them.
+    pub fn append_files(&self, files: &SeenFiles, records: &Batch) -> bool {
+        self.deliver(records, |wal, source| wal.files(source, files, records))
+    }
+
+    /// Logs with `log` (if there is a log), then buffers `records`, holding the log's
+    /// lock across both; false if the log failed (the failure is kept for the next cut).
+    fn deliver(&self, records: &Batch, log: impl FnOnce(&mut Wal, usize) -> Result<()>) -> bool {
+        let mut wal = self
             .log
             .as_ref()
             .map(|(wal, source)| (wal.lock().expect("log poisoned"), *source));
-        if let Some((wal, source)) = &mut log
-            && let Err(error) = wal.records(*source, records)
+        if let Some((wal, source)) = &mut wal
+            && let Err(error) = log(wal, *source)
         {
             tracing::error!("{error:#}");
             self.failure
                 .lock()
                 .expect("intake poisoned")
                 .get_or_insert(format!("{error:#}"));
-            return;
+            return false;
         }
         self.buffer
             .lock()
             .expect("intake poisoned")
             .extend_from(records);
-        drop(log);
+        drop(wal);
+        true
+    }
+
+    /// Waits until the records waiting for the next cut are below the intake's bound,
+    /// warning once if the receiver has to pause.
+    pub async fn wait_for_room(&self, source: &str) {
+        let mut warned = false;
+        loop {
+            let cut = self.room.notified();
+            let waiting = self.buffer.lock().expect("intake poisoned").data().len();
+            if waiting < self.bound {
+                if warned {
+                    tracing::info!(source, "resumed reading: the batch took what was waiting");
+                }
+                return;
+            }
+            if !warned {
+                tracing::warn!(
+                    source,
+                    waiting_bytes = waiting,
+                    "paused reading: {waiting} bytes wait for the next batch (the bound is {}); the job is slower than its input",
+                    self.bound
+                );
+                warned = true;
+            }
+            cut.await;
+        }
     }
 
     /// Puts back records the log already holds (received before a restart), without
@@ -145,7 +207,9 @@ impl Intake {
 
 impl Receiver for Intake {
     fn cut(&self) -> Batch {
-        std::mem::take(&mut *self.buffer.lock().expect("intake poisoned"))
+        let records = std::mem::take(&mut *self.buffer.lock().expect("intake poisoned"));
+        self.room.notify_waiters();
+        records
     }
 
     fn is_drained(&self) -> bool {
@@ -169,6 +233,9 @@ pub(crate) async fn read_lines(
     let mut line_number = 0u64;
     loop {
         line.clear();
+        if reader.buffer().is_empty() {
+            intake.wait_for_room(source).await;
+        }
         if reader.read_until(b'\n', &mut line).await? == 0 {
             intake.append(&pending);
             return Ok(());
@@ -213,6 +280,16 @@ impl Receivers {
     /// Starts a receiver for every source; records of sources that cannot replay them go
     /// to `wal` before they count as received.
     pub fn start_logged(sources: &[SourceConfig], wal: Option<SharedWal>) -> Result<Self> {
+        Self::start_recovered(sources, wal, &SeenBySource::new())
+    }
+
+    /// Starts a receiver for every source as [`start_logged`](Self::start_logged) does;
+    /// directory sources go on from the files `files` (from recovery) says they read.
+    pub fn start_recovered(
+        sources: &[SourceConfig],
+        wal: Option<SharedWal>,
+        files: &SeenBySource,
+    ) -> Result<Self> {
         let mut receivers: Vec<Arc<dyn Receiver>> = Vec::new();
         let mut intakes = Vec::new();
         let mut tasks = Vec::new();
@@ -248,9 +325,20 @@ impl Receivers {
                 SourceKind::Socket { host, port } => {
                     tokio::spawn(socket::receive(name, host.clone(), *port, intake.clone()))
                 }
-                SourceKind::Directory { path } => {
-                    tokio::spawn(directory::receive(name, path.clone(), intake.clone()))
-                }
+                SourceKind::Directory {
+                    path,
+                    include_existing,
+                    max_file_age,
+                } => tokio::spawn(directory::receive(
+                    directory::Watch {
+                        source: name,
+                        dir: path.clone(),
+                        include_existing: *include_existing,
+                        max_file_age: *max_file_age,
+                    },
+                    files.get(&(index as u32)).cloned().unwrap_or_default(),
+                    intake.clone(),
+                )),
                 SourceKind::Generator { rate, limit } => {
                     tokio::spawn(generator::receive(*rate, *limit, intake.clone()))
                 }
@@ -391,11 +479,11 @@ impl Receivers {
 pub struct Completion(Vec<(usize, Arc<dyn Receiver>)>);
 
 impl Completion {
-    /// Batch `cut` is complete.
-    pub fn completed(&self, cut: &Cut) {
+    /// Batch `cut` is complete, as `batch` says.
+    pub fn completed(&self, cut: &Cut, batch: &Completed) {
         for (index, receiver) in &self.0 {
             if let (Some(ranged), Some(ranges)) = (receiver.ranged(), cut.ranges.get(*index)) {
-                ranged.completed(ranges);
+                ranged.completed(ranges, batch);
             }
         }
     }

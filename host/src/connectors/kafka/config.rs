@@ -58,6 +58,8 @@ pub struct KafkaSourceConfig {
     pub starting_offsets: StartingOffsets,
     /// At most this many records per partition per batch.
     pub max_records_per_partition: Option<u64>,
+    /// Backpressure and the rate limits per partition.
+    pub rate: crate::receivers::rate::RateConfig,
     /// How values are decoded.
     pub value_format: Format,
     /// How keys are decoded; `None`: records are values only, else `[key, value]` pairs.

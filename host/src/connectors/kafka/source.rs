@@ -24,7 +24,8 @@ use sluice_abi::{Batch, Value};
 use super::config::{KafkaSourceConfig, OnDecodeError, StartingOffsets, Topics};
 use super::decode::decode;
 use crate::checkpoint::OffsetRange;
-use crate::receivers::{Ranged, Receiver};
+use crate::receivers::rate::RateLimit;
+use crate::receivers::{Completed, Ranged, Receiver};
 
 /// How often the cluster's metadata is polled for new partitions and topics.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,6 +44,7 @@ type Partition = (String, i32);
 pub struct KafkaSource {
     shared: Arc<Shared>,
     started: Mutex<bool>,
+    rate: RateLimit,
 }
 
 struct Shared {
@@ -106,6 +108,7 @@ impl KafkaSource {
                 stop: AtomicBool::new(false),
             }),
             started: Mutex::new(false),
+            rate: RateLimit::new(config.rate),
         };
         if from_group {
             kafka.start(HashMap::new(), true);
@@ -406,11 +409,20 @@ impl Ranged for KafkaSource {
             .config
             .max_records_per_partition
             .map_or(usize::MAX, |limit| limit as usize);
+        let waiting: Vec<usize> = fetched
+            .partitions
+            .values()
+            .map(|fetching| fetching.records.len())
+            .collect();
+        let rate_limits = self.rate.per_partition(&waiting);
         let mut batch = Batch::new();
         let mut ranges = Vec::new();
         let mut taken = 0;
-        for ((topic, partition), fetching) in &mut fetched.partitions {
-            let count = fetching.records.len().min(limit);
+        for (index, ((topic, partition), fetching)) in fetched.partitions.iter_mut().enumerate() {
+            let rate_limit = rate_limits
+                .as_ref()
+                .map_or(usize::MAX, |limits| limits[index]);
+            let count = fetching.records.len().min(limit).min(rate_limit);
             let mut last = None;
             for (offset, record) in fetching.records.drain(..count) {
                 if !record.is_empty() {
@@ -456,7 +468,24 @@ impl Ranged for KafkaSource {
         self.start(resume, false);
     }
 
-    fn completed(&self, ranges: &[OffsetRange]) {
+    fn completed(&self, ranges: &[OffsetRange], batch: &Completed) {
+        let records = ranges
+            .iter()
+            .map(|range| (range.end - range.start).max(0) as u64)
+            .sum();
+        if let Some(rate) = self.rate.completed(
+            batch.time_ms,
+            records,
+            batch.processing,
+            batch.scheduling_delay,
+        ) {
+            tracing::debug!(
+                source = self.shared.source,
+                rate = rate as u64,
+                "backpressure: the next batches take at most {} records/s",
+                rate as u64
+            );
+        }
         let mut offsets = TopicPartitionList::new();
         for range in ranges {
             if let Err(error) = offsets.add_partition_offset(

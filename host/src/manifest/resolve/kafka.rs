@@ -11,6 +11,7 @@ use crate::connectors::kafka::{
 };
 use crate::manifest::bounds;
 use crate::manifest::spec::{SinkSpec, SourceSpec};
+use crate::receivers::rate::RateConfig;
 
 /// The keys a Kafka source takes.
 pub(super) const SOURCE_KEYS: &[&str] = &[
@@ -19,6 +20,9 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "topic_pattern",
     "starting_offsets",
     "max_records_per_partition",
+    "backpressure",
+    "initial_rate",
+    "max_rate",
     "key_format",
     "value_format",
     "metadata",
@@ -54,6 +58,9 @@ pub(super) fn source_fields(spec: &SourceSpec) -> Vec<Field> {
             "max_records_per_partition",
             span(&spec.max_records_per_partition),
         ),
+        ("backpressure", span(&spec.backpressure)),
+        ("initial_rate", span(&spec.initial_rate)),
+        ("max_rate", span(&spec.max_rate)),
         ("key_format", span(&spec.key_format)),
         ("value_format", span(&spec.value_format)),
         ("metadata", span(&spec.metadata)),
@@ -153,6 +160,23 @@ impl Resolver<'_> {
             topics,
             starting_offsets: self.starting_offsets(spec)?,
             max_records_per_partition,
+            rate: RateConfig {
+                batch_interval: self.interval,
+                backpressure: spec
+                    .backpressure
+                    .as_ref()
+                    .is_some_and(|backpressure| *backpressure.get_ref()),
+                initial_rate: spec
+                    .initial_rate
+                    .as_ref()
+                    .map(|rate| self.count(rate, "initial_rate", &bounds::RATE))
+                    .transpose()?,
+                max_rate: spec
+                    .max_rate
+                    .as_ref()
+                    .map(|rate| self.count(rate, "max_rate", &bounds::RATE))
+                    .transpose()?,
+            },
             value_format,
             key_format,
             metadata: spec
