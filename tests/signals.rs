@@ -5,71 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::run::{Run, message_of};
-use common::wordcount::{counted, final_counts};
+use common::wordcount::{counted, final_counts, slow_input as input, slow_word_count};
 use serde_json::Value as Json;
-
-/// Lines of the input: 40 lines, one per batch, each taking 50 ms in `faulty#linger`:
-/// batches are cut every 20 ms, faster than they are computed, so one is always in flight
-/// and more wait in the log.
-fn input() -> String {
-    let words = ["river", "gate", "sluice", "flow", "canal"];
-    (0..40)
-        .map(|i| format!("{} {}", words[i % 5], words[(i * 3 + 1) % 5]))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// A checkpointed stateful word count over the input, its running totals written to a
-/// JSON-lines file per batch.
-fn slow_word_count(dir: &Path) -> PathBuf {
-    std::fs::write(dir.join("input.txt"), input()).unwrap();
-    let manifest = format!(
-        r#"name = "slow-wordcount"
-batch_interval = "20ms"
-partitions = 1
-
-[checkpoint]
-dir = "checkpoint"
-every = 100
-
-[udfs]
-wc = "{wordcount}"
-faulty = "{faulty}"
-
-[[sources]]
-name = "lines"
-kind = "file"
-path = "input.txt"
-lines_per_batch = 1
-
-[[streams]]
-name = "counts"
-from = "lines"
-steps = [
-  {{ op = "map", udf = "faulty#linger" }},
-  {{ op = "flat_map", udf = "wc#tokenize" }},
-  {{ op = "map", udf = "wc#with_one" }},
-  {{ op = "update_state_by_key", udf = "wc#running_count" }},
-]
-
-[[sinks]]
-from = "counts"
-kind = "files"
-prefix = "out/counts"
-suffix = "jsonl"
-format = "json_lines"
-"#,
-        wordcount = common::udf("wordcount").display(),
-        faulty = common::udf("faulty").display(),
-    );
-    let path = dir.join("job.toml");
-    std::fs::write(&path, manifest).unwrap();
-    path
-}
 
 fn batch_reports(log: &[Json]) -> Vec<&Json> {
     log.iter()
@@ -93,7 +34,7 @@ fn restart_to_the_end(dir: &Path, manifest: &Path) -> (BTreeMap<String, i64>, Ve
 /// report follows, the process exits 0 soon after, and a restart counts every word once.
 fn stops_after_the_batch_in_flight(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = slow_word_count(dir.path());
+    let manifest = slow_word_count(dir.path(), "slow-wordcount");
     let mut run = Run::start(&manifest, &[]);
     run.wait_for("batch done");
     run.wait_for("batch done");
@@ -156,7 +97,7 @@ fn ctrl_c_finishes_the_batch_in_flight_and_a_restart_is_exact() {
 #[test]
 fn a_second_ctrl_c_stops_at_once_and_the_abandoned_batch_is_re_run() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = slow_word_count(dir.path());
+    let manifest = slow_word_count(dir.path(), "slow-wordcount");
     let mut run = Run::start(&manifest, &[]);
     run.wait_for("batch done");
     run.signal("INT");
@@ -178,7 +119,7 @@ fn a_second_ctrl_c_stops_at_once_and_the_abandoned_batch_is_re_run() {
 #[test]
 fn a_closed_log_pipe_stops_the_run_with_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = slow_word_count(dir.path());
+    let manifest = slow_word_count(dir.path(), "slow-wordcount");
     let mut run = Run::start(&manifest, &[]);
     run.wait_for("batch done");
     // Dropping the only reader closes the pipe: the next log line cannot be written.
@@ -194,7 +135,7 @@ fn a_closed_log_pipe_stops_the_run_with_an_error_not_a_panic() {
 #[test]
 fn a_second_run_on_the_same_checkpoint_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = slow_word_count(dir.path());
+    let manifest = slow_word_count(dir.path(), "slow-wordcount");
     let mut first = Run::start(&manifest, &[]);
     first.wait_for("batch done");
     let (status, log) = Run::start(&manifest, &[]).finish();
@@ -213,7 +154,7 @@ fn a_second_run_on_the_same_checkpoint_directory_is_refused() {
 #[test]
 fn batch_limit_after_a_recovery_counts_only_new_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = slow_word_count(dir.path());
+    let manifest = slow_word_count(dir.path(), "slow-wordcount");
     let mut crashed = Run::start(&manifest, &[]);
     for _ in 0..4 {
         crashed.wait_for("batch done");

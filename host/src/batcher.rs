@@ -64,6 +64,9 @@ pub enum StopReason {
     BatchLimit,
     /// Stopped from outside (Ctrl-C).
     Stopped,
+    /// Stopped by force ([`Job::force_stop`]): the batch in flight was abandoned, and is
+    /// re-run from the write-ahead log at the next start.
+    Forced,
 }
 
 /// How a run went.
@@ -127,8 +130,11 @@ pub async fn run(
                     return Ok(summary);
                 }
                 let inputs = receivers.replay(&cut, logged)?;
-                let (stats, written) =
-                    compute(&job, Some(&checkpointer), cut.clone(), inputs).await?;
+                let computed = compute(&job, Some(&checkpointer), cut.clone(), inputs).await;
+                let Some((stats, written)) = unless_forced(&job, computed)? else {
+                    summary.reason = StopReason::Forced;
+                    return Ok(summary);
+                };
                 summary.replayed += 1;
                 unsaved = written.is_none().then(|| cut.clone());
                 report(&BatchReport {
@@ -179,13 +185,19 @@ pub async fn run(
         let Some(cut) = cut else {
             break StopReason::Stopped;
         };
+        if job.is_force_stopped() {
+            break StopReason::Forced;
+        }
         let cut = cut?;
         let time_ms = cut.logged.time_ms;
         let scheduling_delay = since(time_ms);
         let number = cut.logged.number;
         let queued = pending.len();
         let logged = cut.logged.clone();
-        let (stats, written) = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await?;
+        let computed = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await;
+        let Some((stats, written)) = unless_forced(&job, computed)? else {
+            break StopReason::Forced;
+        };
         completion.completed(
             &logged,
             &Completed {
@@ -225,6 +237,16 @@ pub async fn run(
         summary.checkpoint = checkpoint_last(&job, checkpointer, unsaved).await?;
     }
     Ok(summary)
+}
+
+/// A batch's computation, `None` if it failed because the job was stopped by force: the
+/// batch is then abandoned (its state changes are never checkpointed, and the log re-runs
+/// it at the next start), which is no failure of the job.
+fn unless_forced<T>(job: &Job, computed: Result<T>) -> Result<Option<T>> {
+    match computed {
+        Err(_) if job.is_force_stopped() => Ok(None),
+        computed => computed.map(Some),
+    }
 }
 
 /// On a stop, checkpoints the state after `unsaved`, the last batch computed, if no

@@ -1,11 +1,16 @@
 //! A host: one process running any number of jobs side by side, sharing the WASM
 //! runtime (engine, compiled components) but nothing else: each job has its own UDF
 //! instances, limits, receivers and sinks, and a failing job stops only itself.
+//!
+//! A stop asks the batch in flight to finish; if the job has not ended [`STOP_GRACE`]
+//! later, its guest calls are cancelled and the batch is abandoned: it stays in the
+//! write-ahead log, to be re-run at the next start.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +22,10 @@ use crate::manifest;
 use crate::receivers::Receivers;
 use crate::runtime::{Runtime, RuntimeConfig};
 
+/// How long a stopped job may take to finish its batch in flight before it is stopped by
+/// force.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs jobs.
 pub struct Host {
     runtime: Arc<Runtime>,
@@ -26,17 +35,30 @@ pub struct Host {
 pub struct JobHandle {
     /// The job's name.
     pub name: String,
-    /// One report per computed batch.
+    /// The tenant the job runs for.
+    pub tenant: String,
+    /// One report per computed batch; the channel closes when the run ends.
     pub reports: mpsc::UnboundedReceiver<BatchReport>,
     /// Batches its recovery went on without ([`RecoveryOptions::accept_data_loss`]).
     pub lost: Vec<Loss>,
     stop: CancellationToken,
+    job: Arc<Job>,
     task: JoinHandle<Result<RunSummary>>,
 }
 
 impl JobHandle {
-    /// Asks the job to stop after the batch in flight (see [`RunOptions::stop`]).
+    /// Asks the job to stop after the batch in flight (see [`RunOptions::stop`]); if it
+    /// has not ended [`STOP_GRACE`] later, it is stopped by force ([`JobHandle::force_stop`]).
     pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops the job at once: its guest calls, running or queued, are cancelled and the
+    /// batch in flight is abandoned, to be re-run from the write-ahead log at the next
+    /// start (a job without a checkpoint directory loses it). The run ends with
+    /// [`StopReason::Forced`](crate::batcher::StopReason::Forced).
+    pub fn force_stop(&self) {
+        self.job.force_stop();
         self.stop.cancel();
     }
 
@@ -112,8 +134,10 @@ impl Host {
             stop: stop.clone(),
         };
         let (sender, reports) = mpsc::unbounded_channel();
+        let job = Arc::new(job);
+        let tenant = job.tenant().to_owned();
         let run = batcher::run(
-            Arc::new(job),
+            job.clone(),
             receivers,
             checkpointing,
             options,
@@ -121,20 +145,100 @@ impl Host {
                 let _ = sender.send(report.clone());
             },
         );
-        let task = tokio::spawn(async move {
-            let summary = run.await;
-            // The checkpoint directory is this run's until the run has ended.
-            drop(lock);
-            summary
+        let task = tokio::spawn({
+            let (job, stop) = (job.clone(), stop.clone());
+            async move {
+                let mut run = std::pin::pin!(run);
+                let summary = tokio::select! {
+                    summary = &mut run => summary,
+                    () = grace_over(&stop) => {
+                        if !job.is_force_stopped() {
+                            tracing::warn!(
+                                job = job.config().name,
+                                tenant = job.tenant(),
+                                "the batch in flight did not finish within {} s of the stop: \
+                                 stopping by force",
+                                STOP_GRACE.as_secs()
+                            );
+                            job.force_stop();
+                        }
+                        run.await
+                    }
+                };
+                // The checkpoint directory is this run's until the run has ended.
+                drop(lock);
+                summary
+            }
         });
         Ok(JobHandle {
             name,
+            tenant,
             reports,
             lost,
             stop,
+            job,
             task,
         })
     }
+}
+
+/// Refuses jobs that would run side by side in one host under one name, or on one
+/// checkpoint directory (whose log and state only one run may own). Each job is given as
+/// `(its manifest, its job)`.
+pub fn check_apart(jobs: &[(&Path, &Job)]) -> Result<()> {
+    let places: Vec<(&Path, &str, Option<PathBuf>)> = jobs
+        .iter()
+        .map(|(manifest, job)| {
+            let dir = job
+                .config()
+                .checkpoint
+                .as_ref()
+                .map(|config| place(&config.dir));
+            (*manifest, job.config().name.as_str(), dir)
+        })
+        .collect();
+    check_places(&places)
+}
+
+/// [`check_apart`] on `(manifest, job name, checkpoint directory)`.
+fn check_places(jobs: &[(&Path, &str, Option<PathBuf>)]) -> Result<()> {
+    for (index, (manifest, name, dir)) in jobs.iter().enumerate() {
+        for (other_manifest, other_name, other_dir) in &jobs[..index] {
+            if name == other_name {
+                bail!(
+                    "{} and {} both name their job `{name}`: jobs that run together need \
+                     names of their own (the logs tell them apart by name)",
+                    other_manifest.display(),
+                    manifest.display()
+                );
+            }
+            if let (Some(dir), Some(other_dir)) = (dir, other_dir)
+                && dir == other_dir
+            {
+                bail!(
+                    "jobs `{other_name}` ({}) and `{name}` ({}) both use checkpoint directory \
+                     {}: give each job its own `[checkpoint] dir`",
+                    other_manifest.display(),
+                    manifest.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where `dir` is, for comparing: resolved through symbolic links once it exists.
+fn place(dir: &Path) -> PathBuf {
+    dir.canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_owned())
+}
+
+/// Completes [`STOP_GRACE`] after `stop` is cancelled.
+async fn grace_over(stop: &CancellationToken) {
+    stop.cancelled().await;
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 fn log_recovery(job: &str, tenant: &str, recovery: &crate::checkpoint::Recovery) {
@@ -168,6 +272,45 @@ fn log_recovery(job: &str, tenant: &str, recovery: &crate::checkpoint::Recovery)
             tenant,
             batches = recovery.replay.len(),
             "re-running the batches cut before the restart"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_on_one_checkpoint_directory_are_refused_naming_both() {
+        let dir = |path: &str| Some(PathBuf::from(path));
+        let (a, b) = (Path::new("a.toml"), Path::new("b.toml"));
+        check_places(&[(a, "one", dir("/c/one")), (b, "two", dir("/c/two"))]).unwrap();
+        check_places(&[(a, "one", None), (b, "two", None)]).unwrap();
+        let error = check_places(&[(a, "one", dir("/c/x")), (b, "two", dir("/c/x"))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "jobs `one` (a.toml) and `two` (b.toml) both use checkpoint directory /c/x"
+            ),
+            "{error}"
+        );
+        let error = check_places(&[(a, "one", None), (b, "one", None)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a.toml and b.toml both name their job `one`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_the_same_place_by_any_path() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("x")).unwrap();
+        assert_eq!(
+            place(&root.path().join("x")),
+            place(&root.path().join("x/../x/."))
         );
     }
 }

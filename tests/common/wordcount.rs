@@ -147,3 +147,63 @@ pub fn sluice_run(manifest: &Path, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// The input of [`slow_word_count`]: 40 lines, one per batch, each taking 50 ms in
+/// `faulty#linger`: batches are cut every 20 ms, faster than they are computed, so one is
+/// always in flight and more wait in the log.
+pub fn slow_input() -> String {
+    let words = ["river", "gate", "sluice", "flow", "canal"];
+    (0..40)
+        .map(|i| format!("{} {}", words[i % 5], words[(i * 3 + 1) % 5]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A checkpointed stateful word count named `name` over [`slow_input`] (written to
+/// `dir/input.txt`), slowed down by `faulty#linger`, its running totals written to a
+/// JSON-lines file per batch in `dir/out`; its manifest is `dir/job.toml`.
+pub fn slow_word_count(dir: &Path, name: &str) -> PathBuf {
+    std::fs::write(dir.join("input.txt"), slow_input()).unwrap();
+    let manifest = format!(
+        r#"name = "{name}"
+batch_interval = "20ms"
+partitions = 1
+
+[checkpoint]
+dir = "checkpoint"
+every = 100
+
+[udfs]
+wc = "{wordcount}"
+faulty = "{faulty}"
+
+[[sources]]
+name = "lines"
+kind = "file"
+path = "input.txt"
+lines_per_batch = 1
+
+[[streams]]
+name = "counts"
+from = "lines"
+steps = [
+  {{ op = "map", udf = "faulty#linger" }},
+  {{ op = "flat_map", udf = "wc#tokenize" }},
+  {{ op = "map", udf = "wc#with_one" }},
+  {{ op = "update_state_by_key", udf = "wc#running_count" }},
+]
+
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+"#,
+        wordcount = super::udf("wordcount").display(),
+        faulty = super::udf("faulty").display(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}

@@ -33,11 +33,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job until Ctrl-C, until its bounded sources are drained, or for N batches.
+    /// Run jobs until Ctrl-C, until their bounded sources are drained, or for N batches.
+    /// Several manifests run side by side in one process, each job with its own checkpoint
+    /// directory; the run ends when every job has ended, and a failed job (exit code 1)
+    /// does not stop the others.
     Run {
-        /// The job manifest (TOML).
-        manifest: PathBuf,
-        /// Stop after this many batches.
+        /// The job manifests (TOML).
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        /// Stop each job after this many batches.
         #[arg(long)]
         batches: Option<u64>,
         /// Start this stateful step (`stream/step`, as errors name it) with empty state
@@ -226,14 +230,14 @@ pub fn main() -> ExitCode {
     init_logging(log);
     let outcome = match cli.command {
         Command::Run {
-            manifest,
+            manifests,
             batches,
             fresh_state,
             accept_data_loss,
             host_config,
             log,
         } => run::run(
-            &manifest,
+            &manifests,
             batches,
             host_config.as_deref(),
             &sluice::checkpoint::RecoveryOptions {

@@ -1,18 +1,21 @@
-//! `sluice run`.
+//! `sluice run`: one or more jobs in one process, on one host (one WASM runtime and guest
+//! scheduler), each job with its own checkpoint directory.
 //!
 //! Stopping follows what services are asked by people and supervisors alike: the first
-//! Ctrl-C, SIGTERM (systemd, Kubernetes) or SIGHUP (a closed terminal) finishes the batch
-//! in flight and ends the run; the second ends the process at once. Nothing is lost by
-//! that: the write-ahead log holds every record received, and the abandoned batch is
-//! re-run at the next start.
+//! Ctrl-C, SIGTERM (systemd, Kubernetes) or SIGHUP (a closed terminal) asks every job to
+//! finish its batch in flight and end (a job whose batch has not finished 2 s later is
+//! stopped by force); the second stops every job by force at once and ends the process.
+//! Nothing is lost by that: the write-ahead log holds every record received, and an
+//! abandoned batch is re-run at the next start.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sluice::batcher::StopReason;
+use sluice::batcher::{BatchReport, StopReason};
 use sluice::checkpoint::RecoveryOptions;
-use sluice::host::Host;
+use sluice::host::{self, Host, JobHandle};
 use sluice::runtime::RuntimeConfig;
 use sluice::tenancy::HostConfig;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -21,8 +24,12 @@ use super::status::Status;
 use super::stderr;
 use super::{DATA_LOST, LogFormat};
 
+/// How long the jobs stopped by force on a second signal may take to end before the
+/// process exits without them.
+const FORCED_EXIT_WAIT: Duration = Duration::from_secs(1);
+
 pub fn run(
-    manifest: &Path,
+    manifests: &[PathBuf],
     batches: Option<u64>,
     host_config: Option<&Path>,
     recovery: &RecoveryOptions,
@@ -38,49 +45,121 @@ pub fn run(
             None => RuntimeConfig::default(),
         };
         let host = Host::new(runtime)?;
-        let job = host.load(manifest)?;
-        let name = job.config().name.clone();
-        let tenant = job.tenant().to_owned();
-        let progress = job.progress().clone();
-        let mut handle = host.start(job, batches, recovery)?;
-        let lost = std::mem::take(&mut handle.lost);
+        let mut jobs = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            let job = host
+                .load(manifest)
+                .with_context(|| format!("cannot load {}", manifest.display()))?;
+            jobs.push(job);
+        }
+        let named: Vec<_> = manifests.iter().map(PathBuf::as_path).zip(&jobs).collect();
+        host::check_apart(&named)?;
         let mut status = Status::new(log);
-        status.watch(&name, progress);
-        tracing::info!(
-            job = name,
-            tenant,
-            "started; Ctrl-C stops after the batch in flight, a second Ctrl-C at once"
-        );
+        let mut running = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let progress = job.progress().clone();
+            let handle = match host.start(job, batches, recovery) {
+                Ok(handle) => handle,
+                Err(error) => {
+                    // The jobs started before it end as on Ctrl-C, and the run fails.
+                    handles(&running).for_each(JobHandle::stop);
+                    let mut ending = Ending::default();
+                    while let Some((index, report)) = next_report(&mut running).await {
+                        match report {
+                            Some(report) => status.batch(&report),
+                            None => running[index].finish(&mut status, &mut ending).await,
+                        }
+                    }
+                    return Err(error);
+                }
+            };
+            status.watch(&handle.name, progress);
+            tracing::info!(
+                job = handle.name,
+                tenant = handle.tenant,
+                "started; Ctrl-C stops after the batch in flight, a second Ctrl-C at once"
+            );
+            running.push(Running::new(handle));
+        }
+        let mut ending = Ending::default();
         let mut stopping = false;
+        let mut forced: Option<(StopSignal, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
-                report = handle.reports.recv() => match report {
-                    Some(report) => status.batch(&report),
+                next = next_report(&mut running) => match next {
+                    Some((_, Some(report))) => status.batch(&report),
+                    Some((index, None)) => running[index].finish(&mut status, &mut ending).await,
                     None => break,
                 },
-                signal = signals.next() => {
+                signal = signals.next(), if forced.is_none() => {
                     if stopping {
                         status.message(&format!(
-                            "{}: stopped at once; the batch in flight is re-run at the next start",
+                            "{}: stopped at once; the batches in flight are re-run at the next start",
                             signal.name
                         ));
-                        std::process::exit(128 + signal.number);
+                        handles(&running).for_each(JobHandle::force_stop);
+                        forced = Some((signal, tokio::time::Instant::now() + FORCED_EXIT_WAIT));
+                        continue;
                     }
                     stopping = true;
                     status.message(&format!(
                         "{}: stopping after the batch in flight (again to stop at once)",
                         signal.name
                     ));
-                    handle.stop();
+                    handles(&running).for_each(JobHandle::stop);
                 }
+                () = tokio::time::sleep_until(forced.as_ref().map_or_else(
+                    tokio::time::Instant::now, |(_, deadline)| *deadline
+                )), if forced.is_some() => break,
                 () = stderr::lost(), if !stopping => {
                     stopping = true;
-                    handle.stop();
+                    handles(&running).for_each(JobHandle::stop);
                 }
             }
         }
         status.finish();
-        let summary = handle.finished().await?;
+        if let Some((signal, _)) = forced {
+            return Ok(ExitCode::from(128 + signal.number as u8));
+        }
+        if stderr::is_lost() {
+            // Nobody can read an error message now; the exit code is all that is left.
+            return Ok(ExitCode::FAILURE);
+        }
+        Ok(ending.code())
+    });
+    // A receiver may be blocked reading stdin on a thread of its own, and a job stopped by
+    // force on a second signal may not have ended: do not wait for them.
+    tokio.shutdown_background();
+    outcome
+}
+
+/// A job of the run, until it ends.
+struct Running {
+    handle: Option<JobHandle>,
+}
+
+impl Running {
+    fn new(handle: JobHandle) -> Self {
+        Self {
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits for the job, whose reports have ended, and says how it ended.
+    async fn finish(&mut self, status: &mut Status, ending: &mut Ending) {
+        let Some(mut handle) = self.handle.take() else {
+            return;
+        };
+        let (name, tenant) = (handle.name.clone(), handle.tenant.clone());
+        let lost = std::mem::take(&mut handle.lost);
+        let summary = match handle.finished().await {
+            Ok(summary) => summary,
+            Err(error) => {
+                ending.failed = true;
+                tracing::error!(job = name, tenant, "failed: {error:#}");
+                return;
+            }
+        };
         if let Some(written) = summary.checkpoint {
             status.message(&format!(
                 "state checkpoint after batch {} on stopping: {} bytes in {} ms",
@@ -93,7 +172,11 @@ pub fn run(
             StopReason::Drained => "its sources are drained",
             StopReason::BatchLimit => "the batch limit was reached",
             StopReason::Stopped => "it was stopped",
+            StopReason::Forced => {
+                "it was stopped by force: its batch in flight is re-run at the next start"
+            }
         };
+        ending.lost |= !lost.is_empty();
         tracing::info!(
             job = name,
             tenant,
@@ -107,18 +190,57 @@ pub fn run(
                 "; DATA WAS LOST at recovery (--accept-data-loss)"
             }
         );
-        if stderr::is_lost() {
-            // Nobody can read an error message now; the exit code is all that is left.
-            return Ok(ExitCode::FAILURE);
+    }
+}
+
+/// How the jobs that ended went, for the exit code.
+#[derive(Default)]
+struct Ending {
+    /// A job failed.
+    failed: bool,
+    /// A job's recovery went on without batches (`--accept-data-loss`).
+    lost: bool,
+}
+
+impl Ending {
+    /// The worst: a failed job, then lost data.
+    fn code(&self) -> ExitCode {
+        if self.failed {
+            ExitCode::FAILURE
+        } else if self.lost {
+            ExitCode::from(DATA_LOST)
+        } else {
+            ExitCode::SUCCESS
         }
-        if !lost.is_empty() {
-            return Ok(ExitCode::from(DATA_LOST));
+    }
+}
+
+/// The handles of the jobs still running.
+fn handles(running: &[Running]) -> impl Iterator<Item = &JobHandle> {
+    running.iter().filter_map(|job| job.handle.as_ref())
+}
+
+/// The next report of any running job (`None` in it: that job's reports have ended), or
+/// `None` once no job runs.
+async fn next_report(running: &mut [Running]) -> Option<(usize, Option<BatchReport>)> {
+    std::future::poll_fn(|context| {
+        let mut any = false;
+        for (index, job) in running.iter_mut().enumerate() {
+            let Some(handle) = &mut job.handle else {
+                continue;
+            };
+            any = true;
+            if let std::task::Poll::Ready(report) = handle.reports.poll_recv(context) {
+                return std::task::Poll::Ready(Some((index, report)));
+            }
         }
-        Ok(ExitCode::SUCCESS)
-    });
-    // A receiver may be blocked reading stdin on a thread of its own: do not wait for it.
-    tokio.shutdown_background();
-    outcome
+        if any {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(None)
+        }
+    })
+    .await
 }
 
 /// A signal that asks the run to stop.
