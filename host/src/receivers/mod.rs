@@ -510,3 +510,56 @@ pub(crate) fn encode_values(values: &[Value]) -> Batch {
         .for_each(|value| batch.push_with(|out| value.encode_into(out)));
     batch
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A reader faster than the job: its intake never holds much more than its bound (one
+    /// read buffer more), the writer is held back, and every line arrives, once, in order.
+    #[tokio::test]
+    async fn a_receiver_pauses_at_its_bound_and_goes_on_after_each_cut() {
+        const LINES: usize = 100_000;
+        let intake = Arc::new(Intake {
+            bound: 1024,
+            ..Intake::default()
+        });
+        let (mut writer, reader) = tokio::io::duplex(4096);
+        let reading = {
+            let intake = intake.clone();
+            tokio::spawn(async move { read_lines("test", reader, &intake).await })
+        };
+        let writing = tokio::spawn(async move {
+            for line in 0..LINES {
+                writer
+                    .write_all(format!("{line:09}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut received = Vec::new();
+        let mut cuts = 0;
+        while !reading.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let waiting = intake.buffer.lock().unwrap().data().len();
+            // The bound, plus what one read of the 8 KiB read buffer can bring.
+            assert!(waiting < 1024 + 8192 + 16, "{waiting} bytes wait");
+            received.extend(intake.cut().iter().map(<[u8]>::to_vec));
+            cuts += 1;
+        }
+        writing.await.unwrap();
+        reading.await.unwrap().unwrap();
+        received.extend(intake.cut().iter().map(<[u8]>::to_vec));
+        assert!(cuts > 10, "the writer was held back over {cuts} cuts");
+        let mut expected = Batch::new();
+        for line in 0..LINES {
+            push_line(&mut expected, &format!("{line:09}"));
+        }
+        let expected: Vec<Vec<u8>> = expected.iter().map(<[u8]>::to_vec).collect();
+        assert!(received == expected, "every line once, in order");
+    }
+}
