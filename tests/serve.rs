@@ -278,7 +278,7 @@ fn a_tenant_runs_a_word_count_that_another_tenant_cannot_see() {
         "{component}"
     );
     let input = text(40, &mut Xorshift(7));
-    std::fs::write(files(dir.path(), "a").join("input.txt"), &input).unwrap();
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, input.clone());
 
     let manifest = word_count("count", RUNNING_COUNT);
     server.expect(201, "POST", "/v1/jobs", &a, manifest.clone());
@@ -298,7 +298,7 @@ fn a_tenant_runs_a_word_count_that_another_tenant_cannot_see() {
     let digest = component["digest"].as_str().unwrap();
     let by_digest = format!("/v1/components?digest={digest}");
     assert_eq!(server.expect(200, "GET", &by_digest, &b, ""), json!([]));
-    std::fs::write(files(dir.path(), "b").join("input.txt"), "b b b").unwrap();
+    server.expect(201, "PUT", "/v1/files/input.txt", &b, "b b b");
     let refused = server.expect(400, "POST", "/v1/jobs", &b, manifest.clone());
     assert!(
         refused["message"]
@@ -622,4 +622,173 @@ fn sigterm_stops_every_job_and_they_resume_exact_at_the_next_start() {
             "tenant {name}"
         );
     }
+}
+
+#[test]
+fn files_stay_inside_the_tenants_directory_and_count_in_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({"max_disk_bytes": 1000}));
+    let b = server.tenant(&admin, "b", json!({}));
+    server.expect(201, "PUT", "/v1/files/in/input.txt", &a, "a b");
+    let (status, text) = server.call("GET", "/v1/files/in/input.txt", Some(&a), None);
+    assert_eq!((status, text), (200, Json::String("a b".into())));
+    assert_eq!(
+        server.expect(200, "GET", "/v1/files/in", &a, ""),
+        json!(["input.txt"])
+    );
+    assert_eq!(
+        server
+            .call("GET", "/v1/files/in/input.txt", Some(&b), None)
+            .0,
+        404
+    );
+    assert_eq!(
+        server
+            .call("DELETE", "/v1/files/in/input.txt", Some(&b), None)
+            .0,
+        404
+    );
+
+    std::fs::write(dir.path().join("secret"), "secret").unwrap();
+    std::os::unix::fs::symlink(dir.path(), files(dir.path(), "a").join("link")).unwrap();
+    for (method, path) in [
+        ("PUT", "/v1/files/..%2F..%2F..%2Fplanted"),
+        ("PUT", "/v1/files/link/planted"),
+        ("GET", "/v1/files/%2Fetc%2Fpasswd"),
+        ("GET", "/v1/files/link/secret"),
+        ("GET", "/v1/files/in/..%2F..%2F..%2F..%2Fsecret"),
+        ("DELETE", "/v1/files/link/secret"),
+    ] {
+        let (status, answer) = server.call(method, path, Some(&a), Some(b"x".to_vec()));
+        assert_eq!(status, 400, "{method} {path}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains("outside"),
+            "{answer}"
+        );
+    }
+    assert!(!dir.path().join("planted").exists() && dir.path().join("secret").exists());
+
+    let over = server.expect(403, "PUT", "/v1/files/big", &a, vec![b'x'; 2000]);
+    assert_eq!(
+        (&over["quota"], &over["limit"]),
+        (&json!("max_disk_bytes"), &json!(1000))
+    );
+    assert!(over["requested"].as_u64().unwrap() >= 2000, "{over}");
+    assert_eq!(
+        server.call("GET", "/v1/files/big", Some(&a), None).0,
+        404,
+        "nothing was kept"
+    );
+    server.expect(200, "DELETE", "/v1/files/in/input.txt", &a, "");
+    assert_eq!(
+        server
+            .call("GET", "/v1/files/in/input.txt", Some(&a), None)
+            .0,
+        404
+    );
+}
+
+/// Runs the CLI with `SLUICE_SERVER` and `SLUICE_TOKEN` set; its output.
+fn cli(server: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    common::sluice()
+        .env("SLUICE_SERVER", &server.url)
+        .env("SLUICE_TOKEN", token)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let token = stdout(&cli(
+        &server,
+        &admin,
+        &["tenant", "create", "a", "--max-jobs", "3"],
+    ));
+    let token = token.trim();
+    let input = text(20, &mut Xorshift(3));
+    let local = dir.path().join("input.txt");
+    std::fs::write(&local, &input).unwrap();
+    stdout(&cli(
+        &server,
+        token,
+        &["files", "put", local.to_str().unwrap(), "input.txt"],
+    ));
+
+    let wordcount = common::udf("wordcount");
+    let manifest = dir.path().join("job.toml");
+    let job = word_count("count", RUNNING_COUNT).replace(
+        "wc = \"wordcount\"",
+        &format!("wc = \"{}\"", wordcount.display()),
+    );
+    std::fs::write(&manifest, &job).unwrap();
+    let submitted = stdout(&cli(
+        &server,
+        token,
+        &["submit", manifest.to_str().unwrap()],
+    ));
+    assert!(
+        submitted.contains("uploaded component `wordcount`"),
+        "{submitted}"
+    );
+    assert!(submitted.contains("submitted job `count`"), "{submitted}");
+    wait::until(Duration::from_secs(60), "the job to finish", || {
+        let shown: Json =
+            serde_json::from_str(&stdout(&cli(&server, token, &["job", "count"]))).unwrap();
+        shown["state"] == "finished"
+    });
+    assert!(stdout(&cli(&server, token, &["jobs"])).starts_with("count\tfinished"));
+    let listing = stdout(&cli(&server, token, &["files", "get", "out"]));
+    let newest: Vec<String> = serde_json::from_str(&listing).unwrap();
+    let last = newest
+        .iter()
+        .filter(|name| name.ends_with(".jsonl"))
+        .max()
+        .unwrap();
+    let counts = stdout(&cli(
+        &server,
+        token,
+        &["files", "get", &format!("out/{last}")],
+    ));
+    let counts: std::collections::BTreeMap<String, i64> = counts
+        .lines()
+        .map(|line| serde_json::from_str::<(String, i64)>(line).unwrap())
+        .collect();
+    assert_eq!(counts, counted(&input));
+
+    // The same component again is not uploaded again.
+    let second = dir.path().join("second.toml");
+    std::fs::write(&second, job.replace("name = \"count\"", "name = \"again\"")).unwrap();
+    let submitted = stdout(&cli(&server, token, &["submit", second.to_str().unwrap()]));
+    assert!(
+        submitted.contains("component `wordcount` is on the server already"),
+        "{submitted}"
+    );
+    stdout(&cli(&server, token, &["stop", "again"]));
+    stdout(&cli(&server, token, &["delete", "again"]));
+
+    // A broken manifest is refused pointing at the local file.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, job.replace("op = \"map\"", "op = \"mapp\"")).unwrap();
+    let refused = cli(&server, token, &["submit", broken.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("{}:19:", broken.display())),
+        "{stderr}"
+    );
+    let unknown = cli(&server, "sluice_nobody", &["jobs"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not known to this server"));
 }

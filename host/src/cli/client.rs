@@ -110,6 +110,17 @@ impl Client {
         path: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Value> {
+        let bytes = self.answer_bytes(path, response)?;
+        Ok(serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    /// The body of a success, or the server's error message.
+    fn answer_bytes(
+        &self,
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Vec<u8>> {
         let mut response = response.with_context(|| {
             format!(
                 "cannot reach the server at {}: is `sluice serve` running there? (--server or \
@@ -118,20 +129,28 @@ impl Client {
             )
         })?;
         let status = response.status();
-        let text = response
+        let bytes = response
             .body_mut()
-            .read_to_string()
+            .with_config()
+            .limit(MAX_DOWNLOAD)
+            .read_to_vec()
             .with_context(|| format!("cannot read the answer to {path}"))?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(body);
+            return Ok(bytes);
         }
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         match body["message"].as_str() {
             Some(message) => bail!("{message}"),
-            None => bail!("the server answered {status} to {path}: {body}"),
+            None => bail!(
+                "the server answered {status} to {path}: {}",
+                String::from_utf8_lossy(&bytes)
+            ),
         }
     }
 }
+
+/// The most a download may be (the server returns at most 256 MiB of a file).
+const MAX_DOWNLOAD: u64 = 257 << 20;
 
 fn print_json(value: &Value) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -300,5 +319,40 @@ pub fn create_tenant(remote: &Remote, name: &str, quotas: &QuotaFlags) -> Result
     let created = Client::new(remote).send("POST", "/v1/tenants", body.to_string())?;
     println!("{}", created["token"].as_str().unwrap_or_default());
     eprintln!("tenant `{name}` created; its token (above) is shown only this once");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice files put LOCAL PATH`: uploads a file into the tenant's files.
+pub fn put_file(remote: &Remote, local: &Path, path: &str) -> Result<ExitCode> {
+    let file =
+        std::fs::File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
+    let stored = Client::new(remote).send("PUT", &format!("/v1/files/{path}"), file)?;
+    println!("{path}: {} bytes", stored["size"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice files get PATH [LOCAL]`: a file of the tenant's (to standard output without
+/// LOCAL), or a directory's listing.
+pub fn get_file(remote: &Remote, path: &str, local: Option<&Path>) -> Result<ExitCode> {
+    let client = Client::new(remote);
+    let url = format!("/v1/files/{path}");
+    let response = client
+        .agent
+        .get(client.url(&url))
+        .header("Authorization", client.authorization()?)
+        .call();
+    let bytes = client.answer_bytes(&url, response)?;
+    match local {
+        Some(local) => std::fs::write(local, &bytes)
+            .with_context(|| format!("cannot write {}", local.display()))?,
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice files rm PATH`.
+pub fn remove_file(remote: &Remote, path: &str) -> Result<ExitCode> {
+    Client::new(remote).delete(&format!("/v1/files/{path}"))?;
+    println!("{path} removed");
     Ok(ExitCode::SUCCESS)
 }

@@ -145,10 +145,45 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
+    /// Put, get and remove the tenant's files on a server (the files its jobs read and
+    /// write; relative paths of its manifests start there).
+    Files {
+        #[command(subcommand)]
+        command: FilesCommand,
+    },
     /// Manage a server's tenants (with the admin token).
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilesCommand {
+    /// Upload a local file to PATH.
+    Put {
+        /// The local file.
+        local: PathBuf,
+        /// Where it goes, relative to the tenant's files.
+        path: String,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Download the file at PATH (to standard output without LOCAL), or list a directory.
+    Get {
+        /// The file or directory, relative to the tenant's files.
+        path: String,
+        /// Where to write it.
+        local: Option<PathBuf>,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Remove the file (or empty directory) at PATH.
+    Rm {
+        /// The file or directory, relative to the tenant's files.
+        path: String,
+        #[command(flatten)]
+        remote: client::Remote,
     },
 }
 
@@ -273,6 +308,19 @@ pub fn main() -> ExitCode {
                     remote,
                 },
         } => client::create_tenant(&remote, &name, &quotas),
+        Command::Files { command } => match command {
+            FilesCommand::Put {
+                local,
+                path,
+                remote,
+            } => client::put_file(&remote, &local, &path),
+            FilesCommand::Get {
+                path,
+                local,
+                remote,
+            } => client::get_file(&remote, &path, local.as_deref()),
+            FilesCommand::Rm { path, remote } => client::remove_file(&remote, &path),
+        },
         Command::New { path, lang } => new::new(&path, lang),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -18,6 +19,7 @@ use crate::manifest::MAX_MANIFEST_BYTES;
 
 use super::Server;
 use super::admission::{Refusal, check_name};
+use super::beneath::{Beneath, Opened, usage};
 use super::config::TenantQuotas;
 use super::registry::{Caller, ComponentRow, Desired, JobRow, TenantRow};
 use super::supervisor::JobState;
@@ -48,6 +50,14 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/jobs/{job}", get(get_job).delete(delete_job))
         .route("/v1/jobs/{job}/stop", post(stop_job))
         .route("/v1/jobs/{job}/start", post(start_job))
+        .route(
+            "/v1/files/{*path}",
+            put(put_file)
+                .get(get_file)
+                .delete(delete_file)
+                // The tenant's disk quota bounds an upload, not axum's default.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .with_state(server)
 }
 
@@ -504,6 +514,111 @@ async fn delete_job(
     server.job(&tenant, &name)?;
     server.delete_job(&tenant, &name).await?;
     Ok(Json(json!({"deleted": name})))
+}
+
+/// The largest file GET /v1/files returns.
+const MAX_FILE_READ: u64 = 256 << 20;
+
+/// The tenant's files, opened beneath their directory.
+fn tenant_files(server: &Server, tenant: &str) -> Answer<Beneath> {
+    Beneath::open(&server.data.files(tenant))
+        .with_context(|| format!("cannot open the files of tenant `{tenant}`"))
+        .map_err(ApiError::internal)
+}
+
+/// The answer to a failed file operation on `path`.
+fn file_error(path: &str, error: std::io::Error) -> ApiError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => ApiError::not_found(&format!("file `{path}`")),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "refused",
+            format!(
+                "file `{path}`: {error}; paths are relative to the tenant's files and stay                      inside them"
+            ),
+        ),
+        _ => ApiError::internal(anyhow::Error::new(error).context(format!("file `{path}`"))),
+    }
+}
+
+async fn put_file(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<String>,
+    body: axum::body::Body,
+) -> Answer<(StatusCode, Json<Value>)> {
+    let files = tenant_files(&server, &tenant)?;
+    let quota = server.quotas(&tenant)?.disk_bytes();
+    let used = usage(&server.data.tenant(&tenant))
+        .with_context(|| format!("cannot measure the disk use of tenant `{tenant}`"))?;
+    let left = quota.saturating_sub(used);
+    let upload = match Upload::receive(body, &server.data.uploads(), left).await {
+        Ok(upload) => upload,
+        Err(UploadError::TooLarge { size, .. }) => {
+            return Err(ApiError::quota(
+                "max_disk_bytes",
+                quota,
+                used + size.unwrap_or(left + 1),
+            ));
+        }
+        Err(UploadError::Failed(error)) => return Err(ApiError::internal(error)),
+    };
+    let size = upload.size;
+    upload
+        .keep_by(|from| files.place(from, std::path::Path::new(&path)))
+        .map_err(|error| file_error(&path, error))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"path": path, "size": size})),
+    ))
+}
+
+async fn get_file(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<String>,
+) -> Answer<Response> {
+    let files = tenant_files(&server, &tenant)?;
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || -> std::io::Result<Result<Vec<u8>, Vec<String>>> {
+            match files.read(std::path::Path::new(&path))? {
+                Opened::Directory(names) => Ok(Err(names)),
+                Opened::File(file) => {
+                    let mut bytes = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(file, MAX_FILE_READ + 1),
+                        &mut bytes,
+                    )?;
+                    Ok(Ok(bytes))
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.into()))?
+    .map_err(|error| file_error(&path, error))?;
+    match opened {
+        Err(names) => Ok(Json(json!(names)).into_response()),
+        Ok(bytes) if bytes.len() as u64 > MAX_FILE_READ => Err(ApiError::bad_request(format!(
+            "file `{path}` is larger than {MAX_FILE_READ} bytes, the most one GET returns"
+        ))),
+        Ok(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+    }
+}
+
+async fn delete_file(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<String>,
+) -> Answer {
+    let files = tenant_files(&server, &tenant)?;
+    files
+        .remove(std::path::Path::new(&path))
+        .map_err(|error| file_error(&path, error))?;
+    Ok(Json(json!({"deleted": path})))
 }
 
 impl Server {

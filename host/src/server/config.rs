@@ -104,6 +104,9 @@ pub struct TenantQuotas {
     /// The largest component it may upload, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_component_bytes: Option<u64>,
+    /// The bytes its directory may hold: files, checkpoints and logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_disk_bytes: Option<u64>,
     /// Instances reserved for it in the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
@@ -136,6 +139,8 @@ pub const DEFAULT_MAX_JOBS: u64 = 10;
 pub const DEFAULT_MAX_COMPONENTS: u64 = 100;
 /// The largest component a tenant may upload unless its quotas say otherwise.
 pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 64 << 20;
+/// The bytes a tenant's directory may hold unless its quotas say otherwise.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
 
 impl TenantQuotas {
     /// Each of these quotas, else the one of `defaults`.
@@ -149,6 +154,7 @@ impl TenantQuotas {
             max_jobs,
             max_components,
             max_component_bytes,
+            max_disk_bytes,
             max_instances,
             memory_per_instance,
             memory_total,
@@ -175,6 +181,11 @@ impl TenantQuotas {
         self.max_component_bytes
             .unwrap_or(DEFAULT_MAX_COMPONENT_BYTES)
             .min(MAX_COMPONENT_BYTES)
+    }
+
+    /// The bytes the tenant's directory may hold.
+    pub fn disk_bytes(&self) -> u64 {
+        self.max_disk_bytes.unwrap_or(DEFAULT_MAX_DISK_BYTES)
     }
 
     /// Refuses values no host can honour, naming the quota.

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod beneath;
 pub mod config;
 pub mod data;
 pub mod registry;

@@ -80,21 +80,28 @@ impl Upload {
         Ok(upload)
     }
 
-    /// The received bytes' file.
-    pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("not kept yet")
-    }
-
     /// Moves the upload to `to` (kept from then on); a file already there, of the same
     /// content by its address, is kept instead.
-    pub fn keep(mut self, to: &Path) -> Result<()> {
-        let from = self.path.take().expect("kept once");
-        if to.exists() {
-            let _ = std::fs::remove_file(&from);
-            return Ok(());
-        }
-        std::fs::rename(&from, to)
-            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+    pub fn keep(self, to: &Path) -> Result<()> {
+        self.keep_by(|from| {
+            if to.exists() {
+                return std::fs::remove_file(from);
+            }
+            std::fs::rename(from, to)
+        })
+        .with_context(|| format!("cannot keep an upload as {}", to.display()))
+    }
+
+    /// Keeps the upload by `place`, which moves its file away; if `place` fails, the
+    /// upload is removed.
+    pub fn keep_by(
+        mut self,
+        place: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let from = self.path.clone().expect("kept once");
+        place(&from)?;
+        self.path = None;
+        Ok(())
     }
 }
 
