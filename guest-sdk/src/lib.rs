@@ -51,10 +51,15 @@
 //!
 //! State functions see only their key's state, which the host keeps between batches and
 //! checkpoints; [`batch_time_ms`] gives the time of the batch they run for.
+//!
+//! A Kafka source with `metadata = true` gives each function a [`KafkaRecord`]: the key
+//! and value with the topic, partition, offset, timestamp and headers they came with.
 
 #[doc(hidden)]
 pub mod dispatch;
+pub mod kafka;
 
+pub use kafka::KafkaRecord;
 pub use serde;
 pub use sluice_abi as abi;
 pub use sluice_abi::{State, Value, batch_time_ms};

@@ -21,10 +21,21 @@ pub async fn receive(rate: u64, limit: Option<u64>, intake: Arc<Intake>) {
     let started = Instant::now();
     let mut schedule = Schedule::new(rate, limit);
     let mut ticker = tokio::time::interval(TICK);
+    let mut behind = false;
     loop {
         ticker.tick().await;
         let waiting = intake.waiting() as u64;
+        let skipped = schedule.skipped;
         let values = schedule.next(started.elapsed(), MAX_WAITING.saturating_sub(waiting));
+        match (schedule.skipped > skipped, behind) {
+            (true, false) => tracing::warn!(
+                waiting,
+                "the generator falls behind its rate: {waiting} records wait for the next batch (the bound is {MAX_WAITING}); the values due meanwhile are not made"
+            ),
+            (false, true) => tracing::info!("the generator is back at its rate"),
+            _ => {}
+        }
+        behind = schedule.skipped > skipped;
         let count = (values.end - values.start) as usize;
         let mut batch = Batch::with_capacity(count, count * 5);
         for value in values {

@@ -320,6 +320,38 @@ fn keep(shared: &Shared, message: &BorrowedMessage<'_>) {
     fetched.buffered += 1;
 }
 
+/// A record with where it came from: the struct `{topic, partition, offset, timestamp,
+/// key, value, headers}` that `sluice_sdk::KafkaRecord` reads.
+fn with_metadata(
+    from: &impl Message,
+    timestamp: Option<i64>,
+    key: Value,
+    value: Value,
+    headers: &[(&str, Option<&[u8]>)],
+) -> Value {
+    let headers = headers
+        .iter()
+        .map(|(name, bytes)| {
+            Value::Tuple(vec![
+                Value::String((*name).to_owned()),
+                bytes.map_or(Value::Null, |bytes| Value::Bytes(bytes.to_vec())),
+            ])
+        })
+        .collect();
+    Value::Struct(vec![
+        ("topic".into(), Value::String(from.topic().to_owned())),
+        ("partition".into(), Value::Int(i64::from(from.partition()))),
+        ("offset".into(), Value::Int(from.offset())),
+        (
+            "timestamp".into(),
+            timestamp.map_or(Value::Null, Value::Int),
+        ),
+        ("key".into(), key),
+        ("value".into(), value),
+        ("headers".into(), Value::List(headers)),
+    ])
+}
+
 /// The record a message becomes (encoded), or why it cannot be decoded.
 fn record(config: &KafkaSourceConfig, message: &BorrowedMessage<'_>) -> Result<Vec<u8>, String> {
     let place = || {
@@ -342,34 +374,16 @@ fn record(config: &KafkaSourceConfig, message: &BorrowedMessage<'_>) -> Result<V
         let headers = message.headers().map_or_else(Vec::new, |headers| {
             headers
                 .iter()
-                .map(|header| {
-                    Value::Tuple(vec![
-                        Value::String(header.key.to_owned()),
-                        header
-                            .value
-                            .map_or(Value::Null, |value| Value::Bytes(value.to_vec())),
-                    ])
-                })
+                .map(|header| (header.key, header.value))
                 .collect()
         });
-        Value::Struct(vec![
-            ("topic".into(), Value::String(message.topic().to_owned())),
-            (
-                "partition".into(),
-                Value::Int(i64::from(message.partition())),
-            ),
-            ("offset".into(), Value::Int(message.offset())),
-            (
-                "timestamp".into(),
-                message
-                    .timestamp()
-                    .to_millis()
-                    .map_or(Value::Null, Value::Int),
-            ),
-            ("key".into(), key.unwrap_or(Value::Null)),
-            ("value".into(), value),
-            ("headers".into(), Value::List(headers)),
-        ])
+        with_metadata(
+            message,
+            message.timestamp().to_millis(),
+            key.unwrap_or(Value::Null),
+            value,
+            &headers,
+        )
     } else {
         match key {
             Some(key) => Value::Tuple(vec![key, value]),
@@ -614,4 +628,62 @@ fn replay(shared: &Shared, ranges: &[OffsetRange]) -> Result<Batch> {
         }
     }
     Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+    use sluice_sdk::KafkaRecord;
+
+    use super::*;
+
+    /// The struct a `metadata = true` source makes is what the SDK's `KafkaRecord` reads:
+    /// a keyed record with headers, and a tombstone without key or timestamp.
+    #[test]
+    fn metadata_records_read_as_the_sdk_type() {
+        let message = OwnedMessage::new(
+            None,
+            None,
+            "events".into(),
+            Timestamp::NotAvailable,
+            2,
+            41,
+            None,
+        );
+        let encode = |record: Value| {
+            let mut bytes = Vec::new();
+            record.encode_into(&mut bytes);
+            bytes
+        };
+        let keyed = encode(with_metadata(
+            &message,
+            Some(1_700_000_000_000),
+            Value::String("k".into()),
+            Value::String("v".into()),
+            &[("trace", Some(b"\x01\x02")), ("empty", None)],
+        ));
+        let record: KafkaRecord<String, String> = sluice_abi::encoding::from_bytes(&keyed).unwrap();
+        assert_eq!(
+            record,
+            KafkaRecord {
+                topic: "events".into(),
+                partition: 2,
+                offset: 41,
+                timestamp: Some(1_700_000_000_000),
+                key: Some("k".into()),
+                value: Some("v".into()),
+                headers: vec![
+                    ("trace".into(), Value::Bytes(vec![1, 2])),
+                    ("empty".into(), Value::Null),
+                ],
+            }
+        );
+        let tombstone = encode(with_metadata(&message, None, Value::Null, Value::Null, &[]));
+        let record: KafkaRecord = sluice_abi::encoding::from_bytes(&tombstone).unwrap();
+        assert_eq!(
+            (record.key, record.value, record.timestamp),
+            (None, None, None)
+        );
+    }
 }
