@@ -9,12 +9,13 @@
 //! core) and sleeps while it waits for one ([`Scheduler::block_on`]). So however many jobs
 //! wait, no more guest calls run than there are cores.
 //!
-//! Host-side work takes turns on the same run slots ([`slice`]): a job's operator work
-//! runs while the job holds a slot, in slices of at most 10 ms, so a job counting 10 M
-//! records queues behind its neighbours' calls and batches like a looping guest does. A
-//! guest call made by a job's thread gives the job's host slot back for the call's length
-//! (the call takes a slot of its own), so no thread ever waits for a slot while holding
-//! one.
+//! Host-side work takes turns too ([`slice`]): a job's operator work runs while the job
+//! holds a slot of a second fair queue, of one slot per core and the same tenant
+//! weights, in slices of at most 10 ms, so a job counting 10 M records queues behind its
+//! neighbours' host work as a looping guest queues behind their calls. The two queues
+//! are apart so that no wait can close a cycle: a job's thread may wait for a guest slot
+//! while its job holds a host slot (guest slots come back every epoch tick, whatever
+//! the host does), but nothing that holds a guest slot ever waits for a host slot.
 
 pub mod call;
 pub mod fair;
@@ -37,6 +38,8 @@ pub struct Scheduler {
     threads: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     gate: FairGate,
+    /// The run slots host-side operator work takes turns on ([`slice`]).
+    host_gate: FairGate,
     cores: usize,
 }
 
@@ -46,6 +49,8 @@ pub struct Scheduler {
 pub struct Seat {
     gate: FairGate,
     tenant: TenantId,
+    host_gate: FairGate,
+    host_tenant: TenantId,
     stop: CancellationToken,
 }
 
@@ -63,6 +68,7 @@ impl Scheduler {
             handle: threads.handle().clone(),
             threads: Some(threads),
             gate: FairGate::new(cores),
+            host_gate: FairGate::new(cores),
             cores,
         })
     }
@@ -72,9 +78,14 @@ impl Scheduler {
         self.cores
     }
 
-    /// The fair queue of run slots.
+    /// The fair queue of run slots guest calls take.
     pub fn gate(&self) -> &FairGate {
         &self.gate
+    }
+
+    /// The fair queue of run slots host-side operator work takes ([`slice`]).
+    pub fn host_gate(&self) -> &FairGate {
+        &self.host_gate
     }
 
     /// A seat for calls of a job of the tenant `name` with CPU `weight`; `stop` cancels
@@ -83,6 +94,8 @@ impl Scheduler {
         Seat {
             gate: self.gate.clone(),
             tenant: self.gate.tenant(tenant, weight),
+            host_gate: self.host_gate.clone(),
+            host_tenant: self.host_gate.tenant(tenant, weight),
             stop,
         }
     }
@@ -146,7 +159,7 @@ impl Seat {
 
     /// A turn at host-side work for a job of the seat's tenant ([`slice`]).
     pub fn host_turn(&self) -> Arc<HostTurn> {
-        HostTurn::new(self.gate.clone(), self.tenant)
+        HostTurn::new(self.host_gate.clone(), self.host_tenant)
     }
 
     /// The tenant the seat's calls run for.

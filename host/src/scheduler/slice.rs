@@ -1,18 +1,19 @@
-//! Host-side work in slices: a job's operator work (counting, grouping, joining, window
-//! and state updates) runs only while the job holds a run slot of the same fair queue
-//! guest calls take turns on, for at most [`SLICE`] at a time.
+//! Host-side work in slices: a job's operator work (splitting, counting, grouping,
+//! joining, state updates) runs only while the job holds a run slot of the host's fair
+//! queue for host work (weighted per tenant as guest calls are), for at most [`SLICE`]
+//! at a time.
 //!
 //! A job's host work holds one slot whatever the number of its threads (a job's threads
 //! share its [`HostTurn`]): a thread blocked in a parallel join of its own job never
-//! holds a slot another of its threads needs, so the queue cannot deadlock. Long loops
-//! call [`tick`] every record; every [`CHECK_EVERY`] records it looks at the clock, and
-//! once the slice is used up it gives the slot back (charging the tenant) and waits for
-//! the fair queue to grant one again. A guest call made while the turn is held gives the
-//! turn back for the call's length (the call takes its own slot, see
-//! [`super::Scheduler::block_on`]) and takes it again afterwards.
+//! holds a slot another of its threads needs. Long loops call [`tick`] every record;
+//! every [`CHECK_EVERY`] records it looks at the clock, and once the slice is used up it
+//! gives the slot back (charging the tenant) and waits for the fair queue to grant one
+//! again. A guest call gives the turn back for its length ([`paused`]); the next tick
+//! takes it again. A batch takes the turn when it starts and gives it back before its
+//! sinks write (they may wait on the world outside).
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::fair::{FairGate, Slot, TenantId};
@@ -32,7 +33,18 @@ thread_local! {
 pub struct HostTurn {
     gate: FairGate,
     tenant: TenantId,
-    held: Mutex<Option<Slot>>,
+    state: Mutex<TurnState>,
+    /// Wakes the job's threads waiting while one of them queues for the slot.
+    granted: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    slot: Option<Slot>,
+    /// Whether a thread of the job is queued for a slot: the others wait for it rather
+    /// than queue too (a thread holding a lock its sibling waits on may be the queued
+    /// one, and one slot serves them all).
+    queued: bool,
 }
 
 impl HostTurn {
@@ -41,7 +53,8 @@ impl HostTurn {
         Arc::new(Self {
             gate,
             tenant,
-            held: Mutex::new(None),
+            state: Mutex::default(),
+            granted: Condvar::new(),
         })
     }
 
@@ -53,38 +66,47 @@ impl HostTurn {
 
     /// Returns at once if the job holds a slot whose slice is not used up; otherwise gives
     /// back the used one and waits, parking the thread, for the fair queue to grant
-    /// another.
+    /// another (or for another thread of the job to get it).
     pub fn take(&self) {
-        let used_up = {
-            let mut held = self.lock();
-            match &*held {
-                Some(slot) if slot.held_for() < SLICE => return,
-                _ => held.take(),
+        let mut state = self.lock();
+        loop {
+            if state
+                .slot
+                .as_ref()
+                .is_some_and(|slot| slot.held_for() < SLICE)
+            {
+                return;
             }
-        };
-        // Dropping the slot charges the tenant and hands the slot to the next waiter.
-        drop(used_up);
-        let slot = super::block_here(self.gate.acquire(self.tenant));
-        let mut held = self.lock();
-        if held.is_none() {
-            *held = Some(slot);
+            // Dropping a used slot charges the tenant and hands the slot on.
+            drop(state.slot.take());
+            if state.queued {
+                state = self.granted.wait(state).expect("host turn poisoned");
+                continue;
+            }
+            state.queued = true;
+            drop(state);
+            let slot = super::block_here(self.gate.acquire(self.tenant));
+            state = self.lock();
+            state.slot = Some(slot);
+            state.queued = false;
+            self.granted.notify_all();
+            return;
         }
-        // Another thread of the job took a slot meanwhile: ours goes back unused.
     }
 
     /// Gives the slot back, if the job holds one: its host work is done or waits.
     pub fn release(&self) {
-        let slot = self.lock().take();
+        let slot = self.lock().slot.take();
         drop(slot);
     }
 
     /// Whether the job holds a slot now.
     pub fn is_held(&self) -> bool {
-        self.lock().is_some()
+        self.lock().slot.is_some()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Slot>> {
-        self.held.lock().expect("host turn poisoned")
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().expect("host turn poisoned")
     }
 }
 
@@ -109,19 +131,15 @@ pub fn current() -> Option<Arc<HostTurn>> {
     TURN.with(|turn| turn.borrow().clone())
 }
 
-/// Gives back the calling thread's job turn for the length of `work` (a guest call, which
-/// takes its own slot), then takes it again.
+/// Gives back the calling thread's job turn before `work` (a guest call, which takes a
+/// guest slot of its own), so that other jobs' host work runs meanwhile; the thread's
+/// next [`tick`] takes the turn again. (Taking it again here could leave it held by a
+/// thread that has nothing left to do while another thread of the job waits.)
 pub fn paused<T>(work: impl FnOnce() -> T) -> T {
-    let Some(turn) = current() else {
-        return work();
-    };
-    let held = turn.is_held();
-    turn.release();
-    let done = work();
-    if held {
-        turn.take();
+    if let Some(turn) = current() {
+        turn.release();
     }
-    done
+    work()
 }
 
 #[cfg(test)]
@@ -182,25 +200,29 @@ mod tests {
     }
 
     #[test]
-    fn a_guest_call_made_while_holding_the_turn_does_not_deadlock() {
+    fn a_guest_call_gives_the_turn_to_another_job_and_the_next_tick_takes_it_back() {
         let gate = FairGate::new(1);
         let tenant = gate.tenant("t", 1);
-        let turn = HostTurn::new(gate.clone(), tenant);
+        let (calling, other) = (
+            HostTurn::new(gate.clone(), tenant),
+            HostTurn::new(gate.clone(), tenant),
+        );
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            turn.enter();
-            turn.take();
-            // The one slot is the turn's: a guest call must get it while paused.
-            let answer = paused(|| {
-                let slot = super::super::block_here(gate.acquire(tenant));
-                drop(slot);
-                7
+            calling.enter();
+            calling.take();
+            // The one host slot is the calling job's: the other job gets it during the call.
+            paused(|| {
+                other.take();
+                other.release();
             });
-            assert!(turn.is_held(), "the turn is taken again after the call");
-            turn.release();
-            done.send(answer).unwrap();
+            assert!(!calling.is_held());
+            for _ in 0..CHECK_EVERY {
+                tick();
+            }
+            done.send(calling.is_held()).unwrap();
         });
-        assert_eq!(finished.recv_timeout(Duration::from_secs(10)), Ok(7));
+        assert_eq!(finished.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 
     #[test]
