@@ -5,11 +5,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::run::{Run, message_of};
 use common::wordcount::{counted, final_counts, slow_input, slow_word_count};
 use serde_json::Value as Json;
+
+/// The healthy job's scheduling delays are measured: its test runs alone, and so does each
+/// of the others.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A job named `name` of `tenant` on a generator of `rate` records/s, a batch every 100 ms
 /// in `partitions`, through `steps`, into a collect sink; its manifest is `dir/{name}.toml`.
@@ -65,6 +74,7 @@ fn text_of(log: &[Json]) -> String {
 
 #[test]
 fn two_jobs_run_side_by_side_to_their_ends() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir(&a).unwrap();
@@ -94,6 +104,7 @@ fn two_jobs_run_side_by_side_to_their_ends() {
 
 #[test]
 fn jobs_on_one_checkpoint_directory_are_refused_before_either_starts() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("first.toml");
     std::fs::rename(slow_word_count(dir.path(), "first"), &first).unwrap();
@@ -115,6 +126,7 @@ fn jobs_on_one_checkpoint_directory_are_refused_before_either_starts() {
 
 #[test]
 fn a_manifest_that_cannot_load_fails_the_run_before_any_job_starts() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let good = slow_word_count(dir.path(), "good");
     let bad = dir.path().join("bad.toml");
@@ -128,6 +140,7 @@ fn a_manifest_that_cannot_load_fails_the_run_before_any_job_starts() {
 
 #[test]
 fn a_failing_job_leaves_its_neighbour_running_to_its_end() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let counting = slow_word_count(dir.path(), "counting");
     let failing = generated_job(
@@ -161,6 +174,7 @@ fn a_failing_job_leaves_its_neighbour_running_to_its_end() {
 
 #[test]
 fn a_healthy_tenants_job_keeps_its_schedule_next_to_sleeping_and_spinning_jobs() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host.toml");
     std::fs::write(
@@ -222,4 +236,39 @@ fn a_healthy_tenants_job_keeps_its_schedule_next_to_sleeping_and_spinning_jobs()
             "{name}: {log:#?}"
         );
     }
+}
+
+#[test]
+fn a_second_ctrl_c_stops_every_job_at_once_even_a_sleeping_one() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let counting = slow_word_count(dir.path(), "counting");
+    let napping = generated_job(
+        dir.path(),
+        "napping",
+        "default",
+        1,
+        10,
+        "{ op = \"map\", udf = \"f#nap\" }",
+    );
+    let mut run = Run::start(&counting, &[arg(&napping)]);
+    run.wait_for("batch done");
+    run.signal("INT");
+    run.wait_for("stopping after the batch in flight");
+    let second = Instant::now();
+    run.signal("INT");
+    let mut exited = None;
+    common::wait::until(Duration::from_secs(10), "the run to end", || {
+        exited = run.child.try_wait().unwrap();
+        exited.is_some()
+    });
+    let took = second.elapsed();
+    let (status, log) = run.finish();
+    eprintln!("second Ctrl-C: the run ended {took:?} after it");
+    assert_eq!(status.code(), Some(130), "{log:#?}");
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    assert!(text_of(&log).contains("stopped at once"), "{log:#?}");
+    let (status, log) = Run::start(&counting, &[]).finish();
+    assert!(status.success(), "the restart failed: {log:#?}");
+    assert_eq!(final_counts(dir.path()).0, counted(&slow_input()));
 }
