@@ -792,3 +792,65 @@ fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
     let unknown = cli(&server, "sluice_nobody", &["jobs"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not known to this server"));
 }
+
+#[test]
+fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+    let input = text(150, &mut Xorshift(5));
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, input.clone());
+    let manifest = word_count("count", RUNNING_COUNT);
+    server.expect(201, "POST", "/v1/jobs", &a, manifest.clone());
+    server.wait_job(&a, "count", "a few batches", |job| {
+        job["reports"].as_array().unwrap().len() >= 5
+    });
+
+    // Without its state step the checkpoint cannot be recovered: refused, still running.
+    let stateless = manifest.replace(
+        RUNNING_COUNT,
+        "{ op = \"reduce_by_key\", udf = \"wc#sum\" }",
+    );
+    let refused = server.expect(409, "PUT", "/v1/jobs/count", &a, stateless);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("runs as before"),
+        "{refused}"
+    );
+    server.wait_job(&a, "count", "the job to run again", |job| {
+        job["state"] == "running"
+    });
+
+    // A compatible change (a second sink) is applied at a batch boundary.
+    let two_sinks = format!(
+        "{manifest}\n[[sinks]]\nfrom = \"counts\"\nkind = \"files\"\nprefix = \"more/counts\"\n"
+    );
+    server.expect(200, "PUT", "/v1/jobs/count", &a, two_sinks.clone());
+    let done = server.wait_job(&a, "count", "the job to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert_eq!(done["manifest"], json!(two_sinks));
+    assert_eq!(
+        final_counts(&files(dir.path(), "a")).0,
+        counted(&input),
+        "state was kept"
+    );
+    // Every batch wrote one output file: none was skipped across the redeploys.
+    let written = std::fs::read_dir(files(dir.path(), "a").join("out"))
+        .unwrap()
+        .count() as u64;
+    let last = done["reports"].as_array().unwrap().last().unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(written, last, "{done}");
+    assert!(files(dir.path(), "a").join("more").exists());
+}

@@ -169,6 +169,43 @@ struct Udfs {
 /// named `name@sha256`.
 pub fn submit(remote: &Remote, manifest: &Path) -> Result<ExitCode> {
     let client = Client::new(remote);
+    let text = with_uploaded_components(&client, manifest)?;
+    let submitted = client
+        .send("POST", "/v1/jobs", text)
+        .map_err(|error| anyhow::anyhow!("{}", local_name(&error, manifest)))?;
+    println!(
+        "submitted job `{}`",
+        submitted["name"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice redeploy`: as `submit`, replacing the running job of the manifest's name at a
+/// batch boundary, keeping its state (but that of the `fresh_state` steps).
+pub fn redeploy(remote: &Remote, manifest: &Path, fresh_state: &[String]) -> Result<ExitCode> {
+    let client = Client::new(remote);
+    let text = with_uploaded_components(&client, manifest)?;
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    let Named { name } = toml::from_str(&text)
+        .with_context(|| format!("{} has no job `name`", manifest.display()))?;
+    let query: Vec<String> = fresh_state
+        .iter()
+        .map(|step| format!("fresh_state={}", step.replace('/', "%2F")))
+        .collect();
+    let path = format!("/v1/jobs/{name}?{}", query.join("&"));
+    client
+        .send("PUT", &path, text)
+        .map_err(|error| anyhow::anyhow!("{}", local_name(&error, manifest)))?;
+    println!("redeployed job `{name}`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest's text with each `[udfs]` value that is a local file replaced by the
+/// uploaded component's `name@sha256`.
+fn with_uploaded_components(client: &Client, manifest: &Path) -> Result<String> {
     let mut text = std::fs::read_to_string(manifest)
         .with_context(|| format!("cannot read the manifest {}", manifest.display()))?;
     let udfs: Udfs = toml::from_str(&text)
@@ -181,7 +218,7 @@ pub fn submit(remote: &Remote, manifest: &Path) -> Result<ExitCode> {
             // Not a local file: the name of a component uploaded before.
             continue;
         }
-        let reference = upload(&client, &file)
+        let reference = upload(client, &file)
             .with_context(|| format!("cannot upload UDF `{alias}` ({})", file.display()))?;
         replacements.push((value.span(), format!("\"{reference}\"")));
     }
@@ -190,14 +227,7 @@ pub fn submit(remote: &Remote, manifest: &Path) -> Result<ExitCode> {
     for (span, reference) in replacements {
         text.replace_range(span, &reference);
     }
-    let submitted = client
-        .send("POST", "/v1/jobs", text)
-        .map_err(|error| anyhow::anyhow!("{}", local_name(&error, manifest)))?;
-    println!(
-        "submitted job `{}`",
-        submitted["name"].as_str().unwrap_or("?")
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(text)
 }
 
 /// Errors point at the submitted text as `job.toml`: point at the local file.

@@ -109,6 +109,18 @@ enum Command {
         #[command(flatten)]
         remote: client::Remote,
     },
+    /// Replace a job running on a server at a batch boundary, keeping its state;
+    /// uploads the local components its `[udfs]` name.
+    Redeploy {
+        /// The job manifest (TOML); its `name` is the job replaced.
+        manifest: PathBuf,
+        /// Start this stateful step (`stream/step`) with empty state instead of its
+        /// checkpointed state (as `sluice run --fresh-state`).
+        #[arg(long, value_name = "STEP")]
+        fresh_state: Vec<String>,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
     /// List the tenant's jobs on a server.
     Jobs {
         #[command(flatten)]
@@ -291,6 +303,11 @@ pub fn main() -> ExitCode {
             config,
         } => serve::serve(listen, data, config.as_deref()),
         Command::Submit { manifest, remote } => client::submit(&remote, &manifest),
+        Command::Redeploy {
+            manifest,
+            fresh_state,
+            remote,
+        } => client::redeploy(&remote, &manifest, &fresh_state),
         Command::Jobs { remote } => client::jobs(&remote),
         Command::Job { name, remote } => client::job(&remote, &name),
         Command::Stop { name, remote } => client::stop(&remote, &name),

@@ -47,7 +47,13 @@ pub fn router(server: Arc<Server>) -> Router {
                 .get(list_jobs)
                 .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES as usize)),
         )
-        .route("/v1/jobs/{job}", get(get_job).delete(delete_job))
+        .route(
+            "/v1/jobs/{job}",
+            get(get_job)
+                .delete(delete_job)
+                .put(redeploy_job)
+                .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES as usize)),
+        )
         .route("/v1/jobs/{job}/stop", post(stop_job))
         .route("/v1/jobs/{job}/start", post(start_job))
         .route(
@@ -504,6 +510,73 @@ async fn start_job(
         .start((tenant, name.clone()), admitted.config, recovery)
         .await;
     Ok(Json(json!({"name": name, "state": JobState::Starting})))
+}
+
+/// `?fresh_state=STEP` (repeatable) of a redeploy.
+fn fresh_state(query: Option<&str>) -> Vec<String> {
+    query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .filter_map(|pair| pair.strip_prefix("fresh_state="))
+        .map(|step| {
+            // Steps are `stream/step`: only the slash is commonly encoded.
+            step.replace("%2F", "/").replace("%2f", "/")
+        })
+        .collect()
+}
+
+/// A redeploy: the running job stops after its batch in flight and the new manifest
+/// starts from its checkpoint, keeping its state; a change recovery refuses (as `sluice
+/// run` refuses it) leaves the old one running and answers 409 with the reason.
+async fn redeploy_job(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    manifest: String,
+) -> Answer {
+    let old = server.job(&tenant, &name)?;
+    let admitted = server.clone().admit(&tenant, manifest.clone()).await?;
+    if admitted.config.name != name {
+        return Err(ApiError::bad_request(format!(
+            "the manifest names job `{}`, not `{name}`: a redeploy keeps the job's name",
+            admitted.config.name
+        )));
+    }
+    let recovery = RecoveryOptions {
+        fresh_state: fresh_state(query.as_deref()),
+        ..RecoveryOptions::default()
+    };
+    let key = (tenant.clone(), name.clone());
+    if let Err(refused) = server
+        .supervisor
+        .start_checked(key.clone(), admitted.config, recovery)
+        .await
+    {
+        if old.desired == Desired::Running {
+            let previous = server.clone().admit(&tenant, old.manifest).await?;
+            server
+                .supervisor
+                .start(key, previous.config, RecoveryOptions::default())
+                .await;
+        }
+        return Err(ApiError::conflict(format!(
+            "the redeploy of job `{name}` is refused, and the job runs as before: {refused}"
+        )));
+    }
+    server.registry.put_job(
+        &JobRow {
+            manifest,
+            desired: Desired::Running,
+            error: None,
+            ..old
+        },
+        &admitted.components,
+    )?;
+    server.collect_garbage().await?;
+    Ok(Json(
+        json!({"name": name, "state": JobState::Running, "components": admitted.components}),
+    ))
 }
 
 async fn delete_job(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -115,14 +116,17 @@ impl Supervisor {
         }
     }
 
-    /// Starts supervising `config` as the job `key` (stopping an earlier run of it first).
+    /// Starts supervising `config` as the job `key` (stopping an earlier run of it first,
+    /// after its batch in flight). The receiver learns whether its first start succeeded
+    /// (instances made, checkpoint recovered), or why not.
     pub async fn start(
         self: &Arc<Self>,
         key: JobKey,
         config: JobConfig,
         recovery: RecoveryOptions,
-    ) {
+    ) -> oneshot::Receiver<Result<(), String>> {
         self.stop(&key).await;
+        let (started, first_start) = oneshot::channel();
         let supervised = Arc::new(Supervised {
             status: Mutex::new(JobStatus {
                 state: JobState::Starting,
@@ -133,16 +137,37 @@ impl Supervisor {
             stop: CancellationToken::new(),
             task: Mutex::new(None),
         });
-        let task =
-            tokio::spawn(
-                self.clone()
-                    .supervise(key.clone(), config, recovery, supervised.clone()),
-            );
+        let task = tokio::spawn(self.clone().supervise(
+            key.clone(),
+            config,
+            recovery,
+            supervised.clone(),
+            started,
+        ));
         *supervised.task.lock().expect("job poisoned") = Some(task);
         self.jobs
             .lock()
             .expect("jobs poisoned")
             .insert(key, supervised);
+        first_start
+    }
+
+    /// Starts `config` as the job `key` as [`Supervisor::start`] does, but when its first
+    /// start fails it is stopped rather than restarted, and the error returned.
+    pub async fn start_checked(
+        self: &Arc<Self>,
+        key: JobKey,
+        config: JobConfig,
+        recovery: RecoveryOptions,
+    ) -> Result<(), String> {
+        let first_start = self.start(key.clone(), config, recovery).await;
+        let outcome = first_start
+            .await
+            .unwrap_or_else(|_| Err("the job ended before it started".into()));
+        if outcome.is_err() {
+            self.stop(&key).await;
+        }
+        outcome
     }
 
     /// Records a job that is not running (stopped or failed before this start).
@@ -216,12 +241,16 @@ impl Supervisor {
         config: JobConfig,
         recovery: RecoveryOptions,
         supervised: Arc<Supervised>,
+        started: oneshot::Sender<Result<(), String>>,
     ) {
+        let mut started = Some(started);
         let (tenant, name) = (&key.0, &key.1);
         let mut failures: VecDeque<Instant> = VecDeque::new();
         loop {
             supervised.set_state(JobState::Starting);
-            let outcome = self.run_once(&config, &recovery, &supervised).await;
+            let outcome = self
+                .run_once(&config, &recovery, &supervised, &mut started)
+                .await;
             let stopped = supervised.stop.is_cancelled();
             let error = match outcome {
                 Ok(StopReason::Drained | StopReason::BatchLimit) if !stopped => {
@@ -293,15 +322,27 @@ impl Supervisor {
         config: &JobConfig,
         recovery: &RecoveryOptions,
         supervised: &Supervised,
+        started: &mut Option<oneshot::Sender<Result<(), String>>>,
     ) -> anyhow::Result<StopReason> {
         let host = self.host.clone();
         let (config, recovery) = (config.clone(), recovery.clone());
         // Instantiating components and recovering state block.
-        let mut handle = tokio::task::spawn_blocking(move || {
+        let handle = tokio::task::spawn_blocking(move || {
             let job = Job::build(config, host.runtime())?;
             host.start(job, None, &recovery)
         })
-        .await??;
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|handle| handle);
+        if let Some(started) = started.take() {
+            let _ = started.send(
+                handle
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|error| format!("{error:#}")),
+            );
+        }
+        let mut handle = handle?;
         supervised.set_state(JobState::Running);
         let mut stopping = false;
         loop {
