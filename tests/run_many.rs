@@ -193,7 +193,7 @@ fn a_healthy_tenants_job_keeps_its_schedule_next_to_sleeping_and_spinning_jobs()
     let mut neighbours = Vec::new();
     for (name, udf) in [("spin1", "spin"), ("spin2", "spin"), ("nap", "nap")] {
         let steps = format!("{{ op = \"map\", udf = \"f#{udf}\" }}");
-        neighbours.push(generated_job(dir.path(), name, "a", 1, 10, &steps));
+        neighbours.push(generated_job(dir.path(), name, "a", 2, 10, &steps));
     }
     let mut args: Vec<&str> = neighbours.iter().map(|path| arg(path)).collect();
     args.extend(["--host-config", arg(&host)]);
