@@ -854,3 +854,57 @@ fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused(
     assert_eq!(written, last, "{done}");
     assert!(files(dir.path(), "a").join("more").exists());
 }
+
+#[test]
+fn after_kill_9_ten_jobs_of_three_tenants_resume_with_exact_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, admin) = fresh(dir.path(), &[]);
+    let mut jobs = Vec::new();
+    for (tenant, count) in [("a", 4), ("b", 3), ("c", 3)] {
+        let token = server.tenant(&admin, tenant, json!({}));
+        server.expect(
+            201,
+            "PUT",
+            "/v1/components/wordcount",
+            &token,
+            wasm("wordcount"),
+        );
+        for number in 0..count {
+            let name = format!("count{number}");
+            let input = text(100, &mut Xorshift(jobs.len() as u64 + 1));
+            let path = format!("/v1/files/{name}/input.txt");
+            server.expect(201, "PUT", &path, &token, input.clone());
+            let manifest = word_count(&name, RUNNING_COUNT)
+                .replace(
+                    "path = \"input.txt\"",
+                    &format!("path = \"{name}/input.txt\""),
+                )
+                .replace(
+                    "prefix = \"out/counts\"",
+                    &format!("prefix = \"{name}/out/counts\""),
+                );
+            server.expect(201, "POST", "/v1/jobs", &token, manifest);
+            jobs.push((tenant, token.clone(), name, input));
+        }
+    }
+    for (_, token, name, _) in &jobs {
+        server.wait_job(token, name, "a few batches of every job", |job| {
+            job["reports"].as_array().unwrap().len() >= 3
+        });
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let again = Server::start(&dir.path().join("data"), &[]);
+    for (tenant, token, name, input) in &jobs {
+        again.wait_job(
+            token,
+            name,
+            "every job to finish after the restart",
+            |job| job["state"] == "finished",
+        );
+        let counts = final_counts(&files(dir.path(), tenant).join(name)).0;
+        assert_eq!(&counts, &counted(input), "tenant {tenant}, job {name}");
+    }
+}
