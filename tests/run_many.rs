@@ -272,3 +272,35 @@ fn a_second_ctrl_c_stops_every_job_at_once_even_a_sleeping_one() {
     assert!(status.success(), "the restart failed: {log:#?}");
     assert_eq!(final_counts(dir.path()).0, counted(&slow_input()));
 }
+
+#[test]
+fn a_job_that_cannot_start_stops_those_started_before_it() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let first = slow_word_count(&a, "first");
+    let second = slow_word_count(&b, "second");
+    // Another run holds the second job's checkpoint directory.
+    let mut holder = Run::start(&second, &[]);
+    holder.wait_for("batch done");
+    let (status, log) = Run::start(&first, &[arg(&second)]).finish();
+    let text = text_of(&log);
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("already running (pid {})", holder.child.id())),
+        "{text}"
+    );
+    assert!(
+        message_of(ending_of(&log, "first")).contains("it was stopped"),
+        "the job started first is stopped: {text}"
+    );
+    holder.signal("TERM");
+    assert!(holder.finish().0.success());
+    for dir in [&a, &b] {
+        let (status, log) = Run::start(&dir.join("job.toml"), &[]).finish();
+        assert!(status.success(), "{log:#?}");
+        assert_eq!(final_counts(dir).0, counted(&slow_input()));
+    }
+}
