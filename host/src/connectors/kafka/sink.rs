@@ -49,8 +49,12 @@ const DIGEST: &str = "sluice-digest";
 /// leaves exactly k records of the batch written.
 pub const ABORT_AFTER_ACKS: &str = "SLUICE_FAULT_KAFKA_ABORT_AFTER_ACKS";
 
-/// How long the recovery fetch waits before it takes an empty fetch as the end.
+/// How long the recovery fetch must go without a record, every partition at its end,
+/// before it takes what it read as all there is.
 const QUIET: Duration = Duration::from_millis(1500);
+/// How long the recovery fetch may take in all before the sink gives up (and fails,
+/// rather than risk writing a record twice).
+const READ_BACK_LIMIT: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A delivery report: the partition and offset a record got, or why it failed.
@@ -238,13 +242,17 @@ impl KafkaSink {
 
     /// What batch `time_ms` of this instance already has in the topic, by sequence number
     /// (with its digest): every partition fetched from where the last written batch ended
-    /// until a fetch comes back empty.
+    /// until a fetch of it has come back empty (librdkafka's partition end) after its last
+    /// record, and no record came for [`QUIET`]. Both are needed: a slow start (a busy
+    /// machine) delivers nothing for a while before the first fetch, and some brokers
+    /// (Tansu 0.6) report a partition's end too early, before records that follow.
     fn present(&self, open: &Open, time_ms: i64) -> Result<HashMap<u64, String>> {
         let reader: BaseConsumer = self
             .client()
             .set("group.id", format!("sluice-sink-{}", self.name))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
             .create()
             .with_context(|| format!("sink `{}` cannot create a Kafka consumer", self.name))?;
         let mut assignment = TopicPartitionList::new();
@@ -259,18 +267,37 @@ impl KafkaSink {
         reader.assign(&assignment)?;
         let batch = time_ms.to_string();
         let mut present = HashMap::new();
+        let started = Instant::now();
         let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < QUIET {
-            let Some(message) = reader.poll(Duration::from_millis(100)) else {
-                continue;
+        let mut at_end = vec![false; open.partitions as usize];
+        while quiet_since.elapsed() < QUIET || !at_end.iter().all(|&end| end) {
+            if started.elapsed() > READ_BACK_LIMIT {
+                bail!(
+                    "sink `{}` could not read topic `{}` back to its end within {} s, so it cannot tell which records of the batch it wrote before the restart; nothing was written. Check the broker and run again",
+                    self.name,
+                    self.config.topic,
+                    READ_BACK_LIMIT.as_secs()
+                );
+            }
+            let message = match reader.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    if let Some(end) = at_end.get_mut(partition as usize) {
+                        *end = true;
+                    }
+                    continue;
+                }
+                Some(message) => message.with_context(|| {
+                    format!(
+                        "sink `{}` cannot read back topic `{}`",
+                        self.name, self.config.topic
+                    )
+                })?,
             };
-            let message = message.with_context(|| {
-                format!(
-                    "sink `{}` cannot read back topic `{}`",
-                    self.name, self.config.topic
-                )
-            })?;
             quiet_since = Instant::now();
+            if let Some(end) = at_end.get_mut(message.partition() as usize) {
+                *end = false;
+            }
             let Some(headers) = message.headers() else {
                 continue;
             };

@@ -69,6 +69,10 @@ struct Fetched {
 struct Fetching {
     next: Option<i64>,
     records: VecDeque<(i64, Vec<u8>)>,
+    /// For a partition started by `starting_offsets = { timestamp }`: records before the
+    /// first one at or after this time are passed over. The broker's answer is only where
+    /// fetching starts: some brokers (Tansu 0.6) answer an earlier offset.
+    not_before_ms: Option<i64>,
 }
 
 /// A consumer for `config`: the client properties first, so that Sluice's own settings
@@ -276,6 +280,14 @@ fn discover(
         .context("cannot assign the topics' partitions")?;
     for partition in new {
         let next = starts.get(&partition).copied();
+        let not_before_ms = match shared.config.starting_offsets {
+            StartingOffsets::Timestamp(at)
+                if first && !from_group && !resume.contains_key(&partition) =>
+            {
+                Some(at)
+            }
+            _ => None,
+        };
         tracing::info!(
             source = shared.source,
             "reading {} partition {}{}",
@@ -288,6 +300,7 @@ fn discover(
             Fetching {
                 next,
                 records: VecDeque::new(),
+                not_before_ms,
             },
         );
     }
@@ -303,6 +316,12 @@ fn keep(shared: &Shared, message: &BorrowedMessage<'_>) {
     let Some(fetching) = fetched.partitions.get_mut(&partition) else {
         return;
     };
+    if let Some(at) = fetching.not_before_ms {
+        if message.timestamp().to_millis().is_none_or(|time| time < at) {
+            return;
+        }
+        fetching.not_before_ms = None;
+    }
     match record {
         Ok(record) => fetching.records.push_back((message.offset(), record)),
         Err(error) => match shared.config.on_decode_error {
