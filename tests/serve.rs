@@ -552,6 +552,19 @@ prefix = "out/n"
     assert!(failure.contains("failed 3 times within 10m"), "{failure}");
     let listed = server.expect(200, "GET", "/v1/jobs", &a, "");
     assert_eq!(listed[0]["state"], "failed");
+    let Json::String(log) = server.expect(200, "GET", "/v1/jobs/panics/logs", &a, "") else {
+        panic!("the log is text")
+    };
+    assert_eq!(log.matches("restarting after a delay").count(), 2, "{log}");
+    assert!(
+        log.contains("three is not allowed") && log.contains("not restarted again"),
+        "{log}"
+    );
+    let b = server.tenant(&admin, "b", json!({}));
+    assert_eq!(
+        server.call("GET", "/v1/jobs/panics/logs", Some(&b), None).0,
+        404
+    );
     // It stays failed over a restart of the server.
     assert_eq!(server.terminate().code(), Some(0));
     let again = Server::start(
@@ -776,6 +789,27 @@ fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
         submitted.contains("component `wordcount` is on the server already"),
         "{submitted}"
     );
+    let mut follow = common::sluice()
+        .env("SLUICE_SERVER", &server.url)
+        .env("SLUICE_TOKEN", token)
+        .args(["logs", "again", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let followed = lines.find(|line| {
+        line.as_ref()
+            .unwrap()
+            .contains("finished: its sources are drained")
+    });
+    assert!(
+        followed.is_some(),
+        "the followed log ended before the job finished"
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let log = stdout(&cli(&server, token, &["logs", "again"]));
+    assert!(log.contains("finished: its sources are drained"), "{log}");
     stdout(&cli(&server, token, &["stop", "again"]));
     stdout(&cli(&server, token, &["delete", "again"]));
 

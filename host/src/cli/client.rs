@@ -302,6 +302,48 @@ pub fn job(remote: &Remote, name: &str) -> Result<ExitCode> {
     print_json(&Client::new(remote).get(&format!("/v1/jobs/{name}"))?)
 }
 
+/// `sluice logs NAME [-f]`: the job's log lines, and with `follow` each new one as it
+/// comes.
+pub fn logs(remote: &Remote, name: &str, follow: bool) -> Result<ExitCode> {
+    let client = Client::new(remote);
+    let path = format!(
+        "/v1/jobs/{name}/logs{}",
+        if follow { "?follow=1" } else { "" }
+    );
+    let response = client
+        .agent
+        .get(client.url(&path))
+        .header("Authorization", client.authorization()?)
+        .call();
+    if !follow {
+        std::io::Write::write_all(
+            &mut std::io::stdout(),
+            &client.answer_bytes(&path, response)?,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let response =
+        response.with_context(|| format!("cannot reach the server at {}", client.base))?;
+    if !response.status().is_success() {
+        // Read as any answer, for the server's message.
+        return client
+            .answer_bytes(&path, Ok(response))
+            .map(|_| ExitCode::FAILURE);
+    }
+    let mut lines = response.into_body().into_reader();
+    let mut stdout = std::io::stdout().lock();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read =
+            std::io::Read::read(&mut lines, &mut buffer).context("the server ended the log")?;
+        if read == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::Write::write_all(&mut stdout, &buffer[..read])?;
+        std::io::Write::flush(&mut stdout)?;
+    }
+}
+
 /// `sluice stop NAME`.
 pub fn stop(remote: &Remote, name: &str) -> Result<ExitCode> {
     let answer = Client::new(remote).send("POST", &format!("/v1/jobs/{name}/stop"), "")?;

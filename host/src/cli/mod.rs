@@ -18,7 +18,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sluice::manifest::ManifestError;
 use sluice::runtime::{Runtime, RuntimeConfig};
+use sluice::server::logs::{JobLogLayer, JobLogs};
 use stderr::Stderr;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -118,6 +121,16 @@ enum Command {
         /// checkpointed state (as `sluice run --fresh-state`).
         #[arg(long, value_name = "STEP")]
         fresh_state: Vec<String>,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+    /// Print a job's log lines from a server.
+    Logs {
+        /// The job's name.
+        name: String,
+        /// Go on printing lines as they come, until Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         remote: client::Remote,
     },
@@ -274,7 +287,9 @@ pub fn main() -> ExitCode {
         Command::Run { log, .. } => *log,
         _ => LogFormat::Text,
     };
-    init_logging(log);
+    // The server files each job's log lines under the job.
+    let job_logs = matches!(cli.command, Command::Serve { .. }).then(JobLogs::new);
+    init_logging(log, job_logs.as_ref().map(JobLogs::layer));
     let outcome = match cli.command {
         Command::Run {
             manifests,
@@ -301,13 +316,23 @@ pub fn main() -> ExitCode {
             listen,
             data,
             config,
-        } => serve::serve(listen, data, config.as_deref()),
+        } => serve::serve(
+            listen,
+            data,
+            config.as_deref(),
+            job_logs.expect("made for serve"),
+        ),
         Command::Submit { manifest, remote } => client::submit(&remote, &manifest),
         Command::Redeploy {
             manifest,
             fresh_state,
             remote,
         } => client::redeploy(&remote, &manifest, &fresh_state),
+        Command::Logs {
+            name,
+            follow,
+            remote,
+        } => client::logs(&remote, &name, follow),
         Command::Jobs { remote } => client::jobs(&remote),
         Command::Job { name, remote } => client::job(&remote, &name),
         Command::Stop { name, remote } => client::stop(&remote, &name),
@@ -371,7 +396,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, job_logs: Option<JobLogLayer>) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
@@ -379,9 +404,9 @@ fn init_logging(format: LogFormat) {
         .with_writer(|| Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == LogFormat::Json {
-        builder.json().init();
+        builder.json().finish().with(job_logs).init();
     } else {
-        builder.init();
+        builder.finish().with(job_logs).init();
     }
 }
 

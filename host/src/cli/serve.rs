@@ -6,11 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use sluice::server::logs::JobLogs;
 use sluice::server::{self, ServeOptions, ServerConfig};
 
 use super::run::StopSignals;
 
-pub fn serve(listen: SocketAddr, data: PathBuf, config: Option<&Path>) -> Result<ExitCode> {
+pub fn serve(
+    listen: SocketAddr,
+    data: PathBuf,
+    config: Option<&Path>,
+    logs: Arc<JobLogs>,
+) -> Result<ExitCode> {
     let config = match config {
         Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
@@ -19,6 +27,7 @@ pub fn serve(listen: SocketAddr, data: PathBuf, config: Option<&Path>) -> Result
         listen,
         data,
         config,
+        logs,
     };
     let tokio = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     tokio.block_on(async {

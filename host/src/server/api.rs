@@ -56,6 +56,7 @@ pub fn router(server: Arc<Server>) -> Router {
         )
         .route("/v1/jobs/{job}/stop", post(stop_job))
         .route("/v1/jobs/{job}/start", post(start_job))
+        .route("/v1/jobs/{job}/logs", get(job_logs))
         .route(
             "/v1/files/{*path}",
             put(put_file)
@@ -577,6 +578,47 @@ async fn redeploy_job(
     Ok(Json(
         json!({"name": name, "state": JobState::Running, "components": admitted.components}),
     ))
+}
+
+#[derive(Deserialize)]
+struct FollowQuery {
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+/// The job's log as text, a line each; with `?follow=1` the answer goes on with each new
+/// line as it comes.
+async fn job_logs(
+    State(server): State<Arc<Server>>,
+    Tenant(tenant): Tenant,
+    Path(name): Path<String>,
+    Query(query): Query<FollowQuery>,
+) -> Answer<Response> {
+    server.job(&tenant, &name)?;
+    let (lines, follow) = server.logs.read(&tenant, &name);
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !query
+        .follow
+        .is_some_and(|value| matches!(value.as_str(), "1" | "true" | "yes"))
+    {
+        return Ok((text_plain, text).into_response());
+    }
+    let next = futures_util::stream::unfold(follow, |mut follow| async move {
+        loop {
+            match follow.recv().await {
+                Ok(line) => return Some((Ok(format!("{line}\n")), follow)),
+                // A follower too slow for the job's log misses lines, not the job.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures_util::StreamExt::chain(
+        futures_util::stream::once(std::future::ready(Ok::<_, std::convert::Infallible>(text))),
+        next,
+    );
+    Ok((text_plain, axum::body::Body::from_stream(stream)).into_response())
 }
 
 async fn delete_job(

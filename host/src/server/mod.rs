@@ -11,6 +11,7 @@ pub mod api;
 pub mod beneath;
 pub mod config;
 pub mod data;
+pub mod logs;
 pub mod registry;
 pub mod supervisor;
 pub mod tokens;
@@ -46,7 +47,7 @@ pub const DEFAULT_DATA: &str = "sluice-data";
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// What `sluice serve` is started with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The address to listen on.
     pub listen: SocketAddr,
@@ -54,6 +55,9 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// The configuration.
     pub config: ServerConfig,
+    /// Where the jobs' log lines go: its [`logs::JobLogs::layer`] must be installed in
+    /// the process's tracing subscriber for them to arrive.
+    pub logs: Arc<logs::JobLogs>,
 }
 
 /// A running server's shared state.
@@ -63,6 +67,7 @@ pub struct Server {
     host: Arc<Host>,
     supervisor: Arc<Supervisor>,
     config: ServerConfig,
+    logs: Arc<logs::JobLogs>,
     /// One component validation at a time per tenant.
     upload_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while the component store changes: registering a component, removing unused ones.
@@ -115,6 +120,7 @@ pub async fn serve(
         host,
         supervisor,
         config: options.config,
+        logs: options.logs,
         upload_turns: Mutex::new(HashMap::new()),
         store: tokio::sync::Mutex::new(()),
     });
@@ -257,6 +263,7 @@ impl Server {
             .remove(&(tenant.to_owned(), name.to_owned()))
             .await;
         self.registry.delete_job(tenant, name)?;
+        self.logs.remove(tenant, name);
         remove_dir(&self.data.job(tenant, name))?;
         self.collect_garbage().await
     }
