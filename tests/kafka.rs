@@ -445,7 +445,14 @@ fn bad_values_fail_or_are_skipped_and_metadata_names_the_origin() {
         written(dir.path()).len() == 2
     });
     run.signal("INT");
-    assert!(run.finish().0.success());
+    let (status, log) = run.finish();
+    assert!(status.success(), "{log:#?}");
+    let skipped: u64 = log
+        .iter()
+        .filter(|line| common::run::message_of(line) == "batch done")
+        .map(|line| line["fields"]["skipped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(skipped, 1, "the batch reports count the record skipped");
     let records = written(dir.path());
     assert_eq!(records[0]["topic"], topic.as_str());
     assert_eq!(records[0]["offset"], 0);

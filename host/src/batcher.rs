@@ -51,6 +51,9 @@ pub struct BatchReport {
     pub stats: BatchStats,
     /// Whether it was a batch cut before a restart, computed again from the log.
     pub replayed: bool,
+    /// Records its sources passed over because they could not be decoded
+    /// (`on_decode_error = "skip"`); 0 for a re-run batch.
+    pub skipped: u64,
     /// The state checkpoint written after it, if one was.
     pub checkpoint: Option<checkpoint::Written>,
 }
@@ -85,6 +88,7 @@ pub struct RunSummary {
 struct Cut {
     logged: checkpoint::Cut,
     inputs: Vec<Batch>,
+    skipped: u64,
     last: bool,
 }
 
@@ -146,6 +150,7 @@ pub async fn run(
                     queued: 0,
                     stats,
                     replayed: true,
+                    skipped: 0,
                     checkpoint: written,
                 });
             }
@@ -192,6 +197,7 @@ pub async fn run(
         let time_ms = cut.logged.time_ms;
         let scheduling_delay = since(time_ms);
         let number = cut.logged.number;
+        let skipped = cut.skipped;
         let queued = pending.len();
         let logged = cut.logged.clone();
         let computed = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await;
@@ -217,6 +223,7 @@ pub async fn run(
             queued,
             stats,
             replayed: false,
+            skipped,
             checkpoint: written,
         });
         if cut.last {
@@ -327,6 +334,7 @@ async fn cut_batches(
         let cut = cut.map(|(logged, inputs)| Cut {
             logged,
             inputs,
+            skipped: receivers.skipped(),
             last,
         });
         if cuts.send(cut).await.is_err() || last || failed {

@@ -124,6 +124,7 @@ impl Status {
                 total_delay_us = total_delay.as_micros() as u64,
                 queued = report.queued,
                 replayed = report.replayed,
+                skipped = report.skipped,
                 "batch done"
             );
         }

@@ -56,6 +56,10 @@ pub trait Ranged: Send + Sync {
     /// gave them; refuses if the broker no longer has them.
     fn records_in(&self, ranges: &[OffsetRange]) -> Result<Batch>;
 
+    /// How many records the last [`take`](Self::take) passed over because they could not
+    /// be decoded (`on_decode_error = "skip"`).
+    fn skipped(&self) -> u64;
+
     /// Starts reading where `ranges` end (partitions not in them: at the starting offsets).
     fn resume_after(&self, ranges: &[OffsetRange]);
 
@@ -466,6 +470,16 @@ impl Receivers {
                 intake.restore(&records);
             }
         }
+    }
+
+    /// How many records the sources passed over in the last cut because they could not
+    /// be decoded.
+    pub fn skipped(&self) -> u64 {
+        self.receivers
+            .iter()
+            .filter_map(|receiver| receiver.ranged())
+            .map(Ranged::skipped)
+            .sum()
     }
 
     /// Whether every receiver is drained (so the job can end).

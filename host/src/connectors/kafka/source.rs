@@ -11,7 +11,7 @@
 //! show the lag, and a job without a checkpoint restarts from them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct KafkaSource {
     shared: Arc<Shared>,
     started: Mutex<bool>,
     rate: RateLimit,
+    /// Undecodable records the last cut passed over (`on_decode_error = "skip"`).
+    skipped: AtomicU64,
 }
 
 struct Shared {
@@ -59,7 +61,6 @@ struct Shared {
 struct Fetched {
     partitions: BTreeMap<Partition, Fetching>,
     buffered: usize,
-    skipped: u64,
     failure: Option<String>,
 }
 
@@ -113,6 +114,7 @@ impl KafkaSource {
             }),
             started: Mutex::new(false),
             rate: RateLimit::new(config.rate),
+            skipped: AtomicU64::new(0),
         };
         if from_group {
             kafka.start(HashMap::new(), true);
@@ -328,7 +330,6 @@ fn keep(shared: &Shared, message: &BorrowedMessage<'_>) {
             OnDecodeError::Skip => {
                 // An empty record marks the offset as taken, so the range still covers it.
                 fetching.records.push_back((message.offset(), Vec::new()));
-                fetched.skipped += 1;
             }
             OnDecodeError::Fail => {
                 fetched.failure.get_or_insert(error);
@@ -451,6 +452,7 @@ impl Ranged for KafkaSource {
         let mut batch = Batch::new();
         let mut ranges = Vec::new();
         let mut taken = 0;
+        let mut skipped = 0;
         for (index, ((topic, partition), fetching)) in fetched.partitions.iter_mut().enumerate() {
             let rate_limit = rate_limits
                 .as_ref()
@@ -458,7 +460,9 @@ impl Ranged for KafkaSource {
             let count = fetching.records.len().min(limit).min(rate_limit);
             let mut last = None;
             for (offset, record) in fetching.records.drain(..count) {
-                if !record.is_empty() {
+                if record.is_empty() {
+                    skipped += 1;
+                } else {
                     batch.push_with(|out| out.extend_from_slice(&record));
                 }
                 fetching.next.get_or_insert(offset);
@@ -478,7 +482,7 @@ impl Ranged for KafkaSource {
             });
         }
         fetched.buffered -= taken;
-        let skipped = std::mem::take(&mut fetched.skipped);
+        self.skipped.store(skipped, Ordering::Release);
         if skipped > 0 {
             tracing::warn!(
                 source = self.shared.source,
@@ -491,6 +495,10 @@ impl Ranged for KafkaSource {
 
     fn records_in(&self, ranges: &[OffsetRange]) -> Result<Batch> {
         replay(&self.shared, ranges)
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Acquire)
     }
 
     fn resume_after(&self, ranges: &[OffsetRange]) {
