@@ -163,8 +163,9 @@ impl Job {
     /// Computes the batch of time `time_ms` from each source's records (in source order)
     /// and writes it to every sink.
     pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
+        // The turn is taken at the first tick of a host loop: a small batch's few records
+        // never queue for it.
         self.threads.install(|| {
-            self.turn.take();
             let processed = self.process_here(time_ms, inputs);
             self.turn.release();
             processed

@@ -9,8 +9,9 @@
 //! every [`CHECK_EVERY`] records it looks at the clock, and once the slice is used up it
 //! gives the slot back (charging the tenant) and waits for the fair queue to grant one
 //! again. A guest call gives the turn back for its length ([`paused`]); the next tick
-//! takes it again. A batch takes the turn when it starts and gives it back before its
-//! sinks write (they may wait on the world outside).
+//! takes it again. A batch takes the turn at its first tick (so a batch of a few records
+//! never queues) and gives it back before its sinks write (they may wait on the world
+//! outside).
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Condvar, Mutex};
