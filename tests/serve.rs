@@ -550,6 +550,10 @@ prefix = "out/n"
     assert_eq!(failed["restarts"], 2, "{failed}");
     let failure = failed["failure"].as_str().unwrap();
     assert!(failure.contains("failed 3 times within 10m"), "{failure}");
+    assert!(
+        failure.contains(" at job.toml:") && !failure.contains("tenants/a"),
+        "{failure}"
+    );
     let listed = server.expect(200, "GET", "/v1/jobs", &a, "");
     assert_eq!(listed[0]["state"], "failed");
     let Json::String(log) = server.expect(200, "GET", "/v1/jobs/panics/logs", &a, "") else {

@@ -262,7 +262,11 @@ impl Supervisor {
                     supervised.set_state(JobState::Stopped);
                     return;
                 }
-                Err(error) => format!("{error:#}"),
+                // Tenants see their manifest as `job.toml`, not where the server keeps it.
+                Err(error) => format!("{error:#}").replace(
+                    &config.file.display().to_string(),
+                    super::admission::MANIFEST_NAME,
+                ),
             };
             tracing::warn!(tenant, job = name, "failed: {error}");
             if stopped {
