@@ -917,7 +917,10 @@ mod faulty_udfs {
     #[test]
     fn a_memory_bomb_is_stopped_at_its_memory_limit() {
         let error = fails_alone("hog", "memory = \"32MiB\"");
-        assert!(error.contains("past the limit of 33554432 bytes (32.00 MiB)"), "{error}");
+        assert!(
+            error.contains("past the limit of 33554432 bytes (32.00 MiB)"),
+            "{error}"
+        );
     }
 }
 

@@ -161,7 +161,10 @@ fn tenant_memory(seen: &Witness) -> Option<CallError> {
 /// A memory size in bytes and in MiB to two decimals, so that two sizes a guest's 64 KiB
 /// pages apart never read as equal: `33619968 bytes (32.06 MiB)`.
 fn exact_size(bytes: usize) -> String {
-    format!("{bytes} bytes ({:.2} MiB)", bytes as f64 / f64::from(1 << 20))
+    format!(
+        "{bytes} bytes ({:.2} MiB)",
+        bytes as f64 / f64::from(1 << 20)
+    )
 }
 
 /// Why a call trapped.
@@ -386,12 +389,9 @@ mod tests {
             &limits,
         );
         assert!(
-            memory
-                .to_string()
-                .contains(
-                    "to 314572800 bytes (300.00 MiB), past the limit of 268435456 bytes (256.00 MiB)"
-                )
-                && memory.to_string().contains("`limits.memory`"),
+            memory.to_string().contains(
+                "to 314572800 bytes (300.00 MiB), past the limit of 268435456 bytes (256.00 MiB)"
+            ) && memory.to_string().contains("`limits.memory`"),
             "{memory}"
         );
         let transfer = explain_trap(
