@@ -28,6 +28,11 @@ impl Server {
     /// Starts `sluice serve --listen 127.0.0.1:PORT --data DATA [ARGS]` and waits for its
     /// port to answer.
     fn start(data: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data, args, &[])
+    }
+
+    /// As [`Server::start`], with the environment variables `env` set on the process.
+    fn start_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -37,6 +42,7 @@ impl Server {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -156,7 +162,12 @@ impl Drop for Server {
 
 /// Starts a server on a new data directory; it and the admin token.
 fn fresh(dir: &Path, args: &[&str]) -> (Server, String) {
-    let server = Server::start(&dir.join("data"), args);
+    fresh_with_env(dir, args, &[])
+}
+
+/// As [`fresh`], with the environment variables `env` set on the server.
+fn fresh_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
+    let server = Server::start_with_env(&dir.join("data"), args, env);
     let line = server
         .stdout
         .recv_timeout(Duration::from_secs(10))
@@ -945,4 +956,61 @@ fn after_kill_9_ten_jobs_of_three_tenants_resume_with_exact_totals() {
         let counts = final_counts(&files(dir.path(), tenant).join(name)).0;
         assert_eq!(&counts, &counted(input), "tenant {tenant}, job {name}");
     }
+}
+
+/// A job's batch cut writes and syncs its write-ahead log, which a slow or busy disk makes
+/// slow. Cuts must not run on the server's async threads: with more jobs cutting than the
+/// runtime has threads, each cut taking 3 s, the API would answer only between cuts.
+#[test]
+fn slow_log_cuts_of_many_jobs_do_not_stall_the_api() {
+    const CUT: Duration = Duration::from_secs(3);
+    const JOBS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let cut_ms = CUT.as_millis().to_string();
+    let (server, admin) = fresh_with_env(
+        dir.path(),
+        &[],
+        &[("SLUICE_FAULT_SLOW_LOG_CUT_MS", cut_ms.as_str())],
+    );
+    let a = server.tenant(&admin, "a", json!({}));
+    server.expect(201, "PUT", "/v1/components/conf", &a, wasm("conformance"));
+    for job in 0..JOBS {
+        let manifest = format!(
+            r#"name = "numbers-{job}"
+batch_interval = "20ms"
+[udfs]
+conf = "conf"
+[[sources]]
+name = "numbers"
+kind = "generator"
+rate = 10
+[[streams]]
+name = "out"
+from = "numbers"
+steps = [{{ op = "map", udf = "conf#add_10" }}]
+[[sinks]]
+from = "out"
+kind = "files"
+prefix = "out-{job}/n"
+"#
+        );
+        server.expect(201, "POST", "/v1/jobs", &a, manifest);
+    }
+    // Every job has cut a batch, so each cutter is now cutting back to back: the
+    // batch interval is far shorter than a cut.
+    for job in 0..JOBS {
+        server.wait_job(&a, &format!("numbers-{job}"), "a first batch", |job| {
+            !job["reports"].as_array().unwrap().is_empty()
+        });
+    }
+    let asked = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(server.call("GET", "/healthz", None, None).0, 200);
+    }
+    let took = asked.elapsed();
+    assert!(
+        took < CUT,
+        "10 requests took {took:?} while {JOBS} jobs cut their logs, each cut taking {CUT:?}: \
+         the cuts hold the server's async threads"
+    );
 }

@@ -237,7 +237,10 @@ pub async fn run(
             break StopReason::BatchLimit;
         }
     };
-    cutter.abort();
+    // The cutter ends at its next wait once `pending` is gone. A cut in flight is let
+    // finish rather than abandoned half-written: the log is this run's until it ends.
+    drop(pending);
+    cutter.await.context("the batch cutter panicked")?;
     if summary.reason == StopReason::Stopped
         && let Some(checkpointer) = &checkpointer
     {
@@ -304,11 +307,16 @@ async fn compute(
     .context("the batch computation panicked")?
 }
 
-/// Cuts a batch every interval until stopped or drained. Batch times are consecutive
-/// multiples of the interval, whatever the cut, the log or the computation cost: the first
-/// is the next interval boundary, and each later one follows the one before by exactly one
-/// interval, never read from the clock again. As with Spark's timer, a lagging job makes
-/// its batches wait (in `cuts`, whose bound then holds the cutter back), not skip times.
+/// Cuts a batch every interval until stopped, drained, or nobody takes the cuts any more.
+/// Batch times are consecutive multiples of the interval, whatever the cut, the log or the
+/// computation cost: the first is the next interval boundary, and each later one follows
+/// the one before by exactly one interval, never read from the clock again. As with
+/// Spark's timer, a lagging job makes its batches wait (in `cuts`, whose bound then holds
+/// the cutter back), not skip times.
+///
+/// A cut writes (and syncs) the write-ahead log, so it runs on a blocking thread: on the
+/// async threads, a hundred jobs' cuts on a slow disk would stall every other task of the
+/// runtime (the server's API among them).
 async fn cut_batches(
     receivers: Receivers,
     interval: Duration,
@@ -316,6 +324,7 @@ async fn cut_batches(
     cuts: mpsc::Sender<Result<Cut>>,
     stop: CancellationToken,
 ) {
+    let receivers = Arc::new(receivers);
     let interval_ms = interval.as_millis().max(1) as i64;
     let mut number = first_number;
     let mut time_ms = (now_ms() / interval_ms + 1) * interval_ms;
@@ -323,24 +332,36 @@ async fn cut_batches(
         let wait = Duration::from_millis((time_ms - now_ms()).max(0) as u64);
         let stopping = tokio::select! {
             biased;
+            () = cuts.closed() => return,
             () = stop.cancelled() => true,
             () = tokio::time::sleep(wait) => false,
         };
-        let cut = receivers.cut_batch(number, time_ms);
+        let cut = {
+            let receivers = receivers.clone();
+            tokio::task::spawn_blocking(move || cut_one(&receivers, number, time_ms, stopping))
+                .await
+                .unwrap_or_else(|panicked| {
+                    Err(anyhow::anyhow!("cutting a batch panicked: {panicked}"))
+                })
+        };
         number += 1;
         time_ms += interval_ms;
-        let last = stopping || receivers.all_drained();
-        let failed = cut.is_err();
-        let cut = cut.map(|(logged, inputs)| Cut {
-            logged,
-            inputs,
-            skipped: receivers.skipped(),
-            last,
-        });
+        let (last, failed) = (cut.as_ref().is_ok_and(|cut| cut.last), cut.is_err());
         if cuts.send(cut).await.is_err() || last || failed {
             return;
         }
     }
+}
+
+/// Cuts batch `number` of time `time_ms`; the last if `stopping` or every source is drained.
+fn cut_one(receivers: &Receivers, number: u64, time_ms: i64, stopping: bool) -> Result<Cut> {
+    let (logged, inputs) = receivers.cut_batch(number, time_ms)?;
+    Ok(Cut {
+        logged,
+        inputs,
+        skipped: receivers.skipped(),
+        last: stopping || receivers.all_drained(),
+    })
 }
 
 /// How long ago batch time `time_ms` was, to the microsecond (zero if still ahead).
