@@ -5,65 +5,34 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::kafka::Broker;
 use common::run::Run;
 use common::wait;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// The broker's `host:port`, started at the first call: `scripts/kafka PORT` on a free
-/// port, waited for until the port answers. The thread that starts it lives as long as
-/// the test binary, and the broker is killed when the binary ends (parent-death signal).
+/// The broker's `host:port`, started at the first call. The thread that starts it lives
+/// as long as the test binary, and the broker is killed when the binary ends
+/// (parent-death signal).
 fn broker() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
     BROKER.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let (started, running) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut command = Command::new(common::root().join("scripts/kafka"));
-            command
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; it only sets this child's death signal.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = command.spawn().expect("scripts/kafka starts");
-            started.send(()).unwrap();
+            let mut broker = Broker::start();
+            started.send(broker.address().to_owned()).unwrap();
             // This thread must outlive every test: the death signal follows it.
-            let status = child.wait();
+            let status = broker.wait();
             panic!("the Kafka broker ended: {status:?}");
         });
-        running.recv().unwrap();
-        let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(&address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the broker on {address} never answered"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        address
+        running.recv().expect("the broker started")
     })
 }
 
@@ -74,20 +43,7 @@ fn client() -> ClientConfig {
 }
 
 fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client().create().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap();
-    for result in results {
-        result.unwrap_or_else(|(topic, error)| panic!("cannot create {topic}: {error}"));
-    }
+    common::kafka::create_topic(broker(), name, partitions);
 }
 
 /// Produces `records` (key, value) to `topic`; with `one_per_request`, each in a produce

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod kafka;
 pub mod run;
 pub mod wait;
 pub mod wordcount;
