@@ -75,6 +75,46 @@ async fn a_forced_stop_ends_a_looping_or_sleeping_job_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_stop_cuts_short_a_long_host_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HostConfig::parse(
+        "[[tenants]]\nname = \"big\"\nmax_call_output_records = 40000000\n\
+         max_batch_records = 40000000\n",
+    )
+    .unwrap();
+    let host = Host::new(RuntimeConfig::with_host(config)).unwrap();
+    // Four records (one a partition) turn into 40 M, counted by value on the host: seconds of host work.
+    let manifest = format!(
+        "name = \"big\"\ntenant = \"big\"\nbatch_interval = \"100ms\"\npartitions = 4\n\
+         [udfs]\nf = \"{}\"\n[[sources]]\nname = \"in\"\nkind = \"queue\"\nbatches = [[1, 2, 3, 4]]\n\
+         [[streams]]\nname = \"out\"\nfrom = \"in\"\n\
+         steps = [{{ op = \"flat_map\", udf = \"f#explode\" }}, {{ op = \"count_by_value\" }}]\n\
+         [[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
+        common::udf("faulty").display()
+    );
+    let path = dir.path().join("big.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let job = tokio::task::block_in_place(|| host.load(&path)).unwrap();
+    let collected = job.collected().clone();
+    let handle = host.start(job, None, &Default::default()).unwrap();
+    // The job's host work has used a few slices: it is counting.
+    let gate = host.runtime().scheduler().host_gate().clone();
+    let tenant = gate.find("big").unwrap();
+    tokio::task::block_in_place(|| {
+        common::wait::until(Duration::from_secs(60), "the host work to run", || {
+            gate.used(tenant) >= Duration::from_millis(50)
+        })
+    });
+    let took = ended_after(handle, JobHandle::force_stop).await;
+    eprintln!("forced stop during a long host step: ended {took:?} after force_stop()");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(
+        collected.batches("out").is_empty(),
+        "the abandoned batch wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_whose_batch_does_not_finish_is_forced_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let host = host();

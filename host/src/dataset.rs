@@ -1,5 +1,6 @@
 //! A batch's data set: its records split into partitions, each processed on its own core.
 
+use anyhow::Result;
 use rayon::prelude::*;
 use sluice_abi::Batch;
 
@@ -17,24 +18,24 @@ impl Dataset {
 
     /// Splits `records` into `partitions` contiguous slices of near-equal size (slice `i`
     /// holds records `floor(i * n / p)..floor((i + 1) * n / p)`, as Spark slices a local
-    /// collection).
-    pub fn split(records: Batch, partitions: usize) -> Self {
+    /// collection). Fails only if the job it runs for is stopped by force.
+    pub fn split(records: Batch, partitions: usize) -> Result<Self> {
         let partitions = partitions.max(1);
         if partitions == 1 {
-            return Self::from_partitions(vec![records]);
+            return Ok(Self::from_partitions(vec![records]));
         }
         let n = records.len();
         let slices = (0..partitions)
             .map(|i| {
                 let mut slice = Batch::new();
                 for index in i * n / partitions..(i + 1) * n / partitions {
-                    crate::scheduler::slice::tick();
+                    crate::scheduler::slice::tick()?;
                     slice.push_encoded(records.get(index));
                 }
-                slice
+                Ok(slice)
             })
-            .collect();
-        Self::from_partitions(slices)
+            .collect::<Result<_>>()?;
+        Ok(Self::from_partitions(slices))
     }
 
     /// The partitions.

@@ -216,16 +216,17 @@ impl Job {
             partitions: self.config.partitions,
             number: self.batches_done.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        let sources = inputs
-            .into_iter()
-            .map(|records| Dataset::split(records, batch.partitions))
-            .collect();
         let failed = || {
             format!(
                 "job `{}` failed on the batch of time {time_ms} ms",
                 self.config.name
             )
         };
+        let sources = inputs
+            .into_iter()
+            .map(|records| Dataset::split(records, batch.partitions))
+            .collect::<Result<_>>()
+            .with_context(failed)?;
         let outputs = self
             .graph
             .compute_watched(sources, &batch, |held| {

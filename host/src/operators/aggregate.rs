@@ -47,13 +47,13 @@ impl Operator for CountByValue {
             .par_iter()
             .map(|partition| {
                 let mut counts = FxHashMap::default();
-                partition.iter().for_each(|record| {
-                    crate::scheduler::slice::tick();
+                for record in partition.iter() {
+                    crate::scheduler::slice::tick()?;
                     *counts.entry(record).or_insert(0) += 1;
-                });
-                counts
+                }
+                Ok(counts)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let targets = batch.partitions.max(1);
         let hasher = FxBuildHasher;
         let partitions = (0..targets)
@@ -62,7 +62,7 @@ impl Operator for CountByValue {
                 let mut merged: FxHashMap<&[u8], i64> = FxHashMap::default();
                 for counts in &partial {
                     for (record, count) in counts {
-                        crate::scheduler::slice::tick();
+                        crate::scheduler::slice::tick()?;
                         if hasher.hash_one(record) as usize % targets == target {
                             *merged.entry(record).or_insert(0) += count;
                         }
@@ -70,16 +70,16 @@ impl Operator for CountByValue {
                 }
                 let mut pairs = Batch::with_capacity(merged.len(), merged.len() * 16);
                 for (record, count) in merged {
-                    crate::scheduler::slice::tick();
+                    crate::scheduler::slice::tick()?;
                     pairs.push_with(|out| {
                         Encoder::new(out).tuple_header(2);
                         out.extend_from_slice(record);
                         Encoder::new(out).write_int(count);
                     });
                 }
-                pairs
+                Ok(pairs)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Dataset::from_partitions(partitions))
     }
 }

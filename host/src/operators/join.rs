@@ -28,14 +28,14 @@ fn match_keys(
     let left_groups = KeyGroups::of_pairs(left)?;
     let right_groups = KeyGroups::of_pairs(right)?;
     for (key, values) in left_groups.iter() {
-        crate::scheduler::slice::tick();
+        crate::scheduler::slice::tick()?;
         emit(key, values, right_groups.get(key).unwrap_or_default());
     }
     for (key, values) in right_groups
         .iter()
         .filter(|(key, _)| left_groups.get(key).is_none())
     {
-        crate::scheduler::slice::tick();
+        crate::scheduler::slice::tick()?;
         emit(key, &[], values);
     }
     Ok(())

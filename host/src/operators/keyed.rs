@@ -62,7 +62,7 @@ impl<'a> KeyGroups<'a> {
     /// Adds the pairs of `batch`.
     pub fn add_pairs(&mut self, batch: &'a Batch) -> Result<()> {
         for record in batch.iter() {
-            crate::scheduler::slice::tick();
+            crate::scheduler::slice::tick()?;
             let (key, value) = split_pair(record)?;
             self.add(key, value);
         }
@@ -139,7 +139,7 @@ pub fn reduce_groups(udf: &BoundUdf, groups: &KeyGroups<'_>) -> Result<Batch> {
     let mut pairs =
         Batch::with_capacity(groups.key_count(), folded.iter().map(|v| v.len() + 8).sum());
     for (key, value) in groups.keys.iter().zip(&folded) {
-        crate::scheduler::slice::tick();
+        crate::scheduler::slice::tick()?;
         push_pair(&mut pairs, key, value);
     }
     Ok(pairs)
@@ -166,7 +166,7 @@ pub fn shuffle_by(
         .map(|partition| {
             let mut buckets = vec![Batch::new(); partitions];
             for record in partition.iter() {
-                crate::scheduler::slice::tick();
+                crate::scheduler::slice::tick()?;
                 let key = key_of(record)?;
                 buckets[partition_of(key, partitions)].push_encoded(record);
             }

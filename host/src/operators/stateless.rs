@@ -119,10 +119,7 @@ impl Operator for Repartition {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Ok(Dataset::split(
-            single(inputs)?.concatenated(),
-            self.partitions,
-        ))
+        Dataset::split(single(inputs)?.concatenated(), self.partitions)
     }
 }
 

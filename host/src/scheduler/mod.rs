@@ -159,7 +159,7 @@ impl Seat {
 
     /// A turn at host-side work for a job of the seat's tenant ([`slice`]).
     pub fn host_turn(&self) -> Arc<HostTurn> {
-        HostTurn::new(self.host_gate.clone(), self.host_tenant)
+        HostTurn::new(self.host_gate.clone(), self.host_tenant, self.stop.clone())
     }
 
     /// The tenant the seat's calls run for.

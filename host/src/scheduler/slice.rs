@@ -11,11 +11,15 @@
 //! again. A guest call gives the turn back for its length ([`paused`]); the next tick
 //! takes it again. A batch takes the turn at its first tick (so a batch of a few records
 //! never queues) and gives it back before its sinks write (they may wait on the world
-//! outside).
+//! outside). A job stopped by force gets an error from its next tick (or from its wait
+//! for a slot), so its batch is abandoned at once rather than after its host work.
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tokio_util::sync::CancellationToken;
 
 use super::fair::{FairGate, Slot, TenantId};
 
@@ -34,6 +38,8 @@ thread_local! {
 pub struct HostTurn {
     gate: FairGate,
     tenant: TenantId,
+    /// The job's forced stop: its host work fails at its next tick.
+    stop: CancellationToken,
     state: Mutex<TurnState>,
     /// Wakes the job's threads waiting while one of them queues for the slot.
     granted: Condvar,
@@ -49,11 +55,12 @@ struct TurnState {
 }
 
 impl HostTurn {
-    /// The turn of a job of `tenant`, holding no slot yet.
-    pub fn new(gate: FairGate, tenant: TenantId) -> Arc<Self> {
+    /// The turn of a job of `tenant`, holding no slot yet; `stop` is the job's forced stop.
+    pub fn new(gate: FairGate, tenant: TenantId, stop: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             gate,
             tenant,
+            stop,
             state: Mutex::default(),
             granted: Condvar::new(),
         })
@@ -67,16 +74,21 @@ impl HostTurn {
 
     /// Returns at once if the job holds a slot whose slice is not used up; otherwise gives
     /// back the used one and waits, parking the thread, for the fair queue to grant
-    /// another (or for another thread of the job to get it).
-    pub fn take(&self) {
+    /// another (or for another thread of the job to get it). Fails, giving the slot back,
+    /// once the job is stopped by force, even while it waits.
+    pub fn take(&self) -> Result<()> {
         let mut state = self.lock();
         loop {
+            if self.stop.is_cancelled() {
+                drop(state.slot.take());
+                bail!("the job was stopped by force: its host work was cut short");
+            }
             if state
                 .slot
                 .as_ref()
                 .is_some_and(|slot| slot.held_for() < SLICE)
             {
-                return;
+                return Ok(());
             }
             // Dropping a used slot charges the tenant and hands the slot on.
             drop(state.slot.take());
@@ -86,12 +98,17 @@ impl HostTurn {
             }
             state.queued = true;
             drop(state);
-            let slot = super::block_here(self.gate.acquire(self.tenant));
+            let slot = super::block_here(async {
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => None,
+                    slot = self.gate.acquire(self.tenant) => Some(slot),
+                }
+            });
             state = self.lock();
-            state.slot = Some(slot);
+            state.slot = slot;
             state.queued = false;
             self.granted.notify_all();
-            return;
         }
     }
 
@@ -112,18 +129,19 @@ impl HostTurn {
 }
 
 /// The cooperative check of a host loop, called once per record: every [`CHECK_EVERY`]
-/// calls, a thread of a job whose slice is used up queues for its next one. Free on a
-/// thread of no job.
+/// calls, a thread of a job whose slice is used up queues for its next one. Fails once the
+/// job is stopped by force ([`HostTurn::take`]). Free on a thread of no job.
 #[inline]
-pub fn tick() {
+pub fn tick() -> Result<()> {
     let count = SINCE_CHECK.get() + 1;
     if count < CHECK_EVERY {
         SINCE_CHECK.set(count);
-        return;
+        return Ok(());
     }
     SINCE_CHECK.set(0);
-    if let Some(turn) = current() {
-        turn.take();
+    match current() {
+        Some(turn) => turn.take(),
+        None => Ok(()),
     }
 }
 
@@ -157,21 +175,29 @@ mod tests {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
-            tick();
+            tick().unwrap();
         }
     }
 
     #[test]
     fn a_long_host_loop_lets_another_tenant_in_every_slice() {
         let gate = FairGate::new(1);
-        let hog = HostTurn::new(gate.clone(), gate.tenant("hog", 1));
-        let neighbour = HostTurn::new(gate.clone(), gate.tenant("neighbour", 1));
+        let hog = HostTurn::new(
+            gate.clone(),
+            gate.tenant("hog", 1),
+            CancellationToken::new(),
+        );
+        let neighbour = HostTurn::new(
+            gate.clone(),
+            gate.tenant("neighbour", 1),
+            CancellationToken::new(),
+        );
         let started = Arc::new(AtomicBool::new(false));
         let hogging = {
             let (hog, started) = (hog.clone(), started.clone());
             std::thread::spawn(move || {
                 hog.enter();
-                hog.take();
+                hog.take().unwrap();
                 started.store(true, Ordering::SeqCst);
                 host_loop(Duration::from_millis(600));
                 hog.release();
@@ -183,7 +209,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..20 {
             let asked = Instant::now();
-            neighbour.take();
+            neighbour.take().unwrap();
             waits.push(asked.elapsed());
             neighbour.release();
             std::thread::sleep(Duration::from_millis(5));
@@ -205,21 +231,21 @@ mod tests {
         let gate = FairGate::new(1);
         let tenant = gate.tenant("t", 1);
         let (calling, other) = (
-            HostTurn::new(gate.clone(), tenant),
-            HostTurn::new(gate.clone(), tenant),
+            HostTurn::new(gate.clone(), tenant, CancellationToken::new()),
+            HostTurn::new(gate.clone(), tenant, CancellationToken::new()),
         );
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             calling.enter();
-            calling.take();
+            calling.take().unwrap();
             // The one host slot is the calling job's: the other job gets it during the call.
             paused(|| {
-                other.take();
+                other.take().unwrap();
                 other.release();
             });
             assert!(!calling.is_held());
             for _ in 0..CHECK_EVERY {
-                tick();
+                tick().unwrap();
             }
             done.send(calling.is_held()).unwrap();
         });
@@ -229,8 +255,61 @@ mod tests {
     #[test]
     fn ticks_on_a_thread_of_no_job_do_nothing() {
         for _ in 0..10 * CHECK_EVERY {
-            tick();
+            tick().unwrap();
         }
         assert!(current().is_none());
+    }
+
+    #[test]
+    fn a_forced_stop_fails_the_next_tick_of_a_long_host_loop_and_frees_the_slot() {
+        let gate = FairGate::new(1);
+        let stop = CancellationToken::new();
+        let stopped = HostTurn::new(gate.clone(), gate.tenant("stopped", 1), stop.clone());
+        let (started, running) = std::sync::mpsc::channel();
+        let looping = {
+            let stopped = stopped.clone();
+            std::thread::spawn(move || {
+                stopped.enter();
+                stopped.take().unwrap();
+                started.send(()).unwrap();
+                // A host loop that would run for a minute unless a tick fails.
+                let until = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < until {
+                    if let Err(error) = tick() {
+                        return Some((Instant::now(), error.to_string()));
+                    }
+                }
+                None
+            })
+        };
+        running.recv().unwrap();
+        let asked = Instant::now();
+        stop.cancel();
+        let (failed, error) = looping.join().unwrap().expect("the loop was cut short");
+        let took = failed - asked;
+        assert!(took < Duration::from_secs(1), "the loop ran on {took:?}");
+        assert!(error.contains("stopped by force"), "{error}");
+        assert!(!stopped.is_held(), "the stopped job gave its slot back");
+    }
+
+    #[test]
+    fn a_forced_stop_ends_a_wait_for_a_slot() {
+        let gate = FairGate::new(1);
+        let holder = HostTurn::new(
+            gate.clone(),
+            gate.tenant("holder", 1),
+            CancellationToken::new(),
+        );
+        holder.take().unwrap();
+        let stop = CancellationToken::new();
+        let waiting = HostTurn::new(gate.clone(), gate.tenant("waiting", 1), stop.clone());
+        let (asked, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || asked.send(waiting.take()).unwrap());
+        // The one slot is the holder's: the waiting job queues until its stop.
+        assert!(answered.recv_timeout(Duration::from_millis(100)).is_err());
+        stop.cancel();
+        let taken = answered.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(taken.unwrap_err().to_string().contains("stopped by force"));
+        holder.release();
     }
 }

@@ -97,7 +97,7 @@ mod tests {
             suffix: "jsonl".into(),
             format: FileFormat::JsonTyped,
         };
-        sink.write(1000, &Dataset::split(records.clone(), 2))
+        sink.write(1000, &Dataset::split(records.clone(), 2).unwrap())
             .unwrap();
         let read = crate::receivers::load_table(
             &dir.path().join("out-1000.jsonl"),

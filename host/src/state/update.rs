@@ -59,7 +59,7 @@ impl UpdateStateByKey {
         let mut cells = cells.iter();
         let mut dropped = Vec::new();
         for ((key, entry), cell) in states.iter_mut().zip(&mut cells) {
-            crate::scheduler::slice::tick();
+            crate::scheduler::slice::tick()?;
             match read_cell(&self.udf, cell)? {
                 Some(state) => {
                     push_pair(&mut table, key, state);
