@@ -7,13 +7,12 @@
 //! make every file there look foreign (or, worse, hide that some are).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use super::format::{self, InstanceId, Kind};
-use super::{codec, frame};
+use super::{codec, durable, frame};
 
 /// Where the instance file of `dir` is.
 pub fn path(dir: &Path) -> PathBuf {
@@ -76,16 +75,8 @@ pub fn read(path: &Path) -> Result<InstanceId> {
 fn write(path: &Path, id: InstanceId) -> Result<()> {
     let mut payload = format::header(Kind::Instance);
     payload.extend_from_slice(&codec::encode(&id));
-    let temporary = path.with_extension("tmp");
-    let written = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&temporary)?;
-        frame::write(&mut file, &payload)?;
-        file.flush()?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)?;
-        fs::File::open(path.parent().expect("inside a directory"))?.sync_all()
-    })();
-    written.with_context(|| format!("cannot write {}", path.display()))
+    durable::replace(path, |file| frame::write(file, &payload))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A log segment or checkpoint of `dir` without a format header, if there is one: the

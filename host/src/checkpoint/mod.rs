@@ -52,6 +52,7 @@
 //! refused where the chain breaks.
 
 pub mod codec;
+pub mod durable;
 pub mod files;
 pub mod format;
 pub mod frame;

@@ -8,14 +8,13 @@
 //! and the digest of the log segment of its batch (which the next segment continues).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use bincode::{Decode, Encode};
 
 use super::format::{self, Digest, Hashing, InstanceId, Kind};
-use super::{codec, frame};
+use super::{codec, durable, frame};
 
 /// How many checkpoints are kept.
 pub const KEPT: usize = 2;
@@ -86,28 +85,14 @@ pub struct Saved {
 pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<Saved> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = path_of(dir, snapshot.number);
-    let temporary = path.with_extension("ckpt.tmp");
     let mut payload = format::header(Kind::Checkpoint);
     payload.extend_from_slice(&codec::encode(snapshot));
-    let written = (|| -> std::io::Result<Digest> {
-        let mut file = Hashing::new(fs::File::create(&temporary)?);
+    let written = durable::replace(&path, |file| {
+        let mut file = Hashing::new(file);
         frame::write(&mut file, &payload)?;
-        file.flush()?;
-        file.get_ref().sync_all()?;
-        fs::rename(&temporary, &path)?;
-        fs::File::open(dir)?.sync_all()?;
         Ok(file.digest())
-    })();
-    let digest = match written {
-        Ok(digest) => digest,
-        Err(error) => {
-            // A full disk must not leave a partial file behind (the next start would
-            // remove it too).
-            let _ = fs::remove_file(&temporary);
-            return Err(error)
-                .with_context(|| format!("cannot write checkpoint {}", path.display()));
-        }
-    };
+    });
+    let digest = written.with_context(|| format!("cannot write checkpoint {}", path.display()))?;
     for (_, old) in list(dir)?.into_iter().skip(KEPT) {
         fs::remove_file(&old).with_context(|| format!("cannot delete {}", old.display()))?;
     }

@@ -17,6 +17,7 @@
 //! `delivery = "at_least_once"` writes every batch whole, re-runs included.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -34,6 +35,7 @@ use sluice_abi::Value;
 use super::config::{Delivery, KafkaSinkConfig};
 use super::decode::encode;
 use super::partitioner::partition;
+use crate::checkpoint::durable;
 use crate::dataset::Dataset;
 use crate::sinks::Sink;
 
@@ -373,11 +375,10 @@ impl Sink for KafkaSink {
         send(&self.name, &self.config.topic, open, time_ms, &outgoing)?;
         if let Some(path) = self.offsets_path().filter(|_| exactly_once) {
             open.written.batch_time_ms = Some(time_ms);
-            let temporary = path.with_extension("offsets.tmp");
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(path.parent().expect("in sinks/"))?;
-                std::fs::write(&temporary, serde_json::to_vec(&open.written)?)?;
-                std::fs::rename(&temporary, &path)
+                let written = serde_json::to_vec(&open.written)?;
+                durable::replace(&path, |file| file.write_all(&written))
             };
             write()
                 .with_context(|| format!("sink `{}` cannot write {}", self.name, path.display()))?;
