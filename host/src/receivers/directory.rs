@@ -59,7 +59,7 @@ pub async fn receive(watch: Watch, mut seen: SeenFiles, intake: Arc<Intake>) {
                     .map(|(file, _)| (file.clone(), file.size))
                     .collect();
             }
-            if !intake.append_files(&listing, &Batch::new()) {
+            if !intake.append_files(listing.clone(), Batch::new()).await {
                 return;
             }
             seen.merge(&listing);
@@ -109,7 +109,7 @@ async fn read_file(
     start: u64,
     forget_before_ms: i64,
     seen: &mut SeenFiles,
-    intake: &Intake,
+    intake: &Arc<Intake>,
 ) -> bool {
     let mut offset = start;
     let mut lines = 0;
@@ -142,11 +142,12 @@ async fn read_file(
             read: [(file.clone(), offset)].into(),
             forget_before_ms,
         };
-        if !intake.append_files(&delta, &batch) {
+        let count = batch.len();
+        if !intake.append_files(delta.clone(), batch).await {
             return false;
         }
         seen.merge(&delta);
-        lines += batch.len();
+        lines += count;
     }
     tracing::info!(source, "read {lines} lines from {}", path.display());
     true

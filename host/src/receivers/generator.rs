@@ -41,7 +41,7 @@ pub async fn receive(rate: u64, limit: Option<u64>, intake: Arc<Intake>) {
         for value in values {
             batch.push(&value).expect("integers encode");
         }
-        intake.append(&batch);
+        intake.append(batch).await;
         if schedule.is_done() {
             intake.finish();
             return;

@@ -126,16 +126,45 @@ impl Intake {
     /// write-ahead log, they are appended to the log first (the log's lock is held across
     /// both, so that a cut never separates the two); if the log cannot take them, they
     /// are not received and the job fails at its next cut.
-    pub fn append(&self, records: &Batch) {
+    pub async fn append(self: &Arc<Self>, records: Batch) {
         if !records.is_empty() {
-            self.deliver(records, |wal, source| wal.records(source, records));
+            self.deliver_off_async(records, |wal, source, records| wal.records(source, records))
+                .await;
         }
     }
 
     /// Appends records a directory source read with what it read them from (logged in
     /// one frame, even without records: a listing); false if the log could not take them.
-    pub fn append_files(&self, files: &SeenFiles, records: &Batch) -> bool {
-        self.deliver(records, |wal, source| wal.files(source, files, records))
+    pub async fn append_files(self: &Arc<Self>, files: SeenFiles, records: Batch) -> bool {
+        self.deliver_off_async(records, move |wal, source, records| {
+            wal.files(source, &files, records)
+        })
+        .await
+    }
+
+    /// [`Intake::deliver`], on a blocking thread if there is a log: logging writes (and
+    /// may sync) the log, and waits for its lock, which a cut holds while it syncs the
+    /// log; on the async threads, that would stall every other task of the runtime.
+    async fn deliver_off_async(
+        self: &Arc<Self>,
+        records: Batch,
+        log: impl FnOnce(&mut Wal, usize, &Batch) -> Result<()> + Send + 'static,
+    ) -> bool {
+        if self.log.is_none() {
+            return self.deliver(&records, |_, _| Ok(()));
+        }
+        let intake = self.clone();
+        let delivered = tokio::task::spawn_blocking(move || {
+            intake.deliver(&records, |wal, source| log(wal, source, &records))
+        })
+        .await;
+        delivered.unwrap_or_else(|failed| {
+            self.failure
+                .lock()
+                .expect("intake poisoned")
+                .get_or_insert(format!("logging received records failed: {failed}"));
+            false
+        })
     }
 
     /// Logs with `log` (if there is a log), then buffers `records`, holding the log's
@@ -229,7 +258,7 @@ impl Receiver for Intake {
 pub(crate) async fn read_lines(
     source: &str,
     input: impl AsyncRead + Unpin,
-    intake: &Intake,
+    intake: &Arc<Intake>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
@@ -241,7 +270,7 @@ pub(crate) async fn read_lines(
             intake.wait_for_room(source).await;
         }
         if reader.read_until(b'\n', &mut line).await? == 0 {
-            intake.append(&pending);
+            intake.append(pending).await;
             return Ok(());
         }
         line_number += 1;
@@ -257,7 +286,7 @@ pub(crate) async fn read_lines(
         }
         push_line(&mut pending, &text);
         if reader.buffer().is_empty() {
-            intake.append(&std::mem::take(&mut pending));
+            intake.append(std::mem::take(&mut pending)).await;
         }
     }
 }
