@@ -760,3 +760,43 @@ fn topic_pattern_finds_topics_created_while_the_job_runs() {
     run.signal("INT");
     assert!(run.finish().0.success());
 }
+
+/// After each batch the source commits its offsets to the job's group (`sluice-<job>` by
+/// default), so standard Kafka tooling shows the lag: once every record is written, the
+/// group's committed offsets are each partition's end.
+#[test]
+fn offsets_are_committed_to_the_jobs_group_after_each_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("committed");
+    create_topic(&topic, 2);
+    let per_partition = 7;
+    produce_numbered(&topic, per_partition);
+    let manifest = to_files(dir.path(), &topic, "\"earliest\"", "");
+    let run = Run::start(&manifest, &[]);
+    wait::until(Duration::from_secs(60), "every record written", || {
+        written(dir.path()).len() == 2 * per_partition
+    });
+    let group: BaseConsumer = client()
+        .set("group.id", "sluice-kafka-files")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..2 {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = || -> Vec<Offset> {
+        let offsets = group
+            .committed_offsets(partitions.clone(), Duration::from_secs(10))
+            .unwrap();
+        (0..2)
+            .map(|partition| offsets.find_partition(&topic, partition).unwrap().offset())
+            .collect()
+    };
+    let end = Offset::Offset(per_partition as i64);
+    wait::until(Duration::from_secs(30), "offsets committed", || {
+        committed() == [end, end]
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+    assert_eq!(committed(), [end, end], "a clean stop keeps them");
+}
