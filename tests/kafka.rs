@@ -800,3 +800,38 @@ fn offsets_are_committed_to_the_jobs_group_after_each_batch() {
     assert!(run.finish().0.success());
     assert_eq!(committed(), [end, end], "a clean stop keeps them");
 }
+
+/// `properties` reach the client: a property librdkafka does not know fails the job
+/// naming it, and a valid one (`client.id`) works.
+#[test]
+fn properties_are_passed_through_to_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("properties");
+    create_topic(&topic, 1);
+    produce(&topic, &[(None, b"r0")], false);
+
+    let manifest = to_files(
+        dir.path(),
+        &topic,
+        "\"earliest\"",
+        r#"properties = { "client.id" = "sluice-test", "no.such.property" = "1" }"#,
+    );
+    let output = common::sluice().arg("run").arg(&manifest).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = to_files(
+        dir.path(),
+        &topic,
+        "\"earliest\"",
+        r#"properties = { "client.id" = "sluice-test" }"#,
+    );
+    let run = Run::start(&manifest, &[]);
+    wait::until(Duration::from_secs(60), "the record", || {
+        written(dir.path()) == values(0..1)
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+}
