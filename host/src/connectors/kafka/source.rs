@@ -553,6 +553,22 @@ impl Ranged for KafkaSource {
     }
 }
 
+/// Refuses to re-run `range` of `source` when the broker no longer holds all of it: `low`
+/// is the partition's first offset still held, and anything before it was deleted by
+/// retention. Re-running with records missing would lose them (Spark's `failOnDataLoss`).
+fn refuse_lost(source: &str, range: &OffsetRange, low: i64) -> Result<()> {
+    if low > range.start {
+        bail!(
+            "source `{source}`: the batch to re-run took offsets {}..{} of {} partition {}, and the broker deleted them up to {low} (retention): re-running it would lose records. Restore them, or move the checkpoint directory away to start afresh",
+            range.start,
+            range.end,
+            range.topic,
+            range.partition
+        );
+    }
+    Ok(())
+}
+
 /// Reads exactly the records of `ranges` again (a re-run batch), in the order the cut
 /// took them. Offsets retention has deleted are data loss: refused.
 fn replay(shared: &Shared, ranges: &[OffsetRange]) -> Result<Batch> {
@@ -577,16 +593,7 @@ fn replay(shared: &Shared, ranges: &[OffsetRange]) -> Result<Batch> {
                     range.start, range.end, range.topic, range.partition
                 )
             })?;
-        if low > range.start {
-            bail!(
-                "source `{}`: the batch to re-run took offsets {}..{} of {} partition {}, and the broker deleted them up to {low} (retention): re-running it would lose records. Restore them, or move the checkpoint directory away to start afresh",
-                shared.source,
-                range.start,
-                range.end,
-                range.topic,
-                range.partition
-            );
-        }
+        refuse_lost(&shared.source, range, low)?;
         assignment.add_partition_offset(
             &range.topic,
             range.partition,
@@ -712,5 +719,33 @@ mod tests {
             (record.key, record.value, record.timestamp),
             (None, None, None)
         );
+    }
+
+    fn range(start: i64, end: i64) -> OffsetRange {
+        OffsetRange {
+            topic: "events".into(),
+            partition: 3,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn a_rerun_whose_first_offsets_were_deleted_is_refused_naming_them() {
+        let error = refuse_lost("events", &range(10, 20), 11).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("offsets 10..20 of events partition 3")
+                && message.contains("deleted them up to 11")
+                && message.contains("retention"),
+            "{message}"
+        );
+        refuse_lost("events", &range(10, 20), 25).unwrap_err();
+    }
+
+    #[test]
+    fn a_rerun_whose_offsets_are_all_held_goes_ahead() {
+        refuse_lost("events", &range(10, 20), 10).unwrap();
+        refuse_lost("events", &range(10, 20), 0).unwrap();
     }
 }
