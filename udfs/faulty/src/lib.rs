@@ -52,6 +52,15 @@ pub fn toil(line: &str) -> String {
     line.to_owned()
 }
 
+/// Appends the clock's time in nanoseconds to the line: a UDF that is not deterministic,
+/// whose re-run output differs from the first run's.
+pub fn stamp(line: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    format!("{line}@{}", now.as_nanos())
+}
+
 /// Sleeps a minute in a WASI clock wait, then passes the record through.
 pub fn nap(x: i64) -> i64 {
     std::thread::sleep(std::time::Duration::from_secs(60));
@@ -102,6 +111,7 @@ udfs! {
     map chatty,
     map linger,
     map toil,
+    map stamp,
     map nap,
     map burn,
     map recurse,
