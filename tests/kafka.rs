@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use common::kafka::Broker;
@@ -17,6 +17,23 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+
+/// The backpressure test measures the job's capacity and then its settled rate: no other
+/// test of this file runs while it does (they share the 2 cores). The others run side by
+/// side, each holding a shared turn.
+static MEASURING: RwLock<()> = RwLock::new(());
+
+fn shared_turn() -> RwLockReadGuard<'static, ()> {
+    MEASURING
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    MEASURING
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The broker's `host:port`, started at the first call. The thread that starts it lives
 /// as long as the test binary, and the broker is killed when the binary ends
@@ -222,6 +239,7 @@ fn totals(output: &str) -> BTreeMap<String, i64> {
 
 #[test]
 fn kafka_word_count_to_kafka_is_exact_and_a_restart_continues() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (topic("wc-in"), topic("wc-out"));
     create_topic(&input, 3);
@@ -315,6 +333,7 @@ fn values(numbers: std::ops::Range<i32>) -> Vec<serde_json::Value> {
 
 #[test]
 fn starting_offsets_per_partition_are_honoured() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("offsets");
     create_topic(&topic, 1);
@@ -342,6 +361,7 @@ fn starting_offsets_per_partition_are_honoured() {
 /// request: Tansu 0.6 answers "latest" wrongly after a produce of several records.
 #[test]
 fn starting_offsets_latest_skips_what_was_there() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("latest");
     create_topic(&topic, 1);
@@ -369,6 +389,7 @@ fn starting_offsets_latest_skips_what_was_there() {
 /// came from.
 #[test]
 fn bad_values_fail_or_are_skipped_and_metadata_names_the_origin() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("decode");
     create_topic(&topic, 1);
@@ -420,6 +441,7 @@ fn bad_values_fail_or_are_skipped_and_metadata_names_the_origin() {
 
 #[test]
 fn exactly_once_without_a_checkpoint_is_refused_at_check_time() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("job.toml");
     std::fs::write(
@@ -459,6 +481,7 @@ topic = "out"
 /// the exact totals, and at least 5 restarts found a partly written batch.
 #[test]
 fn the_exactly_once_sink_survives_20_kills() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (topic("crash-in"), topic("crash-out"));
     create_topic(&input, 3);
@@ -621,6 +644,7 @@ fn processing_rate(reports: &[serde_json::Value]) -> f64 {
 /// from the start, each once.
 #[test]
 fn backpressure_settles_at_the_jobs_capacity_without_delay_or_loss() {
+    let _alone = alone();
     let interval_s = 0.2;
     // The capacity, alone: batches of 400 records, more than an interval's work.
     let calibration = topic("capacity");
@@ -702,6 +726,7 @@ fn produce_at(topic: &str, partition: i32, values: &[(&str, i64)]) {
 /// the records before it).
 #[test]
 fn starting_offsets_by_timestamp_start_at_the_first_record_at_or_after_it() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("by-time");
     create_topic(&topic, 1);
@@ -728,6 +753,7 @@ fn starting_offsets_by_timestamp_start_at_the_first_record_at_or_after_it() {
 /// does not support CreatePartitions, so this broker cannot show it.)
 #[test]
 fn topic_pattern_finds_topics_created_while_the_job_runs() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let prefix = topic("pattern");
     let first = format!("{prefix}-a");
@@ -766,6 +792,7 @@ fn topic_pattern_finds_topics_created_while_the_job_runs() {
 /// group's committed offsets are each partition's end.
 #[test]
 fn offsets_are_committed_to_the_jobs_group_after_each_batch() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("committed");
     create_topic(&topic, 2);
@@ -805,6 +832,7 @@ fn offsets_are_committed_to_the_jobs_group_after_each_batch() {
 /// naming it, and a valid one (`client.id`) works.
 #[test]
 fn properties_are_passed_through_to_the_client() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic("properties");
     create_topic(&topic, 1);
@@ -841,6 +869,7 @@ fn properties_are_passed_through_to_the_client() {
 /// UDFs, and the first run's records are the ones kept.
 #[test]
 fn a_rerun_record_that_differs_is_reported() {
+    let _turn = shared_turn();
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (topic("stamp-in"), topic("stamp-out"));
     create_topic(&input, 1);
