@@ -43,16 +43,12 @@ fn totals(dir: &Path) -> Option<BTreeMap<String, i64>> {
 
 /// Waits until the job's totals are `expected`; on a timeout, shows how they differ.
 fn wait_for_totals(dir: &Path, expected: &BTreeMap<String, i64>, limit: Duration, what: &str) {
-    let start = Instant::now();
-    while totals(dir).as_ref() != Some(expected) {
-        if start.elapsed() > limit {
-            assert_eq!(
-                totals(dir).as_ref(),
-                Some(expected),
-                "timed out waiting for {what}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !common::wait::within(limit, || totals(dir).as_ref() == Some(expected)) {
+        assert_eq!(
+            totals(dir).as_ref(),
+            Some(expected),
+            "timed out waiting for {what}"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running broker. It is killed when this is dropped, and when the thread that started
 /// it ends (parent-death signal), so that no broker outlives its test or benchmark.
@@ -38,14 +38,11 @@ impl Broker {
         let child = command.spawn().expect("scripts/kafka starts");
         let address = format!("127.0.0.1:{port}");
         // Installing the broker on first use may take a while.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(&address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the broker on {address} never answered"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait::until(
+            Duration::from_secs(120),
+            &format!("the broker on {address} to answer"),
+            || TcpStream::connect(&address).is_ok(),
+        );
         Self { child, address }
     }
 

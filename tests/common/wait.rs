@@ -8,12 +8,21 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(20);
 
 /// Waits until `done` holds, failing after `limit`, naming `what` was awaited.
-pub fn until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub fn until(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(within(limit, done), "timed out waiting for {what}");
+}
+
+/// Waits until `done` holds: `false` if it still does not after `limit`, for callers
+/// that show what they found instead.
+pub fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(POLL);
     }
+    true
 }
 
 /// Waits for `child` to exit; after `limit` it is killed and `None` returned.
