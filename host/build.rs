@@ -1,5 +1,5 @@
-//! Embeds the guest SDK (sluice-sdk, sluice-abi and the WIT contract) in the `sluice`
-//! binary, so that UDF crates outside the checkout can depend on it: `sluice new` and
+//! Embeds the guest SDKs (sluice-sdk, sluice-abi, the Python `sluice_sdk` and the WIT
+//! contract) in the `sluice` binary, so that UDF crates outside the checkout can depend on it: `sluice new` and
 //! `sluice udf build` write it out (src/cli/sdk.rs).
 
 use std::fmt::Write;
@@ -10,6 +10,7 @@ const TREES: &[(&str, &str)] = &[
     ("guest-sdk/src", "sluice-sdk/src"),
     ("guest-sdk/abi/src", "sluice-abi/src"),
     ("wit", "wit"),
+    ("guest-sdk/python/sluice_sdk", "python/sluice_sdk"),
 ];
 
 fn main() {
@@ -43,6 +44,10 @@ fn main() {
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        // Python's bytecode caches (from running the SDK's tests) are not sources.
+        if path.ends_with("__pycache__") {
+            continue;
+        }
         if path.is_dir() {
             walk(&path, files);
         } else {

@@ -9,6 +9,7 @@ mod serve;
 mod status;
 mod stderr;
 mod udf;
+mod udf_python;
 mod udf_test;
 
 use std::io::Write;
@@ -63,6 +64,8 @@ enum Command {
         /// How to report progress: a live status line on a terminal, else log lines.
         #[arg(long, value_enum, default_value_t = LogFormat::Auto)]
         log: LogFormat,
+        #[command(flatten)]
+        ui: run::UiOptions,
     },
     /// Check a job manifest (and load its UDFs) without running it.
     Check {
@@ -238,9 +241,10 @@ enum CheckpointCommand {
 #[derive(Subcommand)]
 enum UdfCommand {
     /// Compile a UDF crate (or workspace) to components, installing the wasm32-wasip2
-    /// target if it is missing.
+    /// target if it is missing; or a Python UDF project (a folder holding udf.py) to a
+    /// component, installing componentize-py if it is missing.
     Build {
-        /// The crate's or workspace's directory.
+        /// The crate's, workspace's or Python project's directory.
         path: PathBuf,
     },
     /// Run one function on sample input (JSON lines from a file or stdin) and print one
@@ -298,6 +302,7 @@ pub fn main() -> ExitCode {
             accept_data_loss,
             host_config,
             log,
+            ui,
         } => run::run(
             &manifests,
             batches,
@@ -307,6 +312,7 @@ pub fn main() -> ExitCode {
                 accept_data_loss,
             },
             log,
+            &ui,
         ),
         Command::Checkpoint {
             command: CheckpointCommand::Inspect { dir },

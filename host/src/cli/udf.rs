@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result, bail};
 use sluice::runtime::{Runtime, RuntimeConfig};
 
-use super::sdk;
+use super::{sdk, udf_python};
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -21,6 +21,9 @@ const TARGET: &str = "wasm32-wasip2";
 /// by all UDF crates ([`shared_target_dir`]), so that the SDK and wit-bindgen compile once
 /// per machine, not once per crate.
 pub fn build(path: &Path) -> Result<ExitCode> {
+    if udf_python::is_project(path) {
+        return udf_python::build(path);
+    }
     if !path.is_dir() {
         bail!(
             "{} is not a folder: give the folder of a UDF crate or workspace (`sluice new NAME` makes one)",
@@ -29,7 +32,7 @@ pub fn build(path: &Path) -> Result<ExitCode> {
     }
     if !path.join("Cargo.toml").is_file() {
         bail!(
-            "{} has no Cargo.toml: give the folder of a UDF crate or workspace (`sluice new NAME` makes one)",
+            "{} has no Cargo.toml (nor udf.py): give the folder of a UDF crate or workspace (`sluice new NAME` makes one) or of a Python UDF project",
             path.display()
         );
     }

@@ -172,22 +172,31 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
     if let Some(quota) = tenant_memory(&seen) {
         return quota;
     }
-    if let Some((message, record_index)) = seen.panic {
-        return CallError::Trapped {
-            message: format!("panicked: {message}"),
-            record_index,
-        };
-    }
+    // A refused growth comes first: a guest that handles it (Python's `MemoryError`) and
+    // then reports a panic failed for the limit, not for its own fault.
     if let Some(desired) = seen.refused_memory {
-        return limit(
+        let then = seen
+            .panic
+            .as_ref()
+            .map(|(message, _)| format!(", and then panicked: {message}"))
+            .unwrap_or_default();
+        let mut error = limit(
             Limit::Memory,
             format!(
-                "tried to grow its memory to {}, past the limit of {}",
+                "tried to grow its memory to {}, past the limit of {}{then}",
                 exact_size(desired),
                 exact_size(limits.memory_bytes)
             ),
             Some("if it really needs more"),
         );
+        *error.record_index_mut() = seen.panic.and_then(|(_, record_index)| record_index);
+        return error;
+    }
+    if let Some((message, record_index)) = seen.panic {
+        return CallError::Trapped {
+            message: format!("panicked: {message}"),
+            record_index,
+        };
     }
     if let Some(limit) = transfer_exhausted(error, limits) {
         return limit;
@@ -393,6 +402,27 @@ mod tests {
                 "to 314572800 bytes (300.00 MiB), past the limit of 268435456 bytes (256.00 MiB)"
             ) && memory.to_string().contains("`limits.memory`"),
             "{memory}"
+        );
+        let handled = explain_trap(
+            &wasmtime::Error::msg("wasm trap: wasm `unreachable` instruction executed"),
+            Witness {
+                panic: Some(("MemoryError (at udf.py:3, in `bomb`)".into(), Some(7))),
+                refused_memory: Some(300 << 20),
+                refused_tenant_memory: None,
+            },
+            &limits,
+        );
+        assert!(
+            matches!(
+                handled,
+                CallError::Limit {
+                    limit: Limit::Memory,
+                    record_index: Some(7),
+                    ..
+                }
+            ) && handled.to_string().contains("past the limit of 268435456 bytes")
+                && handled.to_string().contains("then panicked: MemoryError"),
+            "a guest that caught the refusal and then panicked failed for the limit: {handled}"
         );
         let transfer = explain_trap(
             &wasmtime::Error::msg(
