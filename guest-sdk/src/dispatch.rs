@@ -1,9 +1,10 @@
 //! The component's exports: find the function by index, check its kind, move the batch
 //! between the WIT types and the ABI types (no copy), and run the adapter.
 
+use std::cell::RefCell;
 use std::sync::Once;
 
-use sluice_abi::{Function, Kind, NamedFunction, function};
+use sluice_abi::{Combiner, Function, Kind, Merge, NamedFunction, function};
 
 use crate::bindings::sluice::udf::{diagnostics, types};
 
@@ -72,7 +73,14 @@ pub fn filter(table: &[NamedFunction], index: u32, input: Batch) -> BitmapResult
 /// A failure after the first step names its function; its record index is that of the
 /// step's own input, so it is dropped.
 pub fn chain(table: &[NamedFunction], indices: Vec<u32>, input: Batch) -> BatchResult {
-    let mut records = from_wit(input)?;
+    run_chain(table, indices, from_wit(input)?).map(into_wit)
+}
+
+fn run_chain(
+    table: &[NamedFunction],
+    indices: Vec<u32>,
+    mut records: sluice_abi::Batch,
+) -> Result<sluice_abi::Batch, Failure> {
     for (step, index) in indices.into_iter().enumerate() {
         let function = lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
         let result = match function {
@@ -86,7 +94,84 @@ pub fn chain(table: &[NamedFunction], indices: Vec<u32>, input: Batch) -> BatchR
             record_index: failure.record_index.filter(|_| step == 0),
         })?;
     }
-    Ok(into_wit(records))
+    Ok(records)
+}
+
+thread_local! {
+    /// The `combine` export's table: it lives from a partition's first chunk to the call
+    /// that flushes it (the host pins one instance to the partition).
+    static COMBINER: RefCell<Combiner> = RefCell::new(Combiner::new());
+}
+
+/// Runs the chain `indices` of `table` over `input` and folds its `(key, value)` results
+/// into the instance's table by key, with map function `create` (if any) making a key's
+/// combiner and reduce or fold function `merge` folding values into it; with `flush`,
+/// answers the table's pairs and empties it. A failure empties it too.
+pub fn combine(
+    table: &[NamedFunction],
+    indices: Vec<u32>,
+    create: Option<u32>,
+    merge: u32,
+    input: Batch,
+    flush: bool,
+) -> BatchResult {
+    COMBINER.with_borrow_mut(|combiner| {
+        let combined = combine_into(combiner, table, indices, create, merge, input, flush);
+        if combined.is_err() {
+            combiner.clear();
+        }
+        combined
+    })
+}
+
+fn combine_into(
+    combiner: &mut Combiner,
+    table: &[NamedFunction],
+    indices: Vec<u32>,
+    create: Option<u32>,
+    merge: u32,
+    input: Batch,
+    flush: bool,
+) -> BatchResult {
+    let create_fn = match create {
+        Some(index) => match lookup(table, index, &[Kind::Map])? {
+            Function::Map(run) => Some(run),
+            _ => unreachable!("lookup checked the kind"),
+        },
+        None => None,
+    };
+    let accepted: &[Kind] = if create.is_some() {
+        &[Kind::Fold]
+    } else {
+        &[Kind::Reduce]
+    };
+    let merge_fn = match lookup(table, merge, accepted)? {
+        Function::Reduce(run) | Function::Fold(run) => run,
+        _ => unreachable!("lookup checked the kind"),
+    };
+    let pairs = run_chain(table, indices, from_wit(input)?)?;
+    let merging = Merge {
+        create: create_fn,
+        merge: merge_fn,
+    };
+    combiner.add(&pairs, merging).map_err(|failure| {
+        let names = match create {
+            Some(create) => format!(
+                "`{}` or `{}`",
+                table[create as usize].name, table[merge as usize].name
+            ),
+            None => format!("`{}`", table[merge as usize].name),
+        };
+        Failure {
+            message: format!("in {names}: {}", failure.message),
+            record_index: None,
+        }
+    })?;
+    Ok(into_wit(if flush {
+        combiner.flush()
+    } else {
+        sluice_abi::Batch::new()
+    }))
 }
 
 /// Runs aggregating function `index` of `table` (a reduce or fold) on every group.

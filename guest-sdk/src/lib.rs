@@ -55,6 +55,7 @@
 //! A Kafka source with `metadata = true` gives each function a [`KafkaRecord`]: the key
 //! and value with the topic, partition, offset, timestamp and headers they came with.
 
+#[cfg(target_family = "wasm")]
 #[doc(hidden)]
 pub mod dispatch;
 pub mod kafka;
@@ -64,14 +65,16 @@ pub use serde;
 pub use sluice_abi as abi;
 pub use sluice_abi::{State, Value, batch_time_ms};
 
-/// The bindings wit-bindgen generates for the `sluice:udf` world (used by [`udfs!`]).
+/// The bindings wit-bindgen generates for the `combining-udf` world of `sluice:udf`, the
+/// `udf` world plus the `combine` export (used by [`udfs!`]).
 /// The state exports flatten to eight core-wasm arguments, past clippy's limit.
+#[cfg(target_family = "wasm")]
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "udf",
+        world: "combining-udf",
         pub_export_macro: true,
         export_macro_name: "export_component",
         default_bindings_module: "sluice_sdk::bindings",
@@ -110,6 +113,9 @@ macro_rules! udfs {
             }
             fn chain(functions: ::std::vec::Vec<u32>, input: $crate::dispatch::Batch) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::chain(__SLUICE_FUNCTIONS, functions, input)
+            }
+            fn combine(functions: ::std::vec::Vec<u32>, create: ::std::option::Option<u32>, merge: u32, input: $crate::dispatch::Batch, flush: bool) -> $crate::dispatch::BatchResult {
+                $crate::dispatch::combine(__SLUICE_FUNCTIONS, functions, create, merge, input, flush)
             }
             fn aggregate(function: u32, input: $crate::dispatch::Groups) -> $crate::dispatch::BatchResult {
                 $crate::dispatch::aggregate(__SLUICE_FUNCTIONS, function, input)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sluice_abi::encoding::cell_parts;
-use sluice_abi::{Batch, Function, Groups, Kind, NamedFunction};
+use sluice_abi::{Batch, Combiner, Function, Groups, Kind, Merge, NamedFunction};
 
 use crate::runtime::{CallError, InstancePool};
 
@@ -357,6 +357,140 @@ impl UdfChain {
                         Kind::FlatMap => step.flat_map(records).map(|groups| groups.into_parts().0),
                         _ => step.records(records),
                     })
+            }
+        }
+    }
+}
+
+/// A chain of record-at-a-time functions followed by a reduction by key (`reduce_by_key`,
+/// or `combine_by_key`'s create and merge-value), all of one component, run as one:
+/// each partition's chunks go through the chain and straight into a table of combiners
+/// by key, so only one pair per key leaves the partition (Spark combines in the map task
+/// likewise). See docs/combining.md for why the table lives across a partition's chunks.
+pub enum CombiningChain {
+    /// Exports of one WASM component, called through its `combine` export on one instance
+    /// per partition.
+    Wasm {
+        /// The pool of instances of the component.
+        pool: Arc<InstancePool>,
+        /// The chain's functions' indices, in order.
+        functions: Vec<u32>,
+        /// The map function making a key's combiner from its first value, if any.
+        create: Option<u32>,
+        /// The reduce (or, with `create`, fold) function folding values into combiners.
+        merge: u32,
+        /// How errors name the whole.
+        label: String,
+    },
+    /// Native functions, combined by the same table the guests use.
+    Native {
+        /// The chain's steps.
+        chain: UdfChain,
+        /// The map function making a key's combiner from its first value, if any.
+        create: Option<BoundUdf>,
+        /// The reduce (or, with `create`, fold) function folding values into combiners.
+        merge: BoundUdf,
+    },
+}
+
+impl CombiningChain {
+    /// How errors name the whole.
+    pub fn label(&self) -> String {
+        match self {
+            CombiningChain::Wasm { label, .. } => label.clone(),
+            CombiningChain::Native {
+                chain,
+                create,
+                merge,
+            } => {
+                let mut label = chain.label();
+                for udf in create.iter().chain([merge]) {
+                    label.push_str(" -> ");
+                    label.push_str(udf.label());
+                }
+                label
+            }
+        }
+    }
+
+    /// Runs the chain over one partition and combines its `(key, value)` results: one
+    /// pair per key, keys in the order first seen.
+    pub fn run(&self, input: Batch) -> Result<Batch, UdfError> {
+        if input.is_empty() {
+            return Ok(Batch::new());
+        }
+        match self {
+            CombiningChain::Wasm {
+                pool,
+                functions,
+                create,
+                merge,
+                label,
+            } => on_instance(pool, label, |instance| {
+                // One instance holds the partition's table from the first chunk to the
+                // flush; a failed call leaves it part-way, so the instance is dropped.
+                let (max_records, max_bytes) = if whole {
+                    (usize::MAX, usize::MAX)
+                } else {
+                    (CHUNK_RECORDS, CHUNK_BYTES)
+                let mut chunks = input.chunks(CHUNK_RECORDS, CHUNK_BYTES).peekable();
+                while let Some((first, chunk)) = chunks.next() {
+                    let flush = chunks.peek().is_none();
+                    let answer = instance
+                        .call_combine(functions, *create, *merge, chunk, flush)
+                        .and_then(|pairs| {
+                            if flush || pairs.is_empty() {
+                                Ok(pairs)
+                            } else {
+                                Err(CallError::invalid(
+                                    format!(
+                                        "answered a call without `flush` with {} records,                                          where none are owed: the component is faulty",
+                                        pairs.len()
+                                    ),
+                                    None,
+                                ))
+                            }
+                        });
+                    match answer {
+                        Ok(pairs) if flush => return Ok(pairs),
+                        Ok(_) => {}
+                        Err(error) => {
+                            instance.retire();
+                            return Err(error.shifted(first));
+                        }
+                    }
+                }
+                unreachable!("a partition with records has a last chunk")
+            }),
+            CombiningChain::Native {
+                chain,
+                create,
+                merge,
+            } => {
+                let merging = Merge {
+                    create: create.as_ref().map(|create| match create {
+                        BoundUdf::Native(NamedFunction {
+                            function: Function::Map(run),
+                            ..
+                        }) => *run,
+                        _ => unreachable!("a native combining chain creates with a native map"),
+                    }),
+                    merge: match merge {
+                        BoundUdf::Native(NamedFunction {
+                            function: Function::Reduce(run) | Function::Fold(run),
+                            ..
+                        }) => *run,
+                        _ => unreachable!("a native combining chain merges with a native fold"),
+                    },
+                };
+                let mut table = Combiner::new();
+                for (first, chunk) in input.chunks(CHUNK_RECORDS, CHUNK_BYTES) {
+                    let pairs = chain.run(chunk).map_err(|error| error.shifted(first))?;
+                    table
+                        .add(&pairs, merging)
+                        .map_err(|failure| merge.failed(failure))?;
+                }
+                Ok(table.flush())
             }
         }
     }

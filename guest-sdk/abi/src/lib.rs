@@ -5,14 +5,17 @@
 //!   plain Rust types and the host can render, hash and compare records without a guest.
 //! - [`Batch`] and [`Groups`]: records laid out flat, as they cross the boundary.
 //! - [`function`]: the adapters that run a plain Rust function over a batch.
+//! - [`combine`]: map-side combining of `(key, value)` pairs by key.
 
 pub mod batch;
+pub mod combine;
 pub mod encoding;
 pub mod function;
 pub mod state;
 pub mod value;
 
 pub use batch::{Batch, Groups};
+pub use combine::{Combiner, Merge};
 pub use function::{Failure, Function, Kind, NamedFunction};
 pub use state::{State, batch_time_ms};
 pub use value::Value;

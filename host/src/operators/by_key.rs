@@ -9,7 +9,7 @@ use sluice_abi::{Batch, Groups};
 use super::keyed::{self, KeyGroups, push_pair, split_pair};
 use super::{BatchContext, Operator, single};
 use crate::dataset::Dataset;
-use crate::udf::BoundUdf;
+use crate::udf::{BoundUdf, CombiningChain};
 
 /// reduceByKey: one `(key, value)` per key, its values folded with the UDF. As Spark,
 /// values are first combined within each partition (one guest call per partition), then
@@ -40,6 +40,39 @@ impl Operator for ReduceByKey {
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
         Self::reduce(&self.udf, single(inputs)?, batch.partitions)
+    }
+}
+
+/// A chain of one component's map, flatMap and filter steps followed by its reduceByKey
+/// or combineByKey: each partition goes through the chain and is combined by key inside
+/// the same call (see [`CombiningChain`]); the partitions' combiners are then
+/// hash-partitioned by key and merged, as [`ReduceByKey`] and [`CombineByKey`] do.
+pub struct CombinedByKey {
+    /// The chain and the map-side combining.
+    pub chain: CombiningChain,
+    /// (combiner, combiner) -> combiner: the reduce function, or combineByKey's
+    /// `merge_combiners`.
+    pub merge_combiners: BoundUdf,
+}
+
+impl Operator for CombinedByKey {
+    fn describe(&self) -> String {
+        format!(
+            "combined {} then by key {}",
+            self.chain.label(),
+            self.merge_combiners.label()
+        )
+    }
+
+    fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
+        let combined = single(inputs)?
+            .into_partitions()
+            .into_par_iter()
+            .map(|partition| Ok(self.chain.run(partition)?))
+            .collect::<Result<Vec<_>>>()?;
+        keyed::shuffle(combined, batch.partitions)?.try_map_partitions(|partition| {
+            keyed::reduce_groups(&self.merge_combiners, &KeyGroups::of_pairs(&partition)?)
+        })
     }
 }
 

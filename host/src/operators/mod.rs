@@ -13,7 +13,7 @@ mod stateless;
 mod union;
 
 pub use aggregate::{Count, CountByValue, Reduce};
-pub use by_key::{CombineByKey, FlatMapValues, GroupByKey, MapValues, ReduceByKey};
+pub use by_key::{CombineByKey, CombinedByKey, FlatMapValues, GroupByKey, MapValues, ReduceByKey};
 pub use join::{Cogroup, Join, JoinKind};
 pub use set::{Distinct, Intersection, Subtract, SubtractByKey};
 pub use stateless::{Filter, FlatMap, Fused, Glom, MapRecords, Repartition, Transform};

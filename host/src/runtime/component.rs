@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use sluice_abi::Kind;
+use wasmtime::component::ComponentExportIndex;
 
 use super::Runtime;
 use super::error::CallError;
@@ -55,6 +56,8 @@ pub struct LoadedComponent {
     path: PathBuf,
     digest: String,
     pre: bindings::UdfPre<GuestState>,
+    /// The `combine` export, which components built for `sluice:udf@0.1.0` lack.
+    combine: Option<ComponentExportIndex>,
     scheduler: Arc<Scheduler>,
     functions: Vec<ExportedFunction>,
 }
@@ -84,10 +87,12 @@ impl LoadedComponent {
         let pre = bindings::UdfPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(not_a_udf)?;
+        let combine = component.get_export_index(None, "combine");
         let mut loaded = Self {
             path: path.to_owned(),
             digest,
             pre,
+            combine,
             scheduler: runtime.scheduler.clone(),
             functions: Vec::new(),
         };
@@ -143,7 +148,21 @@ impl LoadedComponent {
         limits: Limits,
         placement: &Placement,
     ) -> Result<UdfInstance, CallError> {
-        UdfInstance::new(&self.pre, &self.scheduler, placement, owner, limits)
+        UdfInstance::new(
+            &self.pre,
+            self.combine.as_ref(),
+            &self.scheduler,
+            placement,
+            owner,
+            limits,
+        )
+    }
+
+    /// Whether the component exports `combine` (the `combining-udf` world, which the Rust
+    /// SDK builds since `sluice:udf@0.1.1`): a chain of its functions followed by a
+    /// reduction by key can then combine inside the guest.
+    pub fn combines(&self) -> bool {
+        self.combine.is_some()
     }
 
     /// The file the component was loaded from.

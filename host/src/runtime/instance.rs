@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use sluice_abi::{Batch, Groups, Kind};
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{ComponentExportIndex, HasSelf, Linker, ResourceTable, TypedFunc};
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -163,13 +163,24 @@ pub struct UdfInstance {
 /// What a call takes to the scheduler's threads and brings back.
 struct Live {
     store: Store<GuestState>,
+    exports: Exports,
+}
+
+/// The `combine` export of the `combining-udf` world: (functions, create, merge, input,
+/// flush) -> the combined pairs.
+type CombineFunc =
+    TypedFunc<(Vec<u32>, Option<u32>, u32, wit::Batch, bool), (Result<wit::Batch, wit::Failure>,)>;
+
+/// An instance's exports: those of the `udf` world, and `combine` when the component has it.
+struct Exports {
     udf: bindings::Udf,
+    combine: Option<CombineFunc>,
 }
 
 /// A call of one export on a live instance.
 type GuestCall<R> = Box<
     dyn for<'a> FnOnce(
-            &'a bindings::Udf,
+            &'a Exports,
             &'a mut Store<GuestState>,
         ) -> Pin<
             Box<dyn Future<Output = wasmtime::Result<Result<R, wit::Failure>>> + Send + 'a>,
@@ -179,6 +190,7 @@ type GuestCall<R> = Box<
 impl UdfInstance {
     pub(super) fn new(
         pre: &bindings::UdfPre<GuestState>,
+        combine: Option<&ComponentExportIndex>,
         scheduler: &Arc<Scheduler>,
         placement: &Placement,
         owner: &str,
@@ -214,18 +226,25 @@ impl UdfInstance {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_hostcall_fuel(limits.transfer_bytes);
         let pre = pre.clone();
+        let combine = combine.cloned();
         let task_seat = seat.clone();
         let made = scheduler.block_on(async move {
-            let made = task_seat
-                .run(limits.call_timeout, pre.instantiate_async(&mut store))
-                .await;
+            let instantiate = async {
+                let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+                let udf = bindings::Udf::new(&mut store, &instance)?;
+                let combine = combine
+                    .map(|export| instance.get_typed_func(&mut store, &export))
+                    .transpose()?;
+                wasmtime::Result::Ok(Exports { udf, combine })
+            };
+            let made = task_seat.run(limits.call_timeout, instantiate).await;
             (store, made)
         });
         let Some((mut store, made)) = made else {
             return Err(host_panicked());
         };
-        let udf = match made {
-            Ok(Ok(udf)) => udf,
+        let exports = match made {
+            Ok(Ok(exports)) => exports,
             Ok(Err(error)) => {
                 let seen = store.data_mut().witness();
                 return Err(explain_instantiation(&error, seen, &limits));
@@ -233,7 +252,7 @@ impl UdfInstance {
             Err(stopped) => return Err(explain_stop(stopped, &limits)),
         };
         Ok(Self {
-            live: Some(Box::new(Live { store, udf })),
+            live: Some(Box::new(Live { store, exports })),
             scheduler: scheduler.clone(),
             seat: seat.clone(),
             limits,
@@ -273,6 +292,13 @@ impl UdfInstance {
         Ok(())
     }
 
+    /// The guest memory the instance holds, in bytes (0 once it trapped: its store is gone).
+    pub fn memory_bytes(&self) -> u64 {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.store.data().memory_held)
+    }
+
     /// Whether the instance can still be called (it cannot after a trap).
     pub fn is_usable(&self) -> bool {
         self.live.is_some()
@@ -280,8 +306,8 @@ impl UdfInstance {
 
     /// The component's functions.
     pub fn functions(&mut self) -> Result<Vec<ExportedFunction>, CallError> {
-        let listed = self.call(Box::new(|udf, store| {
-            Box::pin(async move { udf.call_functions(store).await.map(Ok) })
+        let listed = self.call(Box::new(|exports, store| {
+            Box::pin(async move { exports.udf.call_functions(store).await.map(Ok) })
         }))?;
         Ok(listed
             .into_iter()
@@ -309,11 +335,16 @@ impl UdfInstance {
         input: Batch,
     ) -> Result<Batch, CallError> {
         let input = to_wit(input);
-        let output = self.call(Box::new(move |udf, store| {
+        let output = self.call(Box::new(move |exports, store| {
             Box::pin(async move {
                 match kind {
-                    Kind::Map => udf.call_map(store, function, &input).await,
-                    Kind::MapPartition => udf.call_map_partition(store, function, &input).await,
+                    Kind::Map => exports.udf.call_map(store, function, &input).await,
+                    Kind::MapPartition => {
+                        exports
+                            .udf
+                            .call_map_partition(store, function, &input)
+                            .await
+                    }
                     other => unreachable!("{other} functions are not called through call_records"),
                 }
             })
@@ -329,8 +360,8 @@ impl UdfInstance {
     /// Calls a flat-map function: group `i` of the answer holds what record `i` gave.
     pub fn call_flat_map(&mut self, function: u32, input: Batch) -> Result<Groups, CallError> {
         let input = to_wit(input);
-        let output = self.call(Box::new(move |udf, store| {
-            Box::pin(async move { udf.call_flat_map(store, function, &input).await })
+        let output = self.call(Box::new(move |exports, store| {
+            Box::pin(async move { exports.udf.call_flat_map(store, function, &input).await })
         }))?;
         self.check_output(output.records.ends.len(), output.records.data.len())?;
         groups_from_wit(output, AnswersTo::Records)
@@ -340,11 +371,47 @@ impl UdfInstance {
     pub fn call_chain(&mut self, functions: &[u32], input: Batch) -> Result<Batch, CallError> {
         let input = to_wit(input);
         let functions = functions.to_vec();
-        let output = self.call(Box::new(move |udf, store| {
-            Box::pin(async move { udf.call_chain(store, &functions, &input).await })
+        let output = self.call(Box::new(move |exports, store| {
+            Box::pin(async move { exports.udf.call_chain(store, &functions, &input).await })
         }))?;
         self.check_output(output.ends.len(), output.data.len())?;
         from_wit(output, AnswersTo::Whole)
+    }
+
+    /// Calls the `combine` export: runs the chain `functions` over `input` and folds the
+    /// resulting pairs into the instance's table by key (see the WIT world
+    /// `combining-udf`); with `flush`, answers the table's pairs. Only for components
+    /// that have the export ([`LoadedComponent::combines`](super::LoadedComponent::combines)).
+    pub fn call_combine(
+        &mut self,
+        functions: &[u32],
+        create: Option<u32>,
+        merge: u32,
+        input: Batch,
+        flush: bool,
+    ) -> Result<Batch, CallError> {
+        let input = to_wit(input);
+        let functions = functions.to_vec();
+        let output = self.call(Box::new(move |exports, store| {
+            Box::pin(async move {
+                let combine = exports
+                    .combine
+                    .as_ref()
+                    .expect("combine is called only on components that export it");
+                let (answer,) = combine
+                    .call_async(store, (functions, create, merge, input, flush))
+                    .await?;
+                Ok(answer)
+            })
+        }))?;
+        self.check_output(output.ends.len(), output.data.len())?;
+        from_wit(output, AnswersTo::Whole)
+    }
+
+    /// Stops the instance from being called again (and so from going back to its pool):
+    /// for an instance whose guest-side state a failed call left part-way.
+    pub fn retire(&mut self) {
+        self.live = None;
     }
 
     /// Calls a filter function; returns the input back with the answer, in which bit
@@ -355,10 +422,10 @@ impl UdfInstance {
         function: u32,
         input: Batch,
     ) -> Result<(Batch, Vec<u8>), CallError> {
-        let (keep, input) = self.call(Box::new(move |udf, store| {
+        let (keep, input) = self.call(Box::new(move |exports, store| {
             Box::pin(async move {
                 let input = to_wit(input);
-                let keep = udf.call_filter(store, function, &input).await?;
+                let keep = exports.udf.call_filter(store, function, &input).await?;
                 let input =
                     Batch::from_parts(input.data, input.ends).expect("the host's own batch");
                 Ok(keep.map(|keep| (keep, input)))
@@ -370,8 +437,8 @@ impl UdfInstance {
     /// Calls an aggregating function on every group.
     pub fn call_aggregate(&mut self, function: u32, input: Groups) -> Result<Batch, CallError> {
         let input = groups_to_wit(input);
-        let output = self.call(Box::new(move |udf, store| {
-            Box::pin(async move { udf.call_aggregate(store, function, &input).await })
+        let output = self.call(Box::new(move |exports, store| {
+            Box::pin(async move { exports.udf.call_aggregate(store, function, &input).await })
         }))?;
         self.check_output(output.ends.len(), output.data.len())?;
         from_wit(output, AnswersTo::Groups)
@@ -385,9 +452,11 @@ impl UdfInstance {
         input: Groups,
     ) -> Result<Batch, CallError> {
         let input = groups_to_wit(input);
-        let output = self.call(Box::new(move |udf, store| {
+        let output = self.call(Box::new(move |exports, store| {
             Box::pin(async move {
-                udf.call_update_state(store, function, time_ms, &input)
+                exports
+                    .udf
+                    .call_update_state(store, function, time_ms, &input)
                     .await
             })
         }))?;
@@ -403,9 +472,11 @@ impl UdfInstance {
         input: Groups,
     ) -> Result<Groups, CallError> {
         let input = groups_to_wit(input);
-        let output = self.call(Box::new(move |udf, store| {
+        let output = self.call(Box::new(move |exports, store| {
             Box::pin(async move {
-                udf.call_map_with_state(store, function, time_ms, &input)
+                exports
+                    .udf
+                    .call_map_with_state(store, function, time_ms, &input)
                     .await
             })
         }))?;
@@ -425,9 +496,9 @@ impl UdfInstance {
         let limits = self.limits;
         let finished = self.scheduler.block_on(async move {
             let result = {
-                let Live { store, udf } = &mut *live;
+                let Live { store, exports } = &mut *live;
                 store.set_epoch_deadline(1);
-                seat.run(limits.call_timeout, call(udf, store)).await
+                seat.run(limits.call_timeout, call(exports, store)).await
             };
             (live, result)
         });

@@ -84,6 +84,11 @@ pub fn by_account(transaction: Transaction) -> (String, Transaction) {
     (transaction.account.clone(), transaction)
 }
 
+/// Keys a transaction's amount by its account, for per-account aggregates.
+pub fn amount_by_account(transaction: Transaction) -> (String, f64) {
+    (transaction.account, transaction.amount)
+}
+
 /// A running average: the sum of amounts and how many there were.
 pub type Average = (f64, i64);
 
@@ -112,6 +117,7 @@ udfs! {
     flat_map parsed,
     flat_map rejected,
     map by_account,
+    map amount_by_account,
     map average_of,
     fold add_to_average,
     reduce merge_averages,
