@@ -429,10 +429,6 @@ impl CombiningChain {
             } => on_instance(pool, label, |instance| {
                 // One instance holds the partition's table from the first chunk to the
                 // flush; a failed call leaves it part-way, so the instance is dropped.
-                let (max_records, max_bytes) = if whole {
-                    (usize::MAX, usize::MAX)
-                } else {
-                    (CHUNK_RECORDS, CHUNK_BYTES)
                 let mut chunks = input.chunks(CHUNK_RECORDS, CHUNK_BYTES).peekable();
                 while let Some((first, chunk)) = chunks.next() {
                     let flush = chunks.peek().is_none();
@@ -444,7 +440,8 @@ impl CombiningChain {
                             } else {
                                 Err(CallError::invalid(
                                     format!(
-                                        "answered a call without `flush` with {} records,                                          where none are owed: the component is faulty",
+                                        "answered a call without `flush` with {} records, where none are \
+                                         owed: the component is faulty",
                                         pairs.len()
                                     ),
                                     None,
