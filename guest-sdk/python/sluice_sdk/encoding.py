@@ -30,11 +30,17 @@ struct              :class:`Struct` (a ``dict`` whose order is
 import dataclasses
 import math
 import struct as _struct
-
-NULL, BOOL, INT, FLOAT, STRING, BYTES, LIST, TUPLE, MAP, STRUCT = range(10)
+import sys
 
 #: The deepest nesting of lists, tuples, maps and structs a record may have (as in Rust).
 MAX_DEPTH = 1000
+
+# Encoding and decoding recurse once per level (twice through a comprehension): a record
+# at the depth limit must not meet Python's default recursion limit, also of 1000.
+if sys.getrecursionlimit() < 5 * MAX_DEPTH:
+    sys.setrecursionlimit(5 * MAX_DEPTH)
+
+NULL, BOOL, INT, FLOAT, STRING, BYTES, LIST, TUPLE, MAP, STRUCT = range(10)
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1

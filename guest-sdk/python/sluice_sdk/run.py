@@ -39,11 +39,18 @@ class Raised(Exception):
             frame = frame.tb_next
         if frame is not None:
             code = frame.tb_frame.f_code
-            where = f" (at {code.co_filename}:{frame.tb_lineno}, in `{code.co_name}`)"
+            where = f" (at {_shown(code.co_filename)}:{frame.tb_lineno}, in `{code.co_name}`)"
         text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if self.step is not None:
             text = f"in `{self.step}`: {text}"
         return text + where
+
+
+def _shown(filename):
+    """A source file as the author knows it: componentize-py mounts each search path as a
+    numbered root (`/0/udf.py`), which is left out."""
+    parts = filename.split("/", 2)
+    return parts[2] if len(parts) == 3 and parts[0] == "" and parts[1].isdigit() else filename
 
 
 def lookup(index, accepted):

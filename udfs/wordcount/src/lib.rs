@@ -41,6 +41,12 @@ pub fn with_one(word: &str) -> (&str, i64) {
     (word, 1)
 }
 
+/// Keys a word by itself and its length, `((word, length), "rust")`: a composite key, as
+/// the test that joins keys made in Rust, in Python and in a table needs.
+pub fn keyed_by_length(word: &str) -> ((&str, i64), &str) {
+    ((word, word.chars().count() as i64), "rust")
+}
+
 /// Adds two counts.
 pub fn sum(a: i64, b: i64) -> i64 {
     a + b
@@ -81,6 +87,7 @@ udfs! {
     flat_map tokenize,
     filter is_long_word,
     map with_one,
+    map keyed_by_length,
     reduce sum,
     reduce subtract,
     map uppercase,

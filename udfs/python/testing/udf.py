@@ -1,0 +1,75 @@
+"""Functions for the Python UDF tests (tests/python_udfs.rs): guests that misbehave in
+every way a Python function can, composite keys for a job that joins them with keys from
+Rust and from a table, and a step also found in udfs/python/conformance, so that a chain
+can be split across two components."""
+
+import sys
+
+import sluice_sdk
+
+
+@sluice_sdk.map
+def raise_at_two(x):
+    if x == 2:
+        raise ValueError("two is not welcome here")
+    return x
+
+
+@sluice_sdk.map
+def loop_forever(x):
+    while True:
+        x += 1
+
+
+@sluice_sdk.map
+def hoard_memory(x):
+    hoard = []
+    while True:
+        hoard.append(bytearray(1 << 20))
+
+
+@sluice_sdk.map
+def recurse_deeply(x):
+    sys.setrecursionlimit(10**6)
+
+    def down(depth):
+        return down(depth + 1) + 1
+
+    return down(0)
+
+
+@sluice_sdk.map
+def return_set(x):
+    return {x}
+
+
+@sluice_sdk.map
+def return_object(x):
+    return object()
+
+
+@sluice_sdk.map
+def return_huge_int(x):
+    return 2**63 + x
+
+
+@sluice_sdk.map
+def batch_time_outside_state(x):
+    return sluice_sdk.batch_time_ms()
+
+
+@sluice_sdk.flat_map
+def self_and_double(x):
+    return [x, 2 * x]
+
+
+@sluice_sdk.map
+def keyed_by_length(word):
+    """word -> ((word, length), "python"): a composite key, made as udfs/wordcount's
+    function of the same name makes it in Rust."""
+    return ((word, len(word)), "python")
+
+
+@sluice_sdk.flat_map
+def words(line):
+    return line.split()
