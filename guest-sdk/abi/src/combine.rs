@@ -37,6 +37,9 @@ pub struct Combiner {
     keys: Batch,
     /// The combiner of slot `i`, encoded; empty (no valid encoding is) until it has one.
     combiners: Vec<Vec<u8>>,
+    /// Per slot, its group in the chunk being added (`u32::MAX`: none); kept between
+    /// chunks, so that a chunk costs what it touches, not what the table holds.
+    group_of: Vec<u32>,
 }
 
 impl Combiner {
@@ -67,7 +70,8 @@ impl Combiner {
             slot_of.push(self.slot(key));
             values.push(value);
         }
-        let mut local = vec![u32::MAX; self.combiners.len()];
+        self.group_of.resize(self.combiners.len(), u32::MAX);
+        let local = &mut self.group_of;
         let mut touched: Vec<u32> = Vec::new();
         let mut counts: Vec<u32> = Vec::new();
         for &slot in &slot_of {
@@ -90,6 +94,9 @@ impl Combiner {
             let group = local[slot as usize] as usize;
             order[next[group] as usize] = pair as u32;
             next[group] += 1;
+        }
+        for &slot in &touched {
+            local[slot as usize] = u32::MAX;
         }
         let group_values =
             |group: usize| order[starts[group] as usize..starts[group + 1] as usize].iter();
@@ -177,6 +184,7 @@ impl Combiner {
         self.slots.clear();
         self.keys = Batch::new();
         self.combiners.clear();
+        self.group_of.clear();
     }
 
     /// The slot of `key`, made if the key is new.
