@@ -304,11 +304,32 @@ def decode_batch(data, ends):
     """The records of a batch (its data and where each record ends), decoded."""
     view = memoryview(data)
     values = []
+    append = values.append
     start = 0
     for end in ends:
+        # Short strings, the commonest records, without a reader: tag, one-byte length.
+        if end - start >= 2 and data[start] == STRING and data[start + 1] == end - start - 2:
+            try:
+                append(str(view[start + 2 : end], "utf-8"))
+            except UnicodeDecodeError as error:
+                raise EncodingError(f"a string is not UTF-8: {error}") from None
+            start = end
+            continue
         reader = _Reader(view[:end], start)
-        values.append(reader.value())
+        append(reader.value())
         if reader.at != end:
             raise EncodingError(f"record {len(values) - 1} has {end - reader.at} bytes left over")
         start = end
     return values
+
+
+_IMMUTABLE = frozenset((str, bool, float, bytes, type(None)))
+
+
+def canonical(value):
+    """`value` as it reads back after encoding (a dataclass as a Struct, a bytearray as
+    bytes, ...), without the round trip for plain scalars, which read back as themselves."""
+    kind = type(value)
+    if kind in _IMMUTABLE or (kind is int and _I64_MIN <= value <= _I64_MAX):
+        return value
+    return decode(encode(value))

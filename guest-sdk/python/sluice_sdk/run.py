@@ -7,7 +7,7 @@ They need nothing of the component, so they also run under a plain CPython (test
 
 import sluice_sdk
 
-from .encoding import EncodingError, decode_batch, encode_into
+from .encoding import EncodingError, canonical, decode_batch, encode_into
 
 
 class Refused(Exception):
@@ -133,7 +133,15 @@ def _items(result, function, record_index):
 def map_values(function, values):
     """A map function's result for each of `values`."""
     call = function.call
-    return [_call(call, index, value) for index, value in enumerate(values)]
+    results = []
+    append = results.append
+    index = 0
+    try:
+        for index, value in enumerate(values):
+            append(call(value))
+    except Exception as error:
+        raise Raised(error, index) from None
+    return results
 
 
 def flat_map_values(function, values):
@@ -198,13 +206,18 @@ def run_map_partition(index, data, ends):
 
 def run_chain(indices, data, ends):
     """The `chain` export: map, flat-map and filter functions one after the other, each
-    one's results (through the encoding, as between two components) the next one's input.
+    one's results the next one's input, as they would read back in another component.
     A failure after the first step names its function, without a record index (that of
     the step's own input would mislead)."""
     values = records(data, ends)
-    output = None
+    output = Output()
+    if not indices:
+        output.data += data
+        output.ends.extend(ends)
+        return output
     for step, index in enumerate(indices):
         function = lookup(index, ["map", "flat-map", "filter"])
+        last = step + 1 == len(indices)
         try:
             if function.kind == "map":
                 results = [[result] for result in map_values(function, values)]
@@ -213,23 +226,32 @@ def run_chain(indices, data, ends):
             else:
                 keep = filter_bitmap(function, values)
                 results = [[value] if keep[i >> 3] >> (i & 7) & 1 else [] for i, value in enumerate(values)]
-            output = Output()
-            for record_index, items in enumerate(results):
-                for item in items:
-                    output.push(item, record_index)
+            if last:
+                for record_index, items in enumerate(results):
+                    for item in items:
+                        output.push(item, record_index)
+            else:
+                values = _canonical_results(results)
         except Refused as refused:
             raise Refused(
                 f"in `{function.name}`: {refused.message}", refused.record_index if step == 0 else None
             ) from None
         except Raised as raised:
             raise Raised(raised.error, raised.record_index if step == 0 else None, function.name) from None
-        if step + 1 < len(indices):
-            values = decode_batch(output.data, output.ends)
-    if output is None:
-        output = Output()
-        output.data += data
-        output.ends.extend(ends)
     return output
+
+
+def _canonical_results(results):
+    """A step's results as the next step would read them from another component's
+    answer (plain scalars are their own round trip, so they skip it)."""
+    values = []
+    for record_index, items in enumerate(results):
+        for item in items:
+            try:
+                values.append(canonical(item))
+            except (EncodingError, RecursionError) as error:
+                raise Refused(_unencodable(record_index, error), record_index) from None
+    return values
 
 
 def _groups(data, ends, group_ends):
