@@ -368,7 +368,7 @@ fn refusals_name_the_rule_and_change_nothing() {
     let a = server.tenant(
         &admin,
         "a",
-        json!({"max_jobs": 1, "max_component_bytes": 200000}),
+        json!({"max_jobs": 1, "max_component_bytes": 250000}),
     );
     let files = files(dir.path(), "a");
     std::fs::write(files.join("input.txt"), "a b").unwrap();
@@ -394,7 +394,7 @@ fn refusals_name_the_rule_and_change_nothing() {
         (
             &json!("quota"),
             &json!("max_component_bytes"),
-            &json!(200000)
+            &json!(250000)
         )
     );
     assert_eq!(too_large["requested"], wasm("conformance").len());
@@ -444,6 +444,20 @@ fn refusals_name_the_rule_and_change_nothing() {
                 "kind = \"socket\"\nport = 9",
             ),
             "does not allow",
+        ),
+        (
+            base.replace(
+                "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
+                "kind = \"kafka\"\nbrokers = \"127.0.0.1:9\"\ntopics = [\"t\"]",
+            ),
+            "source `lines`'s broker connects to 127.0.0.1:9, which the server does not allow",
+        ),
+        (
+            base.replace(
+                "kind = \"files\"\nprefix = \"out/counts\"\nsuffix = \"jsonl\"\nformat = \"json_lines\"",
+                "kind = \"kafka\"\nbrokers = \"127.0.0.1:9\"\ntopic = \"t\"",
+            ),
+            "broker connects to 127.0.0.1:9",
         ),
         (
             base.replace(
@@ -798,7 +812,11 @@ fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
 
     // The same component again is not uploaded again.
     let second = dir.path().join("second.toml");
-    std::fs::write(&second, job.replace("name = \"count\"", "name = \"again\"")).unwrap();
+    // Its files sink needs a prefix of its own: the first job's is taken.
+    let again = job
+        .replace("name = \"count\"", "name = \"again\"")
+        .replace("prefix = \"out/counts\"", "prefix = \"out/again\"");
+    std::fs::write(&second, again).unwrap();
     let submitted = stdout(&cli(&server, token, &["submit", second.to_str().unwrap()]));
     assert!(
         submitted.contains("component `wordcount` is on the server already"),
@@ -1015,4 +1033,252 @@ prefix = "out-{job}/n"
         "50 requests took {took:?} while {JOBS} jobs cut their logs, each cut taking {CUT:?}: \
          the cuts (or waits for the log) hold the server's async threads"
     );
+}
+
+/// The word counts in the newest of the files `prefix-*` of `dir` (a word count's output).
+fn newest_counts(dir: &Path, prefix: &str) -> std::collections::BTreeMap<String, i64> {
+    let mut written: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let time = name
+                .strip_prefix(&format!("{prefix}-"))?
+                .strip_suffix(".jsonl")?;
+            Some((time.parse().ok()?, path))
+        })
+        .collect();
+    written.sort();
+    let (_, newest) = written.last().expect("the job wrote output files");
+    std::fs::read_to_string(newest)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<(String, i64)>(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_jobs_of_a_tenant_cannot_write_files_with_one_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+    let input = text(60, &mut Xorshift(11));
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, input.clone());
+    server.expect(
+        201,
+        "POST",
+        "/v1/jobs",
+        &a,
+        word_count("one", RUNNING_COUNT),
+    );
+
+    // Both would write out/counts-TIME.jsonl for the same batch times: refused, naming both.
+    let two = word_count("two", RUNNING_COUNT);
+    for prefix in ["out/counts", "./out/x/../counts"] {
+        let clashing = two.replace("prefix = \"out/counts\"", &format!("prefix = \"{prefix}\""));
+        let refused = server.expect(409, "POST", "/v1/jobs", &a, clashing);
+        let message = refused["message"].as_str().unwrap();
+        assert!(
+            message.contains("job `two`")
+                && message.contains("job `one`")
+                && message.contains("prefix `out/counts`"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        server
+            .expect(200, "GET", "/v1/jobs", &a, "")
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the refused job was not registered"
+    );
+
+    // A prefix of its own in the same directory: both run at once, each total exact.
+    let own = two.replace("prefix = \"out/counts\"", "prefix = \"out/totals\"");
+    server.expect(201, "POST", "/v1/jobs", &a, own.clone());
+    // Nor may a redeploy take another job's prefix.
+    let refused = server.expect(409, "PUT", "/v1/jobs/two", &a, two.clone());
+    assert!(
+        refused["message"].as_str().unwrap().contains("job `one`"),
+        "{refused}"
+    );
+    for job in ["one", "two"] {
+        let done = server.wait_job(&a, job, "both jobs to finish", |job| {
+            job["state"] == "finished"
+        });
+        assert_eq!(done["restarts"], 0, "{done}");
+        assert_eq!(
+            done["manifest"],
+            json!(if job == "one" {
+                word_count("one", RUNNING_COUNT)
+            } else {
+                own.clone()
+            })
+        );
+    }
+    let out = files(dir.path(), "a").join("out");
+    assert_eq!(newest_counts(&out, "counts"), counted(&input));
+    assert_eq!(newest_counts(&out, "totals"), counted(&input));
+}
+
+#[test]
+fn quotas_a_manifest_states_are_refused_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(
+        &admin,
+        "a",
+        json!({
+            "max_partitions": 1, "max_call_timeout_ms": 2000,
+            "memory_per_instance": 64 << 20,
+            "max_components": 1,
+        }),
+    );
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+    let over = server.expect(403, "PUT", "/v1/components/other", &a, wasm("faulty"));
+    assert_eq!(
+        (&over["quota"], &over["limit"], &over["requested"]),
+        (&json!("max_components"), &json!(1), &json!(2))
+    );
+    // Uploading a name the tenant has replaces it: not one more.
+    server.expect(
+        201,
+        "PUT",
+        "/v1/components/wordcount",
+        &a,
+        wasm("wordcount"),
+    );
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, "a b a");
+
+    let base = word_count("count", RUNNING_COUNT);
+    let one = base.replace("partitions = 2", "partitions = 1");
+    let limits = |limits: &str| one.replace("[udfs]", &format!("[limits]\n{limits}\n\n[udfs]"));
+    for (manifest, quota, limit, requested) in [
+        (base.clone(), "max_partitions", 1, 2),
+        (
+            limits("call_timeout = \"5s\""),
+            "max_call_timeout_ms",
+            2000,
+            5000,
+        ),
+        (
+            limits("memory = \"128MiB\"\ncall_timeout = \"1s\""),
+            "memory_per_instance",
+            64 << 20,
+            128 << 20,
+        ),
+    ] {
+        let refused = server.expect(403, "POST", "/v1/jobs", &a, manifest);
+        assert_eq!(
+            refused,
+            json!({
+                "error": "quota", "quota": quota, "limit": limit, "requested": requested,
+                "message": refused["message"],
+            })
+        );
+    }
+    assert_eq!(server.expect(200, "GET", "/v1/jobs", &a, ""), json!([]));
+    let within = limits("memory = \"32MiB\"\ncall_timeout = \"2s\"");
+    server.expect(201, "POST", "/v1/jobs", &a, within);
+    let done = server.wait_job(&a, "count", "the job within its quotas to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert_eq!(done["failure"], Json::Null, "{done}");
+}
+
+#[test]
+fn a_deleted_tenant_gives_its_instance_reservation_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "max_instances = 8\n").unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    server.tenant(&admin, "big", json!({"max_instances": 8}));
+    let new = |name: &str, instances: u32| {
+        json!({"name": name, "quotas": {"max_instances": instances}}).to_string()
+    };
+    let refused = server.expect(403, "POST", "/v1/tenants", &admin, new("more", 1));
+    assert_eq!(
+        (&refused["quota"], &refused["limit"], &refused["requested"]),
+        (&json!("max_instances"), &json!(0), &json!(1))
+    );
+    // A taken name changes nothing, its quotas included.
+    server.expect(409, "POST", "/v1/tenants", &admin, new("big", 1));
+    server.expect(403, "POST", "/v1/tenants", &admin, new("more", 1));
+    server.expect(200, "DELETE", "/v1/tenants/big", &admin, "");
+    server.expect(201, "POST", "/v1/tenants", &admin, new("more", 8));
+}
+
+/// The most memory the process `pid` has had resident, in bytes (VmHWM).
+fn peak_resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .unwrap();
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        << 10
+}
+
+#[test]
+fn a_large_file_is_streamed_not_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    // Larger than a GET could once return, sparse: nothing of it on disk.
+    let size: u64 = 320 << 20;
+    let file = std::fs::File::create(files(dir.path(), "a").join("big.bin")).unwrap();
+    file.set_len(size).unwrap();
+    std::fs::write(files(dir.path(), "a").join("small.txt"), "last\n").unwrap();
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("{}/v1/files/big.bin", server.url))
+        .header("Authorization", &format!("Bearer {a}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-length"].to_str().unwrap(),
+        size.to_string()
+    );
+    let copied = std::io::copy(&mut response.body_mut().as_reader(), &mut std::io::sink()).unwrap();
+    assert_eq!(copied, size);
+    let peak = peak_resident(server.child.id());
+    assert!(
+        peak < size * 3 / 4,
+        "the server's resident memory peaked at {} MiB while it sent a {} MiB file",
+        peak >> 20,
+        size >> 20
+    );
+    // The CLI writes a download as it arrives.
+    let local = dir.path().join("small.txt");
+    let got = cli(
+        &server,
+        &a,
+        &["files", "get", "small.txt", local.to_str().unwrap()],
+    );
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "last\n");
 }

@@ -132,7 +132,7 @@ impl Client {
         let bytes = response
             .body_mut()
             .with_config()
-            .limit(MAX_DOWNLOAD)
+            .limit(MAX_ANSWER)
             .read_to_vec()
             .with_context(|| format!("cannot read the answer to {path}"))?;
         if status.is_success() {
@@ -149,8 +149,37 @@ impl Client {
     }
 }
 
-/// The most a download may be (the server returns at most 256 MiB of a file).
-const MAX_DOWNLOAD: u64 = 257 << 20;
+impl Client {
+    /// Copies the body of a success to `out` as it arrives (a file of any size, a log
+    /// that goes on), or fails with the server's error message.
+    fn copy_answer(
+        &self,
+        path: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        let response =
+            response.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if !response.status().is_success() {
+            // Read as any answer, for the server's message.
+            return self.answer_bytes(path, Ok(response)).map(drop);
+        }
+        let mut body = response.into_body().into_reader();
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let read = std::io::Read::read(&mut body, &mut buffer)
+                .with_context(|| format!("the answer to {path} broke off"))?;
+            if read == 0 {
+                return Ok(());
+            }
+            out.write_all(&buffer[..read])?;
+            out.flush()?;
+        }
+    }
+}
+
+/// The most a JSON answer (or an error's) may be.
+const MAX_ANSWER: u64 = 64 << 20;
 
 fn print_json(value: &Value) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -322,26 +351,8 @@ pub fn logs(remote: &Remote, name: &str, follow: bool) -> Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    let response =
-        response.with_context(|| format!("cannot reach the server at {}", client.base))?;
-    if !response.status().is_success() {
-        // Read as any answer, for the server's message.
-        return client
-            .answer_bytes(&path, Ok(response))
-            .map(|_| ExitCode::FAILURE);
-    }
-    let mut lines = response.into_body().into_reader();
-    let mut stdout = std::io::stdout().lock();
-    let mut buffer = [0u8; 8192];
-    loop {
-        let read =
-            std::io::Read::read(&mut lines, &mut buffer).context("the server ended the log")?;
-        if read == 0 {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::io::Write::write_all(&mut stdout, &buffer[..read])?;
-        std::io::Write::flush(&mut stdout)?;
-    }
+    client.copy_answer(&path, response, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sluice stop NAME`.
@@ -413,11 +424,13 @@ pub fn get_file(remote: &Remote, path: &str, local: Option<&Path>) -> Result<Exi
         .get(client.url(&url))
         .header("Authorization", client.authorization()?)
         .call();
-    let bytes = client.answer_bytes(&url, response)?;
     match local {
-        Some(local) => std::fs::write(local, &bytes)
-            .with_context(|| format!("cannot write {}", local.display()))?,
-        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+        Some(local) => {
+            let mut file = std::fs::File::create(local)
+                .with_context(|| format!("cannot write {}", local.display()))?;
+            client.copy_answer(&url, response, &mut file)?;
+        }
+        None => client.copy_answer(&url, response, &mut std::io::stdout().lock())?,
     }
     Ok(ExitCode::SUCCESS)
 }

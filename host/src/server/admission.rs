@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::manifest::{self, Hosting, JobConfig, ManifestError, SinkKind, SourceKind, StepConfig};
 use crate::runtime::Runtime;
 
+use super::config::TenantQuotas;
 use super::data::DataDir;
 use super::registry::Registry;
 
@@ -29,8 +30,59 @@ pub enum Refusal {
     Manifest(ManifestError),
     /// It breaks a rule of the server.
     Rule(String),
+    /// It would clash with another job of the tenant.
+    Conflict(String),
+    /// It asks for more than a quota of the tenant allows.
+    Quota(OverQuota),
     /// The registry could not be read.
     Internal(anyhow::Error),
+}
+
+/// A quota a job is over: its name (as `quotas` of the API write it), its limit and
+/// what the job asks for, in the quota's unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverQuota {
+    /// The quota's name.
+    pub quota: &'static str,
+    /// Its limit.
+    pub limit: u64,
+    /// What the job asks for.
+    pub requested: u64,
+}
+
+/// Refuses a job that asks for more than `quotas` allow of what a job states in its
+/// manifest: partitions, call timeout and memory per instance. The runtime checks the
+/// same at job start; checked here, a submit is refused rather than a job left failing.
+pub fn check_quotas(quotas: &TenantQuotas, config: &JobConfig) -> Result<(), OverQuota> {
+    let asks = [
+        (
+            "max_partitions",
+            quotas.max_partitions,
+            config.partitions as u64,
+        ),
+        (
+            "max_call_timeout_ms",
+            quotas.max_call_timeout_ms,
+            config.limits.call_timeout.as_millis() as u64,
+        ),
+        (
+            "memory_per_instance",
+            quotas.memory_per_instance,
+            config.limits.memory_bytes as u64,
+        ),
+    ];
+    for (quota, limit, requested) in asks {
+        if let Some(limit) = limit
+            && requested > limit
+        {
+            return Err(OverQuota {
+                quota,
+                limit,
+                requested,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a tenant's manifests are admitted against.
@@ -43,6 +95,8 @@ pub struct Admission<'a> {
     pub runtime: &'a Runtime,
     /// The `host:port`s socket sources may connect to.
     pub allowed_hosts: &'a [String],
+    /// The quotas of tenants that leave one out.
+    pub default_quotas: &'a TenantQuotas,
 }
 
 impl Admission<'_> {
@@ -78,6 +132,13 @@ impl Admission<'_> {
         }
         self.check_sources_and_sinks(&config, &files)
             .map_err(Refusal::Rule)?;
+        let quotas = self
+            .registry
+            .tenant(tenant)
+            .map_err(Refusal::Internal)?
+            .map(|row| row.quotas.or(self.default_quotas))
+            .unwrap_or_default();
+        check_quotas(&quotas, &config).map_err(Refusal::Quota)?;
         let mut components = hosting.used.take();
         components.sort();
         components.dedup();
@@ -95,21 +156,10 @@ impl Admission<'_> {
                     ));
                 }
                 SourceKind::Socket { host, port } => {
-                    let address = format!("{host}:{port}");
-                    if !self.allowed_hosts.contains(&address) {
-                        return Err(format!(
-                            "{what} connects to {address}, which the server does not allow \
-                             (allowed: {}); ask its operator to add it to `allowed_hosts` of the \
-                             server configuration",
-                            list_or_none(self.allowed_hosts)
-                        ));
-                    }
+                    check_host(self.allowed_hosts, &what, &format!("{host}:{port}"))?;
                 }
-                SourceKind::Kafka(_) => {
-                    return Err(format!(
-                        "{what} is a Kafka source, which `sluice serve` does not run yet: run \
-                         the job with `sluice run`"
-                    ));
+                SourceKind::Kafka(kafka) => {
+                    check_kafka(self.allowed_hosts, &what, &kafka.brokers, &kafka.properties)?;
                 }
                 SourceKind::Directory { path, .. }
                 | SourceKind::File { path, .. }
@@ -146,17 +196,102 @@ impl Admission<'_> {
                          use a files sink and read its output with GET /v1/files/PATH"
                     ));
                 }
-                SinkKind::Kafka(_) => {
-                    return Err(format!(
-                        "{what} is a Kafka sink, which `sluice serve` does not run yet: run \
-                         the job with `sluice run`"
-                    ));
+                SinkKind::Kafka(kafka) => {
+                    check_kafka(self.allowed_hosts, &what, &kafka.brokers, &kafka.properties)?;
                 }
                 SinkKind::Print { .. } => {}
             }
         }
         Ok(())
     }
+
+    /// Refuses `config` when one of its files sinks writes with the prefix another of its
+    /// sinks, or a files sink of another job of `tenant`, writes with: their batches would
+    /// replace (and, written at once, break) each other's files. The message names both.
+    pub fn check_outputs(&self, tenant: &str, config: &JobConfig) -> Result<(), Refusal> {
+        let files = self.data.files(tenant);
+        let mut taken: Vec<(String, String, PathBuf)> = Vec::new();
+        for job in self
+            .registry
+            .jobs(Some(tenant))
+            .map_err(Refusal::Internal)?
+        {
+            if job.name != config.name {
+                taken.extend(
+                    files_prefixes(&job.manifest, &files)
+                        .into_iter()
+                        .map(|(sink, prefix)| (job.name.clone(), sink, prefix)),
+                );
+            }
+        }
+        for sink in &config.sinks {
+            let SinkKind::Files { prefix, .. } = &sink.kind else {
+                continue;
+            };
+            let prefix = normalize(prefix);
+            if let Some((job, other, _)) = taken.iter().find(|(.., taken)| *taken == prefix) {
+                let shown = prefix.strip_prefix(&files).unwrap_or(&prefix);
+                return Err(Refusal::Conflict(format!(
+                    "sink `{}` of job `{}` writes files with prefix `{}`, as sink `{other}` of \
+                     job `{job}` does: each would replace the other's batch files; give each \
+                     files sink a prefix of its own (e.g. `{}-{}`)",
+                    sink.name,
+                    config.name,
+                    shown.display(),
+                    shown.display(),
+                    config.name
+                )));
+            }
+            taken.push((config.name.clone(), sink.name.clone(), prefix));
+        }
+        Ok(())
+    }
+}
+
+/// The prefixes of the files sinks of a registered manifest (as `(sink, prefix)`), read
+/// without resolving the rest of it.
+fn files_prefixes(manifest: &str, files: &Path) -> Vec<(String, PathBuf)> {
+    #[derive(serde::Deserialize)]
+    struct Sinks {
+        #[serde(default)]
+        sinks: Vec<Sink>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Sink {
+        name: Option<String>,
+        kind: String,
+        prefix: Option<String>,
+    }
+    let Ok(parsed) = toml::from_str::<Sinks>(manifest) else {
+        return Vec::new();
+    };
+    parsed
+        .sinks
+        .into_iter()
+        .enumerate()
+        .filter(|(_, sink)| sink.kind == "files")
+        .filter_map(|(index, sink)| {
+            let prefix = normalize(&files.join(sink.prefix?));
+            // As the manifest names a sink without a name.
+            let name = sink.name.unwrap_or_else(|| format!("sink-{}", index + 1));
+            Some((name, prefix))
+        })
+        .collect()
+}
+
+/// `path` with its `.` and `..` parts taken out as written (not as on disk).
+fn normalize(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
 }
 
 /// Refuses a job name that could not name a directory of its own.
@@ -217,6 +352,60 @@ fn beneath(path: &Path, root: &Path, what: &str) -> Result<(), String> {
         Ok(real) if real.starts_with(&real_root) => Ok(()),
         _ => refuse("a symbolic link on the path leads out"),
     }
+}
+
+/// Refuses a connection to `address` (`host:port`) unless the server allows it.
+fn check_host(allowed_hosts: &[String], what: &str, address: &str) -> Result<(), String> {
+    if allowed_hosts.iter().any(|allowed| allowed == address) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} connects to {address}, which the server does not allow (allowed: {}); ask \
+         its operator to add it to `allowed_hosts` of the server configuration",
+        list_or_none(allowed_hosts)
+    ))
+}
+
+/// Refuses Kafka brokers the server does not allow, and client properties that would
+/// reach past them: other brokers, files of the server, commands, URLs.
+fn check_kafka(
+    allowed_hosts: &[String],
+    what: &str,
+    brokers: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    for broker in brokers.split(',').map(str::trim) {
+        let broker = broker
+            .split_once("://")
+            .map_or(broker, |(_, address)| address);
+        check_host(allowed_hosts, &format!("{what}'s broker"), broker)?;
+    }
+    if let Some(key) = properties.keys().find(|key| reaches_out(key)) {
+        return Err(format!(
+            "{what} sets the client property `{key}`, which a served job may not set (it \
+             names brokers, files of the server, commands or URLs): brokers come from \
+             `brokers`, which the server's `allowed_hosts` must list"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a librdkafka property names a host, a file, a command or a URL.
+fn reaches_out(key: &str) -> bool {
+    const NAMING: &[&str] = &[
+        "bootstrap.servers",
+        "metadata.broker.list",
+        "location",
+        "keytab",
+        "cmd",
+        "plugin",
+        "url",
+        "endpoint",
+        "file",
+        "resolve",
+    ];
+    let key = key.to_ascii_lowercase();
+    NAMING.iter().any(|naming| key.contains(naming))
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -303,6 +492,35 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn kafka_reaches_only_allowed_brokers() {
+        let allowed = ["127.0.0.1:9092".to_owned(), "kafka:9093".to_owned()];
+        let none = std::collections::BTreeMap::new();
+        assert!(check_kafka(&allowed, "source `k`", "127.0.0.1:9092, kafka:9093", &none).is_ok());
+        let refused = check_kafka(&allowed, "source `k`", "127.0.0.1:9092,evil:9092", &none);
+        assert!(
+            refused
+                .as_ref()
+                .unwrap_err()
+                .contains("source `k`'s broker connects to evil:9092"),
+            "{refused:?}"
+        );
+        for key in [
+            "bootstrap.servers",
+            "ssl.ca.location",
+            "sasl.kerberos.kinit.cmd",
+        ] {
+            let properties = [(key.to_owned(), "x".to_owned())].into();
+            let refused = check_kafka(&allowed, "sink `k`", "kafka:9093", &properties);
+            assert!(
+                refused.as_ref().unwrap_err().contains(&format!("`{key}`")),
+                "{refused:?}"
+            );
+        }
+        let tuning = [("linger.ms".to_owned(), "5".to_owned())].into();
+        assert!(check_kafka(&allowed, "sink `k`", "kafka:9093", &tuning).is_ok());
     }
 
     #[test]

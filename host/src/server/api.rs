@@ -17,14 +17,14 @@ use serde_json::{Value, json};
 use crate::checkpoint::RecoveryOptions;
 use crate::manifest::MAX_MANIFEST_BYTES;
 
-use super::Server;
 use super::admission::{Refusal, check_name};
 use super::beneath::{Beneath, Opened, usage};
 use super::config::TenantQuotas;
 use super::registry::{Caller, ComponentRow, Desired, JobRow, TenantRow};
 use super::supervisor::JobState;
 use super::tokens;
-use super::upload::{DRAIN_LIMIT, Upload, UploadError};
+use super::upload::{DRAIN_LIMIT, Upload, UploadError, drain};
+use super::{Server, TenantRefusal};
 
 /// The API's routes.
 pub fn router(server: Arc<Server>) -> Router {
@@ -238,12 +238,15 @@ async fn create_tenant(
         weight,
         quotas: new.quotas,
     };
-    let token = server.create_tenant(&tenant)?.ok_or_else(|| {
-        ApiError::conflict(format!(
-            "tenant `{}` exists; choose another name, or delete it first",
-            tenant.name
-        ))
-    })?;
+    let token = server
+        .create_tenant(&tenant)?
+        .map_err(|refusal| match refusal {
+            TenantRefusal::Exists => ApiError::conflict(format!(
+                "tenant `{}` exists; choose another name, or delete it first",
+                tenant.name
+            )),
+            TenantRefusal::Pool(over) => ApiError::quota(over.quota, over.limit, over.requested),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"name": tenant.name, "token": token})),
@@ -326,6 +329,7 @@ async fn upload_component(
     if !existing.iter().any(|component| component.name == name)
         && existing.len() as u64 >= quotas.components()
     {
+        drain(body, 0).await;
         return Err(ApiError::quota(
             "max_components",
             quotas.components(),
@@ -403,6 +407,7 @@ async fn submit_job(
             jobs.len() as u64 + 1,
         ));
     }
+    server.check_outputs(&tenant, &admitted.config)?;
     let row = JobRow {
         tenant: tenant.clone(),
         name: name.clone(),
@@ -544,6 +549,7 @@ async fn redeploy_job(
             admitted.config.name
         )));
     }
+    server.check_outputs(&tenant, &admitted.config)?;
     let recovery = RecoveryOptions {
         fresh_state: fresh_state(query.as_deref()),
         ..RecoveryOptions::default()
@@ -631,9 +637,6 @@ async fn delete_job(
     Ok(Json(json!({"deleted": name})))
 }
 
-/// The largest file GET /v1/files returns.
-const MAX_FILE_READ: u64 = 256 << 20;
-
 /// The tenant's files, opened beneath their directory.
 fn tenant_files(server: &Server, tenant: &str) -> Answer<Beneath> {
     Beneath::open(&server.data.files(tenant))
@@ -688,6 +691,7 @@ async fn put_file(
     ))
 }
 
+/// A file's bytes, streamed as they are read; a directory's listing as JSON.
 async fn get_file(
     State(server): State<Arc<Server>>,
     Tenant(tenant): Tenant,
@@ -696,32 +700,47 @@ async fn get_file(
     let files = tenant_files(&server, &tenant)?;
     let opened = tokio::task::spawn_blocking({
         let path = path.clone();
-        move || -> std::io::Result<Result<Vec<u8>, Vec<String>>> {
-            match files.read(std::path::Path::new(&path))? {
-                Opened::Directory(names) => Ok(Err(names)),
-                Opened::File(file) => {
-                    let mut bytes = Vec::new();
-                    std::io::Read::read_to_end(
-                        &mut std::io::Read::take(file, MAX_FILE_READ + 1),
-                        &mut bytes,
-                    )?;
-                    Ok(Ok(bytes))
-                }
-            }
-        }
+        move || files.read(std::path::Path::new(&path))
     })
     .await
     .map_err(|error| ApiError::internal(error.into()))?
     .map_err(|error| file_error(&path, error))?;
     match opened {
-        Err(names) => Ok(Json(json!(names)).into_response()),
-        Ok(bytes) if bytes.len() as u64 > MAX_FILE_READ => Err(ApiError::bad_request(format!(
-            "file `{path}` is larger than {MAX_FILE_READ} bytes, the most one GET returns"
-        ))),
-        Ok(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        Opened::Directory(names) => Ok(Json(json!(names)).into_response()),
+        Opened::File(file) => {
+            let length = file
+                .metadata()
+                .map_err(|error| file_error(&path, error))?
+                .len();
+            let stream = file_chunks(tokio::fs::File::from_std(file));
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::CONTENT_LENGTH, length.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response())
         }
     }
+}
+
+/// A file's bytes in chunks as they are read, ending at its end or its first error.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut chunk = vec![0; 64 << 10];
+        match tokio::io::AsyncReadExt::read(&mut file, &mut chunk).await {
+            Ok(0) => None,
+            Ok(read) => {
+                chunk.truncate(read);
+                Some((Ok(chunk.into()), Some(file)))
+            }
+            Err(error) => Some((Err(error), None)),
+        }
+    })
 }
 
 async fn delete_file(
@@ -751,23 +770,38 @@ impl Server {
             tokio::task::spawn_blocking(move || self.admission().admit(&tenant, &manifest))
                 .await
                 .map_err(|error| ApiError::internal(error.into()))?;
-        admitted.map_err(|refusal| match refusal {
-            Refusal::Manifest(error) => {
-                let (line, column) = error.position.unzip();
-                ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    body: json!({
-                        "error": "manifest",
-                        "message": error.to_string(),
-                        "file": error.file,
-                        "line": line,
-                        "column": column,
-                        "hint": error.hint,
-                    }),
-                }
+        admitted.map_err(refused)
+    }
+
+    /// Refuses a new or redeployed job whose files sinks would write where another
+    /// job's do.
+    fn check_outputs(&self, tenant: &str, config: &crate::manifest::JobConfig) -> Answer<()> {
+        self.admission()
+            .check_outputs(tenant, config)
+            .map_err(refused)
+    }
+}
+
+/// The answer to a refused manifest.
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Manifest(error) => {
+            let (line, column) = error.position.unzip();
+            ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({
+                    "error": "manifest",
+                    "message": error.to_string(),
+                    "file": error.file,
+                    "line": line,
+                    "column": column,
+                    "hint": error.hint,
+                }),
             }
-            Refusal::Rule(message) => ApiError::new(StatusCode::BAD_REQUEST, "refused", message),
-            Refusal::Internal(error) => ApiError::internal(error),
-        })
+        }
+        Refusal::Rule(message) => ApiError::new(StatusCode::BAD_REQUEST, "refused", message),
+        Refusal::Conflict(message) => ApiError::conflict(message),
+        Refusal::Quota(over) => ApiError::quota(over.quota, over.limit, over.requested),
+        Refusal::Internal(error) => ApiError::internal(error),
     }
 }

@@ -30,7 +30,7 @@ use crate::host::Host;
 use crate::runtime::RuntimeConfig;
 use crate::tenancy::TenantConfig;
 
-pub use admission::{Admission, Admitted};
+pub use admission::{Admission, Admitted, OverQuota};
 pub use config::{RestartPolicy, ServerConfig, TenantQuotas};
 use data::DataDir;
 use registry::{ComponentRow, Desired, Registry, TenantRow};
@@ -58,6 +58,15 @@ pub struct ServeOptions {
     /// Where the jobs' log lines go: its [`logs::JobLogs::layer`] must be installed in
     /// the process's tracing subscriber for them to arrive.
     pub logs: Arc<logs::JobLogs>,
+}
+
+/// Why a tenant was not created.
+#[derive(Debug)]
+enum TenantRefusal {
+    /// The name is taken.
+    Exists,
+    /// Its instance quota does not fit in the pool: the limit is what is left of it.
+    Pool(OverQuota),
 }
 
 /// A running server's shared state.
@@ -203,6 +212,7 @@ impl Server {
             registry: &self.registry,
             runtime: self.host.runtime(),
             allowed_hosts: &self.config.allowed_hosts,
+            default_quotas: &self.config.default_quotas,
         }
     }
 
@@ -225,20 +235,32 @@ impl Server {
     }
 
     /// Registers a tenant and gives it a token (returned), its files directory and its
-    /// place in the runtime; `None` if the name is taken.
-    fn create_tenant(&self, tenant: &TenantRow) -> Result<Option<String>> {
-        self.host
-            .runtime()
-            .tenancy()
-            .add(runtime_tenant(tenant, &self.config.default_quotas))?;
+    /// place in the runtime. Refused when the name is taken, or when its instance quota
+    /// does not fit in what other tenants left of the pool.
+    fn create_tenant(&self, tenant: &TenantRow) -> Result<Result<String, TenantRefusal>> {
+        if self.registry.tenant(&tenant.name)?.is_some() {
+            return Ok(Err(TenantRefusal::Exists));
+        }
+        let tenancy = self.host.runtime().tenancy();
+        let reservable = tenancy.reservable(&tenant.name);
+        if let Some(quota) = tenant.quotas.or(&self.config.default_quotas).max_instances
+            && quota > reservable
+        {
+            return Ok(Err(TenantRefusal::Pool(OverQuota {
+                quota: "max_instances",
+                limit: u64::from(reservable),
+                requested: u64::from(quota),
+            })));
+        }
+        tenancy.add(runtime_tenant(tenant, &self.config.default_quotas))?;
         std::fs::create_dir_all(self.data.files(&tenant.name))
             .with_context(|| format!("cannot create the files of tenant `{}`", tenant.name))?;
         let token = tokens::generate()?;
         if !self.registry.create_tenant(tenant, &tokens::hash(&token))? {
-            return Ok(None);
+            return Ok(Err(TenantRefusal::Exists));
         }
         tracing::info!(tenant = tenant.name, "tenant created");
-        Ok(Some(token))
+        Ok(Ok(token))
     }
 
     /// Stops and removes every job, component and file of `tenant`; `false` if there is
@@ -251,6 +273,7 @@ impl Server {
             self.supervisor.remove(&(tenant.to_owned(), job.name)).await;
         }
         self.registry.delete_tenant(tenant)?;
+        self.host.runtime().tenancy().remove(tenant);
         remove_dir(&self.data.tenant(tenant))?;
         self.collect_garbage().await?;
         tracing::info!(tenant, "tenant deleted");

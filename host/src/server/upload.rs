@@ -108,9 +108,10 @@ impl Upload {
 /// The most of a refused upload read to its end.
 pub const DRAIN_LIMIT: u64 = crate::runtime::MAX_COMPONENT_BYTES;
 
-/// Reads and drops the rest of `body`, `read` bytes of which were read; its length, or
-/// `None` when it is longer than [`DRAIN_LIMIT`] or cut short.
-async fn drain(mut body: Body, mut read: u64) -> Option<u64> {
+/// Reads and drops the rest of `body` (of a refused upload, so that a client still
+/// sending it reads the refusal rather than a broken connection), `read` bytes of which
+/// were read; its length, or `None` when it is longer than [`DRAIN_LIMIT`] or cut short.
+pub async fn drain(mut body: Body, mut read: u64) -> Option<u64> {
     while let Some(frame) = body.frame().await {
         read += frame.ok()?.into_data().map_or(0, |data| data.len() as u64);
         if read > DRAIN_LIMIT {

@@ -88,28 +88,19 @@ impl Tenancy {
     /// in the pool, next to the other tenants' reservations, is refused.
     pub fn add(&self, tenant: TenantConfig) -> Result<()> {
         let mut tenants = self.tenants.lock().expect("tenants poisoned");
-        let reserved: u64 = tenants
-            .values()
-            .filter(|other| other.config.name != tenant.name)
-            .filter_map(|other| other.config.quotas.max_instances)
-            .map(u64::from)
-            .sum();
+        let reservable = self.reservable_among(&tenants, &tenant.name);
         if let Some(quota) = tenant.quotas.max_instances
-            && reserved + u64::from(quota) > u64::from(self.max_instances)
+            && quota > reservable
         {
             bail!(
                 "tenant `{}` is refused: its instance quota (`max_instances` = {quota}) does \
-                 not fit in the host's pool of {} instances, {reserved} of which other tenants \
+                 not fit in the host's pool of {} instances, {} of which other tenants \
                  have reserved; lower the quota or raise the host's `max_instances`",
                 tenant.name,
-                self.max_instances
+                self.max_instances,
+                self.max_instances - reservable
             );
         }
-        let reserved = reserved + u64::from(tenant.quotas.max_instances.unwrap_or(0));
-        self.rest.size.store(
-            (u64::from(self.max_instances) - reserved) as usize,
-            Ordering::SeqCst,
-        );
         let shared = tenant
             .quotas
             .max_instances
@@ -125,7 +116,34 @@ impl Tenancy {
                 shared,
             }),
         );
+        self.resize_rest(&tenants);
         Ok(())
+    }
+
+    /// Removes a tenant whose jobs have stopped: its instance reservation goes back to
+    /// the part of the pool tenants share.
+    pub fn remove(&self, name: &str) {
+        let mut tenants = self.tenants.lock().expect("tenants poisoned");
+        tenants.remove(name);
+        self.resize_rest(&tenants);
+    }
+
+    /// The most instances tenant `name` could reserve: the pool less the other tenants'
+    /// reservations.
+    pub fn reservable(&self, name: &str) -> u32 {
+        self.reservable_among(&self.tenants.lock().expect("tenants poisoned"), name)
+    }
+
+    fn reservable_among(&self, tenants: &HashMap<String, Arc<Account>>, name: &str) -> u32 {
+        u64::from(self.max_instances).saturating_sub(reserved(tenants, Some(name))) as u32
+    }
+
+    /// Sizes the shared part of the pool: what the tenants' reservations leave.
+    fn resize_rest(&self, tenants: &HashMap<String, Arc<Account>>) {
+        self.rest.size.store(
+            u64::from(self.max_instances).saturating_sub(reserved(tenants, None)) as usize,
+            Ordering::SeqCst,
+        );
     }
 
     /// Places a job: checks it against its tenant's quotas (partitions, call timeout,
@@ -166,6 +184,16 @@ impl Tenancy {
             account,
         })
     }
+}
+
+/// The instances `tenants` reserve in the pool, but for tenant `except`.
+fn reserved(tenants: &HashMap<String, Arc<Account>>, except: Option<&str>) -> u64 {
+    tenants
+        .values()
+        .filter(|tenant| Some(tenant.config.name.as_str()) != except)
+        .filter_map(|tenant| tenant.config.quotas.max_instances)
+        .map(u64::from)
+        .sum()
 }
 
 impl Tenancy {
@@ -367,6 +395,19 @@ mod tests {
             "{error}"
         );
         tenancy.add(tenant("b", Some(4))).unwrap();
+    }
+
+    #[test]
+    fn a_removed_tenant_gives_its_reservation_back() {
+        let tenancy = host(10, vec![tenant("a", Some(10)), tenant("c", None)]).unwrap();
+        assert_eq!(tenancy.reservable("b"), 0);
+        let shared = tenancy.account("c").unwrap();
+        assert!(shared.hold_instance().is_err(), "a reserved the whole pool");
+        tenancy.remove("a");
+        assert_eq!(tenancy.reservable("b"), 10);
+        let _held = shared.hold_instance().unwrap();
+        tenancy.add(tenant("b", Some(9))).unwrap();
+        assert_eq!(tenancy.reservable("a"), 1);
     }
 
     #[test]
