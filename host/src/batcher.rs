@@ -56,6 +56,10 @@ pub struct BatchReport {
     pub skipped: u64,
     /// The state checkpoint written after it, if one was.
     pub checkpoint: Option<checkpoint::Written>,
+    /// The records each source brought, in source order.
+    pub source_records: Vec<u64>,
+    /// Input rows its event-time steps dropped as late.
+    pub late_rows: u64,
 }
 
 /// Why a run ended.
@@ -134,6 +138,7 @@ pub async fn run(
                     return Ok(summary);
                 }
                 let inputs = receivers.replay(&cut, logged)?;
+                let source_records = records_of(&inputs);
                 let computed = compute(&job, Some(&checkpointer), cut.clone(), inputs).await;
                 let Some((stats, written)) = unless_forced(&job, computed)? else {
                     summary.reason = StopReason::Forced;
@@ -152,6 +157,8 @@ pub async fn run(
                     replayed: true,
                     skipped: 0,
                     checkpoint: written,
+                    source_records,
+                    late_rows: late_rows(&job),
                 });
             }
             receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
@@ -200,6 +207,7 @@ pub async fn run(
         let skipped = cut.skipped;
         let queued = pending.len();
         let logged = cut.logged.clone();
+        let source_records = records_of(&cut.inputs);
         let computed = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await;
         let Some((stats, written)) = unless_forced(&job, computed)? else {
             break StopReason::Forced;
@@ -225,6 +233,8 @@ pub async fn run(
             replayed: false,
             skipped,
             checkpoint: written,
+            source_records,
+            late_rows: late_rows(&job),
         });
         if cut.last {
             break if options.stop.is_cancelled() {
@@ -247,6 +257,24 @@ pub async fn run(
         summary.checkpoint = checkpoint_last(&job, checkpointer, unsaved).await?;
     }
     Ok(summary)
+}
+
+/// The records of each source's part of a batch.
+fn records_of(inputs: &[Batch]) -> Vec<u64> {
+    inputs.iter().map(|input| input.len() as u64).collect()
+}
+
+/// The input rows the job's event-time steps dropped as late in the batch just computed.
+fn late_rows(job: &Job) -> u64 {
+    job.event_time_report()
+        .filter(|report| report.ran)
+        .map_or(0, |report| {
+            report
+                .steps
+                .iter()
+                .map(|step| step.late_rows_dropped as u64)
+                .sum()
+        })
 }
 
 /// A batch's computation, `None` if it failed because the job was stopped by force: the

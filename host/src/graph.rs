@@ -15,6 +15,7 @@ use sluice_abi::NamedFunction;
 use crate::dataset::Dataset;
 use crate::event_time::{self, EventClock, TimeSpec};
 use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
+use crate::metrics::StepMeter;
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
 use crate::operators::{self, BatchContext, Operator};
 use crate::progress::BatchProgress;
@@ -36,6 +37,8 @@ struct Node {
     operator: Option<Box<dyn Operator>>,
     /// The node's output exists at batch numbers that are multiples of this.
     slide: u64,
+    /// What the step (and its UDFs) did so far.
+    meter: Arc<StepMeter>,
 }
 
 impl Node {
@@ -91,6 +94,7 @@ impl JobGraph {
             stores: HashMap::new(),
             clock: Arc::new(EventClock::new(config.event_time)),
             times: HashMap::new(),
+            meter: Default::default(),
         };
         for source in &config.sources {
             let id = builder.push(format!("source `{}`", source.name), vec![], None)?;
@@ -256,9 +260,11 @@ impl JobGraph {
                     match inputs {
                         Some(inputs) if self.readers[id] > 0 => {
                             self.progress.step(id);
+                            let started = std::time::Instant::now();
                             let output = operator
                                 .apply(inputs, batch)
                                 .with_context(|| node.describe.clone())?;
+                            node.meter.step(output.len(), started.elapsed());
                             batch.number.is_multiple_of(node.slide).then_some(output)
                         }
                         _ => None,
@@ -308,6 +314,15 @@ impl JobGraph {
             .collect()
     }
 
+    /// Every step as `(stream/step number, its meter)`, in graph order (sources are not
+    /// steps).
+    pub fn step_meters(&self) -> Vec<(&str, &Arc<StepMeter>)> {
+        self.nodes
+            .iter()
+            .filter_map(|node| Some((node.id.as_deref()?, &node.meter)))
+            .collect()
+    }
+
     /// The steps that keep state, in graph order.
     pub fn stateful_steps(&self) -> Vec<StatefulStep<'_>> {
         self.nodes
@@ -347,6 +362,9 @@ struct Builder<'a> {
     /// Where the records of a node's output have their event time (from the
     /// `event_time` step upstream).
     times: HashMap<usize, TimeSpec>,
+    /// The meter of the step being built, which its UDFs' pools count on; the node
+    /// pushed next takes it.
+    meter: std::cell::RefCell<Arc<StepMeter>>,
 }
 
 impl Builder<'_> {
@@ -385,6 +403,7 @@ impl Builder<'_> {
             inputs,
             operator,
             slide,
+            meter: self.meter.take(),
         });
         Ok(self.nodes.len() - 1)
     }
@@ -601,6 +620,7 @@ impl Builder<'_> {
                 self.config.limits,
                 self.placement.clone(),
                 warm,
+                self.meter.borrow().clone(),
             )?;
             UdfChain::Wasm {
                 pool: Arc::new(pool),
@@ -636,6 +656,7 @@ impl Builder<'_> {
             self.config.limits,
             self.placement.clone(),
             warm,
+            self.meter.borrow().clone(),
         )?;
         Ok(BoundUdf::Wasm {
             pool: Arc::new(pool),

@@ -134,6 +134,11 @@ impl Job {
         &self.config
     }
 
+    /// Every step's meter as `(stream/step number, meter)`, in graph order.
+    pub fn step_meters(&self) -> Vec<(&str, &Arc<crate::metrics::StepMeter>)> {
+        self.graph.step_meters()
+    }
+
     /// The steps that keep state (what checkpoints save).
     pub fn stateful_steps(&self) -> Vec<crate::graph::StatefulStep<'_>> {
         self.graph.stateful_steps()

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+pub mod browser;
 pub mod kafka;
+pub mod observe;
 pub mod run;
 pub mod wait;
 pub mod wordcount;

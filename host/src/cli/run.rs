@@ -8,14 +8,17 @@
 //! Nothing is lost by that: the write-ahead log holds every record received, and an
 //! abandoned batch is re-run at the next start.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sluice::batcher::{BatchReport, StopReason};
 use sluice::checkpoint::RecoveryOptions;
 use sluice::host::{self, Host, JobHandle};
+use sluice::metrics::{JobMetrics, Jobs};
 use sluice::runtime::RuntimeConfig;
 use sluice::tenancy::HostConfig;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -28,18 +31,71 @@ use super::{DATA_LOST, LogFormat};
 /// process exits without them.
 const FORCED_EXIT_WAIT: Duration = Duration::from_secs(1);
 
+/// `--ui`: the web UI and Prometheus metrics of the run's jobs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UiOptions {
+    /// Serve the web UI (at /) and Prometheus metrics (at /metrics) of the jobs on this
+    /// address, e.g. 127.0.0.1:4040 (port 0: any free port, logged).
+    #[arg(long, value_name = "ADDRESS")]
+    ui: Option<SocketAddr>,
+    /// Keep serving the UI after the jobs end (a run bounded by --batches, or drained),
+    /// until SIGTERM or Ctrl-C: for a last scrape.
+    #[arg(long, requires = "ui")]
+    ui_linger: bool,
+    /// The token the UI and /metrics ask for (a login cookie, or `Authorization: Bearer`);
+    /// needed to serve on an address other than loopback.
+    #[arg(
+        long,
+        env = "SLUICE_UI_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        requires = "ui"
+    )]
+    ui_token: Option<String>,
+}
+
+impl UiOptions {
+    /// Starts serving the UI of `jobs`, if asked to, and says where.
+    async fn serve(&self, jobs: &Arc<Jobs>) -> Result<Option<SocketAddr>> {
+        let Some(address) = self.ui else {
+            return Ok(None);
+        };
+        sluice::ui::check_address(address, self.ui_token.is_some())?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot serve the UI on {address} (--ui)"))?;
+        let address = listener.local_addr()?;
+        let router = sluice::ui::router(jobs.clone(), sluice::ui::TokenGate(self.ui_token.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!("the UI server stopped: {error}");
+            }
+        });
+        Ok(Some(address))
+    }
+}
+
 pub fn run(
     manifests: &[PathBuf],
     batches: Option<u64>,
     host_config: Option<&Path>,
     recovery: &RecoveryOptions,
     log: LogFormat,
+    ui: &UiOptions,
 ) -> Result<ExitCode> {
     let tokio = tokio::runtime::Runtime::new()?;
     let outcome = tokio.block_on(async {
         // Listen before loading: a stop asked for while components compile must not kill
         // the process outright.
         let mut signals = StopSignals::listen()?;
+        let metrics = Arc::new(Jobs::default());
+        let served = ui.serve(&metrics).await?;
+        if let Some(address) = served {
+            tracing::info!(
+                address = %address,
+                "web UI at http://{address}/, Prometheus metrics at http://{address}/metrics"
+            );
+        }
         let runtime = match host_config {
             Some(path) => RuntimeConfig::with_host(HostConfig::load(path)?),
             None => RuntimeConfig::default(),
@@ -58,6 +114,7 @@ pub fn run(
         let mut running = Vec::with_capacity(jobs.len());
         for job in jobs {
             let progress = job.progress().clone();
+            let job_metrics = metrics.add(JobMetrics::new(&job));
             let handle = match host.start(job, batches, recovery) {
                 Ok(handle) => handle,
                 Err(error) => {
@@ -66,10 +123,11 @@ pub fn run(
                     let mut ending = Ending::default();
                     while let Some((index, report)) = next_report(&mut running).await {
                         match report {
-                            Some(report) => status.batch(&report),
+                            Some(report) => running[index].batch(&report, &mut status),
                             None => running[index].finish(&mut status, &mut ending).await,
                         }
                     }
+                    job_metrics.ended(Some(&error));
                     return Err(error);
                 }
             };
@@ -79,7 +137,7 @@ pub fn run(
                 tenant = handle.tenant,
                 "started; Ctrl-C stops after the batch in flight, a second Ctrl-C at once"
             );
-            running.push(Running::new(handle));
+            running.push(Running::new(handle, job_metrics));
         }
         let mut ending = Ending::default();
         let mut stopping = false;
@@ -87,7 +145,7 @@ pub fn run(
         loop {
             tokio::select! {
                 next = next_report(&mut running) => match next {
-                    Some((_, Some(report))) => status.batch(&report),
+                    Some((index, Some(report))) => running[index].batch(&report, &mut status),
                     Some((index, None)) => running[index].finish(&mut status, &mut ending).await,
                     None => break,
                 },
@@ -118,6 +176,16 @@ pub fn run(
             }
         }
         status.finish();
+        for job in &running {
+            summarize(&job.metrics);
+        }
+        if let Some(address) = served.filter(|_| ui.ui_linger && !stopping && forced.is_none()) {
+            tracing::info!(
+                address = %address,
+                "the jobs ended; the web UI and metrics stay up until SIGTERM or Ctrl-C (--ui-linger)"
+            );
+            signals.next().await;
+        }
         if let Some((signal, _)) = forced {
             return Ok(ExitCode::from(128 + signal.number as u8));
         }
@@ -133,16 +201,24 @@ pub fn run(
     outcome
 }
 
-/// A job of the run, until it ends.
+/// A job of the run, until it ends (its metrics, after).
 struct Running {
     handle: Option<JobHandle>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl Running {
-    fn new(handle: JobHandle) -> Self {
+    fn new(handle: JobHandle, metrics: Arc<JobMetrics>) -> Self {
         Self {
             handle: Some(handle),
+            metrics,
         }
+    }
+
+    /// Counts and shows a batch the job computed.
+    fn batch(&self, report: &BatchReport, status: &mut Status) {
+        self.metrics.record(report);
+        status.batch(report);
     }
 
     /// Waits for the job, whose reports have ended, and says how it ended.
@@ -152,7 +228,9 @@ impl Running {
         };
         let (name, tenant) = (handle.name.clone(), handle.tenant.clone());
         let lost = std::mem::take(&mut handle.lost);
-        let summary = match handle.finished().await {
+        let finished = handle.finished().await;
+        self.metrics.ended(finished.as_ref().err());
+        let summary = match finished {
             Ok(summary) => summary,
             Err(error) => {
                 ending.failed = true;
@@ -191,6 +269,26 @@ impl Running {
             }
         );
     }
+}
+
+/// Logs what a job did: its batches, records, and the spread of its processing times
+/// and scheduling delays.
+fn summarize(metrics: &JobMetrics) {
+    let summary = metrics.summary();
+    let micros = |value: Option<u64>| value.unwrap_or(0);
+    tracing::info!(
+        job = summary.job,
+        tenant = summary.tenant,
+        batches = summary.batches,
+        records_in = summary.records_in,
+        records_out = summary.records_out,
+        processing_p50_us = micros(summary.processing_p50_us),
+        processing_p99_us = micros(summary.processing_p99_us),
+        scheduling_p50_us = micros(summary.scheduling_p50_us),
+        scheduling_p99_us = micros(summary.scheduling_p99_us),
+        "summary: {}",
+        sluice::metrics::describe(&summary)
+    );
 }
 
 /// How the jobs that ended went, for the exit code.

@@ -130,7 +130,14 @@ fn bind(
         tokio_util::sync::CancellationToken::new(),
     )?;
     let label = format!("{}#{function}", path.display());
-    let pool = InstancePool::new(component, label.clone(), config.limits, placement, 1)?;
+    let pool = InstancePool::new(
+        component,
+        label.clone(),
+        config.limits,
+        placement,
+        1,
+        Default::default(),
+    )?;
     Ok(BoundUdf::Wasm {
         pool: Arc::new(pool),
         index,

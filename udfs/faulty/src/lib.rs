@@ -104,8 +104,16 @@ pub fn explode(x: i64) -> impl Iterator<Item = i64> {
     std::iter::repeat_n(x, 10_000_000)
 }
 
+/// Writes the line to stderr, then panics with it: tenant text in a failure, for the UI's
+/// escaping test.
+pub fn blurt(line: &str) -> String {
+    eprintln!("{line}");
+    panic!("{line}");
+}
+
 udfs! {
     map panic_on_three,
+    map blurt,
     map spin,
     map hog,
     map chatty,
