@@ -171,19 +171,28 @@ fn damage(dir: &Path, class: Class, random: &mut Xorshift, others: &Variant) -> 
     let pick = |random: &mut Xorshift, among: &[String]| -> String {
         among[(random.next() % among.len() as u64) as usize].clone()
     };
-    let newest_segment = all.iter().filter(|f| f.starts_with("wal/")).max().cloned();
     let newest_checkpoint = all
         .iter()
         .filter(|f| f.starts_with("state/"))
         .max()
         .cloned();
+    let path = |file: &str| dir.join(file);
     // A damaged newest checkpoint with its predecessor and the log intact ends exact, and
     // so does any damage of the newest segment while it holds only its header (a torn
     // write of its only frame).
+    let only_header = |file: &String| {
+        let bytes = std::fs::read(path(file)).unwrap();
+        sluice::checkpoint::frame::read(&bytes).0.len() == 1
+    };
+    let newest_segment = all
+        .iter()
+        .filter(|f| f.starts_with("wal/"))
+        .max()
+        .filter(|file| only_header(file))
+        .cloned();
     let recoverable = |file: &str| {
         Some(file) == newest_checkpoint.as_deref() || Some(file) == newest_segment.as_deref()
     };
-    let path = |file: &str| dir.join(file);
     match class {
         Class::FlippedBytes => {
             let nonempty: Vec<String> = all
@@ -546,16 +555,21 @@ fn random_damage_to_a_stopped_job_ends_exact_or_refused_naming_the_file() {
 fn accept_data_loss_goes_on_says_so_in_the_summary_and_exits_3() {
     let base = Base::make("wordcount", 21, "22");
     let copy = base.copy();
-    let missing = copy.path().join("checkpoint").join(segment(22));
-    std::fs::remove_file(&missing).unwrap();
+    // The segment that holds batches 21 and 22 (the log rolled at checkpoint 20): a bit
+    // of its second frame (the cut of batch 21) flipped, with good frames after it.
+    let damaged = copy.path().join("checkpoint").join(segment(21));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let first_frame = sluice::checkpoint::frame::read(&bytes).0[0].len();
+    bytes[8 + first_frame + 8] ^= 0x01;
+    std::fs::write(&damaged, bytes).unwrap();
     let manifest = copy.path().join("job.toml");
 
     let refused = sluice_run(&manifest, &[]);
     let error = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{error}");
     assert!(
-        error.contains("would lose batches 22 to ")
-            && error.contains(&missing.display().to_string())
+        error.contains("would lose batches 21 to ")
+            && error.contains(&damaged.display().to_string())
             && error.contains("--accept-data-loss"),
         "{error}"
     );
@@ -570,7 +584,7 @@ fn accept_data_loss_goes_on_says_so_in_the_summary_and_exits_3() {
         .unwrap();
     assert!(summary.contains("DATA WAS LOST"), "{summary}");
     assert!(
-        log.contains("data lost (--accept-data-loss): batches 22 to "),
+        log.contains("data lost (--accept-data-loss): batches 21 to "),
         "{log}"
     );
 

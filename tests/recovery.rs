@@ -156,11 +156,13 @@ fn write_log(dir: &Path, runtime: &Runtime) -> PathBuf {
     dir.join("checkpoint/wal")
 }
 
-/// Opens the checkpoint directory of `job`, accepting data loss or not.
+/// Opens the checkpoint directory of `job`, accepting data loss or not, with a log
+/// segment file per batch (so that a test can damage one batch's file).
 fn open(job: &Job, accept_data_loss: bool) -> anyhow::Result<(Checkpointer, Recovery)> {
     let config = job.config().checkpoint.clone().unwrap();
     let options = RecoveryOptions {
         accept_data_loss,
+        wal_rolling: sluice::checkpoint::wal::Rolling::EVERY_BATCH,
         ..RecoveryOptions::default()
     };
     Checkpointer::open(&config, job, &options)

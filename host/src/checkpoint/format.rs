@@ -7,7 +7,7 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 8 | the kind: `SLUICE/I` (instance file), `SLUICE/W` (log segment), `SLUICE/C` (state checkpoint) |
+//! | 8 | the kind: `SLUICE/I` (instance file), `SLUICE/W` (a batch's section of a log segment), `SLUICE/C` (state checkpoint) |
 //! | 4 | the format version, little-endian ([`FORMAT`]) |
 //! | 1 + n | the release that wrote it: its length, then its UTF-8 bytes (e.g. `0.1.0`) |
 //!
@@ -56,7 +56,13 @@ impl<W> Hashing<W> {
         self.hasher.update(bytes);
     }
 
-    /// The digest of everything written so far.
+    /// Starts a new digest: of what is written from here (the next section of a log
+    /// segment).
+    pub fn restart(&mut self) {
+        self.hasher = Sha256::new();
+    }
+
+    /// The digest of everything written so far (since the last [restart](Self::restart)).
     pub fn digest(&self) -> Digest {
         self.hasher.clone().finalize().into()
     }
@@ -93,7 +99,8 @@ fn hex(bytes: &[u8]) -> String {
 pub enum Kind {
     /// `instance`: the id of the job instance the directory belongs to.
     Instance,
-    /// `wal/<batch>.log`: a write-ahead log segment.
+    /// `wal/<first batch>.log`: a write-ahead log segment (each batch's section starts
+    /// with a header of this kind).
     Segment,
     /// `state/<batch>.ckpt`: a state checkpoint.
     Checkpoint,

@@ -5,28 +5,28 @@
 //! A checkpoint directory holds:
 //! - `instance`: the [instance id](instance), made at the job's first start in the
 //!   directory (one with neither `wal/` nor `state/`);
-//! - `wal/`: the [write-ahead log](wal), one segment per batch: the records of sources
-//!   that cannot replay them, then where the batch was cut;
+//! - `wal/`: the [write-ahead log](wal), segment files of a section per batch: the
+//!   records of sources that cannot replay them, then where the batch was cut;
 //! - `state/`: [state checkpoints](snapshot) every `every` batches: each stateful
 //!   operator's state, the batch it covers, where replayable sources resume;
 //! - `metadata.json`: the manifest, the components' digests and the last completed batch,
-//!   rewritten after every batch (for people and `sluice checkpoint inspect` only:
-//!   recovery never reads it);
+//!   rewritten in place after every batch (for people and `sluice checkpoint inspect`
+//!   only: recovery never reads it);
 //! - `lock`: held by the [run](lock) that uses the directory.
 //!
 //! # Format
 //!
 //! Every file is made of frames (length, CRC-32, bytes: see [`frame`]). The first frame of
-//! the instance file, of every segment and of every checkpoint starts with a [format
-//! header](mod@format): its kind, the format version ([`format::FORMAT`]) and the release
-//! that wrote it, so that a later release can read it or refuse it naming both. Then each
-//! says what it is: the instance id; a segment its batch number and the digest
-//! (SHA-256) of the segment before it; a checkpoint the batch it covers, the digest of the
-//! checkpoint before it and the digest of the segment of its batch. The files of a
-//! directory are thus one hash chain: each checkpoint hands on to the segment after it,
-//! each segment to the next. Segments a checkpoint covers are deleted once the two kept
-//! checkpoints cover them, so the chain is checked from the checkpoint recovery starts
-//! from: the log before it is not needed.
+//! the instance file, of every batch's section of a segment and of every checkpoint
+//! starts with a [format header](mod@format): its kind, the format version
+//! ([`format::FORMAT`]) and the release that wrote it, so that a later release can read
+//! it or refuse it naming both. Then each says what it is: the instance id; a section its
+//! batch number and the digest (SHA-256) of the section before it; a checkpoint the batch
+//! it covers, the digest of the checkpoint before it and the digest of the section of its
+//! batch. The files of a directory are thus one hash chain: each checkpoint hands on to
+//! the section after it, each section to the next. Segments are deleted once the two kept
+//! checkpoints cover every batch in them, so the chain is checked from the checkpoint
+//! recovery starts from: the log before it is not needed.
 //!
 //! # Recovery
 //!
@@ -88,7 +88,7 @@ pub struct Checkpointer {
     previous: Mutex<Digest>,
 }
 
-/// What recovery may do.
+/// What recovery may do, and how the log goes on.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryOptions {
     /// Stateful steps (`stream/step`) that start empty rather than from their
@@ -96,6 +96,9 @@ pub struct RecoveryOptions {
     pub fresh_state: Vec<String>,
     /// Go on when recovery would lose batches (`--accept-data-loss`), rather than refuse.
     pub accept_data_loss: bool,
+    /// When the write-ahead log starts a new segment file (a test damaging one batch's
+    /// file sets one per batch).
+    pub wal_rolling: wal::Rolling,
 }
 
 /// Batches recovery cannot re-run.
@@ -285,7 +288,13 @@ impl Checkpointer {
         recovery.pending = logged.pending;
         recovery.notes = notes;
         recovery.lost = lost;
-        let wal = Wal::open(&wal_dir(dir), config.fsync, recovery.next_number, chain)?;
+        let wal = Wal::open(
+            &wal_dir(dir),
+            config.fsync,
+            options.wal_rolling,
+            recovery.next_number,
+            chain,
+        )?;
         Ok((
             Self {
                 config: config.clone(),
@@ -507,9 +516,10 @@ fn write_metadata(dir: &Path, instance: InstanceId, job: &Job, cut: &Cut) -> Res
         "last_completed_batch": { "number": cut.number, "time_ms": cut.time_ms },
         "source_positions": cut.positions,
     });
+    // Rewritten in place, not renamed over: a new file per batch cost a host of 1000 jobs
+    // an inode made and freed per batch. Recovery never reads it, so a write torn by a
+    // crash harms nothing (the next batch writes it whole again).
     let path = dir.join("metadata.json");
-    let temporary = dir.join("metadata.json.tmp");
-    fs::write(&temporary, serde_json::to_vec_pretty(&metadata)?)
-        .and_then(|()| fs::rename(&temporary, &path))
+    fs::write(&path, serde_json::to_vec_pretty(&metadata)?)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -13,15 +13,23 @@ struct Fixture {
     _temp: tempfile::TempDir,
     root: PathBuf,
     runtime: std::sync::Arc<Runtime>,
+    rolling: wal::Rolling,
 }
 
 impl Fixture {
+    /// A fixture whose log has a segment file per batch, so that a test can damage one
+    /// batch's file.
     fn new() -> Self {
+        Self::rolling(wal::Rolling::EVERY_BATCH)
+    }
+
+    fn rolling(rolling: wal::Rolling) -> Self {
         let temp = tempfile::tempdir().unwrap();
         Self {
             root: temp.path().to_owned(),
             _temp: temp,
             runtime: Runtime::new(RuntimeConfig::default()).unwrap(),
+            rolling,
         }
     }
 
@@ -64,6 +72,7 @@ kind = "collect"
         let config = job.config().checkpoint.clone().unwrap();
         let options = RecoveryOptions {
             accept_data_loss,
+            wal_rolling: self.rolling,
             ..RecoveryOptions::default()
         };
         Checkpointer::open(&config, job, &options)
@@ -163,6 +172,35 @@ fn restarts_go_on_along_the_chain_across_forgotten_segments() {
     );
     // Segments the two kept checkpoints (6 and 9) cover are gone; the chain still holds.
     assert!(!fixture.segment(6).exists() && fixture.segment(7).exists());
+}
+
+#[test]
+fn segments_of_many_batches_follow_the_checkpoints_and_the_chain_holds_across_restarts() {
+    let fixture = Fixture::rolling(wal::Rolling::default());
+    let wal_dir = fixture.dir().join("wal");
+    fixture.run_to(3, 7);
+    // Checkpoints 3 and 6 are kept; the log rolled after each: 1-3 (gone, as checkpoint 3
+    // covers it), 4-6, and 7 with the header of 8.
+    assert_eq!(
+        files(&wal_dir),
+        [4, 7].map(|n| format!("{n:020}.log")),
+        "segments roll at checkpoints"
+    );
+    let second = fixture.run_to(3, 10);
+    assert_eq!(second.recovery.restored.map(|(number, _)| number), Some(6));
+    assert_eq!(second.replayed, [7]);
+    let third = fixture.run_to(3, 10);
+    assert_eq!(third.recovery.restored.map(|(number, _)| number), Some(9));
+    assert_eq!(third.replayed, [10]);
+    assert!(
+        third.recovery.notes.is_empty() && third.recovery.lost.is_empty(),
+        "{third:?}"
+    );
+    assert_eq!(
+        files(&wal_dir),
+        [7, 10].map(|n| format!("{n:020}.log")),
+        "a segment goes once both kept checkpoints (6 and 9) cover all its batches"
+    );
 }
 
 #[test]

@@ -310,6 +310,7 @@ pub fn main() -> ExitCode {
             &sluice::checkpoint::RecoveryOptions {
                 fresh_state,
                 accept_data_loss,
+                ..Default::default()
             },
             log,
             &ui,
