@@ -116,9 +116,11 @@ fn token_of(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// The tenant the caller may see (`None`: all), or the answer that refuses it.
-fn admit(ui: &Ui, headers: &HeaderMap) -> Result<Option<String>, Response> {
-    ui.gate.admit(token_of(headers)).map_err(|()| {
+/// The answer to a caller without a token the gate admits.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
         (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({
@@ -128,7 +130,12 @@ fn admit(ui: &Ui, headers: &HeaderMap) -> Result<Option<String>, Response> {
             })),
         )
             .into_response()
-    })
+    }
+}
+
+/// The tenant the caller may see (`None`: all).
+fn admit(ui: &Ui, headers: &HeaderMap) -> Result<Option<String>, Unauthorized> {
+    ui.gate.admit(token_of(headers)).map_err(|()| Unauthorized)
 }
 
 fn html(body: &'static str) -> Response {
@@ -207,7 +214,7 @@ async fn asset(Path(asset): Path<String>) -> Response {
 async fn metrics(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let jobs = ui.jobs.clone();
     // Encoding a thousand jobs takes some milliseconds: off the async threads.
@@ -220,7 +227,7 @@ async fn metrics(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
 async fn overview(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let jobs: Vec<_> = ui
         .jobs
@@ -249,7 +256,7 @@ async fn job_overview(
 ) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match ui.jobs.find(tenant.as_deref(), &job) {
         Some(metrics) => axum::Json(metrics.detail()).into_response(),
@@ -270,7 +277,7 @@ async fn job_batches(
 ) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match ui.jobs.find(tenant.as_deref(), &job) {
         Some(metrics) => axum::Json(json!({
