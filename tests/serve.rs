@@ -663,6 +663,12 @@ fn sigterm_stops_every_job_and_they_resume_exact_at_the_next_start() {
             counted(input),
             "tenant {name}"
         );
+        // The log was kept on disk: it holds the runs before and after the restart.
+        let (status, log) = again.call("GET", "/v1/jobs/count/logs", Some(token), None);
+        let log = log.as_str().unwrap_or_default().to_owned();
+        assert_eq!(status, 200, "{log}");
+        assert_eq!(log.matches(" INFO running").count(), 2, "{log}");
+        assert!(log.contains("resuming"), "{log}");
     }
 }
 

@@ -7,6 +7,7 @@
 //! DATA/uploads/                         uploads being received
 //! DATA/tenants/TENANT/files/            the tenant's files; relative paths of its jobs start here
 //! DATA/tenants/TENANT/jobs/JOB/checkpoint   each job's checkpoint directory
+//! DATA/tenants/TENANT/jobs/JOB/log[.1]      each job's log (the newer half, the older)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,11 @@ impl DataDir {
     /// Everything of the tenant's job `job`.
     pub fn job(&self, tenant: &str, job: &str) -> PathBuf {
         self.tenant(tenant).join("jobs").join(job)
+    }
+
+    /// The log of the tenant's job `job` (its older half is `log.1` beside it).
+    pub fn log(&self, tenant: &str, job: &str) -> PathBuf {
+        self.job(tenant, job).join("log")
     }
 
     /// The checkpoint directory the server gives the tenant's job `job`.

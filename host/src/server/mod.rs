@@ -92,6 +92,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let data = DataDir::create(&options.data)?;
+    options.logs.keep_in(data.clone());
     let registry = Arc::new(Registry::open(&data.registry())?);
     if !registry.has_admin()? {
         let path = data.admin_token();
@@ -270,7 +271,10 @@ impl Server {
             return Ok(false);
         }
         for job in self.registry.jobs(Some(tenant))? {
-            self.supervisor.remove(&(tenant.to_owned(), job.name)).await;
+            self.supervisor
+                .remove(&(tenant.to_owned(), job.name.clone()))
+                .await;
+            self.logs.remove(tenant, &job.name);
         }
         self.registry.delete_tenant(tenant)?;
         self.host.runtime().tenancy().remove(tenant);

@@ -329,6 +329,10 @@ impl Supervisor {
         started: &mut Option<oneshot::Sender<Result<(), String>>>,
     ) -> anyhow::Result<StopReason> {
         let host = self.host.clone();
+        let (tenant, name) = (
+            config.tenant.clone().unwrap_or_default(),
+            config.name.clone(),
+        );
         let (config, recovery) = (config.clone(), recovery.clone());
         // Instantiating components and recovering state block.
         let handle = tokio::task::spawn_blocking(move || {
@@ -348,6 +352,7 @@ impl Supervisor {
         }
         let mut handle = handle?;
         supervised.set_state(JobState::Running);
+        tracing::info!(tenant, job = name, "running");
         let mut stopping = false;
         loop {
             tokio::select! {
