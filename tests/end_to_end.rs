@@ -707,6 +707,7 @@ fn collected_from(text: &str, sink: &str) -> Vec<(i64, Vec<Json>)> {
         let options = sluice::batcher::RunOptions {
             max_batches: None,
             stop: Default::default(),
+            phase: Default::default(),
         };
         sluice::batcher::run(job.clone(), receivers, None, options, |_| {})
             .await

@@ -7,7 +7,9 @@
 //! interval for `SLUICE_BENCH_SECS` seconds (20); then, at a 100 ms interval, a stepped
 //! search over the job counts in `SLUICE_BENCH_STEPS` (`100,200,400,600,800,1000`), each
 //! run for `SLUICE_BENCH_STEP_SECS` (8), for the largest count whose scheduling delay p99
-//! stays under 50 ms. Run with `cargo bench -p sluice --bench tenants` after
+//! stays under 50 ms. The host gives each job a phase within its interval
+//! (`Host::with_batch_phases`); `SLUICE_BENCH_ALIGNED=1` keeps Spark's aligned batch
+//! times instead. Run with `cargo bench -p sluice --bench tenants` after
 //! `scripts/setup`.
 
 mod common;
@@ -46,6 +48,12 @@ fn manifest(job: usize, tenants: usize, interval: &str, dir: &Path) -> String {
         common::component("conformance").display(),
         dir.join(format!("j{job}")).display(),
     )
+}
+
+/// Whether `SLUICE_BENCH_ALIGNED=1` asks for Spark's aligned batch times (every job's
+/// batch due at once) rather than a phase per job.
+fn aligned() -> bool {
+    setting("SLUICE_BENCH_ALIGNED", 0) == 1
 }
 
 /// What one run measured.
@@ -89,6 +97,11 @@ async fn run(jobs: usize, tenants: usize, interval: &str, length: Duration) -> F
             .collect(),
     };
     let host = Host::new(RuntimeConfig::with_host(config)).unwrap();
+    let host = if aligned() {
+        host
+    } else {
+        host.with_batch_phases()
+    };
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut handles: Vec<JobHandle> = Vec::with_capacity(jobs);

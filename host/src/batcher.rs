@@ -30,6 +30,23 @@ pub struct RunOptions {
     /// has nothing else that would keep them, so it cuts what its receivers hold into a
     /// last batch and computes every batch already cut before it ends.
     pub stop: CancellationToken,
+    /// How far after the interval's multiples the batch times fall ([`phase_of`]; zero:
+    /// Spark's times).
+    pub phase: Duration,
+}
+
+/// The phase of job `name`'s batch times in a host that runs several jobs: a fraction of
+/// `interval` (to the millisecond) drawn from the SHA-256 of the name, so that the same
+/// job always has the same batch times, and a host's jobs do not all cut and compute at
+/// the same instant. With Spark's aligned times every job's batch falls due at once: at
+/// 1000 jobs and a 1 s interval, the last of them waits for the other 999 to be computed
+/// (hundreds of milliseconds on 2 cores), whatever each costs.
+pub fn phase_of(name: &str, interval: Duration) -> Duration {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let draw = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let interval_ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(draw % interval_ms)
 }
 
 /// What one computed batch reports.
@@ -183,7 +200,7 @@ pub async fn run(
     let completion = receivers.completion();
     let cutter = tokio::spawn(cut_batches(
         receivers,
-        interval,
+        (interval, options.phase),
         first_number,
         cuts,
         cutter_stop,
@@ -336,8 +353,9 @@ async fn compute(
 }
 
 /// Cuts a batch every interval until stopped, drained, or nobody takes the cuts any more.
-/// Batch times are consecutive multiples of the interval, whatever the cut, the log or the
-/// computation cost: the first is the next interval boundary, and each later one follows
+/// Batch times are consecutive multiples of the interval (plus `phase`, in a host running
+/// several jobs: [`phase_of`]), whatever the cut, the log or the computation cost: the
+/// first is the next interval boundary, and each later one follows
 /// the one before by exactly one interval, never read from the clock again. As with
 /// Spark's timer, a lagging job makes its batches wait (in `cuts`, whose bound then holds
 /// the cutter back), not skip times.
@@ -347,15 +365,16 @@ async fn compute(
 /// runtime (the server's API among them).
 async fn cut_batches(
     receivers: Receivers,
-    interval: Duration,
+    (interval, phase): (Duration, Duration),
     first_number: u64,
     cuts: mpsc::Sender<Result<Cut>>,
     stop: CancellationToken,
 ) {
     let receivers = Arc::new(receivers);
     let interval_ms = interval.as_millis().max(1) as i64;
+    let phase_ms = phase.as_millis() as i64 % interval_ms;
     let mut number = first_number;
-    let mut time_ms = (now_ms() / interval_ms + 1) * interval_ms;
+    let mut time_ms = ((now_ms() - phase_ms) / interval_ms + 1) * interval_ms + phase_ms;
     loop {
         let wait = Duration::from_millis((time_ms - now_ms()).max(0) as u64);
         let stopping = tokio::select! {
@@ -402,4 +421,26 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_has_the_same_phase_every_time_within_its_interval_and_jobs_spread() {
+        let second = Duration::from_secs(1);
+        assert_eq!(phase_of("j1", second), phase_of("j1", second));
+        let phases: std::collections::BTreeSet<Duration> = (0..100)
+            .map(|job| phase_of(&format!("j{job}"), second))
+            .collect();
+        assert!(phases.iter().all(|phase| *phase < second));
+        assert!(phases.len() > 90, "100 jobs share {} phases", phases.len());
+        assert!(
+            phases.first().unwrap() < &Duration::from_millis(100)
+                && phases.last().unwrap() > &Duration::from_millis(900),
+            "spread over the interval: {phases:?}"
+        );
+        assert_eq!(phase_of("j1", Duration::from_millis(1)), Duration::ZERO);
+    }
 }

@@ -29,6 +29,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Runs jobs.
 pub struct Host {
     runtime: Arc<Runtime>,
+    /// Whether each job's batch times get a phase of their own ([`batcher::phase_of`]).
+    phased: bool,
 }
 
 /// A running job.
@@ -73,7 +75,17 @@ impl Host {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         Ok(Self {
             runtime: Runtime::new(config)?,
+            phased: false,
         })
+    }
+
+    /// Gives the batch times of each job started from now on a phase of its own within
+    /// its interval ([`batcher::phase_of`]), for a host that runs several jobs: their
+    /// batches then fall due spread over the interval rather than all at once. Without it
+    /// batch times are Spark's, multiples of the interval.
+    pub fn with_batch_phases(mut self) -> Self {
+        self.phased = true;
+        self
     }
 
     /// The WASM runtime the jobs share.
@@ -132,6 +144,11 @@ impl Host {
         let options = RunOptions {
             max_batches,
             stop: stop.clone(),
+            phase: if self.phased {
+                batcher::phase_of(&name, job.config().batch_interval)
+            } else {
+                Duration::ZERO
+            },
         };
         let (sender, reports) = mpsc::unbounded_channel();
         let job = Arc::new(job);
