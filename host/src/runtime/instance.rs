@@ -233,7 +233,7 @@ impl UdfInstance {
                 let instance = pre.instance_pre().instantiate_async(&mut store).await?;
                 let udf = bindings::Udf::new(&mut store, &instance)?;
                 let combine = combine
-                    .map(|export| instance.get_typed_func(&mut store, &export))
+                    .map(|export| instance.get_typed_func(&mut store, export))
                     .transpose()?;
                 wasmtime::Result::Ok(Exports { udf, combine })
             };
