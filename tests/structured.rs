@@ -14,15 +14,14 @@
 
 mod common;
 
+use common::stepper::Stepper;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{Value as Json, json};
-use sluice::checkpoint::Checkpointer;
 use sluice::event_time::BatchReport;
-use sluice::job::Job;
 use sluice::manifest::JobConfig;
-use sluice::receivers::Receivers;
 use sluice::runtime::{Runtime, RuntimeConfig};
 use sluice_abi::Value;
 
@@ -547,7 +546,7 @@ fn check_actions(
     runtime: &Runtime,
 ) -> Result<(), String> {
     let unit_ms = if case["time_unit"] == "ms" { 1 } else { 1000 };
-    let mut runner = Runner::start(config, runtime)?;
+    let mut runner = Stepper::start(config, runtime)?;
     let mut since: Vec<Ran> = Vec::new();
     let mut last_ran: Option<Vec<Json>> = None;
     let mut last_data: Option<BatchReport> = None;
@@ -559,7 +558,8 @@ fn check_actions(
             "add_data" => {
                 let mut step = Vec::new();
                 for _ in 0..2 {
-                    let (records, report) = runner.batch().map_err(|e| format!("{at}: {e:#}"))?;
+                    let (records, report) =
+                        runner.batch("out").map_err(|e| format!("{at}: {e:#}"))?;
                     if !report.ran {
                         continue;
                     }
@@ -577,7 +577,7 @@ fn check_actions(
                 last_step = step.last().map(|ran| ran.report.clone());
                 since.extend(step);
             }
-            "restart" => runner = Runner::start(config, runtime)?,
+            "restart" => runner = Stepper::start(config, runtime)?,
             "check" => {
                 check(
                     case,
@@ -755,60 +755,4 @@ fn row(record: &Value, output: &Json, columns: &Columns, unit_ms: i64) -> Result
             .map(|value| serde_json::from_str(&value.to_json()).unwrap())
             .collect::<Vec<Json>>(),
     ))
-}
-
-/// A running job with its checkpoint, cut batch by batch.
-struct Runner {
-    job: Job,
-    checkpointer: Checkpointer,
-    receivers: Receivers,
-    next: u64,
-}
-
-impl Runner {
-    /// Builds the job and recovers it from its checkpoint directory (a restart, when it
-    /// holds one), re-running what the log holds after the last state checkpoint.
-    fn start(config: &JobConfig, runtime: &Runtime) -> Result<Self, String> {
-        let started = || -> anyhow::Result<Self> {
-            let job = Job::build(config.clone(), runtime)?;
-            let checkpoint = config
-                .checkpoint
-                .as_ref()
-                .expect("every case has a checkpoint");
-            let (checkpointer, recovery) =
-                Checkpointer::open(checkpoint, &job, &Default::default())?;
-            let receivers = Receivers::start_logged(&config.sources, Some(checkpointer.wal()))?;
-            for (cut, logged) in recovery.replay {
-                job.process(cut.time_ms, receivers.replay(&cut, logged)?)?;
-                checkpointer.completed(&job, &cut)?;
-            }
-            receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
-            Ok(Self {
-                job,
-                checkpointer,
-                receivers,
-                next: recovery.next_number,
-            })
-        };
-        started().map_err(|e| format!("cannot start the job: {e:#}"))
-    }
-
-    /// Cuts and computes the next batch: its output records and event-time report.
-    fn batch(&mut self) -> anyhow::Result<(Vec<Value>, BatchReport)> {
-        let number = self.next;
-        self.next += 1;
-        let (cut, inputs) = self.receivers.cut_batch(number, number as i64 * BATCH_MS)?;
-        self.job.process(cut.time_ms, inputs)?;
-        self.checkpointer.completed(&self.job, &cut)?;
-        let records = self
-            .job
-            .collected()
-            .batches("out")
-            .into_iter()
-            .find(|(time, _)| *time == cut.time_ms)
-            .map(|(_, records)| records)
-            .unwrap_or_default();
-        let report = self.job.event_time_report().expect("a batch ran");
-        Ok((records, report))
-    }
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use sluice_abi::NamedFunction;
 
 use crate::dataset::Dataset;
-use crate::event_time::{self, EventClock, TimeSpec};
+use crate::event_time::{self, EventClock};
 use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
 use crate::metrics::StepMeter;
 use crate::operators::builtin::{self, KeyBy, PairWith, Values};
@@ -112,6 +112,7 @@ impl JobGraph {
                 );
                 let fused = fusable_run(&stream.steps[index..]);
                 let mut store = None;
+                let mut read_times = None;
                 let (operator, taken): (Box<dyn Operator>, usize) = match &stream.steps[index] {
                     _ if fused.len() > 1 => (builder.fused(&fused, &owner)?, fused.len()),
                     StepConfig::StateSnapshots => {
@@ -136,8 +137,25 @@ impl JobGraph {
                         store = Some(operator.store.clone());
                         (Box::new(operator), 1)
                     }
-                    step @ (StepConfig::EventTime(_)
-                    | StepConfig::AssignWindow(_)
+                    StepConfig::EventTime(spec, udf) => {
+                        let times = event_time::EventTimes {
+                            spec: spec.clone(),
+                            udf: udf
+                                .as_ref()
+                                .map(|udf| builder.bind(udf, &owner))
+                                .transpose()?,
+                        };
+                        read_times = Some(times.clone());
+                        let operator = event_time::EventTimeStep {
+                            input: spec
+                                .delay_ms
+                                .map(|delay| builder.clock.register_input(delay)),
+                            times,
+                            clock: builder.clock.clone(),
+                        };
+                        (Box::new(operator), 1)
+                    }
+                    step @ (StepConfig::AssignWindow(_)
                     | StepConfig::EventAggregate(..)
                     | StepConfig::EventJoin(..)
                     | StepConfig::Dedup(_)) => (
@@ -170,13 +188,12 @@ impl JobGraph {
                     inputs,
                     Some(operator),
                 )?;
-                let time = match &stream.steps[index] {
-                    StepConfig::EventTime(time) => Some(time.clone()),
-                    _ => builder.nodes[current]
+                let time = read_times.or_else(|| {
+                    builder.nodes[current]
                         .inputs
                         .iter()
-                        .find_map(|input| builder.times.get(input).cloned()),
-                };
+                        .find_map(|input| builder.times.get(input).cloned())
+                });
                 if let Some(time) = time {
                     builder.times.insert(current, time);
                 }
@@ -361,7 +378,7 @@ struct Builder<'a> {
     clock: Arc<EventClock>,
     /// Where the records of a node's output have their event time (from the
     /// `event_time` step upstream).
-    times: HashMap<usize, TimeSpec>,
+    times: HashMap<usize, event_time::EventTimes>,
     /// The meter of the step being built, which its UDFs' pools count on; the node
     /// pushed next takes it.
     meter: std::cell::RefCell<Arc<StepMeter>>,
@@ -507,7 +524,7 @@ impl Builder<'_> {
                     store: store_for(state::UpdateStateByKey::KIND, initial_state)?,
                 })
             }
-            StepConfig::EventTime(_)
+            StepConfig::EventTime(..)
             | StepConfig::AssignWindow(_)
             | StepConfig::EventAggregate(..)
             | StepConfig::EventJoin(..)
@@ -538,11 +555,6 @@ impl Builder<'_> {
             })
         };
         Ok(match step {
-            StepConfig::EventTime(spec) => Box::new(event_time::EventTimeStep {
-                spec: spec.clone(),
-                clock: self.clock.clone(),
-                input: spec.delay_ms.map(|delay| self.clock.register_input(delay)),
-            }),
             StepConfig::AssignWindow(windows) => Box::new(event_time::AssignWindow {
                 time: needs_time()?,
                 windows: *windows,
@@ -552,17 +564,20 @@ impl Builder<'_> {
                     needs_time()?;
                 }
                 let owner = format!("job `{}`, step `{id}`", self.config.name);
-                let gap_udf = gap_udf
-                    .as_ref()
-                    .map(|udf| self.bind(udf, &owner))
-                    .transpose()?;
+                let bind = |udf: Option<&UdfRef>| udf.map(|udf| self.bind(udf, &owner)).transpose();
+                let udfs = spec
+                    .aggregates
+                    .iter()
+                    .map(|aggregate| bind(aggregate.udf.as_ref()))
+                    .collect::<Result<_>>()?;
                 Box::new(event_time::EventAggregate::new(
                     spec.clone(),
                     time,
-                    gap_udf,
+                    bind(gap_udf.as_ref())?,
+                    udfs,
                     self.clock.clone(),
                     id,
-                ))
+                )?)
             }
             StepConfig::EventJoin(spec, other) => {
                 let other_time = self.times.get(&self.streams[other]).cloned();

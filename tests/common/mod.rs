@@ -7,6 +7,7 @@ pub mod browser;
 pub mod kafka;
 pub mod observe;
 pub mod run;
+pub mod stepper;
 pub mod wait;
 pub mod wordcount;
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sluice_abi::Value;
-use sluice_abi::encoding::{from_bytes, pair_parts, skip_value, to_bytes};
+use sluice_abi::encoding::{Encoder, field_value, from_bytes, pair_parts, skip_value, to_bytes};
 
 /// `Value` as bincode sees it: the same variants in the same order.
 #[derive(bincode::Encode)]
@@ -199,6 +199,34 @@ fn pairs_are_split_without_decoding() {
         pair_parts(&pair[..pair.len() - 1]).is_none(),
         "a truncated pair is not one"
     );
+}
+
+#[test]
+fn fields_are_found_without_decoding() {
+    let record = Value::Struct(vec![("k".into(), s("a")), ("t".into(), Value::Int(-7))]);
+    let bytes = record.to_bytes();
+    assert_eq!(
+        field_value(&bytes, "t"),
+        Some(&Value::Int(-7).to_bytes()[..])
+    );
+    assert_eq!(field_value(&bytes, "k"), Some(&s("a").to_bytes()[..]));
+    assert_eq!(field_value(&bytes, "v"), None);
+    // A struct a UDF returned arrives as a map with string keys.
+    let map = Value::Map(vec![(s("t"), Value::Int(3)), (Value::Int(1), s("t"))]);
+    assert_eq!(
+        field_value(&map.to_bytes(), "t"),
+        Some(&Value::Int(3).to_bytes()[..])
+    );
+    assert_eq!(field_value(&Value::Int(1).to_bytes(), "t"), None);
+    assert_eq!(field_value(&bytes[..bytes.len() - 1], "t"), None);
+    // A struct written field by field is the struct's encoding.
+    let mut written = Vec::new();
+    Encoder::new(&mut written).struct_header(2);
+    for (name, value) in [("k", s("a")), ("t", Value::Int(-7))] {
+        Encoder::new(&mut written).field_name(name);
+        value.encode_into(&mut written);
+    }
+    assert_eq!(written, bytes);
 }
 
 #[test]

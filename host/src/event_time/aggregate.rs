@@ -2,17 +2,21 @@
 //! event time and optional key fields, with built-in aggregates, in one of Spark's
 //! output modes, late rows dropped and state evicted by the watermark.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
-use sluice_abi::Value;
+use anyhow::{Context, Result, bail};
+use sluice_abi::encoding::Encoder;
+use sluice_abi::{Batch, Groups as ValueGroups, Value};
 
 use super::clock::EventClock;
-use super::record::{self, Acc};
-use super::step::{TimeSpec, dataset, values};
+use super::record::{self, Acc, field_bytes};
+use super::step::{EventTimes, dataset, values};
 use super::windows::WindowSpec;
 use crate::dataset::Dataset;
+use crate::manifest::UdfRef;
 use crate::operators::{BatchContext, Operator, OperatorState, single};
 use crate::udf::BoundUdf;
 
@@ -42,6 +46,11 @@ pub enum AggFn {
     Avg,
     /// The field's value in the group's last row, in arrival order.
     Last,
+    /// The field's values folded by a reduce UDF (`(a, b) -> c`, of one type).
+    Reduce,
+    /// The field's values folded into an accumulator, from a zero, by a fold UDF
+    /// (`(accumulator, value) -> accumulator`).
+    Fold,
 }
 
 /// One aggregate of the output.
@@ -49,10 +58,14 @@ pub enum AggFn {
 pub struct AggSpec {
     /// The function.
     pub function: AggFn,
-    /// The field it reads (`None` for `count`).
+    /// The field it reads (`None` for `count`, and the whole record for a UDF).
     pub field: Option<String>,
     /// The output field's name.
     pub name: String,
+    /// The function of [`AggFn::Reduce`] and [`AggFn::Fold`].
+    pub udf: Option<UdfRef>,
+    /// A fold's first accumulator, as JSON (see docs/manifest.md, "JSON values").
+    pub zero: Option<String>,
 }
 
 /// How rows are grouped in time.
@@ -86,7 +99,6 @@ pub struct AggregateSpec {
 
 #[derive(Debug, Clone)]
 struct Group {
-    key: Value,
     window: Option<(i64, i64)>,
     /// The event time past which the group is final: its window's end, or its time.
     close: Option<i64>,
@@ -95,11 +107,15 @@ struct Group {
 
 type GroupId = (Option<(i64, i64)>, Vec<u8>);
 
+/// Where a row goes: its window (none when grouped by keys only) and the event time past
+/// which that group is final.
+type Placement = (Option<(i64, i64)>, Option<i64>);
+
 #[derive(Debug, Default)]
 struct Groups {
     /// Per key (its canonical encoding): its windows, or its sessions (sorted by start,
     /// never overlapping).
-    by_key: HashMap<Vec<u8>, Vec<Group>>,
+    by_key: FxHashMap<Vec<u8>, Vec<Group>>,
 }
 
 impl Groups {
@@ -113,7 +129,7 @@ impl Groups {
 /// (`window` only when grouped in time, `key` only with key fields).
 pub struct EventAggregate {
     spec: AggregateSpec,
-    time: Option<TimeSpec>,
+    time: Option<EventTimes>,
     clock: Arc<EventClock>,
     step: usize,
     /// Whether the watermark drops late rows and evicts state here.
@@ -122,27 +138,46 @@ pub struct EventAggregate {
     time_key: Option<usize>,
     /// Gives each row's session gap, for sessions without a fixed one.
     gap_udf: Option<BoundUdf>,
+    /// Per aggregate, its reduce or fold function and a fold's zero.
+    folds: Vec<Option<(BoundUdf, Option<Value>)>>,
     groups: Mutex<Groups>,
 }
 
 impl EventAggregate {
     /// The step `id` (`stream/step number`), reading event time with `time` (the
-    /// `event_time` step before it, if any).
+    /// `event_time` step before it, if any); `udfs` holds, per aggregate, the function
+    /// of a reduce or fold.
     pub fn new(
         spec: AggregateSpec,
-        time: Option<TimeSpec>,
+        time: Option<EventTimes>,
         gap_udf: Option<BoundUdf>,
+        udfs: Vec<Option<BoundUdf>>,
         clock: Arc<EventClock>,
         id: String,
-    ) -> Self {
+    ) -> Result<Self> {
+        let folds = spec
+            .aggregates
+            .iter()
+            .zip(udfs)
+            .map(|(agg, udf)| {
+                let Some(udf) = udf else { return Ok(None) };
+                let zero = agg
+                    .zero
+                    .as_deref()
+                    .map(crate::json::parse)
+                    .transpose()
+                    .with_context(|| format!("step `{id}`: the zero of `{}`", agg.name))?;
+                Ok(Some((udf, zero)))
+            })
+            .collect::<Result<_>>()?;
         let time_key = time
             .as_ref()
-            .and_then(TimeSpec::name)
+            .and_then(EventTimes::name)
             .and_then(|name| spec.keys.iter().position(|key| key == name));
         let timed = time_key.is_some() || spec.grouping != Grouping::Keys;
         let evicts = clock.watermarked() && timed && spec.mode != OutputMode::Complete;
         let step = clock.register_step(id, evicts);
-        Self {
+        Ok(Self {
             spec,
             time,
             clock,
@@ -150,8 +185,9 @@ impl EventAggregate {
             evicts,
             time_key,
             gap_udf,
+            folds,
             groups: Mutex::default(),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
@@ -160,18 +196,56 @@ impl EventAggregate {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn time(&self, record: &Value, step: &str) -> Result<Option<i64>> {
+    /// The event time of each record, where the grouping needs it.
+    fn times(&self, data: &Dataset, step: &str) -> Result<Vec<Option<i64>>> {
+        if self.spec.grouping == Grouping::Keys && self.time_key.is_none() {
+            return Ok(vec![None; data.len()]);
+        }
         match &self.time {
-            Some(time) => time.time_of(record, step),
+            Some(time) => time.times(data, step),
             None => bail!("{step}: windows need an `event_time` step before this one"),
         }
     }
 
-    fn fresh_accs(&self, record: &Value, step: &str) -> Result<Vec<Acc>> {
+    /// What aggregate `agg` reads of the encoded `record`: a field, the whole record
+    /// (UDFs without a field), or nothing (`count`).
+    fn input_of(&self, agg: &AggSpec, record: &[u8], step: &str) -> Result<Option<Value>> {
+        let bytes = match (&agg.field, agg.function) {
+            (Some(field), _) => field_bytes(record, field, step)?,
+            (None, AggFn::Reduce | AggFn::Fold) => record,
+            (None, _) => return Ok(None),
+        };
+        Value::decode(bytes)
+            .map(Some)
+            .context("a record does not decode")
+    }
+
+    /// Folds `record` into a group's aggregates.
+    fn add(&self, accs: &mut [Acc], record: &[u8], step: &str) -> Result<()> {
+        for (agg, acc) in self.spec.aggregates.iter().zip(accs) {
+            acc.add(self.input_of(agg, record, step)?.as_ref(), step)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the canonical encoding of the group key of `record`, the struct
+    /// `{key field: value, ...}`, into `out` (cleared first), without decoding the record.
+    fn key_of(&self, record: &[u8], out: &mut Vec<u8>, step: &str) -> Result<()> {
+        out.clear();
+        Encoder::new(out).struct_header(self.spec.keys.len());
+        for key in &self.spec.keys {
+            Encoder::new(out).field_name(key);
+            Encoder::new(out).raw(field_bytes(record, key, step)?);
+        }
+        Ok(())
+    }
+
+    fn fresh_accs(&self, record: &[u8], step: &str) -> Result<Vec<Acc>> {
         self.spec
             .aggregates
             .iter()
-            .map(|agg| {
+            .zip(&self.folds)
+            .map(|(agg, fold)| {
                 let mut acc = match agg.function {
                     AggFn::Count => Acc::Count(0),
                     AggFn::Sum => Acc::Sum(Value::Null),
@@ -179,29 +253,78 @@ impl EventAggregate {
                     AggFn::Max => Acc::Max(Value::Null),
                     AggFn::Avg => Acc::Avg(0.0, 0),
                     AggFn::Last => Acc::Last(Value::Null),
+                    AggFn::Reduce | AggFn::Fold => {
+                        Acc::Udf(fold.iter().filter_map(|(_, zero)| zero.clone()).collect())
+                    }
                 };
-                let value = match &agg.field {
-                    Some(field) => Some(record::field(record, field, step)?),
-                    None => None,
-                };
-                acc.add(value, step)?;
+                acc.add(self.input_of(agg, record, step)?.as_ref(), step)?;
                 Ok(acc)
             })
             .collect()
     }
 
-    fn output(&self, group: &Group) -> Value {
-        let mut fields = Vec::with_capacity(self.spec.aggregates.len() + 2);
-        if let Some(window) = group.window {
-            fields.push(("window", record::window(window)));
+    /// Folds every UDF accumulator's pending values to one value: one call of each
+    /// function for all the groups that got values.
+    fn fold_pending(&self, groups: &mut Groups, step: &str) -> Result<()> {
+        for (index, fold) in self.folds.iter().enumerate() {
+            let Some((udf, _)) = fold else { continue };
+            let mut pending: Vec<&mut Acc> = groups
+                .by_key
+                .values_mut()
+                .flatten()
+                .map(|group| &mut group.accs[index])
+                .filter(|acc| acc.unfolded().is_some())
+                .collect();
+            if pending.is_empty() {
+                continue;
+            }
+            let mut records = Batch::new();
+            let mut ends = Vec::with_capacity(pending.len());
+            for acc in &pending {
+                for value in acc.unfolded().into_iter().flatten() {
+                    records.push_with(|out| value.encode_into(out));
+                }
+                ends.push(u32::try_from(records.len()).context("too many values to fold")?);
+            }
+            let name = &self.spec.aggregates[index].name;
+            let folded = udf
+                .aggregate(ValueGroups::from_parts(records, ends)?)
+                .with_context(|| format!("{step}: aggregate `{name}`"))?;
+            for (acc, result) in pending.iter_mut().zip(folded.iter()) {
+                let result = Value::decode(result)
+                    .with_context(|| format!("{step}: aggregate `{name}` returned bad bytes"))?;
+                **acc = Acc::Udf(vec![result]);
+            }
         }
-        if !self.spec.keys.is_empty() {
-            fields.push(("key", group.key.clone()));
+        Ok(())
+    }
+
+    /// Appends the output record of the group of key `key` (encoded) to `out`.
+    fn output(&self, key: &[u8], group: &Group, out: &mut Vec<u8>) {
+        let keyed = !self.spec.keys.is_empty();
+        let fields = self.spec.aggregates.len() + usize::from(keyed);
+        if let Some((start, end)) = group.window {
+            Encoder::new(out).struct_header(fields + 1);
+            Encoder::new(out).field_name("window");
+            Encoder::new(out).struct_header(2);
+            Encoder::new(out).field_name("start");
+            Encoder::new(out).write_int(start);
+            Encoder::new(out).field_name("end");
+            Encoder::new(out).write_int(end);
+        } else {
+            Encoder::new(out).struct_header(fields);
+        }
+        if keyed {
+            Encoder::new(out).field_name("key");
+            Encoder::new(out).raw(key);
         }
         for (agg, acc) in self.spec.aggregates.iter().zip(&group.accs) {
-            fields.push((agg.name.as_str(), acc.value()));
+            Encoder::new(out).field_name(&agg.name);
+            match acc {
+                Acc::Count(count) => Encoder::new(out).write_int(*count),
+                other => other.value().encode_into(out),
+            }
         }
-        record::record(fields)
     }
 
     fn sorted(&self, mut records: Vec<Value>) -> Vec<Value> {
@@ -247,13 +370,11 @@ impl EventAggregate {
 /// overlaps or touches.
 fn merge_session(
     sessions: &mut Vec<Group>,
-    key: &Value,
     bounds: (i64, i64),
     accs: Vec<Acc>,
     step: &str,
 ) -> Result<()> {
     let mut merged = Group {
-        key: key.clone(),
         window: Some(bounds),
         close: Some(bounds.1),
         accs,
@@ -267,7 +388,6 @@ fn merge_session(
             merge_into(&mut accs, &merged.accs, step)?;
             let bounds = (s.min(ms), e.max(me));
             merged = Group {
-                key: merged.key,
                 window: Some(bounds),
                 close: Some(bounds.1),
                 accs,
@@ -311,119 +431,105 @@ impl Operator for EventAggregate {
         let mut late_groups: HashSet<GroupId> = HashSet::new();
         let mut late_rows = 0;
         let gaps = self.gaps(&data, &step)?;
-        for (index, record) in values(&data)?.into_iter().enumerate() {
-            let key_fields = self
-                .spec
-                .keys
-                .iter()
-                .map(|key| Ok((key.as_str(), record::field(&record, key, &step)?.clone())))
-                .collect::<Result<Vec<_>>>()?;
-            let key = record::record(key_fields);
-            let key_bytes = key.to_bytes();
-            let (windows, close_of_key) = match self.spec.grouping {
-                Grouping::Keys => {
-                    let close = match self.time_key {
-                        Some(_) => self.time(&record, &step)?,
-                        None => None,
-                    };
-                    (vec![None], close)
-                }
-                Grouping::Window(spec) => match self.time(&record, &step)? {
-                    Some(time) => (spec.windows_of(time).map(Some).collect(), None),
-                    None => continue,
-                },
-                Grouping::Session { gap_ms } => {
+        let times = self.times(&data, &step)?;
+        // Reused for every record: its key's encoding, and its (group, close) pairs.
+        let mut key = Vec::new();
+        let mut placed: Vec<Placement> = Vec::new();
+        for (index, (record, time)) in data.records().zip(times).enumerate() {
+            self.key_of(record, &mut key, &step)?;
+            placed.clear();
+            match (self.spec.grouping, time) {
+                (Grouping::Keys, time) => placed.push((None, time)),
+                (Grouping::Window(spec), Some(time)) => placed.extend(
+                    spec.windows_of(time)
+                        .map(|window| (Some(window), Some(window.1))),
+                ),
+                (Grouping::Session { gap_ms }, Some(time)) => {
                     let gap_ms = gap_ms.or_else(|| gaps.get(index).copied()).unwrap_or(0);
-                    match self.time(&record, &step)? {
-                        Some(time) if gap_ms > 0 => (vec![Some((time, time + gap_ms))], None),
-                        _ => continue,
+                    if gap_ms <= 0 {
+                        continue;
                     }
+                    placed.push((Some((time, time + gap_ms)), Some(time + gap_ms)));
                 }
-            };
+                (_, None) => continue,
+            }
             let mut counted = false;
-            for window in windows {
-                let close = window.map(|(_, end)| end).or(close_of_key);
+            for &(window, close) in &placed {
                 if is_late(close) {
-                    late_groups.insert((window, key_bytes.clone()));
+                    late_groups.insert((window, key.clone()));
                     continue;
                 }
                 counted = true;
-                let of_key = match groups.by_key.get_mut(key_bytes.as_slice()) {
+                let of_key = match groups.by_key.get_mut(key.as_slice()) {
                     Some(of_key) => of_key,
-                    None => groups.by_key.entry(key_bytes.clone()).or_default(),
+                    None => groups.by_key.entry(key.clone()).or_default(),
                 };
                 if session {
-                    let accs = self.fresh_accs(&record, &step)?;
-                    merge_session(
-                        of_key,
-                        &key,
-                        window.expect("a session has bounds"),
-                        accs,
-                        &step,
-                    )?;
+                    let accs = self.fresh_accs(record, &step)?;
+                    merge_session(of_key, window.expect("a session has bounds"), accs, &step)?;
                     continue;
                 }
                 match of_key.iter_mut().find(|group| group.window == window) {
-                    Some(group) => {
-                        for (agg, acc) in self.spec.aggregates.iter().zip(&mut group.accs) {
-                            let value = match &agg.field {
-                                Some(field) => Some(record::field(&record, field, &step)?),
-                                None => None,
-                            };
-                            acc.add(value, &step)?;
-                        }
-                    }
+                    Some(group) => self.add(&mut group.accs, record, &step)?,
                     None => of_key.push(Group {
-                        key: key.clone(),
                         window,
                         close,
-                        accs: self.fresh_accs(&record, &step)?,
+                        accs: self.fresh_accs(record, &step)?,
                     }),
                 }
                 if update {
-                    touched.insert((window, key_bytes.clone()));
+                    touched.insert((window, key.clone()));
                 }
             }
             if !counted {
                 late_rows += 1;
             }
         }
+        self.fold_pending(&mut groups, &step)?;
         let mut evicted = Vec::new();
         if self.evicts {
             let due = |group: &Group| group.close.is_some_and(|close| close <= evict_with);
-            for of_key in groups.by_key.values_mut() {
-                if of_key.iter().any(due) {
-                    let (done, open): (Vec<Group>, Vec<Group>) = of_key.drain(..).partition(due);
-                    evicted.extend(done);
-                    *of_key = open;
-                }
+            for (key, of_key) in groups.by_key.iter_mut() {
+                evicted.extend(
+                    of_key
+                        .extract_if(.., |group| due(group))
+                        .map(|group| (key.clone(), group)),
+                );
             }
             groups.by_key.retain(|_, of_key| !of_key.is_empty());
         }
-        let in_order = |mut list: Vec<&Group>| {
-            list.sort_by_cached_key(|group| (group.window, group.key.to_bytes()));
-            list.into_iter()
-                .map(|group| self.output(group))
-                .collect::<Vec<_>>()
+        let mut rows: Vec<(&[u8], &Group)> = match self.spec.mode {
+            OutputMode::Append => evicted
+                .iter()
+                .map(|(key, group)| (key.as_slice(), group))
+                .collect(),
+            OutputMode::Update => touched
+                .iter()
+                .filter_map(|(window, key)| {
+                    let (key, of_key) = groups.by_key.get_key_value(key)?;
+                    let group = of_key.iter().find(|group| group.window == *window)?;
+                    Some((key.as_slice(), group))
+                })
+                .collect(),
+            OutputMode::Complete => groups
+                .by_key
+                .iter()
+                .flat_map(|(key, of_key)| of_key.iter().map(move |group| (key.as_slice(), group)))
+                .collect(),
         };
-        let out: Vec<Value> = match self.spec.mode {
-            OutputMode::Append => in_order(evicted.iter().collect()),
-            OutputMode::Update => in_order(
-                groups
-                    .by_key
-                    .iter()
-                    .flat_map(|(key, of_key)| of_key.iter().map(move |group| (key, group)))
-                    .filter(|(key, group)| touched.contains(&(group.window, key.to_vec())))
-                    .map(|(_, group)| group)
-                    .collect(),
-            ),
-            OutputMode::Complete => {
-                self.sorted(in_order(groups.by_key.values().flatten().collect()))
-            }
-        };
+        rows.sort_unstable_by(|(a_key, a), (b_key, b)| (a.window, a_key).cmp(&(b.window, b_key)));
+        let mut out = Batch::with_capacity(rows.len(), rows.len() * 64);
+        for (key, group) in rows {
+            out.push_with(|bytes| self.output(key, group, bytes));
+        }
         self.clock
             .report(self.step, groups.rows(), late_groups.len(), late_rows);
-        Ok(dataset(&out))
+        let out = Dataset::from_partitions(vec![out]);
+        if self.spec.order_by.is_empty() {
+            Ok(out)
+        } else {
+            Ok(dataset(&self.sorted(values(&out)?)))
+        }
     }
 
     fn state(&self) -> Option<&dyn OperatorState> {
@@ -431,24 +537,25 @@ impl Operator for EventAggregate {
     }
 }
 
-fn save_group(group: &Group) -> Value {
+fn save_group(key: &[u8], group: &Group) -> Value {
     let pair = |bounds: Option<(i64, i64)>| match bounds {
         Some((start, end)) => Value::Tuple(vec![Value::Int(start), Value::Int(end)]),
         None => Value::Null,
     };
     Value::Tuple(vec![
-        group.key.clone(),
+        Value::Bytes(key.to_vec()),
         pair(group.window),
         group.close.map_or(Value::Null, Value::Int),
         Value::List(group.accs.iter().map(Acc::save).collect()),
     ])
 }
 
-fn restore_group(saved: &Value) -> Result<Group> {
+/// A group saved by [`save_group`], with its key's encoding.
+fn restore_group(saved: &Value) -> Result<(Vec<u8>, Group)> {
     let Value::Tuple(parts) = saved else {
         bail!("a checkpointed group is not a tuple")
     };
-    let [key, window, close, Value::List(accs)] = parts.as_slice() else {
+    let [Value::Bytes(key), window, close, Value::List(accs)] = parts.as_slice() else {
         bail!("a checkpointed group is malformed")
     };
     let window = match window {
@@ -458,15 +565,15 @@ fn restore_group(saved: &Value) -> Result<Group> {
         },
         _ => None,
     };
-    Ok(Group {
-        key: key.clone(),
+    let group = Group {
         window,
         close: match close {
             Value::Int(close) => Some(*close),
             _ => None,
         },
         accs: accs.iter().map(Acc::restore).collect::<Result<_>>()?,
-    })
+    };
+    Ok((key.clone(), group))
 }
 
 /// Every group and session, with its aggregates.
@@ -477,7 +584,12 @@ impl OperatorState for EventAggregate {
 
     fn save(&self) -> Vec<u8> {
         let groups = self.lock();
-        Value::List(groups.by_key.values().flatten().map(save_group).collect()).to_bytes()
+        let saved = groups
+            .by_key
+            .iter()
+            .flat_map(|(key, of_key)| of_key.iter().map(move |group| save_group(key, group)))
+            .collect();
+        Value::List(saved).to_bytes()
     }
 
     fn restore(&self, saved: &[u8]) -> Result<()> {
@@ -486,12 +598,8 @@ impl OperatorState for EventAggregate {
         };
         let mut restored = Groups::default();
         for group in &saved {
-            let group = restore_group(group)?;
-            restored
-                .by_key
-                .entry(group.key.to_bytes())
-                .or_default()
-                .push(group);
+            let (key, group) = restore_group(group)?;
+            restored.by_key.entry(key).or_default().push(group);
         }
         restored
             .by_key
@@ -509,7 +617,7 @@ impl OperatorState for EventAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event_time::{EventTimeSettings, TimeField};
+    use crate::event_time::{EventTimeSettings, TimeField, TimeSpec};
 
     fn event(key: &str, seconds: i64) -> Value {
         record::record(vec![
@@ -537,11 +645,21 @@ mod tests {
                 function: AggFn::Count,
                 field: None,
                 name: "n".into(),
+                udf: None,
+                zero: None,
             }],
             mode,
             order_by: Vec::new(),
         };
-        let aggregate = EventAggregate::new(spec, Some(time), None, clock.clone(), "s/1".into());
+        let aggregate = EventAggregate::new(
+            spec,
+            Some(EventTimes::read(time)),
+            None,
+            vec![None],
+            clock.clone(),
+            "s/1".into(),
+        )
+        .unwrap();
         (clock, aggregate, input)
     }
 

@@ -9,7 +9,7 @@ use sluice_abi::Value;
 
 use super::clock::EventClock;
 use super::record;
-use super::step::{TimeSpec, dataset, values};
+use super::step::{EventTimes, dataset, values};
 use crate::dataset::Dataset;
 use crate::operators::{BatchContext, Operator, OperatorState, single};
 
@@ -19,7 +19,7 @@ use crate::operators::{BatchContext, Operator, OperatorState, single};
 /// time is one of the key fields (otherwise a key is remembered for good, as in Spark).
 pub struct Dedup {
     fields: Option<Vec<String>>,
-    time: Option<TimeSpec>,
+    time: Option<EventTimes>,
     clock: Arc<EventClock>,
     step: usize,
     watermarked: bool,
@@ -33,12 +33,12 @@ impl Dedup {
     /// The step `id`, keyed by `fields` (`None`: whole records).
     pub fn new(
         fields: Option<Vec<String>>,
-        time: Option<TimeSpec>,
+        time: Option<EventTimes>,
         clock: Arc<EventClock>,
         id: String,
     ) -> Self {
         let watermarked = clock.watermarked() && time.is_some();
-        let time_is_key = match (&fields, time.as_ref().and_then(TimeSpec::name)) {
+        let time_is_key = match (&fields, time.as_ref().and_then(EventTimes::name)) {
             (None, _) => true,
             (Some(fields), Some(name)) => fields.iter().any(|field| field == name),
             (Some(_), None) => false,
@@ -80,11 +80,12 @@ impl Operator for Dedup {
         let mut seen = self.lock();
         let mut out = Vec::new();
         let mut late = 0;
-        for record in values(&data)? {
-            let time = match (&self.time, self.watermarked) {
-                (Some(time), true) => time.time_of(&record, &step)?,
-                _ => None,
-            };
+        let records = values(&data)?;
+        let times = match (&self.time, self.watermarked) {
+            (Some(time), true) => time.times(&data, &step)?,
+            _ => vec![None; records.len()],
+        };
+        for (record, time) in records.into_iter().zip(times) {
             if time.is_some_and(|time| time <= late_with) {
                 late += 1;
                 continue;
@@ -166,7 +167,7 @@ impl OperatorState for Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event_time::{EventTimeSettings, TimeField};
+    use crate::event_time::{EventTimeSettings, TimeField, TimeSpec};
 
     fn dedup(fields: &[&str]) -> (Arc<EventClock>, Dedup, usize) {
         let clock = Arc::new(EventClock::new(EventTimeSettings::default()));
@@ -177,7 +178,12 @@ mod tests {
             delay_ms: Some(1_000),
         };
         let fields = Some(fields.iter().map(|f| f.to_string()).collect());
-        let dedup = Dedup::new(fields, Some(time), clock.clone(), "s/1".into());
+        let dedup = Dedup::new(
+            fields,
+            Some(EventTimes::read(time)),
+            clock.clone(),
+            "s/1".into(),
+        );
         (clock, dedup, input)
     }
 

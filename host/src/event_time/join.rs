@@ -10,7 +10,7 @@ use sluice_abi::Value;
 
 use super::clock::EventClock;
 use super::record;
-use super::step::{TimeSpec, dataset, values};
+use super::step::{EventTimes, dataset, values};
 use crate::dataset::Dataset;
 use crate::operators::{BatchContext, JoinKind, Operator, OperatorState, inputs_of};
 
@@ -95,7 +95,7 @@ struct Row {
 /// other side `null`) once the watermark removes it from the state.
 pub struct EventJoin {
     spec: JoinSpec,
-    times: [Option<TimeSpec>; 2],
+    times: [Option<EventTimes>; 2],
     clock: Arc<EventClock>,
     step: usize,
     state: Mutex<[Vec<Row>; 2]>,
@@ -105,7 +105,7 @@ impl EventJoin {
     /// The step `id`, reading event times with `times` (this stream's, the other's).
     pub fn new(
         spec: JoinSpec,
-        times: [Option<TimeSpec>; 2],
+        times: [Option<EventTimes>; 2],
         clock: Arc<EventClock>,
         id: String,
     ) -> Self {
@@ -119,7 +119,7 @@ impl EventJoin {
         }
     }
 
-    fn row(&self, side: usize, record: Value, step: &str) -> Result<Row> {
+    fn row(&self, side: usize, record: Value, time: Option<i64>, step: &str) -> Result<Row> {
         let keys = if side == 0 {
             &self.spec.keys
         } else {
@@ -134,10 +134,6 @@ impl EventJoin {
             }
             key.push(value.clone());
         }
-        let time = match &self.times[side] {
-            Some(time) => time.time_of(&record, step)?,
-            None => None,
-        };
         Ok(Row {
             key: Value::Tuple(key).to_bytes(),
             record,
@@ -145,6 +141,14 @@ impl EventJoin {
             window_end,
             matched: false,
         })
+    }
+
+    /// The event times of `records` of `side`.
+    fn times_of(&self, side: usize, records: &[Value], step: &str) -> Result<Vec<Option<i64>>> {
+        match &self.times[side] {
+            Some(time) => time.times(&dataset(records), step),
+            None => Ok(vec![None; records.len()]),
+        }
     }
 
     fn pair(&self, left: &Row, right: &Row) -> bool {
@@ -213,8 +217,10 @@ impl Operator for EventJoin {
         let mut out = Vec::new();
         let mut late = 0;
         for (side, data) in [left, right].into_iter().enumerate() {
-            for record in values(&data)? {
-                let mut row = self.row(side, record, &step)?;
+            let records = values(&data)?;
+            let times = self.times_of(side, &records, &step)?;
+            for (record, time) in records.into_iter().zip(times) {
+                let mut row = self.row(side, record, time, &step)?;
                 let is_late = watermarked
                     && (row.time.is_some_and(|time| time <= late_with)
                         || row.window_end.is_some_and(|end| end <= late_with));
@@ -294,17 +300,24 @@ impl OperatorState for EventJoin {
             let Value::List(rows) = rows else {
                 bail!("a checkpointed join side is not a list")
             };
+            let mut records = Vec::with_capacity(rows.len());
+            let mut matched = Vec::with_capacity(rows.len());
             for row in rows {
                 let Value::Tuple(parts) = row else {
                     bail!("a checkpointed join row is not a tuple")
                 };
-                let [record, Value::Bool(matched)] = <[Value; 2]>::try_from(parts)
+                let [record, Value::Bool(was_matched)] = <[Value; 2]>::try_from(parts)
                     .map_err(|_| anyhow::anyhow!("a checkpointed join row is malformed"))?
                 else {
                     bail!("a checkpointed join row is malformed")
                 };
-                let mut row = self.row(side, record, &step)?;
-                row.matched = matched;
+                records.push(record);
+                matched.push(was_matched);
+            }
+            let times = self.times_of(side, &records, &step)?;
+            for ((record, time), was_matched) in records.into_iter().zip(times).zip(matched) {
+                let mut row = self.row(side, record, time, &step)?;
+                row.matched = was_matched;
                 restored[side].push(row);
             }
         }

@@ -23,5 +23,5 @@ pub use clock::{
 };
 pub use dedup::Dedup;
 pub use join::{EventJoin, JoinSpec, TimeRange};
-pub use step::{AssignWindow, EventTimeStep, TimeField, TimeSpec};
+pub use step::{AssignWindow, EventTimeStep, EventTimes, TimeField, TimeSpec};
 pub use windows::WindowSpec;

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use anyhow::{Result, bail};
 use sluice_abi::Value;
+use sluice_abi::encoding::field_value;
 
 /// Field `name` of `record` (a struct or a map with string keys), or an error saying so.
 pub(crate) fn field<'a>(record: &'a Value, name: &str, step: &str) -> Result<&'a Value> {
@@ -13,6 +14,22 @@ pub(crate) fn field<'a>(record: &'a Value, name: &str, step: &str) -> Result<&'a
             "{step}: the record {} has no field `{name}` (event-time steps read structs or maps by field name)",
             record.to_json()
         ),
+    }
+}
+
+/// The encoding of field `name` of the encoded `record`, found without decoding it, or
+/// an error saying it has none.
+pub(crate) fn field_bytes<'a>(record: &'a [u8], name: &str, step: &str) -> Result<&'a [u8]> {
+    match field_value(record, name) {
+        Some(value) => Ok(value),
+        None => {
+            let record = Value::decode(record)?;
+            field(&record, name, step)?;
+            bail!(
+                "{step}: the field `{name}` of {} is malformed",
+                record.to_json()
+            )
+        }
     }
 }
 
@@ -90,6 +107,10 @@ pub(crate) enum Acc {
     Max(Value),
     Avg(f64, i64),
     Last(Value),
+    /// A reduce or fold UDF's: the accumulator (a fold's starts as its zero), then the
+    /// values of the batch still to fold into it, in arrival order. The batch ends by
+    /// folding each one to a single value with one call of the UDF for all groups.
+    Udf(Vec<Value>),
 }
 
 impl Acc {
@@ -97,6 +118,11 @@ impl Acc {
     /// skipped by every aggregate but `last`.
     pub(crate) fn add(&mut self, value: Option<&Value>, step: &str) -> Result<()> {
         let value = value.unwrap_or(&Value::Null);
+        if let Acc::Udf(pending) = self {
+            // The function decides what a null means.
+            pending.push(value.clone());
+            return Ok(());
+        }
         if matches!(value, Value::Null) && !matches!(self, Acc::Count(_) | Acc::Last(_)) {
             return Ok(());
         }
@@ -112,6 +138,7 @@ impl Acc {
             Acc::Max(_) => Acc::Max(value),
             Acc::Avg(..) => Acc::Avg(number(&value), 1),
             Acc::Last(_) => Acc::Last(value),
+            Acc::Udf(_) => Acc::Udf(vec![value]),
         }
     }
 
@@ -150,6 +177,9 @@ impl Acc {
                 *n += other_n;
             }
             (Acc::Last(a), Acc::Last(b)) => *a = b.clone(),
+            // Only reduce functions merge (sessions refuse folds), and a reduction of the
+            // concatenation is the reduction of the parts.
+            (Acc::Udf(a), Acc::Udf(b)) => a.extend(b.iter().cloned()),
             (mine, theirs) => bail!("{step}: cannot merge {mine:?} with {theirs:?}"),
         }
         Ok(())
@@ -162,6 +192,16 @@ impl Acc {
             Acc::Sum(value) | Acc::Min(value) | Acc::Max(value) | Acc::Last(value) => value.clone(),
             Acc::Avg(_, 0) => Value::Null,
             Acc::Avg(sum, n) => Value::Float(sum / *n as f64),
+            Acc::Udf(folded) => folded.first().cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    /// The values a UDF accumulator still has to fold (its accumulator first), if it
+    /// has more than the one value it folds to.
+    pub(crate) fn unfolded(&self) -> Option<&[Value]> {
+        match self {
+            Acc::Udf(pending) if pending.len() > 1 => Some(pending),
+            _ => None,
         }
     }
 
@@ -174,6 +214,7 @@ impl Acc {
             Acc::Max(value) => (3, value.clone()),
             Acc::Avg(sum, n) => (4, Value::Tuple(vec![Value::Float(*sum), Value::Int(*n)])),
             Acc::Last(value) => (5, value.clone()),
+            Acc::Udf(pending) => (6, Value::List(pending.clone())),
         };
         Value::Tuple(vec![Value::Int(tag), value])
     }
@@ -193,6 +234,7 @@ impl Acc {
                 _ => bail!("a checkpointed average is malformed"),
             },
             (Some(Value::Int(5)), Some(value)) => Acc::Last(value.clone()),
+            (Some(Value::Int(6)), Some(Value::List(pending))) => Acc::Udf(pending.clone()),
             _ => bail!("a checkpointed aggregate is malformed"),
         })
     }
@@ -232,6 +274,19 @@ mod tests {
     }
 
     #[test]
+    fn a_udf_accumulator_keeps_every_value_until_folded() {
+        let mut acc = Acc::Udf(vec![Value::Int(0)]);
+        assert_eq!(acc.unfolded(), None);
+        acc.add(Some(&Value::Null), "t").unwrap();
+        acc.merge(&Acc::Udf(vec![Value::Int(2)]), "t").unwrap();
+        assert_eq!(
+            acc.unfolded().unwrap(),
+            [Value::Int(0), Value::Null, Value::Int(2)]
+        );
+        assert_eq!(acc.value(), Value::Int(0));
+    }
+
+    #[test]
     fn accumulators_survive_a_checkpoint() {
         for acc in [
             Acc::Count(3),
@@ -240,6 +295,7 @@ mod tests {
             Acc::Max(Value::String("z".into())),
             Acc::Avg(2.5, 2),
             Acc::Last(Value::Int(-1)),
+            Acc::Udf(vec![Value::Int(7)]),
         ] {
             assert_eq!(Acc::restore(&acc.save()).unwrap(), acc);
         }

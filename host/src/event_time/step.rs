@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use sluice_abi::encoding::{field_value, from_bytes};
 use sluice_abi::{Batch, Value};
 
 use super::clock::EventClock;
@@ -11,6 +12,7 @@ use super::record;
 use super::windows::WindowSpec;
 use crate::dataset::Dataset;
 use crate::operators::{BatchContext, Operator, OperatorState, single};
+use crate::udf::BoundUdf;
 
 /// Where a record's event time is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub enum TimeField {
     Named(String),
     /// An element of a tuple or list, by index.
     Index(usize),
+    /// What a map UDF (named by its label) returns for the record: epoch milliseconds.
+    Udf(String),
 }
 
 /// The `event_time` step's settings.
@@ -34,9 +38,12 @@ pub struct TimeSpec {
 
 impl TimeSpec {
     /// The event time of `record` in ms; `None` if it is null (such rows fall in no
-    /// window).
+    /// window). A UDF's times are read a batch at a time, by [`EventTimes::times`].
     pub fn time_of(&self, record: &Value, step: &str) -> Result<Option<i64>> {
         let value = match &self.field {
+            TimeField::Udf(label) => {
+                bail!("{step}: the event time comes from `{label}`, which runs on whole batches")
+            }
             TimeField::Named(name) => record::field(record, name, step)?,
             TimeField::Index(index) => match record {
                 Value::Tuple(items) | Value::List(items) => {
@@ -55,9 +62,7 @@ impl TimeSpec {
         };
         match value {
             Value::Null => Ok(None),
-            Value::Int(time) => time.checked_mul(self.unit_ms).map(Some).with_context(|| {
-                format!("{step}: the event time {time} overflows as milliseconds")
-            }),
+            Value::Int(time) => self.millis(*time, step).map(Some),
             Value::Float(time) => Ok(Some((time * self.unit_ms as f64) as i64)),
             other => bail!(
                 "{step}: the event time must be a number (epoch time), not {}",
@@ -66,13 +71,81 @@ impl TimeSpec {
         }
     }
 
+    fn millis(&self, time: i64, step: &str) -> Result<i64> {
+        time.checked_mul(self.unit_ms)
+            .with_context(|| format!("{step}: the event time {time} overflows as milliseconds"))
+    }
+
     /// The field's name, if the time is a named field (a grouping key of that name is
     /// then the event time itself).
     pub fn name(&self) -> Option<&str> {
         match &self.field {
             TimeField::Named(name) => Some(name),
-            TimeField::Index(_) => None,
+            TimeField::Index(_) | TimeField::Udf(_) => None,
         }
+    }
+}
+
+/// How a step reads its records' event times: where they are, and the bound function
+/// when a UDF gives them.
+#[derive(Clone)]
+pub struct EventTimes {
+    /// Where the time is, its unit and the delay.
+    pub spec: TimeSpec,
+    /// The map function giving each record's time, for [`TimeField::Udf`].
+    pub udf: Option<BoundUdf>,
+}
+
+impl EventTimes {
+    /// The times built in: read from each record.
+    pub fn read(spec: TimeSpec) -> Self {
+        Self { spec, udf: None }
+    }
+
+    /// The event time (ms, `None` for null) of each record of `data`: a named field is
+    /// read without decoding the record, a UDF is called once for the batch.
+    pub fn times(&self, data: &Dataset, step: &str) -> Result<Vec<Option<i64>>> {
+        let Some(udf) = &self.udf else {
+            return data
+                .records()
+                .map(|record| self.time_in(record, step))
+                .collect();
+        };
+        let answers = udf.records(data.concatenated())?;
+        answers
+            .iter()
+            .zip(data.records())
+            .enumerate()
+            .map(|(index, (answer, record))| {
+                match Value::decode(answer).context("a UDF result does not decode")? {
+                    Value::Null => Ok(None),
+                    Value::Int(time) => self.spec.millis(time, step).map(Some),
+                    other => bail!(
+                        "{step}: the event-time function `{}` returned {} for record {index} of the batch ({}); it must return epoch milliseconds as an integer (or null for no time)",
+                        udf.label(),
+                        other.to_json(),
+                        shown(record)
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// The event time of one encoded record (not for a UDF's times).
+    fn time_in(&self, record: &[u8], step: &str) -> Result<Option<i64>> {
+        if let TimeField::Named(name) = &self.spec.field
+            && let Some(value) = field_value(record, name)
+            && let Ok(time) = from_bytes::<i64>(value)
+        {
+            return self.spec.millis(time, step).map(Some);
+        }
+        let record = Value::decode(record).context("a record does not decode")?;
+        self.spec.time_of(&record, step)
+    }
+
+    /// The field's name, if the time is a named field.
+    pub fn name(&self) -> Option<&str> {
+        self.spec.name()
     }
 }
 
@@ -81,6 +154,11 @@ pub(crate) fn values(data: &Dataset) -> Result<Vec<Value>> {
     data.records()
         .map(|bytes| Value::decode(bytes).context("a record does not decode"))
         .collect()
+}
+
+/// An encoded record as JSON, for messages.
+fn shown(record: &[u8]) -> String {
+    Value::decode(record).map_or_else(|_| "(undecodable)".to_owned(), |record| record.to_json())
 }
 
 /// One partition of `records`.
@@ -96,7 +174,7 @@ pub(crate) fn dataset(records: &[Value]) -> Dataset {
 /// the times feed the job's watermark (Spark's `withWatermark`).
 pub struct EventTimeStep {
     /// Where the time is, and the delay.
-    pub spec: TimeSpec,
+    pub times: EventTimes,
     /// The job's clock.
     pub clock: Arc<EventClock>,
     /// This step's input of the clock, if it has a delay.
@@ -105,18 +183,19 @@ pub struct EventTimeStep {
 
 impl Operator for EventTimeStep {
     fn describe(&self) -> String {
-        format!("event_time {:?}", self.spec.field)
+        format!("event_time {:?}", self.times.spec.field)
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _batch: &BatchContext) -> Result<Dataset> {
         let data = single(inputs)?;
         if let Some(input) = self.input {
             let step = self.describe();
-            let mut times = Vec::with_capacity(data.len());
-            for bytes in data.records() {
-                let record = Value::decode(bytes).context("a record does not decode")?;
-                times.extend(self.spec.time_of(&record, &step)?);
-            }
+            let times: Vec<i64> = self
+                .times
+                .times(&data, &step)?
+                .into_iter()
+                .flatten()
+                .collect();
             self.clock.observe(input, &times);
         }
         Ok(data)
@@ -150,7 +229,7 @@ impl OperatorState for EventTimeStep {
 /// `window` = `{start, end}` (ms) added; records with a null time are dropped.
 pub struct AssignWindow {
     /// Where the time is.
-    pub time: TimeSpec,
+    pub time: EventTimes,
     /// The windows.
     pub windows: WindowSpec,
 }
@@ -163,8 +242,10 @@ impl Operator for AssignWindow {
     fn apply(&self, inputs: Vec<Dataset>, _batch: &BatchContext) -> Result<Dataset> {
         let step = self.describe();
         let mut out = Vec::new();
-        for record in values(&single(inputs)?)? {
-            let Some(time) = self.time.time_of(&record, &step)? else {
+        let data = single(inputs)?;
+        let times = self.time.times(&data, &step)?;
+        for (record, time) in values(&data)?.into_iter().zip(times) {
+            let Some(time) = time else {
                 continue;
             };
             let mut windows: Vec<_> = self.windows.windows_of(time).collect();

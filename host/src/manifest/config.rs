@@ -269,8 +269,9 @@ pub enum StepConfig {
     StateSnapshots,
     /// `[record, count]` over the window, records whose count is 0 dropped.
     CountByValueAndWindow(Span),
-    /// Where each record's event time is, and the watermark delay.
-    EventTime(crate::event_time::TimeSpec),
+    /// Where each record's event time is, and the watermark delay; with the map UDF
+    /// that gives it, for [`crate::event_time::TimeField::Udf`].
+    EventTime(crate::event_time::TimeSpec, Option<UdfRef>),
     /// One record per event-time window a record falls in, with its `window`.
     AssignWindow(crate::event_time::WindowSpec),
     /// Aggregation over event-time windows and keys, in an output mode; with a map UDF
@@ -305,7 +306,11 @@ impl StepConfig {
             | StepConfig::FlatMapValues(udf)
             | StepConfig::UpdateStateByKey { udf, .. }
             | StepConfig::MapWithState { udf, .. }
-            | StepConfig::EventAggregate(_, Some(udf)) => vec![udf],
+            | StepConfig::EventTime(_, Some(udf)) => vec![udf],
+            StepConfig::EventAggregate(spec, gap_udf) => gap_udf
+                .iter()
+                .chain(spec.aggregates.iter().filter_map(|agg| agg.udf.as_ref()))
+                .collect(),
             StepConfig::CombineByKey {
                 create,
                 merge_value,

@@ -348,7 +348,39 @@ pub fn session_gap_by_word(record: Value) -> i64 {
     }
 }
 
+/// A record's event time for an `event_time` step's `udf`: its `seconds` field as epoch
+/// milliseconds; none when it has no integer `seconds`.
+pub fn event_ms_of_seconds(record: Value) -> Option<i64> {
+    match record.field("seconds") {
+        Some(Value::Int(seconds)) => Some(seconds * 1000),
+        _ => None,
+    }
+}
+
+/// A broken event-time function: the time as text, which an `event_time` step refuses.
+pub fn event_time_as_text(record: Value) -> String {
+    record
+        .field("seconds")
+        .map_or_else(String::new, Value::to_json)
+}
+
+/// The longer of two strings (the first of equal ones): a reduce over text.
+pub fn longer(a: String, b: String) -> String {
+    if b.len() > a.len() { b } else { a }
+}
+
+/// (words so far, a string) -> the words with the string appended: a fold whose
+/// accumulator differs from its values.
+pub fn append_word(mut words: Vec<String>, word: String) -> Vec<String> {
+    words.push(word);
+    words
+}
+
 udfs! {
+    map event_ms_of_seconds,
+    map event_time_as_text,
+    reduce longer,
+    fold append_word,
     map derive_key_value,
     map derive_value_plus_1,
     map derive_left_value_double,

@@ -60,6 +60,40 @@ pub fn pair_parts(record: &[u8]) -> Option<(&[u8], &[u8])> {
     rest.is_empty().then_some((first, second))
 }
 
+/// The encoded value of field `name` of a record that is a struct (or a map with string
+/// keys, as a UDF's struct arrives), without decoding the record: how the host reads a
+/// field of every record of a batch. `None` if the record is neither, has no such field,
+/// or is malformed.
+pub fn field_value<'a>(record: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut input = record;
+    let is_map = match read_tag(&mut input).ok()? {
+        tag::STRUCT => false,
+        tag::MAP => true,
+        _ => return None,
+    };
+    for _ in 0..varint::read_len(&mut input).ok()? {
+        // Names are compared as bytes: equal bytes are equal text, whatever their UTF-8.
+        let read_name = |input: &mut &'a [u8]| -> Option<bool> {
+            let len = varint::read_len(input).ok()?;
+            Some(varint::take(input, len).ok()? == name.as_bytes())
+        };
+        let matches = if is_map {
+            let (key, rest) = skip_value(input).ok()?;
+            input = rest;
+            let mut key = key;
+            read_tag(&mut key).ok()? == tag::STRING && read_name(&mut key)?
+        } else {
+            read_name(&mut input)?
+        };
+        let (value, rest) = skip_value(input).ok()?;
+        if matches {
+            return Some(value);
+        }
+        input = rest;
+    }
+    None
+}
+
 /// The state inside a state cell record (a list of no element or one), without decoding
 /// it: `Some(None)` for an empty cell, `None` if the record is not a cell.
 pub fn cell_parts(record: &[u8]) -> Option<Option<&[u8]>> {

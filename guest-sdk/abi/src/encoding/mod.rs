@@ -16,7 +16,7 @@ mod ser;
 mod varint;
 mod walk;
 
-pub use de::{Decoder, cell_parts, check_record, from_bytes, pair_parts, skip_value};
+pub use de::{Decoder, cell_parts, check_record, field_value, from_bytes, pair_parts, skip_value};
 pub use ser::{Encoder, encode_into, to_bytes};
 pub use walk::MAX_DEPTH;
 

@@ -48,6 +48,18 @@ impl<'a> Encoder<'a> {
         varint::write_u64(self.out, len as u64);
     }
 
+    /// Writes the header of a struct of `len` fields; the caller appends each field as
+    /// [`Self::field_name`] then its value.
+    pub fn struct_header(self, len: usize) {
+        self.out.push(tag::STRUCT);
+        varint::write_u64(self.out, len as u64);
+    }
+
+    /// Writes the name of a struct's field (its value follows).
+    pub fn field_name(self, name: &str) {
+        Self::write_str(self.out, name);
+    }
+
     /// Writes an `Int`.
     pub fn write_int(self, value: i64) {
         self.out.push(tag::INT);

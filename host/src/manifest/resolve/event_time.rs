@@ -20,7 +20,7 @@ use sluice_abi::Kind;
 /// The keys each event-time step takes.
 pub(super) fn keys(op: &str) -> &'static [&'static str] {
     match op {
-        "event_time" => &["field", "index", "unit", "delay"],
+        "event_time" => &["field", "index", "udf", "unit", "delay"],
         "assign_window" => &["window", "slide", "offset"],
         "event_aggregate" => &[
             "keys",
@@ -104,9 +104,15 @@ impl Resolver<'_> {
         let what = format!("the `{op}` step");
         Ok(match op {
             "event_time" => {
-                let field = match (&spec.field, &spec.index) {
-                    (Some(field), None) => TimeField::Named(field.get_ref().clone()),
-                    (None, Some(index)) => {
+                let udf = spec
+                    .udf
+                    .as_ref()
+                    .map(|udf| self.udf(udf, op, Kind::Map))
+                    .transpose()?;
+                let field = match (&spec.field, &spec.index, &udf) {
+                    (Some(field), None, None) => TimeField::Named(field.get_ref().clone()),
+                    (None, None, Some(udf)) => TimeField::Udf(udf.label.clone()),
+                    (None, Some(index), None) => {
                         TimeField::Index(usize::try_from(*index.get_ref()).map_err(|_| {
                             self.error(
                                 Some(index.span()),
@@ -118,8 +124,8 @@ impl Resolver<'_> {
                     _ => {
                         return Err(self.error(
                             Some(spec.op.span()),
-                            "`event_time` needs one of `field` (a struct field) or `index` (a tuple element)",
-                            "add `field = \"timestamp\"` or `index = 1`",
+                            "`event_time` needs one of `field` (a struct field), `index` (a tuple element) or `udf` (a map function returning the time)",
+                            "keep one of `field = \"timestamp\"`, `index = 1` and `udf = \"alias#event_ms\"`",
                         ));
                     }
                 };
@@ -131,11 +137,14 @@ impl Resolver<'_> {
                     .as_ref()
                     .map(|delay| self.event_duration(delay, "delay", &bounds::EVENT_DELAY))
                     .transpose()?;
-                StepConfig::EventTime(TimeSpec {
-                    field,
-                    unit_ms,
-                    delay_ms,
-                })
+                StepConfig::EventTime(
+                    TimeSpec {
+                        field,
+                        unit_ms,
+                        delay_ms,
+                    },
+                    udf,
+                )
             }
             "assign_window" => {
                 let window = self.required(&spec.window, &spec.op, "window", &what)?;
@@ -181,15 +190,7 @@ impl Resolver<'_> {
                 let aggregates = aggregates
                     .get_ref()
                     .iter()
-                    .map(|text| {
-                        parse_aggregate(text).ok_or_else(|| {
-                            self.error(
-                                Some(aggregates.span()),
-                                format!("`{text}` is not an aggregate"),
-                                "write `count`, or `sum(field)`, `min(field)`, `max(field)`, `avg(field)`, `last(field)`, each optionally followed by `as name`",
-                            )
-                        })
-                    })
+                    .map(|text| self.aggregate(text, aggregates.span(), op))
                     .collect::<Result<_>>()?;
                 let order_by = match &spec.order_by {
                     Some(order) => order
@@ -283,6 +284,34 @@ impl Resolver<'_> {
         })
     }
 
+    /// One entry of `aggregates`, its UDF (of a reduce or fold) resolved.
+    fn aggregate(&self, text: &str, span: std::ops::Range<usize>, op: &str) -> Result<AggSpec> {
+        let (mut spec, udf) = parse_aggregate(text).ok_or_else(|| {
+            self.error(
+                Some(span.clone()),
+                format!("`{text}` is not an aggregate"),
+                "write `count`, or `sum(field)`, `min(field)`, `max(field)`, `avg(field)`, `last(field)`, `reduce(field, alias#function)`, `fold(field, alias#function, zero as JSON)` (field `*`: the whole record), each optionally followed by `as name`",
+            )
+        })?;
+        if let Some(udf) = udf {
+            let kind = match spec.function {
+                AggFn::Fold => Kind::Fold,
+                _ => Kind::Reduce,
+            };
+            spec.udf = Some(self.udf(&Spanned::new(span.clone(), udf), op, kind)?);
+        }
+        if let Some(zero) = &spec.zero
+            && let Err(error) = crate::json::parse(zero)
+        {
+            return Err(self.error(
+                Some(span),
+                format!("the zero of `{text}` is not JSON: {error}"),
+                "write the fold's first accumulator as JSON, e.g. `0` or `{\"$tuple\": [0.0, 0]}`",
+            ));
+        }
+        Ok(spec)
+    }
+
     /// Refuses what Spark refuses in a stream's event-time steps, where it is written;
     /// returns whether the stream ends with a watermark upstream.
     pub(super) fn check_event_time(
@@ -299,7 +328,7 @@ impl Resolver<'_> {
                 Err(self.error(Some(step_spec.op.span()), message, hint))
             };
             match step {
-                StepConfig::EventTime(time) => {
+                StepConfig::EventTime(time, _) => {
                     watermarked |= time.delay_ms.is_some();
                     time_field = Some(time);
                     after_event_time = true;
@@ -315,6 +344,20 @@ impl Resolver<'_> {
                         return refuse(
                             "Global aggregation with session window in streaming query is not supported",
                             "add `keys`: sessions are kept per key",
+                        );
+                    }
+                    if session
+                        && let Some(fold) = aggregate
+                            .aggregates
+                            .iter()
+                            .find(|agg| agg.function == AggFn::Fold)
+                    {
+                        return refuse(
+                            &format!(
+                                "the fold aggregate `{}` cannot be used with session windows: merging sessions merges their accumulators, which a fold cannot",
+                                fold.name
+                            ),
+                            "use a reduce function (`reduce(field, alias#function)`), whose results merge",
                         );
                     }
                     if session && aggregate.mode == OutputMode::Update {
@@ -353,33 +396,45 @@ impl Resolver<'_> {
     }
 }
 
-/// `count`, `sum(field)`, ... with an optional `as name`.
-fn parse_aggregate(text: &str) -> Option<AggSpec> {
-    let (call, name) = match text.split_once(" as ") {
-        Some((call, name)) => (call.trim(), Some(name.trim().to_owned())),
-        None => (text.trim(), None),
+/// An aggregate as written: `count`, `sum(field)`, `min`, `max`, `avg`, `last`,
+/// `reduce(field, udf)` or `fold(field, udf, zero)` (field `*`: the whole record), with an
+/// optional `as name`; with the UDF reference of a reduce or fold.
+fn parse_aggregate(text: &str) -> Option<(AggSpec, Option<String>)> {
+    let text = text.trim();
+    let (call, name) = match text.rsplit_once(" as ") {
+        Some((call, name)) if !name.contains(')') => (call.trim(), Some(name.trim().to_owned())),
+        _ => (text, None),
     };
-    let (function, field) = match call.split_once('(') {
-        Some((function, rest)) => (
-            function.trim(),
-            Some(rest.strip_suffix(')')?.trim().to_owned()),
-        ),
+    let (function, args) = match call.split_once('(') {
+        Some((function, rest)) => (function.trim(), Some(rest.strip_suffix(')')?)),
         None => (call, None),
     };
-    let function = match (function, &field) {
-        ("count", None) => AggFn::Count,
-        ("sum", Some(_)) => AggFn::Sum,
-        ("min", Some(_)) => AggFn::Min,
-        ("max", Some(_)) => AggFn::Max,
-        ("avg", Some(_)) => AggFn::Avg,
-        ("last", Some(_)) => AggFn::Last,
+    let mut args = args.map(|args| args.splitn(3, ',').map(str::trim));
+    let mut arg = || {
+        args.as_mut()
+            .and_then(Iterator::next)
+            .filter(|arg| !arg.is_empty())
+    };
+    let (field, udf, zero) = (arg(), arg(), arg());
+    let function = match (function, field, udf, zero) {
+        ("count", None, None, None) => AggFn::Count,
+        ("sum", Some(_), None, None) => AggFn::Sum,
+        ("min", Some(_), None, None) => AggFn::Min,
+        ("max", Some(_), None, None) => AggFn::Max,
+        ("avg", Some(_), None, None) => AggFn::Avg,
+        ("last", Some(_), None, None) => AggFn::Last,
+        ("reduce", Some(_), Some(_), None) => AggFn::Reduce,
+        ("fold", Some(_), Some(_), Some(_)) => AggFn::Fold,
         _ => return None,
     };
-    Some(AggSpec {
+    let spec = AggSpec {
         function,
         name: name.unwrap_or_else(|| function_name(function).to_owned()),
-        field: field.filter(|field| !field.is_empty()),
-    })
+        field: field.filter(|field| *field != "*").map(str::to_owned),
+        udf: None,
+        zero: zero.map(str::to_owned),
+    };
+    Some((spec, udf.map(str::to_owned)))
 }
 
 fn function_name(function: AggFn) -> &'static str {
@@ -390,6 +445,8 @@ fn function_name(function: AggFn) -> &'static str {
         AggFn::Max => "max",
         AggFn::Avg => "avg",
         AggFn::Last => "last",
+        AggFn::Reduce => "reduce",
+        AggFn::Fold => "fold",
     }
 }
 
@@ -399,14 +456,44 @@ mod tests {
 
     #[test]
     fn aggregates_read_as_written() {
-        let sum = parse_aggregate("sum(v) as total").unwrap();
+        let (sum, udf) = parse_aggregate("sum(v) as total").unwrap();
         assert_eq!(
-            (sum.function, sum.field.as_deref(), sum.name.as_str()),
-            (AggFn::Sum, Some("v"), "total")
+            (sum.function, sum.field.as_deref(), sum.name.as_str(), udf),
+            (AggFn::Sum, Some("v"), "total", None)
         );
-        assert_eq!(parse_aggregate("count").unwrap().name, "count");
+        assert_eq!(parse_aggregate("count").unwrap().0.name, "count");
         assert!(parse_aggregate("count(v)").is_none());
         assert!(parse_aggregate("sum").is_none());
         assert!(parse_aggregate("median(v)").is_none());
+        assert!(parse_aggregate("sum(v, c#sum)").is_none());
+    }
+
+    #[test]
+    fn udf_aggregates_read_their_function_and_zero() {
+        let (reduce, udf) = parse_aggregate("reduce(v, c#sum) as total").unwrap();
+        assert_eq!(
+            (reduce.function, reduce.field.as_deref(), udf.as_deref()),
+            (AggFn::Reduce, Some("v"), Some("c#sum"))
+        );
+        let (fold, udf) =
+            parse_aggregate(r#"fold(*, t#add, {"$tuple": [0.0, 0]}) as avg"#).unwrap();
+        assert_eq!(
+            (
+                fold.function,
+                fold.field,
+                udf.as_deref(),
+                fold.zero.as_deref()
+            ),
+            (
+                AggFn::Fold,
+                None,
+                Some("t#add"),
+                Some(r#"{"$tuple": [0.0, 0]}"#)
+            )
+        );
+        assert_eq!(fold.name, "avg");
+        assert!(parse_aggregate("reduce(v)").is_none());
+        assert!(parse_aggregate("fold(v, t#add)").is_none());
+        assert!(parse_aggregate("reduce(v, c#sum, 0)").is_none());
     }
 }

@@ -1,0 +1,229 @@
+//! Event time beyond the Spark vectors (tests/structured.rs): event times given by a
+//! UDF, and aggregations by reduce and fold UDFs, in state across batches and restarts.
+//! Jobs read a queue of batches and are driven batch by batch (common::stepper).
+
+mod common;
+
+use std::path::Path;
+
+use common::stepper::Stepper;
+use sluice::manifest::JobConfig;
+use sluice::runtime::{Runtime, RuntimeConfig};
+use sluice_abi::Value;
+
+/// A job reading `batches` (JSON lines, one array of records per batch) through `steps`
+/// into the collect sink `out`, checkpointed in `dir`.
+fn job(dir: &Path, steps: &str, batches: &[&str], runtime: &Runtime) -> Result<JobConfig, String> {
+    let input = dir.join("batches.jsonl");
+    std::fs::write(&input, batches.join("\n")).unwrap();
+    let text = format!(
+        r#"name = "event-time"
+batch_interval = "1s"
+[udfs]
+c = "{udfs}"
+[checkpoint]
+dir = "{checkpoint}"
+every = 1
+[[sources]]
+name = "in"
+kind = "queue"
+batches_file = "{input}"
+[[streams]]
+name = "query"
+from = "in"
+steps = [{steps}]
+[[sinks]]
+name = "out"
+from = "query"
+kind = "collect"
+"#,
+        udfs = common::udf("conformance").display(),
+        checkpoint = dir.join("checkpoint").display(),
+        input = input.display(),
+    );
+    sluice::manifest::parse(&text, &dir.join("job.toml"), runtime).map_err(|e| format!("{e:#}"))
+}
+
+fn runtime() -> std::sync::Arc<Runtime> {
+    Runtime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+/// The output records of a batch as JSON, in output order.
+fn json(records: &[Value]) -> Vec<String> {
+    records.iter().map(Value::to_json).collect()
+}
+
+#[test]
+fn a_udf_gives_the_event_time_that_windows_and_the_watermark_use() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"{ op = "event_time", udf = "c#event_ms_of_seconds", delay = "5s" },
+        { op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"] }"#;
+    let batches = [
+        r#"[{"k": "a", "seconds": 1}, {"k": "a", "seconds": 8}, {"k": "b", "seconds": 12}, {"k": "a"}]"#,
+        r#"[{"k": "a", "seconds": 26}]"#,
+    ];
+    let config = job(dir.path(), steps, &batches, &runtime).unwrap();
+    let mut job = Stepper::start(&config, &runtime).unwrap();
+    let (out, report) = job.batch("out").unwrap();
+    assert!(out.is_empty(), "{:?}", json(&out));
+    let stats = report.event_time.expect("the batch had times");
+    // The record without `seconds` has no time (the UDF returns null): in no window.
+    assert_eq!((stats.min, stats.max), (1_000, 12_000));
+    assert_eq!(report.steps[0].state_rows, 2);
+    job.batch("out").unwrap();
+    // The watermark is now 26 s - 5 s: a no-data batch closes [0, 10) and [10, 20).
+    let (out, report) = job.batch("out").unwrap();
+    assert_eq!(report.watermark_ms, 21_000);
+    assert_eq!(
+        json(&out),
+        [
+            r#"{"window":{"start":0,"end":10000},"key":{"k":"a"},"count":2}"#,
+            r#"{"window":{"start":10000,"end":20000},"key":{"k":"b"},"count":1}"#,
+        ]
+    );
+}
+
+#[test]
+fn a_udf_returning_no_integer_fails_the_batch_naming_the_step_and_the_record() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"{ op = "event_time", udf = "c#event_time_as_text", delay = "5s" }"#;
+    let batches = [r#"[{"k": "a", "seconds": 1}, {"k": "b", "seconds": 7}]"#];
+    let config = job(dir.path(), steps, &batches, &runtime).unwrap();
+    let error = format!(
+        "{:#}",
+        Stepper::start(&config, &runtime)
+            .unwrap()
+            .batch("out")
+            .unwrap_err()
+    );
+    for part in [
+        "event_time",
+        "c#event_time_as_text",
+        r#"returned "1" for record 0"#,
+        r#"{"k":"a","seconds":1}"#,
+        "epoch milliseconds",
+    ] {
+        assert!(error.contains(part), "`{part}` is not in: {error}");
+    }
+}
+
+#[test]
+fn event_time_udfs_are_checked_for_their_kind() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let error = job(
+        dir.path(),
+        r#"{ op = "event_time", udf = "c#sum" }"#,
+        &[],
+        &runtime,
+    )
+    .unwrap_err();
+    assert!(
+        error.contains("needs a map function, but `sum` is a reduce function"),
+        "{error}"
+    );
+    let error = job(
+        dir.path(),
+        r#"{ op = "event_time", field = "t", udf = "c#event_ms_of_seconds" }"#,
+        &[],
+        &runtime,
+    )
+    .unwrap_err();
+    assert!(error.contains("needs one of"), "{error}");
+}
+
+/// Words by key in 10 s windows, with a count, the longest word (reduce) and every word
+/// in arrival order (fold), in update mode.
+const WORDS: &str = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "10s" },
+    { op = "event_aggregate", keys = ["k"], window = "10s", output_mode = "update",
+      aggregates = ["count", "reduce(word, c#longer) as longest", "fold(word, c#append_word, []) as words"] }"#;
+
+#[test]
+fn reduce_and_fold_udfs_aggregate_across_batches_and_a_restart() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let batches = [
+        r#"[{"k": "a", "seconds": 1, "word": "x"}, {"k": "a", "seconds": 2, "word": "hello"}, {"k": "b", "seconds": 3, "word": "yo"}]"#,
+        r#"[{"k": "a", "seconds": 4, "word": "hi"}]"#,
+        r#"[{"k": "a", "seconds": 5, "word": "goodbye"}]"#,
+    ];
+    let config = job(dir.path(), WORDS, &batches, &runtime).unwrap();
+    let mut job = Stepper::start(&config, &runtime).unwrap();
+    let (out, _) = job.batch("out").unwrap();
+    assert_eq!(
+        json(&out),
+        [
+            r#"{"window":{"start":0,"end":10000},"key":{"k":"a"},"count":2,"longest":"hello","words":["x","hello"]}"#,
+            r#"{"window":{"start":0,"end":10000},"key":{"k":"b"},"count":1,"longest":"yo","words":["yo"]}"#,
+        ]
+    );
+    let (out, _) = job.batch("out").unwrap();
+    assert_eq!(
+        json(&out),
+        [
+            r#"{"window":{"start":0,"end":10000},"key":{"k":"a"},"count":3,"longest":"hello","words":["x","hello","hi"]}"#
+        ]
+    );
+    drop(job);
+    let mut restarted = Stepper::start(&config, &runtime).unwrap();
+    let (out, _) = restarted.batch("out").unwrap();
+    assert_eq!(
+        json(&out),
+        [
+            r#"{"window":{"start":0,"end":10000},"key":{"k":"a"},"count":4,"longest":"goodbye","words":["x","hello","hi","goodbye"]}"#
+        ]
+    );
+}
+
+#[test]
+fn sessions_merge_what_a_reduce_udf_folded() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "10s" },
+        { op = "event_aggregate", keys = ["k"], session_gap = "15s", output_mode = "complete",
+          aggregates = ["count", "reduce(word, c#longer) as longest"] }"#;
+    let batches = [
+        r#"[{"k": "a", "seconds": 1, "word": "ab"}, {"k": "a", "seconds": 30, "word": "abcd"}]"#,
+        r#"[{"k": "a", "seconds": 16, "word": "abc"}]"#,
+    ];
+    let config = job(dir.path(), steps, &batches, &runtime).unwrap();
+    let mut job = Stepper::start(&config, &runtime).unwrap();
+    let (out, _) = job.batch("out").unwrap();
+    assert_eq!(out.len(), 2, "{:?}", json(&out));
+    // [16, 31) touches [1, 16) and [30, 45): one session.
+    let (out, _) = job.batch("out").unwrap();
+    assert_eq!(
+        json(&out),
+        [r#"{"window":{"start":1000,"end":45000},"key":{"k":"a"},"count":3,"longest":"abcd"}"#]
+    );
+}
+
+#[test]
+fn a_fold_is_refused_with_sessions_and_a_udf_of_the_wrong_kind_anywhere() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "10s" },
+        { op = "event_aggregate", keys = ["k"], session_gap = "15s",
+          aggregates = ["fold(word, c#append_word, []) as words"] }"#;
+    let error = job(dir.path(), steps, &[], &runtime).unwrap_err();
+    assert!(
+        error.contains("fold aggregate `words` cannot be used with session windows")
+            && error.contains("reduce"),
+        "{error}"
+    );
+    let steps = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "10s" },
+        { op = "event_aggregate", keys = ["k"], window = "10s",
+          aggregates = ["reduce(word, c#append_word)"] }"#;
+    let error = job(dir.path(), steps, &[], &runtime).unwrap_err();
+    assert!(
+        error.contains("needs a reduce function, but `append_word` is a fold function"),
+        "{error}"
+    );
+    let steps = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "10s" },
+        { op = "event_aggregate", keys = ["k"], window = "10s",
+          aggregates = ["fold(word, c#append_word, [oops) as words"] }"#;
+    let error = job(dir.path(), steps, &[], &runtime).unwrap_err();
+    assert!(error.contains("is not JSON"), "{error}");
+}
