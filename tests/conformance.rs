@@ -1,7 +1,8 @@
 //! Runs every case of `shared/conformance/spark-dstream-cases.json` (test vectors from
 //! Spark Streaming's own suites) and of `tests/spark-parity/cases.json` (vectors from runs
 //! of Spark 3.5.9 itself, issue 12) through the engine, with the functions of the
-//! `udfs/conformance` component, and compares outputs as those folders' READMEs say.
+//! `udfs/conformance` component, then with the same functions written in Python
+//! (`udfs/python/conformance`), and compares outputs as those folders' READMEs say.
 //! Ends with `conformance: P passed, F failed, S skipped` (and the same per file); fails
 //! if any case fails.
 //!
@@ -69,15 +70,32 @@ const CASE_FILES: [(&str, &str); 2] = [
     ("spark-parity", "tests/spark-parity/cases.json"),
 ];
 
+/// The conformance functions' components: the Rust crate's and the Python project's
+/// (`udfs/python/conformance`), each run through every case.
+fn components() -> [(&'static str, std::path::PathBuf); 2] {
+    [
+        ("", common::udf("conformance")),
+        (" (python)", common::python_udf("conformance")),
+    ]
+}
+
 fn main() {
-    let component = common::udf("conformance");
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    // The shared cache: the Python component takes seconds to compile, once per run.
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(common::cache_dir()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let _guard = tokio.enter();
 
     let (mut passed, mut failed, mut skipped) = (0, 0, Vec::new());
     let mut per_file = Vec::new();
-    for (label, path) in CASE_FILES {
+    for ((label, path), (language, component)) in components()
+        .into_iter()
+        .flat_map(|component| CASE_FILES.map(|file| (file, component.clone())))
+    {
+        let label = format!("{label}{language}");
         let cases_path = common::root().join(path);
         let text = std::fs::read_to_string(&cases_path).unwrap_or_else(|error| {
             panic!(

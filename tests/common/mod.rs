@@ -30,9 +30,27 @@ pub fn udf(name: &str) -> PathBuf {
     path
 }
 
+/// The component built from the Python UDF project `udfs/python/<name>`, or a panic
+/// saying how to build it.
+pub fn python_udf(name: &str) -> PathBuf {
+    let path = root().join(format!("udfs/python/{name}/target/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which builds the Python UDFs first",
+        path.display()
+    );
+    path
+}
+
+/// The compiled-component cache the tests share with the `sluice` binary they run, so
+/// that a large component (a Python one) is compiled once per run.
+pub fn cache_dir() -> PathBuf {
+    root().join("target/sluice-cache")
+}
+
 /// The `sluice` binary, with the test component cache.
 pub fn sluice() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command.env("SLUICE_CACHE_DIR", root().join("target/sluice-cache"));
+    command.env("SLUICE_CACHE_DIR", cache_dir());
     command
 }
