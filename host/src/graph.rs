@@ -22,7 +22,7 @@ use crate::progress::BatchProgress;
 use crate::runtime::{InstancePool, Runtime};
 use crate::state::{self, StateStore};
 use crate::tenancy::Placement;
-use crate::udf::{BoundUdf, UdfChain};
+use crate::udf::{BoundUdf, CombiningChain, UdfChain};
 use crate::window::{self, Span};
 
 struct Node {
@@ -110,10 +110,19 @@ impl JobGraph {
                     stream.name,
                     index + 1
                 );
-                let fused = fusable_run(&stream.steps[index..]);
+                let fused = if config.fuse {
+                    fusable_run(&stream.steps[index..])
+                } else {
+                    Vec::new()
+                };
+                let reduction = builder.reduction_after(&stream.steps[index..], &fused)?;
                 let mut store = None;
                 let mut read_times = None;
                 let (operator, taken): (Box<dyn Operator>, usize) = match &stream.steps[index] {
+                    _ if let Some(reduction) = reduction => (
+                        builder.combined(&fused, reduction, &owner)?,
+                        fused.len() + 1,
+                    ),
                     _ if fused.len() > 1 => (builder.fused(&fused, &owner)?, fused.len()),
                     StepConfig::StateSnapshots => {
                         let store = builder.stores.get(&current).with_context(|| {
@@ -598,9 +607,106 @@ impl Builder<'_> {
         })
     }
 
+    /// The reduction by key right after the fusable run `run` at the start of `steps`,
+    /// when every function of it is of the run's component and that component can
+    /// combine (natively, every chain can).
+    fn reduction_after<'s>(
+        &self,
+        steps: &'s [StepConfig],
+        run: &[&UdfRef],
+    ) -> Result<Option<Reduction<'s>>> {
+        let Some(first) = run.first() else {
+            return Ok(None);
+        };
+        let reduction = match steps.get(run.len()) {
+            Some(StepConfig::ReduceByKey(reduce)) => Reduction {
+                create: None,
+                merge: reduce,
+                merge_combiners: reduce,
+            },
+            Some(StepConfig::CombineByKey {
+                create,
+                merge_value,
+                merge_combiners,
+            }) => Reduction {
+                create: Some(create),
+                merge: merge_value,
+                merge_combiners,
+            },
+            _ => return Ok(None),
+        };
+        let same_component = reduction
+            .create
+            .into_iter()
+            .chain([reduction.merge, reduction.merge_combiners])
+            .all(|udf| udf.component == first.component);
+        let combines = self.natives.is_some() || self.runtime.load(&first.component)?.combines();
+        Ok((same_component && combines).then_some(reduction))
+    }
+
+    /// One operator for a fusable run of steps and the reduction by key after it,
+    /// combining inside the run's guest call.
+    fn combined(
+        &self,
+        steps: &[&UdfRef],
+        reduction: Reduction<'_>,
+        owner: &str,
+    ) -> Result<Box<dyn Operator>> {
+        let merge_combiners = self.bind(reduction.merge_combiners, owner)?;
+        let chain = match self.chain(steps, owner)? {
+            chain @ UdfChain::Native(_) => CombiningChain::Native {
+                chain,
+                create: reduction
+                    .create
+                    .map(|create| self.bind(create, owner))
+                    .transpose()?,
+                merge: self.bind(reduction.merge, owner)?,
+            },
+            UdfChain::Wasm {
+                pool,
+                functions,
+                mut label,
+            } => {
+                let index = |udf: &UdfRef| {
+                    pool.component()
+                        .function_index(&udf.function)
+                        .map(|(index, _)| index)
+                        .with_context(|| {
+                            format!(
+                                "{} no longer exports `{}`",
+                                udf.component.display(),
+                                udf.function
+                            )
+                        })
+                };
+                for udf in reduction.create.iter().chain([&reduction.merge]) {
+                    label.push_str(" -> ");
+                    label.push_str(&udf.label);
+                }
+                CombiningChain::Wasm {
+                    create: reduction.create.map(index).transpose()?,
+                    merge: index(reduction.merge)?,
+                    pool,
+                    functions,
+                    label,
+                }
+            }
+        };
+        Ok(Box::new(operators::CombinedByKey {
+            chain,
+            merge_combiners,
+        }))
+    }
+
     /// One operator for consecutive record-at-a-time steps of one component.
     fn fused(&self, steps: &[&UdfRef], owner: &str) -> Result<Box<dyn Operator>> {
-        let chain = if self.natives.is_some() {
+        let chain = self.chain(steps, owner)?;
+        Ok(Box::new(operators::Fused { chain }))
+    }
+
+    /// Consecutive record-at-a-time steps of one component as one chain.
+    fn chain(&self, steps: &[&UdfRef], owner: &str) -> Result<UdfChain> {
+        Ok(if self.natives.is_some() {
             UdfChain::Native(
                 steps
                     .iter()
@@ -642,8 +748,7 @@ impl Builder<'_> {
                 functions,
                 label,
             }
-        };
-        Ok(Box::new(operators::Fused { chain }))
+        })
     }
 
     /// A pool of instances of the UDF's component for this step alone, so that no two
@@ -680,6 +785,18 @@ impl Builder<'_> {
             label: udf.label.clone(),
         })
     }
+}
+
+/// A reduction by key that can combine inside a chain's guest call: reduceByKey (whose
+/// reduce function is all three) or combineByKey.
+#[derive(Clone, Copy)]
+struct Reduction<'s> {
+    /// value -> combiner, for combineByKey.
+    create: Option<&'s UdfRef>,
+    /// Folds a value into a combiner.
+    merge: &'s UdfRef,
+    /// Merges two partitions' combiners.
+    merge_combiners: &'s UdfRef,
 }
 
 /// The UDFs of the longest run of map, flat-map and filter steps at the start of `steps`

@@ -27,6 +27,10 @@ pub struct JobConfig {
     pub partitions: usize,
     /// How many cut batches may wait to be computed before the cutter waits too.
     pub max_queued_batches: usize,
+    /// Whether consecutive map, flatMap and filter steps of one component run in one
+    /// guest call, and combine by key inside it when a reduceByKey or combineByKey of the
+    /// same component follows (`fuse`, default true).
+    pub fuse: bool,
     /// What each UDF instance may use.
     pub limits: Limits,
     /// Where and how often recovery data is saved (required by stateful operators).

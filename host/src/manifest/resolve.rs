@@ -285,6 +285,7 @@ impl<'a> Resolver<'a> {
             batch_interval,
             partitions,
             max_queued_batches,
+            fuse: spec.fuse.as_ref().is_none_or(|fuse| *fuse.get_ref()),
             limits,
             checkpoint,
             event_time,

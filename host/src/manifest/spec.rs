@@ -16,6 +16,7 @@ pub struct JobSpec {
     pub batch_interval: Spanned<String>,
     pub partitions: Option<Spanned<i64>>,
     pub max_queued_batches: Option<Spanned<i64>>,
+    pub fuse: Option<Spanned<bool>>,
     #[serde(default)]
     pub udfs: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
