@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 
+use common::run::{Run, message_of};
 use common::stepper::Stepper;
 use sluice::manifest::JobConfig;
 use sluice::runtime::{Runtime, RuntimeConfig};
@@ -41,6 +42,7 @@ kind = "collect"
         checkpoint = dir.join("checkpoint").display(),
         input = input.display(),
     );
+    std::fs::write(dir.join("job.toml"), &text).unwrap();
     sluice::manifest::parse(&text, &dir.join("job.toml"), runtime).map_err(|e| format!("{e:#}"))
 }
 
@@ -226,4 +228,37 @@ fn a_fold_is_refused_with_sessions_and_a_udf_of_the_wrong_kind_anywhere() {
           aggregates = ["fold(word, c#append_word, [oops) as words"] }"#;
     let error = job(dir.path(), steps, &[], &runtime).unwrap_err();
     assert!(error.contains("is not JSON"), "{error}");
+}
+
+#[test]
+fn each_batch_done_log_line_gives_the_watermark_and_event_times() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let steps = r#"{ op = "event_time", field = "seconds", unit = "s", delay = "5s" },
+        { op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"] }"#;
+    let batches = [
+        r#"[{"k": "a", "seconds": 3}, {"k": "a", "seconds": 20}]"#,
+        r#"[{"k": "a", "seconds": 12}]"#,
+    ];
+    job(dir.path(), steps, &batches, &runtime).unwrap();
+    let run = Run::start(&dir.path().join("job.toml"), &[]);
+    let (status, log) = run.finish();
+    assert!(status.success(), "{log:#?}");
+    let lines: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|line| message_of(line) == "batch done")
+        .collect();
+    let field = |line: &serde_json::Value, name: &str| line["fields"][name].as_i64();
+    let first = lines[0];
+    assert_eq!(
+        (
+            field(first, "watermark_ms"),
+            field(first, "event_time_min_ms"),
+            field(first, "event_time_max_ms")
+        ),
+        (Some(0), Some(3_000), Some(20_000)),
+        "{lines:?}"
+    );
+    // The second batch uses the watermark of the first's data: 20 s - 5 s.
+    assert_eq!(field(lines[1], "watermark_ms"), Some(15_000), "{lines:?}");
 }

@@ -50,7 +50,7 @@ pub fn phase_of(name: &str, interval: Duration) -> Duration {
 }
 
 /// What one computed batch reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchReport {
     /// The name of the job that computed it.
     pub job: Arc<str>,
@@ -77,6 +77,9 @@ pub struct BatchReport {
     pub source_records: Vec<u64>,
     /// Input rows its event-time steps dropped as late.
     pub late_rows: u64,
+    /// What its event-time steps did (the watermark they used, the rows' event times,
+    /// each stateful step's state and drops), if the job has them and they ran.
+    pub event_time: Option<crate::event_time::BatchReport>,
 }
 
 /// Why a run ended.
@@ -176,6 +179,7 @@ pub async fn run(
                     checkpoint: written,
                     source_records,
                     late_rows: late_rows(&job),
+                    event_time: job.event_time_report().filter(|report| report.ran),
                 });
             }
             receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
@@ -252,6 +256,7 @@ pub async fn run(
             checkpoint: written,
             source_records,
             late_rows: late_rows(&job),
+            event_time: job.event_time_report().filter(|report| report.ran),
         });
         if cut.last {
             break if options.stop.is_cancelled() {

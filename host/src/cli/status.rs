@@ -110,6 +110,7 @@ impl Status {
             );
             redraw(&live.board);
         } else {
+            let event_time = report.event_time.as_ref();
             tracing::info!(
                 job = &*report.job,
                 tenant = &*report.tenant,
@@ -125,6 +126,14 @@ impl Status {
                 queued = report.queued,
                 replayed = report.replayed,
                 skipped = report.skipped,
+                watermark_ms = event_time.map(|report| report.watermark_ms),
+                event_time_min_ms = event_time
+                    .and_then(|report| report.event_time)
+                    .map(|t| t.min),
+                event_time_max_ms = event_time
+                    .and_then(|report| report.event_time)
+                    .map(|t| t.max),
+                late_rows = report.late_rows,
                 "batch done"
             );
         }

@@ -541,6 +541,7 @@ mod tests {
             checkpoint: None,
             source_records: vec![6, 4],
             late_rows: 0,
+            event_time: None,
         }
     }
 
