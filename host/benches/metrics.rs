@@ -117,6 +117,7 @@ fn report(number: u64, stats: BatchStats) -> BatchReport {
         checkpoint: None,
         source_records: vec![stats.records_in as u64],
         late_rows: 0,
+        event_time: None,
     }
 }
 
