@@ -420,7 +420,9 @@ mod tests {
                     record_index: Some(7),
                     ..
                 }
-            ) && handled.to_string().contains("past the limit of 268435456 bytes")
+            ) && handled
+                .to_string()
+                .contains("past the limit of 268435456 bytes")
                 && handled.to_string().contains("then panicked: MemoryError"),
             "a guest that caught the refusal and then panicked failed for the limit: {handled}"
         );
