@@ -131,6 +131,17 @@ impl Server {
         created["token"].as_str().unwrap().to_owned()
     }
 
+    /// Uploads the word-count component as `wordcount` for `token`'s tenant; the answer.
+    fn upload_word_count(&self, token: &str) -> Json {
+        self.expect(
+            201,
+            "PUT",
+            "/v1/components/wordcount",
+            token,
+            wasm("wordcount"),
+        )
+    }
+
     /// Waits for job `name` of `token`'s tenant to satisfy `done`; its last status.
     fn wait_job(&self, token: &str, name: &str, what: &str, done: impl Fn(&Json) -> bool) -> Json {
         let mut last = Json::Null;
@@ -274,13 +285,7 @@ fn a_tenant_runs_a_word_count_that_another_tenant_cannot_see() {
     let (server, admin) = fresh(dir.path(), &[]);
     let a = server.tenant(&admin, "a", json!({}));
     let b = server.tenant(&admin, "b", json!({}));
-    let component = server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    let component = server.upload_word_count(&a);
     assert_eq!(component["digest"].as_str().unwrap().len(), 64);
     assert!(
         component["functions"]
@@ -319,13 +324,7 @@ fn a_tenant_runs_a_word_count_that_another_tenant_cannot_see() {
         "{refused}"
     );
     // The same names are b's to use.
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &b,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&b);
     server.expect(201, "POST", "/v1/jobs", &b, manifest);
     server.wait_job(&b, "count", "b's word count to finish", |job| {
         job["state"] == "finished"
@@ -398,13 +397,7 @@ fn refusals_name_the_rule_and_change_nothing() {
         )
     );
     assert_eq!(too_large["requested"], wasm("conformance").len());
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&a);
 
     let base = word_count("count", RUNNING_COUNT);
     let outside = dir.path().join("outside/input.txt");
@@ -617,13 +610,7 @@ fn sigterm_stops_every_job_and_they_resume_exact_at_the_next_start() {
         .collect();
     let mut inputs = Vec::new();
     for (seed, (name, token)) in tenants.iter().enumerate() {
-        server.expect(
-            201,
-            "PUT",
-            "/v1/components/wordcount",
-            token,
-            wasm("wordcount"),
-        );
+        server.upload_word_count(token);
         let input = text(150, &mut Xorshift(seed as u64 + 11));
         std::fs::write(files(dir.path(), name).join("input.txt"), &input).unwrap();
         server.expect(
@@ -871,13 +858,7 @@ fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused(
     let dir = tempfile::tempdir().unwrap();
     let (server, admin) = fresh(dir.path(), &[]);
     let a = server.tenant(&admin, "a", json!({}));
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&a);
     let input = text(150, &mut Xorshift(5));
     server.expect(201, "PUT", "/v1/files/input.txt", &a, input.clone());
     let manifest = word_count("count", RUNNING_COUNT);
@@ -935,13 +916,7 @@ fn after_kill_9_ten_jobs_of_three_tenants_resume_with_exact_totals() {
     let mut jobs = Vec::new();
     for (tenant, count) in [("a", 4), ("b", 3), ("c", 3)] {
         let token = server.tenant(&admin, tenant, json!({}));
-        server.expect(
-            201,
-            "PUT",
-            "/v1/components/wordcount",
-            &token,
-            wasm("wordcount"),
-        );
+        server.upload_word_count(&token);
         for number in 0..count {
             let name = format!("count{number}");
             let input = text(100, &mut Xorshift(jobs.len() as u64 + 1));
@@ -1068,13 +1043,7 @@ fn two_jobs_of_a_tenant_cannot_write_files_with_one_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let (server, admin) = fresh(dir.path(), &[]);
     let a = server.tenant(&admin, "a", json!({}));
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&a);
     let input = text(60, &mut Xorshift(11));
     server.expect(201, "PUT", "/v1/files/input.txt", &a, input.clone());
     server.expect(
@@ -1149,26 +1118,14 @@ fn quotas_a_manifest_states_are_refused_at_submit() {
             "max_components": 1,
         }),
     );
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&a);
     let over = server.expect(403, "PUT", "/v1/components/other", &a, wasm("faulty"));
     assert_eq!(
         (&over["quota"], &over["limit"], &over["requested"]),
         (&json!("max_components"), &json!(1), &json!(2))
     );
     // Uploading a name the tenant has replaces it: not one more.
-    server.expect(
-        201,
-        "PUT",
-        "/v1/components/wordcount",
-        &a,
-        wasm("wordcount"),
-    );
+    server.upload_word_count(&a);
     server.expect(201, "PUT", "/v1/files/input.txt", &a, "a b a");
 
     let base = word_count("count", RUNNING_COUNT);
