@@ -237,3 +237,42 @@ async fn every_quota_exceeded_gives_its_own_error_and_changes_nothing_else() {
         "the neighbour's records are every generated integer plus 10, in order"
     );
 }
+
+/// A receiver that buffers more than its tenant's `max_host_bytes` before a cut fails its
+/// job with the quota's error (naming the receiver buffers, not the batch that would
+/// follow), and the neighbour of another tenant runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiver_buffers_count_against_max_host_bytes() {
+    let config = "[[tenants]]\nname = \"neighbour\"\n[[tenants]]\nname = \"flood\"\n\
+                  max_host_bytes = \"256KiB\"\n";
+    let host = Host::new(RuntimeConfig::with_host(HostConfig::parse(config).unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let generator = |rate: u32| format!("kind = \"generator\"\nrate = {rate}");
+    let path = dir.path().join("neighbour.toml");
+    let neighbour = manifest("neighbour", "neighbour", "", &generator(200), ADD_10);
+    std::fs::write(&path, neighbour).unwrap();
+    let job = host.load(&path).unwrap();
+    let mut neighbour = host.start(job, None, &Default::default()).unwrap();
+    neighbour.reports.recv().await.expect("the neighbour runs");
+
+    // 10,000 records every 10 ms: about 90 KiB a tick, 900 KiB by the first cut.
+    let flood = manifest("flood", "flood", "", &generator(1_000_000), ADD_10);
+    let error = run_once(&host, dir.path(), "flood", &flood)
+        .await
+        .expect("the flood ran on");
+    assert!(
+        error.contains("`max_host_bytes` is 262144 bytes")
+            && error.contains("this job's receiver buffers"),
+        "{error}"
+    );
+    let account = host.runtime().tenancy().account("flood").unwrap();
+    assert_eq!(account.host_bytes(), 0, "the failed job holds nothing");
+    let report = neighbour
+        .reports
+        .recv()
+        .await
+        .expect("the neighbour runs on");
+    assert_eq!(&*report.tenant, "neighbour");
+    neighbour.stop();
+    neighbour.finished().await.expect("the neighbour ends well");
+}

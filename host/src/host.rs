@@ -139,7 +139,12 @@ impl Host {
             .map_or_else(Default::default, |checkpointing| {
                 checkpointing.recovery.files.clone()
             });
-        let receivers = Receivers::start_recovered(&job.config().sources, wal, &files)?;
+        let receivers = Receivers::start_recovered(
+            &job.config().sources,
+            wal,
+            &files,
+            Some(Arc::new(job.another_held_count())),
+        )?;
         let stop = CancellationToken::new();
         let options = RunOptions {
             max_batches,

@@ -190,7 +190,14 @@ impl Job {
             .sum()
     }
 
-    /// The host memory the job holds now, in bytes (its tenant's quota counts it).
+    /// A count of its own, against the tenant's `max_host_bytes`, for host memory the job
+    /// holds outside its batches (its receivers' buffers).
+    pub fn another_held_count(&self) -> HeldBytes {
+        self.held.another()
+    }
+
+    /// The host memory the job's batches and state hold now, in bytes (its tenant's
+    /// quota counts it).
     pub fn held_bytes(&self) -> u64 {
         self.held.held()
     }
@@ -210,12 +217,9 @@ impl Job {
         }
         let state_bytes = self.state_bytes();
         let in_flight = |data: u64| state_bytes + data;
-        let received: usize = inputs
-            .iter()
-            .map(|input| input.data().len() + input.len() * 4)
-            .sum();
+        let received: u64 = inputs.iter().map(crate::receivers::held_size).sum();
         self.held
-            .hold(in_flight(received as u64), "batch in flight and state")?;
+            .hold(in_flight(received), "batch in flight and state")?;
         let batch = BatchContext {
             time_ms,
             partitions: self.config.partitions,

@@ -22,6 +22,7 @@ use crate::checkpoint::files::{SeenBySource, SeenFiles};
 use crate::checkpoint::{Cut, OffsetRange, Wal};
 use crate::connectors::kafka::KafkaSource;
 use crate::manifest::{SourceConfig, SourceKind};
+use crate::tenancy::HeldBytes;
 
 /// A source of records as the batcher sees it.
 pub trait Receiver: Send + Sync {
@@ -111,13 +112,21 @@ pub struct Intake {
     room: tokio::sync::Notify,
     /// The most record bytes it holds before its receiver pauses.
     bound: usize,
+    /// Counts what it buffers against the tenant's `max_host_bytes`.
+    held: Option<Arc<HeldBytes>>,
+}
+
+/// The host memory `records` hold in a buffer or a batch: their bytes and their offsets.
+pub(crate) fn held_size(records: &Batch) -> u64 {
+    (records.data().len() + records.len() * 4) as u64
 }
 
 impl Intake {
-    fn logged(wal: Option<SharedWal>, source: usize) -> Self {
+    fn logged(wal: Option<SharedWal>, source: usize, held: Option<Arc<HeldBytes>>) -> Self {
         Self {
             log: wal.map(|wal| (wal, source)),
             bound: MAX_WAITING_BYTES,
+            held,
             ..Self::default()
         }
     }
@@ -159,17 +168,46 @@ impl Intake {
         })
         .await;
         delivered.unwrap_or_else(|failed| {
-            self.failure
-                .lock()
-                .expect("intake poisoned")
-                .get_or_insert(format!("logging received records failed: {failed}"));
+            self.fail(format!(
+                "records could not be written to the write-ahead log: logging them failed: \
+                 {failed}"
+            ));
             false
         })
     }
 
-    /// Logs with `log` (if there is a log), then buffers `records`, holding the log's
-    /// lock across both; false if the log failed (the failure is kept for the next cut).
+    /// Keeps `failure` for the next cut, which fails with it (the first failure wins).
+    fn fail(&self, failure: String) {
+        tracing::error!("{failure}");
+        self.failure
+            .lock()
+            .expect("intake poisoned")
+            .get_or_insert(failure);
+    }
+
+    /// Charges `records` to the tenant's `max_host_bytes`; false, keeping the quota's
+    /// error for the next cut, if they do not fit.
+    fn charge(&self, records: &Batch) -> bool {
+        let Some(held) = &self.held else { return true };
+        match held.charge(held_size(records), "receiver buffers") {
+            Ok(()) => true,
+            Err(error) => {
+                self.fail(format!(
+                    "a receiver cannot buffer {} more records for the next batch: {error:#}",
+                    records.len()
+                ));
+                false
+            }
+        }
+    }
+
+    /// Charges `records` to the tenant's quota, logs them with `log` (if there is a log),
+    /// then buffers them, holding the log's lock across both; false if the quota or the
+    /// log refused them (the failure is kept for the next cut).
     fn deliver(&self, records: &Batch, log: impl FnOnce(&mut Wal, usize) -> Result<()>) -> bool {
+        if !self.charge(records) {
+            return false;
+        }
         let mut wal = self
             .log
             .as_ref()
@@ -177,11 +215,12 @@ impl Intake {
         if let Some((wal, source)) = &mut wal
             && let Err(error) = log(wal, *source)
         {
-            tracing::error!("{error:#}");
-            self.failure
-                .lock()
-                .expect("intake poisoned")
-                .get_or_insert(format!("{error:#}"));
+            if let Some(held) = &self.held {
+                held.release(held_size(records));
+            }
+            self.fail(format!(
+                "records could not be written to the write-ahead log: {error:#}"
+            ));
             return false;
         }
         self.buffer
@@ -221,6 +260,9 @@ impl Intake {
     /// Puts back records the log already holds (received before a restart), without
     /// logging them again.
     fn restore(&self, records: &Batch) {
+        if !self.charge(records) {
+            return;
+        }
         self.buffer
             .lock()
             .expect("intake poisoned")
@@ -241,6 +283,10 @@ impl Intake {
 impl Receiver for Intake {
     fn cut(&self) -> Batch {
         let records = std::mem::take(&mut *self.buffer.lock().expect("intake poisoned"));
+        // The batch counts them from here on.
+        if let Some(held) = &self.held {
+            held.release(held_size(&records));
+        }
         self.room.notify_waiters();
         records
     }
@@ -313,22 +359,25 @@ impl Receivers {
     /// Starts a receiver for every source; records of sources that cannot replay them go
     /// to `wal` before they count as received.
     pub fn start_logged(sources: &[SourceConfig], wal: Option<SharedWal>) -> Result<Self> {
-        Self::start_recovered(sources, wal, &SeenBySource::new())
+        Self::start_recovered(sources, wal, &SeenBySource::new(), None)
     }
 
     /// Starts a receiver for every source as [`start_logged`](Self::start_logged) does;
-    /// directory sources go on from the files `files` (from recovery) says they read.
+    /// directory sources go on from the files `files` (from recovery) says they read. With
+    /// `held` (the job's count for them), what streaming receivers buffer until a cut is
+    /// charged to the tenant's `max_host_bytes`, and going over it fails the next cut.
     pub fn start_recovered(
         sources: &[SourceConfig],
         wal: Option<SharedWal>,
         files: &SeenBySource,
+        held: Option<Arc<HeldBytes>>,
     ) -> Result<Self> {
         let mut receivers: Vec<Arc<dyn Receiver>> = Vec::new();
         let mut intakes = Vec::new();
         let mut tasks = Vec::new();
         for (index, source) in sources.iter().enumerate() {
             let name = source.name.clone();
-            let intake = Arc::new(Intake::logged(wal.clone(), index));
+            let intake = Arc::new(Intake::logged(wal.clone(), index, held.clone()));
             intakes.push(None);
             let task = match &source.kind {
                 SourceKind::Queue { batches } => {
@@ -404,7 +453,7 @@ impl Receivers {
             .map(|wal| wal.lock().expect("log poisoned"));
         for intake in self.intakes.iter().flatten() {
             if let Some(failure) = intake.failure.lock().expect("intake poisoned").take() {
-                bail!("records could not be written to the write-ahead log: {failure}");
+                bail!("{failure}");
             }
         }
         let positions = self
@@ -561,6 +610,58 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+    use crate::tenancy::{HostConfig, Quotas, Tenancy, TenantConfig};
+
+    /// What a receiver buffers counts against its tenant's `max_host_bytes` until a cut
+    /// takes it; records that would go over are refused, and the quota's error waits for
+    /// the next cut.
+    #[tokio::test]
+    async fn buffered_records_count_against_the_tenants_host_bytes_until_the_cut() {
+        let tenancy = Tenancy::new(&HostConfig {
+            max_instances: 10,
+            tenants: vec![TenantConfig {
+                quotas: Quotas {
+                    max_host_bytes: Some(100),
+                    ..Quotas::default()
+                },
+                ..TenantConfig::named("t")
+            }],
+        })
+        .unwrap();
+        let account = tenancy.account("t").unwrap();
+        let held = Arc::new(HeldBytes::new(account.clone(), "j"));
+        let intake = Arc::new(Intake::logged(None, 0, Some(held)));
+        let mut lines = Batch::new();
+        (0..4).for_each(|_| push_line(&mut lines, "0123456789"));
+        let size = held_size(&lines);
+        assert!(
+            size > 50 && size <= 100,
+            "one batch fits, two do not: {size}"
+        );
+
+        intake.append(lines.clone()).await;
+        assert_eq!(account.host_bytes(), size);
+        assert!(intake.failure.lock().unwrap().is_none());
+        intake.append(lines).await;
+        assert_eq!(
+            intake.waiting(),
+            4,
+            "the records over the quota are refused"
+        );
+        assert_eq!(account.host_bytes(), size);
+        let failure = intake.failure.lock().unwrap().clone().unwrap();
+        assert!(
+            failure.contains("`max_host_bytes` is 100 bytes")
+                && failure.contains("this job's receiver buffers"),
+            "{failure}"
+        );
+        assert_eq!(intake.cut().len(), 4);
+        assert_eq!(
+            account.host_bytes(),
+            0,
+            "the cut hands the bytes to the batch"
+        );
+    }
 
     /// A reader faster than the job: its intake never holds much more than its bound (one
     /// read buffer more), the writer is held back, and every line arrives, once, in order.

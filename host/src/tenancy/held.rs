@@ -1,6 +1,6 @@
-//! The host memory a tenant's jobs hold: each job keeps its own count of the bytes it
-//! holds now (its batch in flight, its state and window stores) up to date, and the
-//! tenant's total of its jobs' counts is held to its `max_host_bytes` quota.
+//! The host memory a tenant's jobs hold: each job keeps its counts of the bytes it holds
+//! now (its batch in flight, its state and window stores, its receivers' buffers) up to
+//! date, and the tenant's total of its jobs' counts is held to its `max_host_bytes` quota.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,8 @@ use bytesize::ByteSize;
 
 use super::Account;
 
-/// The bytes one job holds, counted against its tenant's `max_host_bytes`. Dropping it
+/// Bytes one job holds in one place, counted against its tenant's `max_host_bytes` (a job
+/// keeps one count per place: its batch and state, its receivers' buffers). Dropping it
 /// (the job went away) gives them back.
 pub struct HeldBytes {
     account: Arc<Account>,
@@ -50,13 +51,44 @@ impl HeldBytes {
                 .fetch_sub(before - bytes, Ordering::SeqCst)
                 - (before - bytes)
         };
+        if bytes > before {
+            self.check(total, bytes, holding)?;
+        }
+        Ok(())
+    }
+
+    /// A count of its own for the same job, starting at nothing held.
+    pub fn another(&self) -> Self {
+        Self::new(self.account.clone(), &self.job)
+    }
+
+    /// Records that the job holds `bytes` more (`holding`: what they are, for the error).
+    /// Fails, counting nothing, when the tenant's jobs would then hold more than its
+    /// `max_host_bytes`: the caller refuses what it was about to keep.
+    pub fn charge(&self, bytes: u64, holding: &str) -> Result<()> {
+        let held = self.held.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        let total = self.account.host_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.check(total, held, holding).inspect_err(|_| {
+            self.release(bytes);
+        })
+    }
+
+    /// Records that the job no longer holds `bytes` it was charged.
+    pub fn release(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Ordering::SeqCst);
+        self.account.host_bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Fails when `total`, what the tenant's jobs hold with this count's `held`, is over
+    /// the tenant's `max_host_bytes`.
+    fn check(&self, total: u64, held: u64, holding: &str) -> Result<()> {
         let Some(quota) = self.account.quotas().max_host_bytes else {
             return Ok(());
         };
-        if total > quota as u64 && bytes > before {
+        if total > quota as u64 {
             anyhow::bail!(
                 "job `{}` is over a quota of tenant `{}`: `max_host_bytes` is {quota} bytes \
-                 ({}), and its jobs would hold {total} bytes ({}), {bytes} of them this job's \
+                 ({}), and its jobs would hold {total} bytes ({}), {held} of them this job's \
                  {holding}; lower the job's batch sizes or state, or raise the quota in the host \
                  configuration",
                 self.job,
@@ -128,6 +160,34 @@ mod tests {
         assert_eq!(account.host_bytes(), 100);
         drop(a);
         assert_eq!(account.host_bytes(), 0);
+    }
+
+    #[test]
+    fn a_charge_over_the_quota_counts_nothing_and_a_release_frees_room() {
+        let account = account(Some(1000));
+        let (batch, buffers) = (
+            HeldBytes::new(account.clone(), "j"),
+            HeldBytes::new(account.clone(), "j"),
+        );
+        batch.hold(500, "batch in flight").unwrap();
+        buffers.charge(300, "receiver buffers").unwrap();
+        buffers.charge(100, "receiver buffers").unwrap();
+        let error = buffers
+            .charge(200, "receiver buffers")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`max_host_bytes` is 1000 bytes")
+                && error.contains("would hold 1100 bytes")
+                && error.contains("600 of them this job's receiver buffers"),
+            "{error}"
+        );
+        assert_eq!((buffers.held(), account.host_bytes()), (400, 900));
+        buffers.release(300);
+        buffers.charge(200, "receiver buffers").unwrap();
+        assert_eq!((buffers.held(), account.host_bytes()), (300, 800));
+        drop(buffers);
+        assert_eq!(account.host_bytes(), 500);
     }
 
     #[test]
