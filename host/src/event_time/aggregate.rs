@@ -436,6 +436,7 @@ impl Operator for EventAggregate {
         let mut key = Vec::new();
         let mut placed: Vec<Placement> = Vec::new();
         for (index, (record, time)) in data.records().zip(times).enumerate() {
+            crate::scheduler::slice::tick()?;
             self.key_of(record, &mut key, &step)?;
             placed.clear();
             match (self.spec.grouping, time) {
@@ -490,6 +491,7 @@ impl Operator for EventAggregate {
         if self.evicts {
             let due = |group: &Group| group.close.is_some_and(|close| close <= evict_with);
             for (key, of_key) in groups.by_key.iter_mut() {
+                crate::scheduler::slice::tick()?;
                 evicted.extend(
                     of_key
                         .extract_if(.., |group| due(group))
@@ -520,6 +522,7 @@ impl Operator for EventAggregate {
         rows.sort_unstable_by(|(a_key, a), (b_key, b)| (a.window, a_key).cmp(&(b.window, b_key)));
         let mut out = Batch::with_capacity(rows.len(), rows.len() * 64);
         for (key, group) in rows {
+            crate::scheduler::slice::tick()?;
             out.push_with(|bytes| self.output(key, group, bytes));
         }
         self.clock

@@ -86,6 +86,7 @@ impl Operator for Dedup {
             _ => vec![None; records.len()],
         };
         for (record, time) in records.into_iter().zip(times) {
+            crate::scheduler::slice::tick()?;
             if time.is_some_and(|time| time <= late_with) {
                 late += 1;
                 continue;

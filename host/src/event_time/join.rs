@@ -220,6 +220,7 @@ impl Operator for EventJoin {
             let records = values(&data)?;
             let times = self.times_of(side, &records, &step)?;
             for (record, time) in records.into_iter().zip(times) {
+                crate::scheduler::slice::tick()?;
                 let mut row = self.row(side, record, time, &step)?;
                 let is_late = watermarked
                     && (row.time.is_some_and(|time| time <= late_with)
@@ -229,6 +230,7 @@ impl Operator for EventJoin {
                     continue;
                 }
                 for other in state[1 - side].iter_mut() {
+                    crate::scheduler::slice::tick()?;
                     let (l, r) = if side == 0 {
                         (&row, &*other)
                     } else {
@@ -251,6 +253,7 @@ impl Operator for EventJoin {
                     .partition(|row| self.expired(side, row, evict_with));
                 state[side] = kept;
                 for row in gone.iter().filter(|row| !row.matched) {
+                    crate::scheduler::slice::tick()?;
                     if self.keeps_unmatched(side) {
                         let record = Some(&row.record);
                         out.push(if side == 0 {

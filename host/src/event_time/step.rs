@@ -108,7 +108,10 @@ impl EventTimes {
         let Some(udf) = &self.udf else {
             return data
                 .records()
-                .map(|record| self.time_in(record, step))
+                .map(|record| {
+                    crate::scheduler::slice::tick()?;
+                    self.time_in(record, step)
+                })
                 .collect();
         };
         let answers = udf.records(data.concatenated())?;
@@ -117,6 +120,7 @@ impl EventTimes {
             .zip(data.records())
             .enumerate()
             .map(|(index, (answer, record))| {
+                crate::scheduler::slice::tick()?;
                 match Value::decode(answer).context("a UDF result does not decode")? {
                     Value::Null => Ok(None),
                     Value::Int(time) => self.spec.millis(time, step).map(Some),
@@ -152,7 +156,10 @@ impl EventTimes {
 /// Decodes every record of a data set.
 pub(crate) fn values(data: &Dataset) -> Result<Vec<Value>> {
     data.records()
-        .map(|bytes| Value::decode(bytes).context("a record does not decode"))
+        .map(|bytes| {
+            crate::scheduler::slice::tick()?;
+            Value::decode(bytes).context("a record does not decode")
+        })
         .collect()
 }
 
@@ -245,6 +252,7 @@ impl Operator for AssignWindow {
         let data = single(inputs)?;
         let times = self.time.times(&data, &step)?;
         for (record, time) in values(&data)?.into_iter().zip(times) {
+            crate::scheduler::slice::tick()?;
             let Some(time) = time else {
                 continue;
             };

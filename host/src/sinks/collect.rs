@@ -45,8 +45,11 @@ impl Sink for CollectSink {
     fn write(&self, time_ms: i64, data: &Dataset) -> Result<()> {
         let records = data
             .records()
-            .map(Value::decode)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|record| {
+                crate::scheduler::slice::tick()?;
+                Ok(Value::decode(record)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.collected
             .batches
             .lock()

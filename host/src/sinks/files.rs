@@ -47,6 +47,7 @@ impl Sink for Files {
                 .with_context(|| format!("cannot write {}", temporary.display()))?,
         );
         for record in data.records() {
+            crate::scheduler::slice::tick()?;
             let line = match self.format {
                 FileFormat::Text => display_text(record),
                 FileFormat::JsonLines => Value::decode(record)?.to_json(),
@@ -54,7 +55,8 @@ impl Sink for Files {
             };
             writeln!(file, "{line}")?;
         }
-        file.into_inner()?.sync_all()?;
+        // Waiting for the disk holds no run slot.
+        crate::scheduler::slice::paused(|| file.into_inner()?.sync_all())?;
         std::fs::rename(&temporary, &path)
             .with_context(|| format!("cannot move output into {}", path.display()))?;
         Ok(())

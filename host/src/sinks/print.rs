@@ -16,6 +16,7 @@ impl Sink for Print {
         let rule = "-------------------------------------------";
         let mut text = format!("{rule}\nTime: {time_ms} ms\n{rule}\n");
         for record in data.records().take(self.num) {
+            crate::scheduler::slice::tick()?;
             text.push_str(&display_text(record));
             text.push('\n');
         }
@@ -24,7 +25,7 @@ impl Sink for Print {
         }
         text.push('\n');
         // Through the terminal, so that a status line is never in the middle of it.
-        crate::terminal::terminal().print(text.as_bytes())?;
+        crate::scheduler::slice::paused(|| crate::terminal::terminal().print(text.as_bytes()))?;
         Ok(())
     }
 }

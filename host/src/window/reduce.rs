@@ -83,6 +83,7 @@ impl WindowedReduce {
         let mut leaving: Vec<Vec<&[u8]>> = Vec::new();
         let mut leaving_at: Vec<usize> = Vec::new();
         for (key, value) in previous_values.iter() {
+            crate::scheduler::slice::tick()?;
             if let Some(gone) = left.get(key) {
                 leaving.push(vec![value[0], gone]);
                 leaving_at.push(keys.len());
@@ -108,6 +109,7 @@ impl WindowedReduce {
             .map(|(slot, key)| (*key, slot))
             .collect();
         for (key, value) in entered_values.iter() {
+            crate::scheduler::slice::tick()?;
             match known.get(key) {
                 Some(&slot) => {
                     joining.push(vec![values[slot].as_slice(), value]);
@@ -128,9 +130,11 @@ impl WindowedReduce {
             previous.data().len() + entered.data().len(),
         );
         for (key, value) in keys.iter().zip(&values) {
+            crate::scheduler::slice::tick()?;
             push_pair(&mut window, key, value);
         }
         for (key, value) in fresh {
+            crate::scheduler::slice::tick()?;
             push_pair(&mut window, key, value);
         }
         Ok(window)
@@ -141,6 +145,7 @@ impl WindowedReduce {
 fn single_values(pairs: &Batch) -> Result<ValueByKey<'_>> {
     let mut values = ValueByKey::default();
     for record in pairs.iter() {
+        crate::scheduler::slice::tick()?;
         let (key, value) = keyed::split_pair(record)?;
         values.order.push(key);
         values.map.insert(key, value);

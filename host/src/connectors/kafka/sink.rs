@@ -206,6 +206,7 @@ impl KafkaSink {
         data.records()
             .enumerate()
             .map(|(sequence, record)| {
+                crate::scheduler::slice::tick()?;
                 let record = Value::decode(record)?;
                 let (key, value) = match (self.config.pairs, record) {
                     (true, Value::Tuple(mut pair) | Value::List(mut pair)) if pair.len() == 2 => {
@@ -372,7 +373,10 @@ impl Sink for KafkaSink {
             }
             outgoing.retain(|record| !present.contains_key(&record.sequence));
         }
-        send(&self.name, &self.config.topic, open, time_ms, &outgoing)?;
+        // Waiting for the broker's acknowledgements holds no run slot.
+        crate::scheduler::slice::paused(|| {
+            send(&self.name, &self.config.topic, open, time_ms, &outgoing)
+        })?;
         if let Some(path) = self.offsets_path().filter(|_| exactly_once) {
             open.written.batch_time_ms = Some(time_ms);
             let write = || -> std::io::Result<()> {
