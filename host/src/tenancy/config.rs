@@ -96,8 +96,9 @@ pub struct Quotas {
     /// The most records a batch may bring into any step of a job.
     pub max_batch_records: usize,
     /// The most host memory all the tenant's jobs may hold together: batches in flight
-    /// (a batch's records as received and every step's output while it is computed) and
-    /// state and window stores ([`super::HeldBytes`]).
+    /// (a batch's records as received and every step's output while it is computed),
+    /// state and window stores, and what receivers buffer until a cut
+    /// ([`super::HeldBytes`]).
     pub max_host_bytes: Option<usize>,
 }
 
