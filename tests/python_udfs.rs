@@ -500,6 +500,75 @@ fn python_steps_on_four_partitions_run_beside_a_rust_job() {
     assert_eq!(totals(&outputs[1]), expected, "the Rust job beside it");
 }
 
+/// A pool of 9 slots, each sized for a Rust component (8 core instances, 2 memories, 4
+/// tables). A Python instance has about 14 core instances: counted as one instance, the
+/// pooling allocator itself ran out first, at its 6th, with wasmtime's "pool is full"
+/// naming none of the reasons. Counted by its own footprint, it takes 2 slots: the 5th is
+/// refused by the host's accounting, naming the component's counts, and a Rust instance
+/// still fits in the slot left over.
+#[test]
+fn python_and_rust_instances_share_the_pool_by_their_own_footprints() {
+    use sluice::runtime::{CallError, Limit, Limits, Runtime};
+    use sluice::tenancy::{Placement, TenantConfig};
+
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(common::cache_dir()),
+        max_instances: 9,
+        tenants: Vec::new(),
+    })
+    .unwrap();
+    let python = runtime.load(&common::python_udf("testing")).unwrap();
+    let rust = runtime.load(&common::udf("wordcount")).unwrap();
+    let (python_slots, rust_slots) = (python.footprint().slots(), rust.footprint().slots());
+    assert!(
+        python.footprint().core_instances > 8 && python_slots >= 2,
+        "{:?}",
+        python.footprint()
+    );
+    assert_eq!(rust_slots, 1, "{:?}", rust.footprint());
+
+    runtime.tenancy().add(TenantConfig::named("t")).unwrap();
+    let account = runtime.tenancy().account("t").unwrap();
+    let placement = Placement {
+        seat: runtime.scheduler().seat("t", 1, Default::default()),
+        account: account.clone(),
+    };
+    let instantiate = |component: &sluice::runtime::LoadedComponent| {
+        component.instantiate("pool test", Limits::default(), &placement)
+    };
+    let fit = (9 / python_slots) as usize;
+    let mut held: Vec<_> = (0..fit)
+        .map(|i| {
+            instantiate(&python).unwrap_or_else(|error| panic!("Python instance {i}: {error}"))
+        })
+        .collect();
+    match instantiate(&python) {
+        Err(CallError::Limit {
+            limit: Limit::TenantInstances,
+            message,
+            ..
+        }) => assert!(
+            message.contains(&format!(
+                "takes {python_slots} slots of the host's instance pool (it has {}",
+                python.footprint()
+            )) && message.contains("of the 9 instance slots of the host's pool"),
+            "{message}"
+        ),
+        Err(error) => panic!("refused for another reason than the pool's accounting: {error}"),
+        Ok(_) => panic!("{} Python instances fit in 9 slots", fit + 1),
+    }
+    let left = 9 - fit * python_slots as usize;
+    for _ in 0..left {
+        held.push(instantiate(&rust).expect("a Rust instance fits in a slot left over"));
+    }
+    assert_eq!((account.instances(), account.slots()), (fit + left, 9));
+    assert!(instantiate(&rust).is_err(), "the pool is full");
+    drop(held);
+    assert_eq!((account.instances(), account.slots()), (0, 0));
+    let rust_only: Vec<_> = (0..9).map(|_| instantiate(&rust).unwrap()).collect();
+    assert_eq!(account.slots(), rust_only.len());
+}
+
 /// Runs a one-step job over `records` (a TOML array) with the testing component's
 /// `function`, under `limits`, beside a healthy job of the same host; returns the error.
 fn fails(function: &str, records: &str, limits: &str) -> String {

@@ -9,7 +9,8 @@ use sluice_abi::Kind;
 use wasmtime::component::ComponentExportIndex;
 
 use super::Runtime;
-use super::error::CallError;
+use super::error::{CallError, Limit};
+use super::footprint::Footprint;
 use super::instance::{GuestState, Limits, UdfInstance, bindings};
 use crate::scheduler::Scheduler;
 use crate::tenancy::Placement;
@@ -51,6 +52,30 @@ fn check_header(wasm: &[u8], path: &Path) -> Result<()> {
     }
 }
 
+/// Why listing the functions of the component at `path` stopped at `limit` of `listing`,
+/// said in the terms of the listing rather than of a job's call; `None` for a limit the
+/// listing does not set.
+fn listing_refusal(path: &Path, limit: Limit, listing: &Limits) -> Option<anyhow::Error> {
+    let what = match limit {
+        Limit::CallTimeout => format!(
+            "did not list its functions within {} ms, the deadline of its `functions` export \
+             (is it looping or waiting?)",
+            listing.call_timeout.as_millis()
+        ),
+        Limit::Memory => format!(
+            "needed more than the memory limit of {} MiB to list its functions",
+            listing.memory_bytes >> 20
+        ),
+        _ => return None,
+    };
+    Some(anyhow::anyhow!(
+        "{} {what}: `functions` must return the component's function list at once, without \
+         work or waiting (the `sluice_sdk::udfs!` macro builds one that does); fix it and \
+         build it again",
+        path.display()
+    ))
+}
+
 /// A component ready to be instantiated any number of times.
 pub struct LoadedComponent {
     path: PathBuf,
@@ -58,12 +83,16 @@ pub struct LoadedComponent {
     pre: bindings::UdfPre<GuestState>,
     /// The `combine` export, which components built for `sluice:udf@0.1.0` lack.
     combine: Option<ComponentExportIndex>,
+    /// What each instance takes from the host's pool.
+    footprint: Footprint,
     scheduler: Arc<Scheduler>,
     functions: Vec<ExportedFunction>,
 }
 
 impl LoadedComponent {
-    pub(super) fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
+    /// Compiles the component at `path` and lists its functions by a call made under
+    /// `listing` (its deadline and memory limit).
+    pub(super) fn load(runtime: &Runtime, path: &Path, listing: Limits) -> Result<Self> {
         let wasm = crate::files::read_capped(path, MAX_COMPONENT_BYTES)
             .with_context(|| format!("cannot read UDF component {}", path.display()))?;
         check_header(&wasm, path)?;
@@ -79,6 +108,7 @@ impl LoadedComponent {
             .cache
             .compile(runtime.engine(), &wasm, &digest)
             .with_context(not_a_udf)?;
+        let footprint = Footprint::of(&component, &wasm).with_context(not_a_udf)?;
         let pre = runtime
             .linker
             .instantiate_pre(&component)
@@ -93,20 +123,27 @@ impl LoadedComponent {
             digest,
             pre,
             combine,
+            footprint,
             scheduler: runtime.scheduler.clone(),
             functions: Vec::new(),
         };
+        let over_limit = |error: &CallError| match error {
+            CallError::Limit { limit, .. } => listing_refusal(path, *limit, &listing),
+            _ => None,
+        };
         let mut probe = loaded
-            .instantiate(
-                "(listing functions)",
-                Limits::default(),
-                &runtime.host_placement,
-            )
-            .map_err(anyhow::Error::from)
-            .with_context(not_a_udf)?;
+            .instantiate("(listing functions)", listing, &runtime.host_placement)
+            .map_err(|error| match over_limit(&error) {
+                Some(refusal) => refusal,
+                None => anyhow::Error::from(error).context(not_a_udf()),
+            })?;
         loaded.functions = probe
             .functions()
-            .with_context(|| format!("{} failed to list its functions", path.display()))?;
+            .map_err(|error| match over_limit(&error) {
+                Some(refusal) => refusal,
+                None => anyhow::Error::from(error)
+                    .context(format!("{} failed to list its functions", path.display())),
+            })?;
         let mut names: Vec<&str> = loaded.functions.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
@@ -151,6 +188,7 @@ impl LoadedComponent {
         UdfInstance::new(
             &self.pre,
             self.combine.as_ref(),
+            &self.footprint,
             &self.scheduler,
             placement,
             owner,
@@ -163,6 +201,11 @@ impl LoadedComponent {
     /// reduction by key can then combine inside the guest.
     pub fn combines(&self) -> bool {
         self.combine.is_some()
+    }
+
+    /// What each of its instances takes from the host's pool, read when it loaded.
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
     }
 
     /// The file the component was loaded from.

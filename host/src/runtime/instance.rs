@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::component::ExportedFunction;
 use super::error::{CallError, Limit, Witness, explain_instantiation, explain_stop, explain_trap};
+use super::footprint::Footprint;
 use super::output::{GuestOutput, capped};
 use crate::scheduler::{Scheduler, Seat};
 use crate::tenancy::{Account, InstanceHold, Placement};
@@ -191,12 +192,13 @@ impl UdfInstance {
     pub(super) fn new(
         pre: &bindings::UdfPre<GuestState>,
         combine: Option<&ComponentExportIndex>,
+        footprint: &Footprint,
         scheduler: &Arc<Scheduler>,
         placement: &Placement,
         owner: &str,
         limits: Limits,
     ) -> Result<Self, CallError> {
-        let hold = placement.account.hold_instance()?;
+        let hold = placement.account.hold_instance(footprint)?;
         let seat = &placement.seat;
         let output = GuestOutput::new(limits.output_bytes);
         // No preopened directories, environment, arguments or network: only captured

@@ -9,12 +9,14 @@
 mod cache;
 mod component;
 mod error;
+mod footprint;
 mod instance;
 mod output;
 mod pool;
 
 pub use component::{ExportedFunction, LoadedComponent, MAX_COMPONENT_BYTES};
 pub use error::{CallError, Limit};
+pub use footprint::Footprint;
 pub use instance::{Limits, UdfInstance};
 pub use pool::InstancePool;
 
@@ -104,12 +106,14 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
         disable_transparent_huge_pages();
         let mut pooling = PoolingAllocationConfig::default();
-        // A Rust component has a handful of core instances (main module plus shims).
+        // The pool is `max_instances` slots of a Rust component's footprint; a larger
+        // component's instance holds several (counted by the tenancy, `Footprint::slots`).
+        let slot = Footprint::SLOT;
         pooling
             .total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 8)
-            .total_memories(config.max_instances * 2)
-            .total_tables(config.max_instances * 4)
+            .total_core_instances(config.max_instances * slot.core_instances)
+            .total_memories(config.max_instances * slot.memories)
+            .total_tables(config.max_instances * slot.tables)
             .total_stacks(config.max_instances);
         let mut wasm_config = Config::new();
         wasm_config
@@ -143,18 +147,28 @@ impl Runtime {
     }
 
     /// Loads the component at `path` (compiling it, or taking it from the disk cache) and
-    /// lists its functions. A component already loaded by this host is shared.
+    /// lists its functions under the default [`Limits`]. A component already loaded by
+    /// this host is shared.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>> {
+        self.load_listing_under(path, Limits::default())
+    }
+
+    /// Loads the component at `path` as [`Runtime::load`] does, listing its functions
+    /// under `listing` (its call timeout is the deadline of `functions`, its memory the
+    /// most the listing instance may have), so that a server validates an upload under
+    /// the uploading tenant's limits.
+    pub fn load_listing_under(&self, path: &Path, listing: Limits) -> Result<Arc<LoadedComponent>> {
         let key = path
             .canonicalize()
             .with_context(|| format!("cannot open UDF component {}", path.display()))?;
-        let mut loaded = self.loaded.lock().expect("component table poisoned");
-        if let Some(component) = loaded.get(&key) {
+        let table = || self.loaded.lock().expect("component table poisoned");
+        if let Some(component) = table().get(&key) {
             return Ok(component.clone());
         }
-        let component = Arc::new(LoadedComponent::load(self, &key)?);
-        loaded.insert(key, component.clone());
-        Ok(component)
+        // Loaded without holding the table, so that one slow component does not hold up
+        // another's load; of two loads of one file that race, the first kept is shared.
+        let component = Arc::new(LoadedComponent::load(self, &key, listing)?);
+        Ok(table().entry(key).or_insert(component).clone())
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Result, bail};
 
 use crate::manifest::JobConfig;
-use crate::runtime::{CallError, Limit};
+use crate::runtime::{CallError, Footprint, Limit};
 use crate::scheduler::{Scheduler, Seat};
 
 /// The name of the tenant of jobs that name none.
@@ -48,6 +48,8 @@ pub struct Account {
     config: TenantConfig,
     /// Instances the tenant's jobs hold.
     instances: AtomicUsize,
+    /// The pool slots those instances take ([`Footprint::slots`]).
+    slots: AtomicUsize,
     /// Guest linear memory the tenant's instances hold, in bytes.
     memory: AtomicU64,
     /// Host memory the tenant's jobs hold, in bytes ([`HeldBytes`]).
@@ -111,6 +113,7 @@ impl Tenancy {
             Arc::new(Account {
                 config: tenant,
                 instances: AtomicUsize::new(0),
+                slots: AtomicUsize::new(0),
                 memory: AtomicU64::new(0),
                 host_bytes: AtomicU64::new(0),
                 shared,
@@ -270,14 +273,21 @@ impl Account {
         Ok(())
     }
 
-    /// Takes one instance from the tenant's quota (or the shared remainder of the pool);
-    /// the hold gives it back when dropped.
-    pub fn hold_instance(self: &Arc<Self>) -> Result<InstanceHold, CallError> {
+    /// Takes the pool slots one instance of a component of `footprint` takes from the
+    /// tenant's quota (or the shared remainder of the pool); the hold gives them back
+    /// when dropped. Quotas and the pool count slots, so that a large component (a
+    /// Python one) is refused here, by name, before the pooling allocator runs out.
+    pub fn hold_instance(
+        self: &Arc<Self>,
+        footprint: &Footprint,
+    ) -> Result<InstanceHold, CallError> {
+        let slots = footprint.slots() as usize;
         let quota = self.config.quotas.max_instances;
-        let taken = self.instances.fetch_add(1, Ordering::SeqCst);
+        self.instances.fetch_add(1, Ordering::SeqCst);
+        let taken = self.slots.fetch_add(slots, Ordering::SeqCst);
         let (in_use, limit) = match (&self.shared, quota) {
             (Some(rest), _) => (
-                rest.in_use.fetch_add(1, Ordering::SeqCst),
+                rest.in_use.fetch_add(slots, Ordering::SeqCst),
                 rest.size.load(Ordering::SeqCst),
             ),
             (None, quota) => (taken, quota.unwrap_or(u32::MAX) as usize),
@@ -285,21 +295,41 @@ impl Account {
         let hold = InstanceHold {
             account: self.clone(),
             shared: self.shared.clone(),
+            slots,
         };
-        if in_use >= limit {
+        if in_use + slots > limit {
             drop(hold);
+            let takes = if slots > 1 {
+                format!(
+                    "an instance of this component takes {slots} slots of the host's instance \
+                     pool (it has {footprint}, where one slot holds {}), and ",
+                    Footprint::SLOT
+                )
+            } else {
+                String::new()
+            };
             let message = match quota {
                 Some(quota) => format!(
-                    "could not be instantiated: tenant `{}` holds its whole instance quota \
+                    "could not be instantiated: {takes}tenant `{}` holds {} instance quota \
                      (`max_instances` = {quota}); stop some of its jobs or raise its quota in \
                      the host configuration",
-                    self.config.name
+                    self.config.name,
+                    if in_use >= limit {
+                        "its whole".to_owned()
+                    } else {
+                        format!("{in_use} slots of its")
+                    }
                 ),
                 None => format!(
-                    "could not be instantiated: the {limit} instances of the host's pool not \
-                     reserved by tenants are all in use; no job may use another tenant's \
+                    "could not be instantiated: {takes}{} of the {limit} instance slots of the \
+                     host's pool not reserved by tenants are in use; no job may use another tenant's \
                      reservation, so give tenant `{}` a quota (`max_instances`) or raise the \
                      host's `max_instances`",
+                    if in_use >= limit {
+                        "all".to_owned()
+                    } else {
+                        in_use.to_string()
+                    },
                     self.config.name
                 ),
             };
@@ -346,19 +376,27 @@ impl Account {
     pub fn instances(&self) -> usize {
         self.instances.load(Ordering::SeqCst)
     }
+
+    /// The pool slots the tenant's instances take now ([`Footprint::slots`]).
+    pub fn slots(&self) -> usize {
+        self.slots.load(Ordering::SeqCst)
+    }
 }
 
-/// One instance counted against its tenant; dropping it gives the instance back.
+/// One instance counted against its tenant; dropping it gives the instance, and the
+/// pool slots it takes, back.
 pub struct InstanceHold {
     account: Arc<Account>,
     shared: Option<Arc<SharedRest>>,
+    slots: usize,
 }
 
 impl Drop for InstanceHold {
     fn drop(&mut self) {
         self.account.instances.fetch_sub(1, Ordering::SeqCst);
+        self.account.slots.fetch_sub(self.slots, Ordering::SeqCst);
         if let Some(rest) = &self.shared {
-            rest.in_use.fetch_sub(1, Ordering::SeqCst);
+            rest.in_use.fetch_sub(self.slots, Ordering::SeqCst);
         }
     }
 }
@@ -366,6 +404,18 @@ impl Drop for InstanceHold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A component that fits one slot, and one (like a Python one) that takes two.
+    const RUST: Footprint = Footprint {
+        core_instances: 3,
+        memories: 1,
+        tables: 2,
+    };
+    const PYTHON: Footprint = Footprint {
+        core_instances: 14,
+        memories: 1,
+        tables: 1,
+    };
 
     fn tenant(name: &str, max_instances: Option<u32>) -> TenantConfig {
         TenantConfig {
@@ -402,10 +452,13 @@ mod tests {
         let tenancy = host(10, vec![tenant("a", Some(10)), tenant("c", None)]).unwrap();
         assert_eq!(tenancy.reservable("b"), 0);
         let shared = tenancy.account("c").unwrap();
-        assert!(shared.hold_instance().is_err(), "a reserved the whole pool");
+        assert!(
+            shared.hold_instance(&RUST).is_err(),
+            "a reserved the whole pool"
+        );
         tenancy.remove("a");
         assert_eq!(tenancy.reservable("b"), 10);
-        let _held = shared.hold_instance().unwrap();
+        let _held = shared.hold_instance(&RUST).unwrap();
         tenancy.add(tenant("b", Some(9))).unwrap();
         assert_eq!(tenancy.reservable("a"), 1);
     }
@@ -415,11 +468,11 @@ mod tests {
         let tenancy = host(4, vec![tenant("a", Some(3)), tenant("b", None)]).unwrap();
         let accounts = tenancy.tenants.lock().unwrap().clone();
         let (a, b) = (&accounts["a"], &accounts["b"]);
-        let held_b = b.hold_instance().unwrap();
-        let refused = b.hold_instance().err().unwrap().to_string();
+        let held_b = b.hold_instance(&RUST).unwrap();
+        let refused = b.hold_instance(&RUST).err().unwrap().to_string();
         assert!(refused.contains("not reserved by tenants"), "{refused}");
-        let held_a: Vec<_> = (0..3).map(|_| a.hold_instance().unwrap()).collect();
-        let refused = a.hold_instance().err().unwrap().to_string();
+        let held_a: Vec<_> = (0..3).map(|_| a.hold_instance(&RUST).unwrap()).collect();
+        let refused = a.hold_instance(&RUST).err().unwrap().to_string();
         assert!(
             refused.contains("tenant `a` holds its whole instance quota (`max_instances` = 3)"),
             "{refused}"
@@ -427,7 +480,36 @@ mod tests {
         drop(held_a);
         drop(held_b);
         assert_eq!((a.instances(), b.instances()), (0, 0));
-        let _again = b.hold_instance().unwrap();
+        let _again = b.hold_instance(&RUST).unwrap();
+    }
+
+    #[test]
+    fn an_instance_holds_the_slots_its_component_takes() {
+        let tenancy = host(7, vec![tenant("a", Some(5)), tenant("b", None)]).unwrap();
+        let (a, b) = (tenancy.account("a").unwrap(), tenancy.account("b").unwrap());
+        // Tenant a: two Python instances (4 slots) and a Rust one fill its quota of 5.
+        let python: Vec<_> = (0..2).map(|_| a.hold_instance(&PYTHON).unwrap()).collect();
+        let refused = a.hold_instance(&PYTHON).err().unwrap().to_string();
+        assert!(
+            refused.contains("takes 2 slots of the host's instance pool")
+                && refused.contains("it has 14 core instances, 1 memories and 1 tables")
+                && refused.contains("one slot holds 8 core instances, 2 memories and 4 tables")
+                && refused.contains("tenant `a` holds 4 slots of its instance quota"),
+            "{refused}"
+        );
+        let rust = a.hold_instance(&RUST).unwrap();
+        assert_eq!((a.instances(), a.slots()), (3, 5));
+        // The shared rest (2 slots) takes one Python instance, or two Rust ones.
+        let shared = b.hold_instance(&PYTHON).unwrap();
+        let refused = b.hold_instance(&RUST).err().unwrap().to_string();
+        assert!(refused.contains("all of the 2 instance slots"), "{refused}");
+        drop(shared);
+        let both = [
+            b.hold_instance(&RUST).unwrap(),
+            b.hold_instance(&RUST).unwrap(),
+        ];
+        drop((python, rust, both));
+        assert_eq!((a.instances(), a.slots(), b.slots()), (0, 0, 0));
     }
 
     #[test]
@@ -441,6 +523,7 @@ mod tests {
                 ..TenantConfig::named("m")
             },
             instances: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
             memory: AtomicU64::new(0),
             host_bytes: AtomicU64::new(0),
             shared: None,
