@@ -1165,6 +1165,61 @@ fn quotas_a_manifest_states_are_refused_at_submit() {
 }
 
 #[test]
+fn an_upload_whose_functions_loop_or_outgrow_the_tenants_memory_is_refused_and_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    let tight = server.tenant(&admin, "tight", json!({"memory_per_instance": 1 << 20}));
+
+    // A behaviour check, not a benchmark: the deadline is 1 s, the bound loose.
+    let started = std::time::Instant::now();
+    let looping = server.expect(
+        400,
+        "PUT",
+        "/v1/components/spinner",
+        &a,
+        wasm("listing_loops"),
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "refused after {elapsed:?}"
+    );
+    let message = looping["message"].as_str().unwrap();
+    assert!(
+        message.contains("`spinner`")
+            && message.contains("within 1000 ms")
+            && message.contains("fix it"),
+        "{looping}"
+    );
+    // A Rust component's stack alone is 1 MiB: it cannot start under that limit.
+    let hoarding = server.expect(
+        400,
+        "PUT",
+        "/v1/components/wordcount",
+        &tight,
+        wasm("wordcount"),
+    );
+    let message = hoarding["message"].as_str().unwrap();
+    assert!(
+        message.contains("`wordcount`") && message.contains("memory limit of 1 MiB"),
+        "{hoarding}"
+    );
+    for token in [&a, &tight] {
+        assert_eq!(
+            server.expect(200, "GET", "/v1/components", token, ""),
+            json!([])
+        );
+    }
+
+    let good = server.upload_word_count(&a);
+    assert_eq!(good["name"], "wordcount", "{good}");
+    let listed = server.expect(200, "GET", "/v1/components", &a, "");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["name"], "wordcount", "{listed}");
+}
+
+#[test]
 fn a_deleted_tenant_gives_its_instance_reservation_back() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("server.toml");

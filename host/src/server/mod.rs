@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::checkpoint::RecoveryOptions;
 use crate::host::Host;
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{Limits, RuntimeConfig};
 use crate::tenancy::TenantConfig;
 
 pub use admission::{Admission, Admitted, OverQuota};
@@ -45,6 +45,10 @@ pub const DEFAULT_DATA: &str = "sluice-data";
 
 /// How long stopping the server waits for its jobs to end.
 pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The longest an uploaded component's `functions` export may run when the upload is
+/// validated: listing is no work, and a tenant's upload must not hold the server up.
+pub const LISTING_DEADLINE: Duration = Duration::from_secs(1);
 
 /// What `sluice serve` is started with.
 #[derive(Clone)]
@@ -226,6 +230,19 @@ impl Server {
         Ok(row.quotas.or(&self.config.default_quotas))
     }
 
+    /// The limits an upload of `tenant` is validated under: the [`LISTING_DEADLINE`] and
+    /// the tenant's memory per instance.
+    fn listing_limits(&self, tenant: &str) -> Result<Limits> {
+        let mut limits = Limits {
+            call_timeout: LISTING_DEADLINE,
+            ..Limits::default()
+        };
+        if let Some(memory) = self.quotas(tenant)?.memory_per_instance {
+            limits.memory_bytes = usize::try_from(memory).unwrap_or(usize::MAX);
+        }
+        Ok(limits)
+    }
+
     fn upload_turn(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.upload_turns
             .lock()
@@ -308,10 +325,16 @@ impl Server {
         let (digest, size) = (upload.digest.clone(), upload.size);
         let path = self.data.component(&digest);
         upload.keep(&path)?;
+        let listing = self.listing_limits(&tenant)?;
         let runtime_path = path.clone();
         let server = self.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || server.host.runtime().load(&runtime_path)).await?;
+        let loaded = tokio::task::spawn_blocking(move || {
+            server
+                .host
+                .runtime()
+                .load_listing_under(&runtime_path, listing)
+        })
+        .await?;
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
