@@ -81,17 +81,6 @@ fn time(job: &Job, input: &[Batch]) -> Duration {
     started.elapsed()
 }
 
-/// The process's resident memory.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
@@ -114,7 +103,7 @@ fn instances(runtime: &Runtime, component: &LoadedComponent, path: &Path) -> (Du
         )
         .unwrap();
     let guest_before = placement.account.memory();
-    let rss_before = rss();
+    let rss_before = common::rss();
     let started = Instant::now();
     let made: Vec<_> = (0..INSTANCES)
         .map(|_| {
@@ -125,7 +114,7 @@ fn instances(runtime: &Runtime, component: &LoadedComponent, path: &Path) -> (Du
         .collect();
     let each = started.elapsed() / INSTANCES as u32;
     let guest = (placement.account.memory() - guest_before) / INSTANCES as u64;
-    let resident = rss().saturating_sub(rss_before) / INSTANCES as u64;
+    let resident = common::rss().saturating_sub(rss_before) / INSTANCES as u64;
     drop(made);
     (each, guest, resident)
 }

@@ -78,17 +78,6 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// The process's resident memory.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
-}
-
 async fn run(jobs: usize, tenants: usize, interval: &str, length: Duration) -> Figures {
     let config = HostConfig {
         max_instances: (jobs as u32 * INSTANCES_PER_JOB + 64).max(256),
@@ -148,7 +137,7 @@ async fn run(jobs: usize, tenants: usize, interval: &str, length: Duration) -> F
     tokio::time::sleep(length).await;
     measuring.store(false, std::sync::atomic::Ordering::SeqCst);
     let (cpu, wall) = (cpu_time() - cpu_before, wall_before.elapsed());
-    let rss = rss();
+    let rss = common::rss();
     for stop in stops {
         let _ = stop.send(());
     }

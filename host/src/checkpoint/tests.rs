@@ -155,11 +155,9 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-#[test]
-fn restarts_go_on_along_the_chain_across_forgotten_segments() {
-    let fixture = Fixture::new();
-    let first = fixture.run_to(3, 7);
-    assert!(first.recovery.made_instance.is_some());
+/// After a first run to batch 7 (checkpoints every 3 batches): a second run to 10 restores
+/// checkpoint 6 and replays batch 7, a third restores 9 and replays 10, with nothing lost.
+fn restart_twice_from_checkpoints_6_and_9(fixture: &Fixture) {
     let second = fixture.run_to(3, 10);
     assert_eq!(second.recovery.restored.map(|(number, _)| number), Some(6));
     assert_eq!(second.replayed, [7]);
@@ -170,6 +168,14 @@ fn restarts_go_on_along_the_chain_across_forgotten_segments() {
         third.recovery.notes.is_empty() && third.recovery.lost.is_empty(),
         "{third:?}"
     );
+}
+
+#[test]
+fn restarts_go_on_along_the_chain_across_forgotten_segments() {
+    let fixture = Fixture::new();
+    let first = fixture.run_to(3, 7);
+    assert!(first.recovery.made_instance.is_some());
+    restart_twice_from_checkpoints_6_and_9(&fixture);
     // Segments the two kept checkpoints (6 and 9) cover are gone; the chain still holds.
     assert!(!fixture.segment(6).exists() && fixture.segment(7).exists());
 }
@@ -186,16 +192,7 @@ fn segments_of_many_batches_follow_the_checkpoints_and_the_chain_holds_across_re
         [4, 7].map(|n| format!("{n:020}.log")),
         "segments roll at checkpoints"
     );
-    let second = fixture.run_to(3, 10);
-    assert_eq!(second.recovery.restored.map(|(number, _)| number), Some(6));
-    assert_eq!(second.replayed, [7]);
-    let third = fixture.run_to(3, 10);
-    assert_eq!(third.recovery.restored.map(|(number, _)| number), Some(9));
-    assert_eq!(third.replayed, [10]);
-    assert!(
-        third.recovery.notes.is_empty() && third.recovery.lost.is_empty(),
-        "{third:?}"
-    );
+    restart_twice_from_checkpoints_6_and_9(&fixture);
     assert_eq!(
         files(&wal_dir),
         [7, 10].map(|n| format!("{n:020}.log")),
