@@ -325,6 +325,17 @@ fn written(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until the job's output holds exactly records `numbers`, then stops it as Ctrl-C
+/// does and checks that it ended well.
+fn stop_once_written(run: Run, dir: &Path, numbers: std::ops::Range<i32>) {
+    let what = format!("records {} to {}", numbers.start, numbers.end - 1);
+    wait::until(Duration::from_secs(60), &what, || {
+        written(dir) == values(numbers.clone())
+    });
+    run.signal("INT");
+    assert!(run.finish().0.success());
+}
+
 fn values(numbers: std::ops::Range<i32>) -> Vec<serde_json::Value> {
     numbers
         .map(|n| serde_json::Value::String(format!("r{n}")))
@@ -350,11 +361,7 @@ fn starting_offsets_per_partition_are_honoured() {
         "",
     );
     let run = Run::start(&manifest, &[]);
-    wait::until(Duration::from_secs(60), "records 4 to 9", || {
-        written(dir.path()) == values(4..10)
-    });
-    run.signal("INT");
-    assert!(run.finish().0.success());
+    stop_once_written(run, dir.path(), 4..10);
 }
 
 /// `latest` starts after what the topic holds. Tested with one record per produce
@@ -377,11 +384,7 @@ fn starting_offsets_latest_skips_what_was_there() {
     let new: Vec<String> = (5..9).map(|n| format!("r{n}")).collect();
     let new: Vec<(Option<&str>, &[u8])> = new.iter().map(|v| (None, v.as_bytes())).collect();
     produce(&topic, &new, true);
-    wait::until(Duration::from_secs(60), "records 5 to 8", || {
-        written(dir.path()) == values(5..9)
-    });
-    run.signal("INT");
-    assert!(run.finish().0.success());
+    stop_once_written(run, dir.path(), 5..9);
 }
 
 /// An undecodable value fails the job naming topic, partition and offset; with
@@ -741,11 +744,7 @@ fn starting_offsets_by_timestamp_start_at_the_first_record_at_or_after_it() {
         "",
     );
     let run = Run::start(&manifest, &[]);
-    wait::until(Duration::from_secs(60), "records 2 to 4", || {
-        written(dir.path()) == values(2..5)
-    });
-    run.signal("INT");
-    assert!(run.finish().0.success());
+    stop_once_written(run, dir.path(), 2..5);
 }
 
 /// With `topic_pattern`, topics created while the job runs are read from their start.
@@ -779,12 +778,7 @@ fn topic_pattern_finds_topics_created_while_the_job_runs() {
     let second = format!("{prefix}-b");
     create_topic(&second, 1);
     produce_at(&second, 0, &[("r1", 1)]);
-    wait::until(Duration::from_secs(60), "the new topic's record", || {
-        written(dir.path()) == values(0..2)
-    });
-
-    run.signal("INT");
-    assert!(run.finish().0.success());
+    stop_once_written(run, dir.path(), 0..2);
 }
 
 /// After each batch the source commits its offsets to the job's group (`sluice-<job>` by
@@ -857,11 +851,7 @@ fn properties_are_passed_through_to_the_client() {
         r#"properties = { "client.id" = "sluice-test" }"#,
     );
     let run = Run::start(&manifest, &[]);
-    wait::until(Duration::from_secs(60), "the record", || {
-        written(dir.path()) == values(0..1)
-    });
-    run.signal("INT");
-    assert!(run.finish().0.success());
+    stop_once_written(run, dir.path(), 0..1);
 }
 
 /// A re-run batch whose records differ from what the first run wrote (here `faulty#stamp`,
