@@ -118,7 +118,7 @@ async fn a_hostile_tenant_leaves_a_healthy_tenants_batches_on_time() {
                 ONE_RECORD,
                 "{ op = \"map\", udf = \"f#recurse\" }",
             ),
-            Some("overflowed its WebAssembly stack"),
+            Some("was stopped by a stack overflow"),
         ),
         (
             "flood",

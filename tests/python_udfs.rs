@@ -356,6 +356,90 @@ fn a_fused_python_chain_gives_what_the_same_steps_split_across_components_give()
     );
 }
 
+/// `sluice udf build` bundles the pure-Python dependency `pyproject.toml` names (a wheel
+/// checked in beside the project, tests/fixtures/python-dependency, with its source;
+/// `PIP_NO_INDEX` keeps pip off any index) into the component, whose step calls into it.
+#[test]
+fn a_pure_python_dependency_of_the_project_is_bundled_into_its_component() {
+    let fixture = common::root().join("tests/fixtures/python-dependency");
+    let project = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join("udf.py"), project.path().join("udf.py")).unwrap();
+    let wheel = fixture.join("sluice_fixture_greeting-0.1.0-py3-none-any.whl");
+    std::fs::write(
+        project.path().join("pyproject.toml"),
+        format!(
+            "[project]\nname = \"greeter\"\ndependencies = [\"sluice-fixture-greeting @ file://{}\"]\n",
+            wheel.display()
+        ),
+    )
+    .unwrap();
+    let built = common::sluice()
+        .args(["udf", "build"])
+        .arg(project.path())
+        .env("PIP_NO_INDEX", "1")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "sluice udf build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let component = project.path().join("target/greeter.wasm");
+    assert_eq!(
+        String::from_utf8_lossy(&built.stdout).trim(),
+        component.display().to_string(),
+        "the build prints the component's path"
+    );
+    let outputs = collected(&[queue_job(
+        "greeter",
+        &[("g", &component)],
+        "[[\"ada\", \"bob\"]]",
+        &[step("map", "g#greet")],
+        1,
+    )]);
+    assert_eq!(
+        outputs,
+        vec![vec![vec![
+            Value::String("hello, ada!".into()),
+            Value::String("hello, bob!".into()),
+        ]]],
+        "the step ran the dependency's code"
+    );
+}
+
+#[test]
+fn udf_inspect_lists_python_functions_with_their_kinds() {
+    let mut listed = Vec::new();
+    for name in ["conformance", "testing"] {
+        let output = common::sluice()
+            .args(["udf", "inspect"])
+            .arg(common::python_udf(name))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        listed.extend(text.lines().skip(1).map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[0].to_owned(), fields[1].to_owned())
+        }));
+    }
+    for (function, kind) in [
+        ("add_10", "map"),
+        ("self_and_double", "flat-map"),
+        ("is_even", "filter"),
+        ("partition_sum", "map-partition"),
+        ("subtract", "reduce"),
+        ("count_into", "fold"),
+        ("running_sum", "update-state"),
+        ("running_count_emit_count", "map-with-state"),
+    ] {
+        assert!(
+            listed.contains(&(function.into(), kind.into())),
+            "`{function}` ({kind}) missing from {listed:?}"
+        );
+    }
+}
+
 #[test]
 fn composite_keys_from_python_rust_and_a_table_meet_in_a_join() {
     let dir = tempfile::tempdir().unwrap();
@@ -644,22 +728,65 @@ fn a_python_loop_is_stopped_at_the_call_timeout() {
     assert_says(
         &error,
         &[
+            "step 1",
             "t#loop_forever",
             "call timeout of 300 ms",
             "limits.call_timeout",
+            "(record 0 of its partition)",
         ],
     );
 }
 
+/// The bomb traps (its memory growth refused) without telling which record it was on: the
+/// host finds it by running the records again one at a time.
 #[test]
-fn a_python_memory_bomb_is_stopped_at_the_memory_limit() {
-    let error = fails("hoard_memory", "[1]", "[limits]\nmemory = \"64MiB\"");
+fn a_python_memory_bomb_is_stopped_at_the_memory_limit_naming_its_record() {
+    let error = fails(
+        "hoard_memory_at_two",
+        "[1, 2, 3]",
+        "[limits]\nmemory = \"64MiB\"",
+    );
     assert_says(
         &error,
         &[
-            "t#hoard_memory",
+            "step 1",
+            "t#hoard_memory_at_two",
             "past the limit of 67108864 bytes",
             "limits.memory",
+            "(record 1 of its partition)",
+        ],
+    );
+}
+
+/// Python keeps its own frames in linear memory, not on the WebAssembly stack: under a
+/// small memory limit, recursion past a raised limit runs out of memory first.
+#[test]
+fn deep_python_recursion_under_a_small_memory_limit_names_the_memory_limit_and_record() {
+    let error = fails("recurse_deeply", "[1]", "[limits]\nmemory = \"64MiB\"");
+    assert_says(
+        &error,
+        &[
+            "step 1",
+            "t#recurse_deeply",
+            "past the limit of 67108864 bytes",
+            "limits.memory",
+            "(record 0 of its partition)",
+        ],
+    );
+}
+
+/// Recursion through a built-in (`repr`) runs on the WebAssembly call stack: past a raised
+/// recursion limit it overflows it, a trap the host names as a stack overflow.
+#[test]
+fn python_recursion_that_overflows_the_call_stack_is_a_stack_overflow_naming_its_record() {
+    let error = fails("recurse_through_repr_at_two", "[1, 2, 3]", "");
+    assert_says(
+        &error,
+        &[
+            "step 1",
+            "t#recurse_through_repr_at_two",
+            "was stopped by a stack overflow: it exhausted its WebAssembly call stack",
+            "(record 1 of its partition)",
         ],
     );
 }

@@ -83,6 +83,12 @@ pub enum CallError {
         /// The record being processed, where known.
         record_index: Option<u32>,
     },
+    /// The host stopped the call for a reason of its own (its job was stopped by force,
+    /// or the host's code running it failed): no record of the input is to blame.
+    Stopped {
+        /// Why.
+        message: String,
+    },
 }
 
 impl CallError {
@@ -93,23 +99,75 @@ impl CallError {
             | CallError::Trapped { record_index, .. }
             | CallError::Invalid { record_index, .. }
             | CallError::Limit { record_index, .. } => *record_index,
+            CallError::Stopped { .. } => None,
         }
     }
 
     /// The same error for a call whose input started at record `first` of its partition.
     pub fn shifted(mut self, first: usize) -> Self {
-        let index = self.record_index_mut();
-        *index = index.map(|index| index + first as u32);
+        if let Some(index) = self.record_index_mut() {
+            *index = index.map(|index| index + first as u32);
+        }
         self
     }
 
-    fn record_index_mut(&mut self) -> &mut Option<u32> {
+    fn record_index_mut(&mut self) -> Option<&mut Option<u32>> {
         match self {
             CallError::Failed { record_index, .. }
             | CallError::Trapped { record_index, .. }
             | CallError::Invalid { record_index, .. }
-            | CallError::Limit { record_index, .. } => record_index,
+            | CallError::Limit { record_index, .. } => Some(record_index),
+            CallError::Stopped { .. } => None,
         }
+    }
+
+    /// Whether the guest's own run stopped the call without telling which record it was
+    /// working on: a trap (its memory limit, its stack, a guest bug) or the call timeout.
+    /// Running the records again one at a time can tell ([`CallError::is_like`]).
+    pub fn wants_record(&self) -> bool {
+        match self {
+            CallError::Trapped { record_index, .. } => record_index.is_none(),
+            CallError::Limit {
+                limit: Limit::Memory | Limit::TenantMemory | Limit::CallTimeout,
+                record_index,
+                ..
+            } => record_index.is_none(),
+            _ => false,
+        }
+    }
+
+    /// Whether `other` is the same kind of failure (the same variant and limit): a record
+    /// that fails alone as the whole call failed is the one that failed it.
+    pub fn is_like(&self, other: &CallError) -> bool {
+        match (self, other) {
+            (CallError::Limit { limit, .. }, CallError::Limit { limit: other, .. }) => {
+                limit == other
+            }
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+
+    /// The same error, blamed on record `index` of the call's input.
+    pub fn at_record(mut self, index: usize) -> Self {
+        if let Some(record_index) = self.record_index_mut() {
+            *record_index = Some(index as u32);
+        }
+        self
+    }
+
+    /// The same error, saying that it came while the call worked on records `first` to
+    /// `last` of its partition, and that none of them failed when run alone.
+    pub fn within_records(mut self, first: usize, last: usize) -> Self {
+        let (CallError::Failed { message, .. }
+        | CallError::Trapped { message, .. }
+        | CallError::Invalid { message, .. }
+        | CallError::Limit { message, .. }
+        | CallError::Stopped { message }) = &mut self;
+        message.push_str(&format!(
+            "; it was working on records {first} to {last} of its partition, and none of them \
+             failed when run again alone (the function keeps state from record to record?)"
+        ));
+        self
     }
 
     /// The function answered `message`'s contract breach about input record `record_index`.
@@ -126,7 +184,8 @@ impl std::fmt::Display for CallError {
         let (CallError::Failed { message, .. }
         | CallError::Trapped { message, .. }
         | CallError::Invalid { message, .. }
-        | CallError::Limit { message, .. }) = self;
+        | CallError::Limit { message, .. }
+        | CallError::Stopped { message }) = self;
         f.write_str(message)
     }
 }
@@ -189,7 +248,9 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
             ),
             Some("if it really needs more"),
         );
-        *error.record_index_mut() = seen.panic.and_then(|(_, record_index)| record_index);
+        if let Some((_, Some(record_index))) = seen.panic {
+            error = error.at_record(record_index as usize);
+        }
         return error;
     }
     if let Some((message, record_index)) = seen.panic {
@@ -203,8 +264,10 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => CallError::Trapped {
-            message: "overflowed its WebAssembly stack (unbounded or very deep recursion in the \
-                      function) and was stopped; the stack size is the host's, not the job's"
+            message: "was stopped by a stack overflow: it exhausted its WebAssembly call stack \
+                      (unbounded or very deep recursion in the function, in Python also \
+                      through `repr`, `==` or other built-ins after `sys.setrecursionlimit`); \
+                      the stack size is the host's, not the job's: recurse less deeply"
                 .into(),
             record_index: None,
         },
@@ -243,9 +306,8 @@ pub(super) fn explain_stop(stopped: Stopped, limits: &Limits) -> CallError {
                 Some("if it is only slow"),
             )
         }
-        Stopped::Cancelled => CallError::Trapped {
+        Stopped::Cancelled => CallError::Stopped {
             message: "was cancelled: its job was stopped by force".into(),
-            record_index: None,
         },
     }
 }
@@ -445,9 +507,9 @@ mod tests {
             &limits,
         );
         assert!(
-            stack
-                .to_string()
-                .contains("overflowed its WebAssembly stack")
+            stack.to_string().contains(
+                "was stopped by a stack overflow: it exhausted its WebAssembly call stack"
+            )
         );
     }
 
@@ -464,6 +526,63 @@ mod tests {
         );
         assert_eq!(error.to_string(), "panicked: boom");
         assert_eq!(error.shifted(10).record_index(), Some(13));
+    }
+
+    #[test]
+    fn only_the_guests_own_traps_and_timeouts_want_a_record_found() {
+        let limits = Limits::default();
+        let memory = explain_trap(
+            &wasmtime::Error::msg("memory limit reached"),
+            Witness {
+                refused_memory: Some(300 << 20),
+                ..nothing_seen()
+            },
+            &limits,
+        );
+        let stack = explain_trap(
+            &wasmtime::Error::from(Trap::StackOverflow),
+            nothing_seen(),
+            &limits,
+        );
+        let timeout = explain_stop(
+            Stopped::Timeout {
+                ran: std::time::Duration::from_secs(10),
+                blocked: std::time::Duration::ZERO,
+                in_host_call: false,
+            },
+            &limits,
+        );
+        for error in [&memory, &stack, &timeout] {
+            assert!(error.wants_record(), "{error}");
+            assert!(error.is_like(error));
+        }
+        assert!(!memory.is_like(&timeout) && !memory.is_like(&stack));
+        let cancelled = explain_stop(Stopped::Cancelled, &limits);
+        let failed = CallError::Failed {
+            message: "no".into(),
+            record_index: None,
+        };
+        let pool = explain_instantiation(
+            &wasmtime::Error::msg(
+                "The component transitively contains 9 Wasm linear memories, which exceeds the configured maximum of 4 in the pooling allocator",
+            ),
+            nothing_seen(),
+            &limits,
+        );
+        for error in [&cancelled, &failed, &pool] {
+            assert!(!error.wants_record(), "{error}");
+        }
+        let placed = memory.clone().at_record(2);
+        assert!(!placed.wants_record());
+        assert_eq!(placed.shifted(4096).record_index(), Some(4098));
+        let unplaced = stack.within_records(4096, 8191);
+        assert!(
+            unplaced
+                .to_string()
+                .ends_with("working on records 4096 to 8191 of its partition, and none of them failed when run again alone (the function keeps state from record to record?)"),
+            "{unplaced}"
+        );
+        assert_eq!(cancelled.shifted(3).record_index(), None);
     }
 
     #[test]

@@ -22,10 +22,11 @@ def loop_forever(x):
 
 
 @sluice_sdk.map
-def hoard_memory(x):
+def hoard_memory_at_two(x):
     hoard = []
-    while True:
+    while x == 2:
         hoard.append(bytearray(1 << 20))
+    return x
 
 
 @sluice_sdk.map
@@ -36,6 +37,27 @@ def recurse_deeply(x):
         return down(depth + 1) + 1
 
     return down(0)
+
+
+class _Nested:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __repr__(self):
+        return f"N({self.inner!r})"
+
+
+@sluice_sdk.map
+def recurse_through_repr_at_two(x):
+    """Recursion through a built-in (`repr`) runs on the WebAssembly call stack, which a
+    raised recursion limit lets it exhaust."""
+    sys.setrecursionlimit(10**6)
+    if x != 2:
+        return x
+    nested = None
+    for _ in range(200_000):
+        nested = _Nested(nested)
+    return len(repr(nested))
 
 
 @sluice_sdk.map
@@ -73,3 +95,8 @@ def keyed_by_length(word):
 @sluice_sdk.flat_map
 def words(line):
     return line.split()
+
+
+@sluice_sdk.fold
+def count_into(count, value):
+    return count + 1
