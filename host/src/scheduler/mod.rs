@@ -4,10 +4,13 @@
 //! per-tenant weighted fair queue ([`fair`]), so a tenant's looping or sleeping guests
 //! take only their tenant's share of the CPU and never stall another tenant's batches.
 //!
-//! Callers are synchronous (operators run on their job's threads): each drives its call on
-//! its own thread, which runs guest code only while it holds one of the run slots (one per
-//! core) and sleeps while it waits for one ([`Scheduler::block_on`]). So however many jobs
-//! wait, no more guest calls run than there are cores.
+//! Callers are synchronous (operators run on the threads of their batch's crew): each
+//! drives its call on its own thread, which runs guest code only while it holds one of the
+//! run slots (one per core) and sleeps while it waits for one ([`Scheduler::block_on`]).
+//! So however many jobs wait, no more guest calls run than there are cores.
+//!
+//! A batch computes on a crew of threads, one per core, that it holds alone while it runs
+//! and that the host's jobs share between batches ([`crew`]).
 //!
 //! Host-side work takes turns too ([`slice`]): a job's operator work runs while the job
 //! holds a slot of a second fair queue, of one slot per core and the same tenant
@@ -18,6 +21,7 @@
 //! the host does), but nothing that holds a guest slot ever waits for a host slot.
 
 pub mod call;
+pub mod crew;
 pub mod fair;
 pub mod slice;
 
@@ -30,6 +34,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 pub use call::Stopped;
+pub use crew::Crews;
 pub use fair::{FairGate, TenantId};
 pub use slice::HostTurn;
 
@@ -40,6 +45,8 @@ pub struct Scheduler {
     gate: FairGate,
     /// The run slots host-side operator work takes turns on ([`slice`]).
     host_gate: FairGate,
+    /// The threads batches compute on ([`crew`]).
+    crews: Crews,
     cores: usize,
 }
 
@@ -69,6 +76,7 @@ impl Scheduler {
             threads: Some(threads),
             gate: FairGate::new(cores),
             host_gate: FairGate::new(cores),
+            crews: Crews::new(cores),
             cores,
         })
     }
@@ -86,6 +94,11 @@ impl Scheduler {
     /// The fair queue of run slots host-side operator work takes ([`slice`]).
     pub fn host_gate(&self) -> &FairGate {
         &self.host_gate
+    }
+
+    /// The crews of threads batches compute on, one batch per crew at a time ([`crew`]).
+    pub fn crews(&self) -> &Crews {
+        &self.crews
     }
 
     /// A seat for calls of a job of the tenant `name` with CPU `weight`; `stop` cancels

@@ -3,9 +3,10 @@
 //! queue for host work (weighted per tenant as guest calls are), for at most [`SLICE`]
 //! at a time.
 //!
-//! A job's host work holds one slot whatever the number of its threads (a job's threads
-//! share its [`HostTurn`]): a thread blocked in a parallel join of its own job never
-//! holds a slot another of its threads needs. Long loops call [`tick`] every record;
+//! A job's host work holds one slot whatever the number of its threads (the threads of
+//! its batch's crew, [`super::crew`], share its [`HostTurn`]): a thread blocked in a
+//! parallel join of its own job never holds a slot another of its threads needs. Long
+//! loops call [`tick`] every record;
 //! every [`CHECK_EVERY`] records it looks at the clock, and once the slice is used up it
 //! gives the slot back (charging the tenant) and waits for the fair queue to grant one
 //! again. A guest call gives the turn back for its length ([`paused`]); the next tick
@@ -30,8 +31,31 @@ pub const SLICE: Duration = Duration::from_millis(10);
 pub const CHECK_EVERY: u32 = 1024;
 
 thread_local! {
-    static TURN: RefCell<Option<Arc<HostTurn>>> = const { RefCell::new(None) };
+    static TURN: RefCell<Option<Arc<TurnCell>>> = const { RefCell::new(None) };
     static SINCE_CHECK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Which job's turn a thread does its host work on. A thread of a crew
+/// ([`super::crew`]) keeps its crew's cell for its life, and the cell names the job whose
+/// batch the crew runs now.
+#[derive(Default)]
+pub struct TurnCell(Mutex<Option<Arc<HostTurn>>>);
+
+impl TurnCell {
+    /// Makes the calling thread's host work run on the turn this cell names, now and
+    /// whenever it names another.
+    pub fn enter(self: Arc<Self>) {
+        TURN.with(|turn| *turn.borrow_mut() = Some(self));
+    }
+
+    /// Names the job turn the cell's threads work on (none: they belong to no job).
+    pub fn set(&self, turn: Option<Arc<HostTurn>>) {
+        *self.0.lock().expect("turn cell poisoned") = turn;
+    }
+
+    fn get(&self) -> Option<Arc<HostTurn>> {
+        self.0.lock().expect("turn cell poisoned").clone()
+    }
 }
 
 /// One job's turn at host work: the run slot its threads share.
@@ -66,10 +90,9 @@ impl HostTurn {
         })
     }
 
-    /// Makes the host work of the calling thread run on this turn (a job's threads call it
-    /// when they start).
+    /// Makes the host work of the calling thread run on this turn, for the thread's life.
     pub fn enter(self: &Arc<Self>) {
-        TURN.with(|turn| *turn.borrow_mut() = Some(self.clone()));
+        Arc::new(TurnCell(Mutex::new(Some(self.clone())))).enter();
     }
 
     /// Returns at once if the job holds a slot whose slice is not used up; otherwise gives
@@ -147,7 +170,7 @@ pub fn tick() -> Result<()> {
 
 /// The turn of the calling thread's job, if it is a job's thread.
 pub fn current() -> Option<Arc<HostTurn>> {
-    TURN.with(|turn| turn.borrow().clone())
+    TURN.with(|turn| turn.borrow().as_ref().and_then(|cell| cell.get()))
 }
 
 /// Gives back the calling thread's job turn before `work` (a guest call, which takes a
