@@ -272,7 +272,7 @@ fn in_chunks<T: Default>(
     append: impl Fn(&mut T, &T),
 ) -> Result<T, UdfError> {
     let placed = |error: UdfError, first: usize, count: usize| {
-        if !error.error.wants_record() {
+        if !error.error.wants_record() || count == 0 {
             return error.shifted(first);
         }
         UdfError {
@@ -311,10 +311,11 @@ fn on_records<R>(
         udf: label.to_owned(),
         error,
     };
-    let again = (records.len() > 1).then(|| records.clone());
+    let count = records.len();
+    let again = (count > 1).then(|| records.clone());
     let error = match pool.with_instance(|instance| call(instance, records)) {
         Ok(Ok(result)) => return Ok(result),
-        Ok(Err(error)) if error.wants_record() => error,
+        Ok(Err(error)) if error.wants_record() && count > 0 => error,
         Ok(Err(error)) | Err(error) => return Err(named(error)),
     };
     let Some(records) = again else {
