@@ -67,6 +67,8 @@ pub struct JobGraph {
     sink_inputs: Vec<usize>,
     /// How many times each node's output is read (by nodes and sinks).
     readers: Vec<usize>,
+    /// Whether each node is computed: it has readers, or its late rows have.
+    needed: Vec<bool>,
     /// The job's event-time watermark, shared by its event-time steps.
     clock: Arc<EventClock>,
     /// What the batch in flight is doing; its steps are the nodes, by index.
@@ -94,6 +96,7 @@ impl JobGraph {
             stores: HashMap::new(),
             clock: Arc::new(EventClock::new(config.event_time)),
             times: HashMap::new(),
+            late_nodes: Vec::new(),
             meter: Default::default(),
         };
         for source in &config.sources {
@@ -118,6 +121,11 @@ impl JobGraph {
                 let reduction = builder.reduction_after(&stream.steps[index..], &fused)?;
                 let mut store = None;
                 let mut read_times = None;
+                let late = stream
+                    .late_rows
+                    .iter()
+                    .find(|(step, _)| *step == index)
+                    .map(|(_, name)| (name, Arc::new(event_time::LateRows::default())));
                 let (operator, taken): (Box<dyn Operator>, usize) = match &stream.steps[index] {
                     _ if let Some(reduction) = reduction => (
                         builder.combined(&fused, reduction, &owner)?,
@@ -172,6 +180,7 @@ impl JobGraph {
                             step,
                             current,
                             format!("{}/{}", stream.name, index + 1),
+                            late.as_ref().map(|(_, rows)| rows.clone()),
                         )?,
                         1,
                     ),
@@ -221,6 +230,9 @@ impl JobGraph {
                 if let Some(store) = store {
                     builder.stores.insert(current, store);
                 }
+                if let Some((name, rows)) = late {
+                    builder.late_stream(name, rows, current, &stream.name, index)?;
+                }
                 index += taken;
             }
             builder.streams.insert(stream.name.clone(), current);
@@ -237,6 +249,10 @@ impl JobGraph {
             .flat_map(|node| &node.inputs)
             .chain(&sink_inputs)
             .for_each(|&input| readers[input] += 1);
+        let mut needed: Vec<bool> = readers.iter().map(|&count| count > 0).collect();
+        for &(late, step) in &builder.late_nodes {
+            needed[step] |= needed[late];
+        }
         let progress = Arc::new(BatchProgress::new(
             builder.nodes.iter().map(Node::progress_name).collect(),
         ));
@@ -244,6 +260,7 @@ impl JobGraph {
             nodes: builder.nodes,
             sink_inputs,
             readers,
+            needed,
             clock: builder.clock,
             progress,
         })
@@ -284,7 +301,7 @@ impl JobGraph {
                         .map(|&input| take(&mut outputs, &mut unread, input))
                         .collect();
                     match inputs {
-                        Some(inputs) if self.readers[id] > 0 => {
+                        Some(inputs) if self.needed[id] => {
                             self.progress.step(id);
                             let started = std::time::Instant::now();
                             let output = operator
@@ -388,6 +405,8 @@ struct Builder<'a> {
     /// Where the records of a node's output have their event time (from the
     /// `event_time` step upstream).
     times: HashMap<usize, event_time::EventTimes>,
+    /// `(late stream node, its step's node)` for every stream of late rows.
+    late_nodes: Vec<(usize, usize)>,
     /// The meter of the step being built, which its UDFs' pools count on; the node
     /// pushed next takes it.
     meter: std::cell::RefCell<Arc<StepMeter>>,
@@ -555,8 +574,45 @@ impl Builder<'_> {
         })
     }
 
-    /// An event-time step reading the output of node `input`; `id` is `stream/step`.
-    fn event_time(&self, step: &StepConfig, input: usize, id: String) -> Result<Box<dyn Operator>> {
+    /// The stream `name` of the rows the step of node `step` (step `index` of stream
+    /// `stream`) drops as late: a node computed right after the step's, at the same batch
+    /// numbers, with what the step put in `rows`.
+    fn late_stream(
+        &mut self,
+        name: &str,
+        rows: Arc<event_time::LateRows>,
+        step: usize,
+        stream: &str,
+        index: usize,
+    ) -> Result<()> {
+        let operator = event_time::LateStream {
+            rows,
+            step: format!("{stream}/{}", index + 1),
+        };
+        let describe = format!(
+            "job `{}`, stream `{name}` ({})",
+            self.config.name,
+            operator.describe()
+        );
+        let late = self.push(describe, Vec::new(), Some(Box::new(operator)))?;
+        self.nodes[late].slide = self.nodes[step].slide;
+        if let Some(time) = self.times.get(&step).cloned() {
+            self.times.insert(late, time);
+        }
+        self.late_nodes.push((late, step));
+        self.streams.insert(name.to_owned(), late);
+        Ok(())
+    }
+
+    /// An event-time step reading the output of node `input`; `id` is `stream/step`;
+    /// with `late`, the step routes the rows it drops as late there.
+    fn event_time(
+        &self,
+        step: &StepConfig,
+        input: usize,
+        id: String,
+        late: Option<Arc<event_time::LateRows>>,
+    ) -> Result<Box<dyn Operator>> {
         let time = self.times.get(&input).cloned();
         let needs_time = || {
             time.clone().with_context(|| {
@@ -579,30 +635,39 @@ impl Builder<'_> {
                     .iter()
                     .map(|aggregate| bind(aggregate.udf.as_ref()))
                     .collect::<Result<_>>()?;
-                Box::new(event_time::EventAggregate::new(
+                let aggregate = event_time::EventAggregate::new(
                     spec.clone(),
                     time,
                     bind(gap_udf.as_ref())?,
                     udfs,
                     self.clock.clone(),
                     id,
-                )?)
+                )?;
+                match late {
+                    Some(late) => Box::new(aggregate.with_late_rows(late)),
+                    None => Box::new(aggregate),
+                }
             }
             StepConfig::EventJoin(spec, other) => {
                 let other_time = self.times.get(&self.streams[other]).cloned();
-                Box::new(event_time::EventJoin::new(
+                let join = event_time::EventJoin::new(
                     spec.clone(),
                     [time, other_time],
                     self.clock.clone(),
                     id,
-                ))
+                );
+                match late {
+                    Some(late) => Box::new(join.with_late_rows(late)),
+                    None => Box::new(join),
+                }
             }
-            StepConfig::Dedup(fields) => Box::new(event_time::Dedup::new(
-                fields.clone(),
-                time,
-                self.clock.clone(),
-                id,
-            )),
+            StepConfig::Dedup(fields) => {
+                let dedup = event_time::Dedup::new(fields.clone(), time, self.clock.clone(), id);
+                match late {
+                    Some(late) => Box::new(dedup.with_late_rows(late)),
+                    None => Box::new(dedup),
+                }
+            }
             other => bail!("step `{id}`: {other:?} is not an event-time step"),
         })
     }

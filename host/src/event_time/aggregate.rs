@@ -12,6 +12,7 @@ use sluice_abi::encoding::Encoder;
 use sluice_abi::{Batch, Groups as ValueGroups, Value};
 
 use super::clock::EventClock;
+use super::late::{LateCollector, LateRows};
 use super::record::{self, Acc, field_bytes};
 use super::step::{EventTimes, dataset, values};
 use super::windows::WindowSpec;
@@ -141,6 +142,8 @@ pub struct EventAggregate {
     /// Per aggregate, its reduce or fold function and a fold's zero.
     folds: Vec<Option<(BoundUdf, Option<Value>)>>,
     groups: Mutex<Groups>,
+    /// Where the rows late for every window they fall in go, if the step routes them.
+    late: Option<Arc<LateRows>>,
 }
 
 impl EventAggregate {
@@ -187,7 +190,14 @@ impl EventAggregate {
             gap_udf,
             folds,
             groups: Mutex::default(),
+            late: None,
         })
+    }
+
+    /// Routes the rows late for every window they fall in to `late` (each once).
+    pub fn with_late_rows(mut self, late: Arc<LateRows>) -> Self {
+        self.late = Some(late);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
@@ -430,6 +440,7 @@ impl Operator for EventAggregate {
         let mut touched: HashSet<GroupId> = HashSet::new();
         let mut late_groups: HashSet<GroupId> = HashSet::new();
         let mut late_rows = 0;
+        let mut routed = LateCollector::new(self.late.as_deref());
         let gaps = self.gaps(&data, &step)?;
         let times = self.times(&data, &step)?;
         // Reused for every record: its key's encoding, and its (group, close) pairs.
@@ -484,6 +495,7 @@ impl Operator for EventAggregate {
             }
             if !counted {
                 late_rows += 1;
+                routed.dropped(record);
             }
         }
         self.fold_pending(&mut groups, &step)?;
@@ -527,6 +539,7 @@ impl Operator for EventAggregate {
         }
         self.clock
             .report(self.step, groups.rows(), late_groups.len(), late_rows);
+        routed.finish(self.late.as_deref());
         let out = Dataset::from_partitions(vec![out]);
         if self.spec.order_by.is_empty() {
             Ok(out)
@@ -765,5 +778,39 @@ mod tests {
         table.sort();
         assert_eq!(table, [(1, 15, 2), (3, 13, 1), (30, 40, 1)]);
         assert!(restored.restore(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn a_row_is_routed_late_once_and_only_when_every_window_dropped_it() {
+        let windows = WindowSpec {
+            duration_ms: 10_000,
+            slide_ms: 5_000,
+            start_ms: 0,
+        };
+        let (clock, aggregate, input) = aggregation(Grouping::Window(windows), OutputMode::Update);
+        let late = Arc::new(LateRows::default());
+        let aggregate = aggregate.with_late_rows(late.clone());
+        let stream = crate::event_time::LateStream {
+            rows: late,
+            step: "s/1".into(),
+        };
+        let routed = || {
+            let context = BatchContext {
+                time_ms: 0,
+                partitions: 1,
+                number: 1,
+            };
+            values(&stream.apply(Vec::new(), &context).unwrap()).unwrap()
+        };
+        batch(&clock, &aggregate, input, &[("a", 30)]);
+        assert!(routed().is_empty());
+        batch(&clock, &aggregate, input, &[]);
+        // Watermark 20 s: 14 s is late in [5, 15) and [10, 20), 2 s in [-5, 5) and
+        // [0, 10); 17 s still counts in [15, 25).
+        batch(&clock, &aggregate, input, &[("a", 14), ("a", 17), ("b", 2)]);
+        assert_eq!(routed(), [event("a", 14), event("b", 2)]);
+        let report = clock.last_report().unwrap();
+        assert_eq!(report.steps[0].late_rows_dropped, 2);
+        assert_eq!(report.steps[0].rows_dropped_by_watermark, 4);
     }
 }

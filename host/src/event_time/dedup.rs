@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use sluice_abi::Value;
 
 use super::clock::EventClock;
+use super::late::{LateCollector, LateRows};
 use super::record;
 use super::step::{EventTimes, dataset, values};
 use crate::dataset::Dataset;
@@ -27,6 +28,8 @@ pub struct Dedup {
     evicts: bool,
     /// Key bytes -> event time (ms) of the key's first record.
     seen: Mutex<HashMap<Vec<u8>, Option<i64>>>,
+    /// Where the rows dropped as late go, if the step routes them.
+    late: Option<Arc<LateRows>>,
 }
 
 impl Dedup {
@@ -53,7 +56,14 @@ impl Dedup {
             watermarked,
             evicts,
             seen: Mutex::default(),
+            late: None,
         }
+    }
+
+    /// Routes the rows dropped as late to `late`.
+    pub fn with_late_rows(mut self, late: Arc<LateRows>) -> Self {
+        self.late = Some(late);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Option<i64>>> {
@@ -80,15 +90,17 @@ impl Operator for Dedup {
         let mut seen = self.lock();
         let mut out = Vec::new();
         let mut late = 0;
+        let mut routed = LateCollector::new(self.late.as_deref());
         let records = values(&data)?;
         let times = match (&self.time, self.watermarked) {
             (Some(time), true) => time.times(&data, &step)?,
             _ => vec![None; records.len()],
         };
-        for (record, time) in records.into_iter().zip(times) {
+        for ((record, time), encoded) in records.into_iter().zip(times).zip(data.records()) {
             crate::scheduler::slice::tick()?;
             if time.is_some_and(|time| time <= late_with) {
                 late += 1;
+                routed.dropped(encoded);
                 continue;
             }
             let key = match &self.fields {
@@ -109,6 +121,7 @@ impl Operator for Dedup {
             seen.retain(|_, time| time.is_none_or(|time| time > evict_with));
         }
         self.clock.report(self.step, seen.len(), late, late);
+        routed.finish(self.late.as_deref());
         Ok(dataset(&out))
     }
 
@@ -228,5 +241,33 @@ mod tests {
         let (_, restored, _) = dedup(&["id"]);
         restored.restore(&saved).unwrap();
         assert_eq!(restored.entries(), 3);
+    }
+
+    #[test]
+    fn late_rows_are_routed_and_duplicates_are_not() {
+        let (clock, dedup, input) = dedup(&["id", "t"]);
+        let late = Arc::new(LateRows::default());
+        let dedup = dedup.with_late_rows(late.clone());
+        let stream = crate::event_time::LateStream {
+            rows: late,
+            step: "s/1".into(),
+        };
+        batch(&clock, &dedup, input, &[(1, 10)]);
+        batch(&clock, &dedup, input, &[]);
+        // Watermark 9 s: (2, 9) is late, (1, 10) a duplicate, (3, 10) new.
+        assert_eq!(batch(&clock, &dedup, input, &[(2, 9), (1, 10), (3, 10)]), 1);
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        let routed = values(&stream.apply(Vec::new(), &context).unwrap()).unwrap();
+        assert_eq!(
+            routed,
+            [record::record(vec![
+                ("id", Value::Int(2)),
+                ("t", Value::Int(9))
+            ])]
+        );
     }
 }

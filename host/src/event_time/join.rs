@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use sluice_abi::Value;
 
 use super::clock::EventClock;
+use super::late::{LateCollector, LateRows};
 use super::record;
 use super::step::{EventTimes, dataset, values};
 use crate::dataset::Dataset;
@@ -99,6 +100,8 @@ pub struct EventJoin {
     clock: Arc<EventClock>,
     step: usize,
     state: Mutex<[Vec<Row>; 2]>,
+    /// Where the rows of either side dropped as late go, if the step routes them.
+    late: Option<Arc<LateRows>>,
 }
 
 impl EventJoin {
@@ -116,7 +119,14 @@ impl EventJoin {
             clock,
             step,
             state: Mutex::default(),
+            late: None,
         }
+    }
+
+    /// Routes the rows of either side dropped as late to `late` (this stream's first).
+    pub fn with_late_rows(mut self, late: Arc<LateRows>) -> Self {
+        self.late = Some(late);
+        self
     }
 
     fn row(&self, side: usize, record: Value, time: Option<i64>, step: &str) -> Result<Row> {
@@ -216,10 +226,11 @@ impl Operator for EventJoin {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut late = 0;
+        let mut routed = LateCollector::new(self.late.as_deref());
         for (side, data) in [left, right].into_iter().enumerate() {
             let records = values(&data)?;
             let times = self.times_of(side, &records, &step)?;
-            for (record, time) in records.into_iter().zip(times) {
+            for ((record, time), encoded) in records.into_iter().zip(times).zip(data.records()) {
                 crate::scheduler::slice::tick()?;
                 let mut row = self.row(side, record, time, &step)?;
                 let is_late = watermarked
@@ -227,6 +238,7 @@ impl Operator for EventJoin {
                         || row.window_end.is_some_and(|end| end <= late_with));
                 if is_late {
                     late += 1;
+                    routed.dropped(encoded);
                     continue;
                 }
                 for other in state[1 - side].iter_mut() {
@@ -267,6 +279,7 @@ impl Operator for EventJoin {
         }
         self.clock
             .report(self.step, state[0].len() + state[1].len(), late, late);
+        routed.finish(self.late.as_deref());
         Ok(dataset(&out))
     }
 

@@ -7,12 +7,14 @@
 //! each batch from the event times the `event_time` steps saw, and used by the next batch
 //! (a batch never makes its own rows late). The stateful steps ([`EventAggregate`],
 //! [`Dedup`]) read it; their state and the watermark are checkpointed like any other
-//! step's.
+//! step's. A stateful step may route the rows it dropped as late to a stream of their
+//! own ([`LateRows`]).
 
 mod aggregate;
 mod clock;
 mod dedup;
 mod join;
+mod late;
 mod record;
 mod step;
 mod windows;
@@ -23,5 +25,6 @@ pub use clock::{
 };
 pub use dedup::Dedup;
 pub use join::{EventJoin, JoinSpec, TimeRange};
+pub use late::{LateRows, LateStream};
 pub use step::{AssignWindow, EventTimeStep, EventTimes, TimeField, TimeSpec};
 pub use windows::WindowSpec;

@@ -156,6 +156,9 @@ pub struct StreamConfig {
     pub steps: Vec<StepConfig>,
     /// The manifest line of each step (of its `op`), for run-time errors.
     pub lines: Vec<usize>,
+    /// The streams of late rows (`late_rows`): per stateful event-time step that routes
+    /// the rows it drops as late, its index in `steps` and the stream's name.
+    pub late_rows: Vec<(usize, String)>,
 }
 
 /// A function of a component, checked to exist and to have the kind its step needs.

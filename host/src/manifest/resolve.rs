@@ -119,6 +119,8 @@ pub struct Resolver<'a> {
     mapped_with_state: HashSet<String>,
     /// Streams with a watermark upstream (what event-time output modes depend on).
     watermarked: HashSet<String>,
+    /// The event-time steps upstream of each stream (what may follow them).
+    lineages: std::collections::HashMap<String, event_time::Lineage>,
     /// Where a server keeps the job's components and checkpoints (`sluice serve`);
     /// `None`: aliases are paths and the manifest names its checkpoint directory.
     hosting: Option<&'a dyn super::Hosting>,
@@ -146,6 +148,7 @@ impl<'a> Resolver<'a> {
             job: String::new(),
             mapped_with_state: HashSet::new(),
             watermarked: HashSet::new(),
+            lineages: Default::default(),
             hosting: None,
         }
     }
@@ -551,10 +554,16 @@ impl<'a> Resolver<'a> {
                 ));
             }
         }
-        let watermarked = self.check_event_time(spec, &from, &steps)?;
+        let (watermarked, lineages) = self.check_event_time(spec, &from, &steps)?;
         let name = self.define(&spec.name)?;
-        if watermarked {
-            self.watermarked.insert(name.clone());
+        let late_rows = self.late_streams(spec, &steps, &lineages, watermarked)?;
+        for late in late_rows.iter().map(|(_, late)| late).chain([&name]) {
+            if watermarked {
+                self.watermarked.insert(late.clone());
+            }
+        }
+        if let Some(lineage) = lineages.last() {
+            self.lineages.insert(name.clone(), lineage.clone());
         }
         if let Some(StepConfig::MapWithState { .. }) = steps.last() {
             self.mapped_with_state.insert(name.clone());
@@ -569,6 +578,7 @@ impl<'a> Resolver<'a> {
             from,
             steps,
             lines,
+            late_rows,
         })
     }
 
@@ -631,6 +641,7 @@ impl<'a> Resolver<'a> {
             ("aggregates", spec.aggregates.as_ref().map(Spanned::span)),
             ("output_mode", span(&spec.output_mode)),
             ("order_by", spec.order_by.as_ref().map(Spanned::span)),
+            ("late_rows", span(&spec.late_rows)),
         ];
         let op = spec.op.get_ref().as_str();
         let what = format!("the `{op}` step");
@@ -852,7 +863,9 @@ impl<'a> Resolver<'a> {
     }
 
     /// Refuses the steps a `transform` cannot hold, where they are written: the
-    /// mapWithState family (whose snapshots are read by name outside the step), and a
+    /// mapWithState family (whose snapshots are read by name outside the step), the
+    /// event-time steps (which read the job's watermark and the event time the steps
+    /// before them give, outside any one batch's data set), and a
     /// second step that remembers batches (a checkpoint keeps one state per step).
     fn transformable(&self, specs: &[StepSpec], steps: &[StepConfig]) -> Result<()> {
         let mut remembering: Option<&str> = None;
@@ -860,7 +873,13 @@ impl<'a> Resolver<'a> {
             let op = spec.op.get_ref().as_str();
             if matches!(
                 step,
-                StepConfig::MapWithState { .. } | StepConfig::StateSnapshots
+                StepConfig::MapWithState { .. }
+                    | StepConfig::StateSnapshots
+                    | StepConfig::EventTime(..)
+                    | StepConfig::AssignWindow(_)
+                    | StepConfig::EventAggregate(..)
+                    | StepConfig::EventJoin(..)
+                    | StepConfig::Dedup(_)
             ) {
                 return Err(self.error(
                     Some(spec.op.span()),
@@ -1394,7 +1413,7 @@ mod tests {
 
     /// A job of one queue source and one print sink, `top` added at the top level and
     /// `steps` as the steps of one stream.
-    fn job(top: &str, steps: &str) -> String {
+    pub(super) fn job(top: &str, steps: &str) -> String {
         format!(
             "name = \"t\"\n{top}\n[[sources]]\nname = \"s\"\nkind = \"queue\"\nbatches = [[1]]\n\
              [[streams]]\nname = \"w\"\nfrom = \"s\"\nsteps = [{steps}]\n\
@@ -1402,11 +1421,11 @@ mod tests {
         )
     }
 
-    fn check(text: &str) -> Result<JobConfig> {
+    pub(super) fn check(text: &str) -> Result<JobConfig> {
         Resolver::new(text, Path::new("job.toml"), &RUNTIME).resolve()
     }
 
-    fn refused(text: &str) -> String {
+    pub(super) fn refused(text: &str) -> String {
         match check(text) {
             Ok(_) => panic!("accepted:\n{text}"),
             Err(error) => error.to_string(),

@@ -137,6 +137,7 @@ pub struct StepSpec {
     pub aggregates: Option<Spanned<Vec<String>>>,
     pub output_mode: Option<Spanned<String>>,
     pub order_by: Option<Spanned<Vec<String>>>,
+    pub late_rows: Option<Spanned<String>>,
 }
 
 /// One `[[sinks]]` table; which fields apply depends on `kind`.

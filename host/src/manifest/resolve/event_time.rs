@@ -32,9 +32,17 @@ pub(super) fn keys(op: &str) -> &'static [&'static str] {
             "aggregates",
             "output_mode",
             "order_by",
+            "late_rows",
         ],
-        "event_join" => &["other", "join", "keys", "other_keys", "time_range"],
-        _ => &["fields"],
+        "event_join" => &[
+            "other",
+            "join",
+            "keys",
+            "other_keys",
+            "time_range",
+            "late_rows",
+        ],
+        _ => &["fields", "late_rows"],
     }
 }
 
@@ -312,87 +320,253 @@ impl Resolver<'_> {
         Ok(spec)
     }
 
-    /// Refuses what Spark refuses in a stream's event-time steps, where it is written;
-    /// returns whether the stream ends with a watermark upstream.
+    /// Refuses what Spark refuses in a stream's event-time steps, where it is written,
+    /// and what may not follow an event-time step (of this stream or one upstream): a
+    /// DStream window or state step, or a third stateful event-time step in a row.
+    /// Returns whether the stream ends with a watermark upstream, and the event-time
+    /// steps upstream of each step's output.
     pub(super) fn check_event_time(
         &self,
         spec: &StreamSpec,
         from: &str,
         steps: &[StepConfig],
-    ) -> Result<bool> {
+    ) -> Result<(bool, Vec<Lineage>)> {
         let mut watermarked = self.watermarked.contains(from);
-        let mut time_field: Option<&TimeSpec> = None;
-        let mut after_event_time = false;
-        for (step, step_spec) in steps.iter().zip(&spec.steps) {
+        let mut lineage = self.lineages.get(from).cloned().unwrap_or_default();
+        let mut after_each = Vec::with_capacity(steps.len());
+        let stream = spec.name.get_ref().trim();
+        for (index, (step, step_spec)) in steps.iter().zip(&spec.steps).enumerate() {
             let refuse = |message: &str, hint: &str| {
                 Err(self.error(Some(step_spec.op.span()), message, hint))
             };
+            let this = format!(
+                "`{}` (stream `{stream}` step {})",
+                step_spec.op.get_ref(),
+                index + 1
+            );
+            for other in step.other_streams() {
+                if let Some(other) = self.lineages.get(other) {
+                    lineage.merge(other);
+                }
+            }
             match step {
                 StepConfig::EventTime(time, _) => {
                     watermarked |= time.delay_ms.is_some();
-                    time_field = Some(time);
-                    after_event_time = true;
+                    lineage.time_field = time.name().map(str::to_owned);
+                    lineage.first.get_or_insert(this);
+                }
+                StepConfig::AssignWindow(_) => {
+                    lineage.first.get_or_insert(this);
                 }
                 StepConfig::Union(others) => {
                     watermarked |= others.iter().any(|other| self.watermarked.contains(other));
                 }
-                StepConfig::Dedup(_) | StepConfig::EventJoin(..) => after_event_time = true,
+                StepConfig::Dedup(_) | StepConfig::EventJoin(..) => {
+                    lineage.stateful(this, None).map_err(|(message, hint)| {
+                        self.error(Some(step_spec.op.span()), message, hint)
+                    })?;
+                }
                 StepConfig::EventAggregate(aggregate, _) => {
-                    after_event_time = true;
-                    let session = matches!(aggregate.grouping, Grouping::Session { .. });
-                    if session && aggregate.keys.is_empty() {
-                        return refuse(
-                            "Global aggregation with session window in streaming query is not supported",
-                            "add `keys`: sessions are kept per key",
-                        );
-                    }
-                    if session
-                        && let Some(fold) = aggregate
-                            .aggregates
-                            .iter()
-                            .find(|agg| agg.function == AggFn::Fold)
-                    {
+                    self.check_aggregate(aggregate, &lineage, watermarked)
+                        .map_err(|(message, hint)| {
+                            self.error(Some(step_spec.op.span()), message, hint)
+                        })?;
+                    lineage
+                        .stateful(this, Some(aggregate.mode))
+                        .map_err(|(message, hint)| {
+                            self.error(Some(step_spec.op.span()), message, hint)
+                        })?;
+                }
+                other if other.remembers() => {
+                    if let Some(first) = &lineage.first {
                         return refuse(
                             &format!(
-                                "the fold aggregate `{}` cannot be used with session windows: merging sessions merges their accumulators, which a fold cannot",
-                                fold.name
+                                "{this} is a DStream window or state step and cannot follow the event-time step {first}: DStream steps group rows by the batch they arrive in, while event-time steps emit by the watermark, so a DStream window or state after one would group results by the batch that happened to emit them, and its state would not recover in step with the watermark"
                             ),
-                            "use a reduce function (`reduce(field, alias#function)`), whose results merge",
+                            "move the DStream step before the `event_time` step, or use an event-time step instead (`event_aggregate` with a `window`, `dedup`)",
                         );
                     }
-                    if session && aggregate.mode == OutputMode::Update {
-                        return refuse(
-                            "Update output mode is not supported for session window",
-                            "use `output_mode = \"append\"` or `\"complete\"`",
-                        );
-                    }
-                    let time_key = time_field
-                        .and_then(TimeSpec::name)
-                        .is_some_and(|name| aggregate.keys.iter().any(|key| key == name));
-                    let timed = time_key || aggregate.grouping != Grouping::Keys;
-                    if aggregate.mode == OutputMode::Append && !(watermarked && timed) {
-                        return refuse(
-                            "append output mode is not supported for an aggregation without a watermark on a grouping key (Spark refuses it too: such groups are never final)",
-                            "add a `delay` to the `event_time` step and group by a window, a session or the event-time field; or use `output_mode = \"update\"` or `\"complete\"`",
-                        );
-                    }
-                    if !aggregate.order_by.is_empty() && aggregate.mode != OutputMode::Complete {
-                        return refuse(
-                            "sorting is not supported unless the output mode is complete",
-                            "remove `order_by`, or use `output_mode = \"complete\"`",
-                        );
-                    }
-                }
-                other if after_event_time && other.remembers() => {
-                    return refuse(
-                        "a DStream window or state step cannot follow an event-time step",
-                        "use event-time steps only after `event_time`, or move the DStream step before it",
-                    );
                 }
                 _ => {}
             }
+            after_each.push(lineage.clone());
         }
-        Ok(watermarked)
+        if after_each.is_empty() {
+            after_each.push(lineage);
+        }
+        Ok((watermarked, after_each))
+    }
+
+    /// Refuses the aggregations Spark refuses, with its reasons (as `(message, hint)`).
+    fn check_aggregate(
+        &self,
+        aggregate: &AggregateSpec,
+        lineage: &Lineage,
+        watermarked: bool,
+    ) -> std::result::Result<(), (String, String)> {
+        let refuse = |message: &str, hint: &str| Err((message.to_owned(), hint.to_owned()));
+        let session = matches!(aggregate.grouping, Grouping::Session { .. });
+        if session && aggregate.keys.is_empty() {
+            return refuse(
+                "Global aggregation with session window in streaming query is not supported",
+                "add `keys`: sessions are kept per key",
+            );
+        }
+        if session
+            && let Some(fold) = aggregate
+                .aggregates
+                .iter()
+                .find(|agg| agg.function == AggFn::Fold)
+        {
+            return refuse(
+                &format!(
+                    "the fold aggregate `{}` cannot be used with session windows: merging sessions merges their accumulators, which a fold cannot",
+                    fold.name
+                ),
+                "use a reduce function (`reduce(field, alias#function)`), whose results merge",
+            );
+        }
+        if session && aggregate.mode == OutputMode::Update {
+            return refuse(
+                "Update output mode is not supported for session window",
+                "use `output_mode = \"append\"` or `\"complete\"`",
+            );
+        }
+        if aggregate.mode == OutputMode::Append && !(watermarked && lineage.timed(aggregate)) {
+            return refuse(
+                "append output mode is not supported for an aggregation without a watermark on a grouping key (Spark refuses it too: such groups are never final)",
+                "add a `delay` to the `event_time` step and group by a window, a session or the event-time field; or use `output_mode = \"update\"` or `\"complete\"`",
+            );
+        }
+        if !aggregate.order_by.is_empty() && aggregate.mode != OutputMode::Complete {
+            return refuse(
+                "sorting is not supported unless the output mode is complete",
+                "remove `order_by`, or use `output_mode = \"complete\"`",
+            );
+        }
+        Ok(())
+    }
+
+    /// The streams of late rows the steps of `spec` declare (`late_rows`), defined as
+    /// stream names, with the index of their step; refused on a step that never drops a
+    /// row as late. `lineages` holds the event-time steps upstream of each step's output.
+    pub(super) fn late_streams(
+        &mut self,
+        spec: &StreamSpec,
+        steps: &[StepConfig],
+        lineages: &[Lineage],
+        watermarked: bool,
+    ) -> Result<Vec<(usize, String)>> {
+        let mut late_streams = Vec::new();
+        for (index, (step, step_spec)) in steps.iter().zip(&spec.steps).enumerate() {
+            let Some(name) = &step_spec.late_rows else {
+                continue;
+            };
+            let op = step_spec.op.get_ref();
+            let never = match step {
+                _ if !watermarked => Some(
+                    "it has no watermark upstream (a `delay` on an `event_time` step), so no row is ever late",
+                ),
+                StepConfig::EventAggregate(aggregate, _)
+                    if aggregate.mode == OutputMode::Complete =>
+                {
+                    Some("complete output mode keeps every group and drops no row")
+                }
+                StepConfig::EventAggregate(aggregate, _) if !lineages[index].timed(aggregate) => {
+                    Some(
+                        "it groups by keys alone (no window, session or event-time field), so no group is ever final and no row late",
+                    )
+                }
+                _ => None,
+            };
+            if let Some(reason) = never {
+                return Err(self.error(
+                    Some(name.span()),
+                    format!("`late_rows` on `{op}` would always be empty: {reason}"),
+                    "remove `late_rows`, or give the step a watermark and a window (see docs/manifest.md, \"Late rows\")",
+                ));
+            }
+            let late = self.define(name)?;
+            self.lineages.insert(late.clone(), lineages[index].clone());
+            late_streams.push((index, late));
+        }
+        Ok(late_streams)
+    }
+}
+
+/// The event-time steps upstream of a stream, through `from` and the streams it unions
+/// or joins: what may follow them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Lineage {
+    /// The first event-time step, as messages name it: `` `event_time` (stream `s` step 1) ``.
+    first: Option<String>,
+    /// The stateful event-time steps in a row, as messages name them, with the output
+    /// mode of an aggregation.
+    stateful: Vec<(String, Option<OutputMode>)>,
+    /// The field the last `event_time` step reads the time from, if a named one.
+    time_field: Option<String>,
+}
+
+impl Lineage {
+    /// Joins the lineage of another input of a step.
+    fn merge(&mut self, other: &Lineage) {
+        if self.first.is_none() {
+            self.first.clone_from(&other.first);
+        }
+        if other.stateful.len() > self.stateful.len() {
+            self.stateful.clone_from(&other.stateful);
+        }
+        if self.time_field.is_none() {
+            self.time_field.clone_from(&other.time_field);
+        }
+    }
+
+    /// Adds the stateful event-time step `this` (with its output mode, for an
+    /// aggregation); refuses a third in a row, and any after an aggregation whose output
+    /// changes from batch to batch, as `(message, hint)`.
+    fn stateful(
+        &mut self,
+        this: String,
+        mode: Option<OutputMode>,
+    ) -> std::result::Result<(), (String, String)> {
+        if let Some((aggregation, Some(mode @ (OutputMode::Update | OutputMode::Complete)))) =
+            self.stateful.last()
+        {
+            let mode = if *mode == OutputMode::Update {
+                "update"
+            } else {
+                "complete"
+            };
+            return Err((
+                format!(
+                    "{this} cannot follow the aggregation {aggregation} in {mode} output mode: its rows change from batch to batch, so a stateful step after it would count each version again (Spark: Multiple streaming aggregations are not supported with streaming DataFrames/Datasets, except in append mode)"
+                ),
+                "use `output_mode = \"append\"` on the first aggregation, or end the query there"
+                    .to_owned(),
+            ));
+        }
+        if let [first, second] = &self.stateful[..] {
+            return Err((
+                format!(
+                    "{this} would be a third stateful event-time step in a row, after {} and {}: an event-time step may be followed by stateless steps, sinks and one further stateful event-time step (as `dedup` then `event_aggregate`), not more",
+                    first.0, second.0
+                ),
+                "end the query after the second stateful step (send its result to a sink, e.g. Kafka, and read it in another job), or fold two of the steps into one".to_owned(),
+            ));
+        }
+        self.first.get_or_insert_with(|| this.clone());
+        self.stateful.push((this, mode));
+        Ok(())
+    }
+
+    /// Whether `aggregate` groups by event time: by a window, a session or the event-time
+    /// field itself (what a watermark can close).
+    fn timed(&self, aggregate: &AggregateSpec) -> bool {
+        aggregate.grouping != Grouping::Keys
+            || self
+                .time_field
+                .as_ref()
+                .is_some_and(|name| aggregate.keys.contains(name))
     }
 }
 
@@ -452,7 +626,151 @@ fn function_name(function: AggFn) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{check, job, refused};
     use super::*;
+
+    /// The top of a job whose stateful steps can checkpoint.
+    const TOP: &str = "batch_interval = \"1s\"\n[checkpoint]\ndir = \"c\"";
+
+    /// A job of stream `w` (from source `s`) with `steps`, then `more` (streams, sinks).
+    fn jobs(steps: &str, more: &str) -> String {
+        format!("{}{more}\n", job(TOP, steps))
+    }
+
+    const TIME: &str = r#"{ op = "event_time", field = "t", unit = "s", delay = "5s" }"#;
+    const WINDOWED: &str =
+        r#"{ op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"] }"#;
+
+    #[test]
+    fn a_dstream_window_or_state_step_after_an_event_time_step_is_refused_naming_both() {
+        let error = refused(&jobs(
+            &format!(r#"{TIME}, {WINDOWED}, {{ op = "window", window = "2s" }}"#),
+            "",
+        ));
+        for part in [
+            "`window` (stream `w` step 3) is a DStream window or state step",
+            "cannot follow the event-time step `event_time` (stream `w` step 1)",
+            "by the batch they arrive in",
+            "help: move the DStream step before the `event_time` step",
+        ] {
+            assert!(error.contains(part), "`{part}` is not in: {error}");
+        }
+        // In a stream reading one with event-time steps, through `from` or a union.
+        let downstream = r#"[[streams]]
+name = "v"
+from = "w"
+steps = [{ op = "count_by_window", window = "2s" }]"#;
+        let error = refused(&jobs(TIME, downstream));
+        assert!(
+            error.contains("`count_by_window` (stream `v` step 1)")
+                && error.contains("`event_time` (stream `w` step 1)"),
+            "{error}"
+        );
+        let unioned = r#"[[streams]]
+name = "v"
+from = "s"
+steps = [{ op = "union", with = ["w"] }, { op = "count_by_value_and_window", window = "2s" }]"#;
+        let error = refused(&jobs(r#"{ op = "dedup" }"#, unioned));
+        assert!(
+            error.contains("`count_by_value_and_window` (stream `v` step 2)")
+                && error.contains("`dedup` (stream `w` step 1)"),
+            "{error}"
+        );
+        // Before the event time, a DStream window is fine.
+        check(&jobs(
+            &format!(r#"{{ op = "window", window = "2s" }}, {TIME}, {WINDOWED}"#),
+            "",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn one_further_stateful_event_time_step_may_follow_the_first_and_no_more() {
+        let dedup = r#"{ op = "dedup", fields = ["k", "t"] }"#;
+        check(&jobs(&format!("{TIME}, {dedup}, {WINDOWED}"), "")).unwrap();
+        let error = refused(&jobs(&format!("{TIME}, {dedup}, {WINDOWED}, {dedup}"), ""));
+        for part in [
+            "`dedup` (stream `w` step 4) would be a third stateful event-time step in a row",
+            "after `dedup` (stream `w` step 2) and `event_aggregate` (stream `w` step 3)",
+            "one further stateful event-time step",
+        ] {
+            assert!(error.contains(part), "`{part}` is not in: {error}");
+        }
+        // Counted across streams too.
+        let third = format!("[[streams]]\nname = \"v\"\nfrom = \"w\"\nsteps = [{dedup}]");
+        let error = refused(&jobs(&format!("{TIME}, {dedup}, {WINDOWED}"), &third));
+        assert!(
+            error.contains("`dedup` (stream `v` step 1) would be a third"),
+            "{error}"
+        );
+        // After an aggregation whose rows change from batch to batch, none.
+        let updating = r#"{ op = "event_aggregate", keys = ["k"], window = "10s",
+            aggregates = ["count"], output_mode = "update" }"#;
+        let error = refused(&jobs(&format!("{TIME}, {updating}, {dedup}"), ""));
+        assert!(
+            error.contains(
+                "`dedup` (stream `w` step 3) cannot follow the aggregation `event_aggregate` (stream `w` step 2) in update output mode"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn event_time_steps_are_refused_inside_transform() {
+        let error = refused(&jobs(
+            &format!(r#"{{ op = "transform", steps = [{TIME}] }}"#),
+            "",
+        ));
+        assert!(
+            error.contains("`event_time` cannot be used inside `transform`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn late_rows_define_a_stream_and_are_refused_where_no_row_is_ever_late() {
+        let late = r#"{ op = "event_aggregate", keys = ["k"], window = "10s", slide = "5s",
+            aggregates = ["count"], late_rows = "late" }"#;
+        let sink = "[[sinks]]\nfrom = \"late\"\nkind = \"print\"";
+        let config = check(&jobs(&format!("{TIME}, {late}"), sink)).unwrap();
+        assert_eq!(config.streams[0].late_rows, [(1, "late".to_owned())]);
+        assert_eq!(config.sinks[1].from, "late");
+        for (steps, reason) in [
+            (
+                late.replace("window = \"10s\", slide = \"5s\",", "")
+                    .replace("aggregates", "output_mode = \"update\", aggregates"),
+                "it groups by keys alone",
+            ),
+            (
+                late.replace("aggregates", "output_mode = \"complete\", aggregates"),
+                "complete output mode keeps every group",
+            ),
+        ] {
+            let error = refused(&jobs(&format!("{TIME}, {steps}"), sink));
+            assert!(
+                error.contains("`late_rows` on `event_aggregate` would always be empty")
+                    && error.contains(reason),
+                "{error}"
+            );
+        }
+        let unwatermarked =
+            r#"{ op = "event_time", field = "t" }, { op = "dedup", late_rows = "late" }"#;
+        let error = refused(&jobs(unwatermarked, sink));
+        assert!(error.contains("no watermark upstream"), "{error}");
+        let error = refused(&jobs(
+            &format!(r#"{TIME}, {{ op = "dedup", late_rows = "w" }}"#),
+            "",
+        ));
+        assert!(error.contains("the name `w` is used twice"), "{error}");
+        let error = refused(&jobs(
+            r#"{ op = "event_time", field = "t", late_rows = "late" }"#,
+            "",
+        ));
+        assert!(
+            error.contains("`late_rows` does not apply to the `event_time` step"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn aggregates_read_as_written() {
