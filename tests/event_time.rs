@@ -259,8 +259,26 @@ fn each_batch_done_log_line_gives_the_watermark_and_event_times() {
         (Some(0), Some(3_000), Some(20_000)),
         "{lines:?}"
     );
-    // The second batch uses the watermark of the first's data: 20 s - 5 s.
+    assert_eq!(
+        first["fields"]["event_time_avg_ms"].as_f64(),
+        Some(11_500.0),
+        "{lines:?}"
+    );
+    // The second batch uses the watermark of the first's data: 20 s - 5 s; it emits and
+    // evicts [0, 10), keeping [10, 20) and [20, 30).
     assert_eq!(field(lines[1], "watermark_ms"), Some(15_000), "{lines:?}");
+    let operators: serde_json::Value =
+        serde_json::from_str(lines[1]["fields"]["state_operators"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        operators,
+        serde_json::json!([{
+            "step": "query/2",
+            "state_rows": 2,
+            "rows_dropped_by_watermark": 0,
+            "late_rows_dropped": 0,
+        }]),
+        "{lines:?}"
+    );
 }
 
 #[test]

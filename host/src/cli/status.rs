@@ -133,6 +133,10 @@ impl Status {
                 event_time_max_ms = event_time
                     .and_then(|report| report.event_time)
                     .map(|t| t.max),
+                event_time_avg_ms = event_time
+                    .and_then(|report| report.event_time)
+                    .map(|t| t.avg),
+                state_operators = event_time.map(state_operators),
                 late_rows = report.late_rows,
                 "batch done"
             );
@@ -214,6 +218,24 @@ fn millis(duration: Duration) -> String {
     } else {
         format!("{ms:.0} ms")
     }
+}
+
+/// Each stateful event-time step's state rows and drops, in graph order, as a JSON array
+/// for the `batch done` line (Spark's `stateOperators`).
+fn state_operators(report: &sluice::event_time::BatchReport) -> String {
+    let steps: Vec<serde_json::Value> = report
+        .steps
+        .iter()
+        .map(|step| {
+            serde_json::json!({
+                "step": step.id,
+                "state_rows": step.state_rows,
+                "rows_dropped_by_watermark": step.rows_dropped_by_watermark,
+                "late_rows_dropped": step.late_rows_dropped,
+            })
+        })
+        .collect();
+    serde_json::Value::from(steps).to_string()
 }
 
 fn lock(board: &Mutex<Board>) -> std::sync::MutexGuard<'_, Board> {
