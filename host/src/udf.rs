@@ -300,7 +300,9 @@ fn in_chunks<T: Default>(
 /// record at a time, each alone, until one fails the same way: the error then names that
 /// record. Only a failing call pays for this, and keeps paying no more than the records
 /// before the culprit and the culprit once more (for the timeout, its time again). A
-/// trapped instance was discarded, so the records run again on a fresh one.
+/// trapped instance was discarded, so the records run again on a fresh one. Every call
+/// keeps a copy of its records for this: 6 us for a chunk of 4096 50-byte records, which
+/// the fastest Rust map takes about 290 us to run.
 fn on_records<R>(
     pool: &InstancePool,
     label: &str,
