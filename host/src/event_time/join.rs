@@ -350,6 +350,73 @@ impl OperatorState for EventJoin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_time::{EventTimeSettings, LateStream, TimeField, TimeSpec};
+
+    fn row(key: &str, seconds: i64) -> Value {
+        record::record(vec![
+            ("k", Value::String(key.into())),
+            ("t", Value::Int(seconds)),
+        ])
+    }
+
+    #[test]
+    fn late_rows_of_either_side_are_routed_and_matched_ones_are_not() {
+        let clock = Arc::new(EventClock::new(EventTimeSettings::default()));
+        let inputs = [clock.register_input(0), clock.register_input(0)];
+        let time = EventTimes::read(TimeSpec {
+            field: TimeField::Named("t".into()),
+            unit_ms: 1000,
+            delay_ms: Some(0),
+        });
+        let spec = JoinSpec {
+            kind: JoinKind::Inner,
+            keys: vec!["k".into()],
+            other_keys: vec!["k".into()],
+            time_range: TimeRange::parse("[-5s, 5s]"),
+        };
+        let late = Arc::new(LateRows::default());
+        let join = EventJoin::new(
+            spec,
+            [Some(time.clone()), Some(time)],
+            clock.clone(),
+            "s/2".into(),
+        )
+        .with_late_rows(late.clone());
+        let stream = LateStream {
+            rows: late,
+            step: "s/2".into(),
+        };
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        let mut batch = |left: &[Value], right: &[Value]| -> (usize, Vec<Value>) {
+            clock.begin(!left.is_empty() || !right.is_empty());
+            for (input, rows) in inputs.into_iter().zip([left, right]) {
+                let times: Vec<i64> = rows
+                    .iter()
+                    .map(|row| match row.field("t") {
+                        Some(Value::Int(seconds)) => seconds * 1000,
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                clock.observe(input, &times);
+            }
+            let out = join
+                .apply(vec![dataset(left), dataset(right)], &context)
+                .unwrap();
+            clock.end();
+            let routed = values(&stream.apply(Vec::new(), &context).unwrap()).unwrap();
+            (out.len(), routed)
+        };
+        assert_eq!(batch(&[row("a", 10)], &[row("a", 10)]), (1, Vec::new()));
+        batch(&[], &[]);
+        // Watermark 10 s: 9 s (left) and 4 s (right) are late; 12 s matches the right 10 s.
+        let (pairs, routed) = batch(&[row("a", 9), row("a", 12)], &[row("b", 4)]);
+        assert_eq!((pairs, routed), (1, vec![row("a", 9), row("b", 4)]));
+        assert_eq!(clock.last_report().unwrap().steps[0].late_rows_dropped, 2);
+    }
 
     #[test]
     fn time_ranges_read_with_their_bounds() {
