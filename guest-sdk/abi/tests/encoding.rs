@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sluice_abi::Value;
-use sluice_abi::encoding::{Encoder, field_value, from_bytes, pair_parts, skip_value, to_bytes};
+use sluice_abi::encoding::{
+    Encoder, field_value, from_bytes, int_value, pair_parts, skip_value, to_bytes,
+};
 
 /// `Value` as bincode sees it: the same variants in the same order.
 #[derive(bincode::Encode)]
@@ -227,6 +229,21 @@ fn fields_are_found_without_decoding() {
         value.encode_into(&mut written);
     }
     assert_eq!(written, bytes);
+}
+
+#[test]
+fn integers_are_read_without_a_decoder() {
+    for int in [0, -7, 250, 251, -70_000, i64::MAX, i64::MIN] {
+        assert_eq!(int_value(&Value::Int(int).to_bytes()), Some(int));
+    }
+    let seven = Value::Int(7).to_bytes();
+    assert_eq!(int_value(&seven[..seven.len() - 1]), None);
+    assert_eq!(int_value(&[seven.as_slice(), &[0]].concat()), None);
+    assert_eq!(int_value(&Value::Float(7.0).to_bytes()), None);
+    assert_eq!(int_value(&s("7").to_bytes()), None);
+    assert_eq!(int_value(&[]), None);
+    let wide = Value::Int(1 << 40).to_bytes();
+    assert_eq!(int_value(&wide[..wide.len() - 1]), None);
 }
 
 #[test]

@@ -94,6 +94,17 @@ pub fn field_value<'a>(record: &'a [u8], name: &str) -> Option<&'a [u8]> {
     None
 }
 
+/// The integer `value` is the encoding of, if it is one: how the host reads a number
+/// field (an event time, say) without a decoder.
+#[inline]
+pub fn int_value(value: &[u8]) -> Option<i64> {
+    let (&tag::INT, mut rest) = value.split_first()? else {
+        return None;
+    };
+    let int = varint::read_i64(&mut rest).ok()?;
+    rest.is_empty().then_some(int)
+}
+
 /// The state inside a state cell record (a list of no element or one), without decoding
 /// it: `Some(None)` for an empty cell, `None` if the record is not a cell.
 pub fn cell_parts(record: &[u8]) -> Option<Option<&[u8]>> {

@@ -16,7 +16,9 @@ mod ser;
 mod varint;
 mod walk;
 
-pub use de::{Decoder, cell_parts, check_record, field_value, from_bytes, pair_parts, skip_value};
+pub use de::{
+    Decoder, cell_parts, check_record, field_value, from_bytes, int_value, pair_parts, skip_value,
+};
 pub use ser::{Encoder, encode_into, to_bytes};
 pub use walk::MAX_DEPTH;
 

@@ -30,25 +30,40 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Reads a varint from the front of `input`, advancing it.
+#[inline]
 pub fn read_u64(input: &mut &[u8]) -> Result<u64, Error> {
-    let (&first, rest) = input
-        .split_first()
-        .ok_or_else(|| Error::new("record ends inside a length or integer"))?;
-    *input = rest;
-    let width = match first {
-        U16_MARKER => 2,
-        U32_MARKER => 4,
-        U64_MARKER => 8,
-        byte if byte <= SINGLE_BYTE_MAX => return Ok(u64::from(byte)),
-        byte => return Err(Error::new(format!("invalid varint marker byte {byte}"))),
+    let width = match input.first() {
+        Some(&byte) if byte <= SINGLE_BYTE_MAX => {
+            *input = &input[1..];
+            return Ok(u64::from(byte));
+        }
+        Some(&U16_MARKER) => 2,
+        Some(&U32_MARKER) => 4,
+        Some(&U64_MARKER) => 8,
+        Some(&byte) => return Err(bad_marker(byte)),
+        None => return Err(ends_inside()),
     };
-    let bytes = take(input, width)?;
+    let Some(bytes) = input.get(1..1 + width) else {
+        return Err(ends_inside());
+    };
     let mut le = [0u8; 8];
     le[..width].copy_from_slice(bytes);
+    *input = &input[1 + width..];
     Ok(u64::from_le_bytes(le))
 }
 
+#[cold]
+fn bad_marker(byte: u8) -> Error {
+    Error::new(format!("invalid varint marker byte {byte}"))
+}
+
+#[cold]
+fn ends_inside() -> Error {
+    Error::new("record ends inside a length or integer")
+}
+
 /// Reads a zig-zagged varint from the front of `input`.
+#[inline]
 pub fn read_i64(input: &mut &[u8]) -> Result<i64, Error> {
     let raw = read_u64(input)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
@@ -56,24 +71,34 @@ pub fn read_i64(input: &mut &[u8]) -> Result<i64, Error> {
 
 /// Reads a length and checks it against what is left, so a corrupt length fails here
 /// rather than as a huge allocation.
+#[inline]
 pub fn read_len(input: &mut &[u8]) -> Result<usize, Error> {
     let len = read_u64(input)?;
     if len > input.len() as u64 {
-        return Err(Error::new(format!(
-            "length {len} is larger than the {} bytes left in the record",
-            input.len()
-        )));
+        return Err(too_long(len, input.len()));
     }
     Ok(len as usize)
 }
 
+#[cold]
+fn too_long(len: u64, left: usize) -> Error {
+    Error::new(format!(
+        "length {len} is larger than the {left} bytes left in the record"
+    ))
+}
+
+#[cold]
+fn ends_early(len: usize, left: usize) -> Error {
+    Error::new(format!(
+        "record ends early: {len} bytes expected, {left} left"
+    ))
+}
+
 /// Splits `len` bytes off the front of `input`.
+#[inline]
 pub fn take<'de>(input: &mut &'de [u8], len: usize) -> Result<&'de [u8], Error> {
     if input.len() < len {
-        return Err(Error::new(format!(
-            "record ends early: {len} bytes expected, {} left",
-            input.len()
-        )));
+        return Err(ends_early(len, input.len()));
     }
     let (head, rest) = input.split_at(len);
     *input = rest;

@@ -16,28 +16,46 @@ pub const MAX_DEPTH: usize = 1000;
 
 /// Moves `input` past one value, checking that it is well formed (known tags, lengths
 /// inside the input) and nested at most [`MAX_DEPTH`] levels.
+#[inline]
 pub(crate) fn skip(input: &mut &[u8]) -> Result<(), Error> {
+    // A scalar (most fields are) needs no stack of open containers.
+    let tag = read_tag(input)?;
+    if skip_scalar(tag, input)? {
+        return Ok(());
+    }
+    skip_nested(tag, input)
+}
+
+/// Moves `input` past the rest of a scalar value of tag `tag`; `false` if it is not one.
+#[inline]
+fn skip_scalar(tag: u8, input: &mut &[u8]) -> Result<bool, Error> {
+    match tag {
+        tag::NULL => {}
+        tag::BOOL => {
+            varint::take(input, 1)?;
+        }
+        tag::INT => {
+            varint::read_u64(input)?;
+        }
+        tag::FLOAT => {
+            varint::take(input, 8)?;
+        }
+        tag::STRING | tag::BYTES => {
+            let len = varint::read_len(input)?;
+            varint::take(input, len)?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// [`skip`] for a value of tag `first` that is not a scalar.
+fn skip_nested(first: u8, input: &mut &[u8]) -> Result<(), Error> {
     let mut open = OpenContainers::default();
+    let mut tag = first;
     loop {
-        let (children, named) = match read_tag(input)? {
-            tag::NULL => (0, false),
-            tag::BOOL => {
-                varint::take(input, 1)?;
-                (0, false)
-            }
-            tag::INT => {
-                varint::read_u64(input)?;
-                (0, false)
-            }
-            tag::FLOAT => {
-                varint::take(input, 8)?;
-                (0, false)
-            }
-            tag::STRING | tag::BYTES => {
-                let len = varint::read_len(input)?;
-                varint::take(input, len)?;
-                (0, false)
-            }
+        let (children, named) = match tag {
+            scalar if skip_scalar(scalar, input)? => (0, false),
             container @ (tag::LIST | tag::TUPLE | tag::MAP | tag::STRUCT) => {
                 if open.depth() == MAX_DEPTH {
                     return Err(too_deep());
@@ -74,9 +92,11 @@ pub(crate) fn skip(input: &mut &[u8]) -> Result<(), Error> {
             }
             break;
         }
+        tag = read_tag(input)?;
     }
 }
 
+#[inline]
 pub(crate) fn read_tag(input: &mut &[u8]) -> Result<u8, Error> {
     let (&tag, rest) = input
         .split_first()
