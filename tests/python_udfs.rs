@@ -758,6 +758,23 @@ fn a_python_memory_bomb_is_stopped_at_the_memory_limit_naming_its_record() {
     );
 }
 
+/// A bomb Python refuses itself (a `MemoryError` for more than a 32-bit guest can address)
+/// names the memory limit too.
+#[test]
+fn a_python_memory_error_names_the_memory_limit_and_its_record() {
+    let error = fails("allocate_past_the_address_space_at_two", "[1, 2, 3]", "");
+    assert_says(
+        &error,
+        &[
+            "step 1",
+            "t#allocate_past_the_address_space_at_two",
+            "ran out of memory: MemoryError (at udf.py:",
+            "memory limit is 268435456 bytes (256.00 MiB) (`limits.memory`",
+            "(record 1 of its partition)",
+        ],
+    );
+}
+
 /// Python keeps its own frames in linear memory, not on the WebAssembly stack: under a
 /// small memory limit, recursion past a raised limit runs out of memory first.
 #[test]

@@ -254,6 +254,18 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
         return error;
     }
     if let Some((message, record_index)) = seen.panic {
+        if ran_out_of_memory(&message) {
+            return CallError::Limit {
+                limit: Limit::Memory,
+                message: format!(
+                    "ran out of memory: {message}; it asked for more than it can have: its \
+                     memory limit is {} (`limits.memory` in the manifest), and a WebAssembly \
+                     guest can address at most 4 GiB",
+                    exact_size(limits.memory_bytes)
+                ),
+                record_index,
+            };
+        }
         return CallError::Trapped {
             message: format!("panicked: {message}"),
             record_index,
@@ -276,6 +288,18 @@ pub(super) fn explain_trap(error: &wasmtime::Error, seen: Witness, limits: &Limi
             record_index: None,
         },
     }
+}
+
+/// Whether a guest's panic says it ran out of memory without the limit refusing it: Python
+/// raises `MemoryError` for an allocation larger than a 32-bit guest can address, before
+/// asking to grow (the Python SDK reports it as `MemoryError ...`, or `in `f`: MemoryError
+/// ...` in a chain).
+fn ran_out_of_memory(panic: &str) -> bool {
+    let exception = panic
+        .strip_prefix("in `")
+        .and_then(|rest| rest.split_once("`: ").map(|(_, exception)| exception))
+        .unwrap_or(panic);
+    exception.starts_with("MemoryError")
 }
 
 /// Why the scheduler stopped a call (or an instantiation) before it finished: its timeout
@@ -510,6 +534,51 @@ mod tests {
             stack.to_string().contains(
                 "was stopped by a stack overflow: it exhausted its WebAssembly call stack"
             )
+        );
+    }
+
+    #[test]
+    fn a_python_memory_error_names_the_memory_limit() {
+        for panic in [
+            "MemoryError (at udf.py:3, in `bomb`)",
+            "in `bomb`: MemoryError (at udf.py:3, in `bomb`)",
+        ] {
+            let error = explain_trap(
+                &wasmtime::Error::from(Trap::UnreachableCodeReached),
+                Witness {
+                    panic: Some((panic.into(), Some(2))),
+                    ..nothing_seen()
+                },
+                &Limits::default(),
+            );
+            assert!(
+                matches!(
+                    error,
+                    CallError::Limit {
+                        limit: Limit::Memory,
+                        record_index: Some(2),
+                        ..
+                    }
+                ) && error
+                    .to_string()
+                    .contains(&format!("ran out of memory: {panic}"))
+                    && error
+                        .to_string()
+                        .contains("memory limit is 268435456 bytes (256.00 MiB) (`limits.memory`"),
+                "{error}"
+            );
+        }
+        let other = explain_trap(
+            &wasmtime::Error::from(Trap::UnreachableCodeReached),
+            Witness {
+                panic: Some(("ValueError: no MemoryError here".into(), Some(0))),
+                ..nothing_seen()
+            },
+            &Limits::default(),
+        );
+        assert_eq!(
+            other.to_string(),
+            "panicked: ValueError: no MemoryError here"
         );
     }
 

@@ -30,6 +30,14 @@ def hoard_memory_at_two(x):
 
 
 @sluice_sdk.map
+def allocate_past_the_address_space_at_two(x):
+    """Python refuses this with a MemoryError itself, before asking to grow its memory."""
+    if x == 2:
+        return len([None] * (1 << 29))
+    return x
+
+
+@sluice_sdk.map
 def recurse_deeply(x):
     sys.setrecursionlimit(10**6)
 
