@@ -391,7 +391,7 @@ mod tests {
             partitions: 1,
             number: 1,
         };
-        let mut batch = |left: &[Value], right: &[Value]| -> (usize, Vec<Value>) {
+        let batch = |left: &[Value], right: &[Value]| -> (usize, Vec<Value>) {
             clock.begin(!left.is_empty() || !right.is_empty());
             for (input, rows) in inputs.into_iter().zip([left, right]) {
                 let times: Vec<i64> = rows
