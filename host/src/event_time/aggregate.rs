@@ -2,8 +2,10 @@
 //! event time and optional key fields, with built-in aggregates, in one of Spark's
 //! output modes, late rows dropped and state evicted by the watermark.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +17,7 @@ use super::clock::EventClock;
 use super::late::{LateCollector, LateRows};
 use super::record::{self, Acc, field_bytes};
 use super::step::{EventTimes, dataset, values};
+use super::table::{self, KeyTable};
 use super::windows::WindowSpec;
 use crate::dataset::Dataset;
 use crate::manifest::UdfRef;
@@ -112,18 +115,71 @@ type GroupId = (Option<(i64, i64)>, Vec<u8>);
 /// which that group is final.
 type Placement = (Option<(i64, i64)>, Option<i64>);
 
-#[derive(Debug, Default)]
-struct Groups {
-    /// Per key (its canonical encoding): its windows, or its sessions (sorted by start,
-    /// never overlapping).
-    by_key: FxHashMap<Vec<u8>, Vec<Group>>,
+/// Groups are kept in this many shards, by their key's hash: a batch's rows are grouped,
+/// and its groups evicted and emitted, shard by shard on all cores; each shard's output
+/// rows are a partition of the step's output.
+const SHARDS: usize = 4;
+
+/// The shard of the key of hash `hash`.
+fn shard_of(hash: u64) -> usize {
+    // Bits a key table uses neither for its bucket (the lowest) nor for its tag (the top 7).
+    (hash >> 32) as usize % SHARDS
 }
 
-impl Groups {
+/// The groups of one shard.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Sessions, per key (its canonical encoding): sorted by start, never overlapping.
+    by_key: FxHashMap<Vec<u8>, Vec<Group>>,
+    /// Windows and groups by keys only: per placement, its groups by key, each with its
+    /// aggregates. A placement's groups close together, so eviction drops whole tables.
+    placed: BTreeMap<Placement, KeyTable<Acc>>,
+    /// Evicted tables, emptied, for the next placements (a window's table is as big as
+    /// the next one's, and growing it again each window is most of the cost of a group).
+    spare: Vec<KeyTable<Acc>>,
+}
+
+/// Spare tables a shard keeps at most.
+const SPARE_TABLES: usize = 2;
+
+impl Shard {
     fn rows(&self) -> usize {
-        self.by_key.values().map(Vec::len).sum()
+        self.by_key.values().map(Vec::len).sum::<usize>()
+            + self.placed.values().map(KeyTable::len).sum::<usize>()
+    }
+
+    /// Every group's aggregates.
+    fn accs_mut(&mut self) -> impl Iterator<Item = &mut [Acc]> {
+        let sessions = self
+            .by_key
+            .values_mut()
+            .flatten()
+            .map(|group| group.accs.as_mut_slice());
+        sessions.chain(self.placed.values_mut().flat_map(KeyTable::all_values_mut))
     }
 }
+
+/// The encodings of the parts of group keys and output records that are the same in all,
+/// written once a batch rather than once a record.
+struct Shape {
+    /// A key's struct header.
+    key_header: Vec<u8>,
+    /// Per key field, its name.
+    key_names: Vec<Vec<u8>>,
+    /// An output record's struct header, its field name `window`, the window's struct
+    /// header and its field name `start`.
+    windowed_header: Vec<u8>,
+    /// An output record's struct header, when grouped by keys only.
+    header: Vec<u8>,
+    /// The field names `end` and `key`.
+    end: Vec<u8>,
+    key: Vec<u8>,
+    /// Per aggregate, its output field's name.
+    aggregates: Vec<Vec<u8>>,
+}
+
+/// One output row: its window, key (encoded) and aggregates.
+type Row<'a> = (Option<(i64, i64)>, &'a [u8], &'a [Acc]);
 
 /// `event_aggregate`: see the module docs. Emits
 /// `{window: {start, end}, key: {field: value, ...}, <aggregate>: value, ...}` records
@@ -141,7 +197,7 @@ pub struct EventAggregate {
     gap_udf: Option<BoundUdf>,
     /// Per aggregate, its reduce or fold function and a fold's zero.
     folds: Vec<Option<(BoundUdf, Option<Value>)>>,
-    groups: Mutex<Groups>,
+    shards: Mutex<Vec<Shard>>,
     /// Where the rows late for every window they fall in go, if the step routes them.
     late: Option<Arc<LateRows>>,
 }
@@ -189,7 +245,7 @@ impl EventAggregate {
             time_key,
             gap_udf,
             folds,
-            groups: Mutex::default(),
+            shards: Mutex::new(new_shards()),
             late: None,
         })
     }
@@ -200,20 +256,35 @@ impl EventAggregate {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
-        self.groups
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Shard>> {
+        self.shards
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The event time of each record, where the grouping needs it.
-    fn times(&self, data: &Dataset, step: &str) -> Result<Vec<Option<i64>>> {
-        if self.spec.grouping == Grouping::Keys && self.time_key.is_none() {
-            return Ok(vec![None; data.len()]);
-        }
+    /// Whether the grouping needs each row's event time.
+    fn timed(&self) -> bool {
+        self.spec.grouping != Grouping::Keys || self.time_key.is_some()
+    }
+
+    /// The event times of the records of `data` when a UDF gives them (a call for the
+    /// batch); `None` when each record's time is read as it is grouped ([`Self::time_of`]).
+    fn udf_times(&self, data: &Dataset, step: &str) -> Result<Option<Vec<Option<i64>>>> {
         match &self.time {
-            Some(time) => time.times(data, step),
-            None => bail!("{step}: windows need an `event_time` step before this one"),
+            Some(time) if self.timed() && time.udf.is_some() => time.times(data, step).map(Some),
+            Some(_) => Ok(None),
+            None if self.timed() => {
+                bail!("{step}: windows need an `event_time` step before this one")
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The event time of `record`, where the grouping needs it (not for a UDF's times).
+    fn time_of(&self, record: &[u8], step: &str) -> Result<Option<i64>> {
+        match &self.time {
+            Some(time) if self.timed() => time.time_in(record, step),
+            _ => Ok(None),
         }
     }
 
@@ -238,24 +309,57 @@ impl EventAggregate {
         Ok(())
     }
 
-    /// Writes the canonical encoding of the group key of `record`, the struct
-    /// `{key field: value, ...}`, into `out` (cleared first), without decoding the record.
-    fn key_of(&self, record: &[u8], out: &mut Vec<u8>, step: &str) -> Result<()> {
-        out.clear();
-        Encoder::new(out).struct_header(self.spec.keys.len());
-        for key in &self.spec.keys {
-            Encoder::new(out).field_name(key);
-            Encoder::new(out).raw(field_bytes(record, key, step)?);
+    /// Appends the canonical encoding of the group key of `record`, the struct
+    /// `{key field: value, ...}`, to `out`, without decoding the record.
+    fn key_of(&self, shape: &Shape, record: &[u8], out: &mut Vec<u8>, step: &str) -> Result<()> {
+        out.extend_from_slice(&shape.key_header);
+        for (key, name) in self.spec.keys.iter().zip(&shape.key_names) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(field_bytes(record, key, step)?);
         }
         Ok(())
     }
 
+    /// The encodings of the parts of keys and output records that are the same in all.
+    fn shape(&self) -> Shape {
+        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut bytes = Vec::new();
+            write(&mut bytes);
+            bytes
+        };
+        let name = |name: &str| encoded(&|out| Encoder::new(out).field_name(name));
+        let fields = self.spec.aggregates.len() + usize::from(!self.spec.keys.is_empty());
+        Shape {
+            key_header: encoded(&|out| Encoder::new(out).struct_header(self.spec.keys.len())),
+            key_names: self.spec.keys.iter().map(|key| name(key)).collect(),
+            windowed_header: encoded(&|out| {
+                Encoder::new(out).struct_header(fields + 1);
+                Encoder::new(out).field_name("window");
+                Encoder::new(out).struct_header(2);
+                Encoder::new(out).field_name("start");
+            }),
+            header: encoded(&|out| Encoder::new(out).struct_header(fields)),
+            end: name("end"),
+            key: name("key"),
+            aggregates: self
+                .spec
+                .aggregates
+                .iter()
+                .map(|agg| name(&agg.name))
+                .collect(),
+        }
+    }
+
     fn fresh_accs(&self, record: &[u8], step: &str) -> Result<Vec<Acc>> {
-        self.spec
-            .aggregates
-            .iter()
-            .zip(&self.folds)
-            .map(|(agg, fold)| {
+        let mut accs = Vec::with_capacity(self.spec.aggregates.len());
+        self.fresh_accs_into(record, step, &mut accs)?;
+        Ok(accs)
+    }
+
+    /// Appends to `accs` the aggregates of a new group of `record`.
+    fn fresh_accs_into(&self, record: &[u8], step: &str, accs: &mut Vec<Acc>) -> Result<()> {
+        for (agg, fold) in self.spec.aggregates.iter().zip(&self.folds) {
+            accs.push({
                 let mut acc = match agg.function {
                     AggFn::Count => Acc::Count(0),
                     AggFn::Sum => Acc::Sum(Value::Null),
@@ -268,21 +372,21 @@ impl EventAggregate {
                     }
                 };
                 acc.add(self.input_of(agg, record, step)?.as_ref(), step)?;
-                Ok(acc)
-            })
-            .collect()
+                acc
+            });
+        }
+        Ok(())
     }
 
     /// Folds every UDF accumulator's pending values to one value: one call of each
     /// function for all the groups that got values.
-    fn fold_pending(&self, groups: &mut Groups, step: &str) -> Result<()> {
+    fn fold_pending(&self, shards: &mut [Shard], step: &str) -> Result<()> {
         for (index, fold) in self.folds.iter().enumerate() {
             let Some((udf, _)) = fold else { continue };
-            let mut pending: Vec<&mut Acc> = groups
-                .by_key
-                .values_mut()
-                .flatten()
-                .map(|group| &mut group.accs[index])
+            let mut pending: Vec<&mut Acc> = shards
+                .iter_mut()
+                .flat_map(Shard::accs_mut)
+                .map(|accs| &mut accs[index])
                 .filter(|acc| acc.unfolded().is_some())
                 .collect();
             if pending.is_empty() {
@@ -309,27 +413,22 @@ impl EventAggregate {
         Ok(())
     }
 
-    /// Appends the output record of the group of key `key` (encoded) to `out`.
-    fn output(&self, key: &[u8], group: &Group, out: &mut Vec<u8>) {
-        let keyed = !self.spec.keys.is_empty();
-        let fields = self.spec.aggregates.len() + usize::from(keyed);
-        if let Some((start, end)) = group.window {
-            Encoder::new(out).struct_header(fields + 1);
-            Encoder::new(out).field_name("window");
-            Encoder::new(out).struct_header(2);
-            Encoder::new(out).field_name("start");
+    /// Appends the output record of a group (its window, key and aggregates) to `out`.
+    fn output(&self, shape: &Shape, (window, key, accs): Row, out: &mut Vec<u8>) {
+        if let Some((start, end)) = window {
+            out.extend_from_slice(&shape.windowed_header);
             Encoder::new(out).write_int(start);
-            Encoder::new(out).field_name("end");
+            out.extend_from_slice(&shape.end);
             Encoder::new(out).write_int(end);
         } else {
-            Encoder::new(out).struct_header(fields);
+            out.extend_from_slice(&shape.header);
         }
-        if keyed {
-            Encoder::new(out).field_name("key");
-            Encoder::new(out).raw(key);
+        if !self.spec.keys.is_empty() {
+            out.extend_from_slice(&shape.key);
+            out.extend_from_slice(key);
         }
-        for (agg, acc) in self.spec.aggregates.iter().zip(&group.accs) {
-            Encoder::new(out).field_name(&agg.name);
+        for (name, acc) in shape.aggregates.iter().zip(accs) {
+            out.extend_from_slice(name);
             match acc {
                 Acc::Count(count) => Encoder::new(out).write_int(*count),
                 other => other.value().encode_into(out),
@@ -338,6 +437,18 @@ impl EventAggregate {
     }
 
     fn sorted(&self, mut records: Vec<Value>) -> Vec<Value> {
+        // Rows equal by `order_by` keep the order of their window and key, whatever shard
+        // their group is in.
+        records.sort_by_cached_key(|record| {
+            let bound = |name| match record.field("window").and_then(|window| window.field(name)) {
+                Some(Value::Int(ms)) => Some(*ms),
+                _ => None,
+            };
+            (
+                bound("start").zip(bound("end")),
+                record.field("key").map(Value::to_bytes),
+            )
+        });
         for (field, descending) in self.spec.order_by.iter().rev() {
             let value = |record: &Value| {
                 record
@@ -419,6 +530,246 @@ fn merge_into(target: &mut [Acc], from: &[Acc], step: &str) -> Result<()> {
         .try_for_each(|(acc, other)| acc.merge(other, step))
 }
 
+/// A record of the batch as read for grouping.
+struct Read {
+    /// Its index in the batch.
+    record: usize,
+    /// Where its key's encoding is in its partition's [`ReadPartition::keys`].
+    key: Range<usize>,
+    /// The key's hash.
+    hash: u64,
+    /// Its event time, where the grouping needs it.
+    time: Option<i64>,
+}
+
+/// The records of one partition of a batch, read: their keys' encodings one after
+/// another, and per shard the records whose key it holds, in order.
+struct ReadPartition {
+    /// The index in the batch of the partition's first record.
+    first: usize,
+    keys: Vec<u8>,
+    shards: Vec<Vec<Read>>,
+}
+
+/// What grouping a shard's rows of a batch found late.
+#[derive(Default)]
+struct Late {
+    /// The (window, key) groups late rows fell in.
+    groups: HashSet<GroupId>,
+    /// The records that fell in no group, all late.
+    records: Vec<usize>,
+}
+
+fn new_shards() -> Vec<Shard> {
+    (0..SHARDS).map(|_| Shard::default()).collect()
+}
+
+/// What one batch runs with: its watermarks, and what the step's settings make of them.
+struct Run<'a> {
+    step: &'a str,
+    late_with: i64,
+    evict_with: i64,
+    data: &'a Dataset,
+    gaps: &'a [i64],
+}
+
+impl EventAggregate {
+    /// Reads the records of `partition` (the first is record `first` of the batch): their
+    /// keys, their hashes and, unless `times` has them, their event times.
+    fn read(
+        &self,
+        partition: &Batch,
+        first: usize,
+        times: Option<&[Option<i64>]>,
+        step: &str,
+    ) -> Result<ReadPartition> {
+        let shape = self.shape();
+        let mut keys = Vec::with_capacity(partition.data().len());
+        let mut shards: Vec<Vec<Read>> = (0..SHARDS)
+            .map(|_| Vec::with_capacity(partition.len() / SHARDS * 5 / 4))
+            .collect();
+        for (offset, record) in partition.iter().enumerate() {
+            crate::scheduler::slice::tick()?;
+            let index = first + offset;
+            let time = match times {
+                Some(times) => times[index],
+                None => self.time_of(record, step)?,
+            };
+            let start = keys.len();
+            self.key_of(&shape, record, &mut keys, step)?;
+            let hash = table::hash(&keys[start..]);
+            shards[shard_of(hash)].push(Read {
+                record: index,
+                key: start..keys.len(),
+                hash,
+                time,
+            });
+        }
+        Ok(ReadPartition {
+            first,
+            keys,
+            shards,
+        })
+    }
+
+    /// Groups the rows of shard `index` of the batch (read into `read`) into `shard`.
+    fn group(
+        &self,
+        shard: &mut Shard,
+        index: usize,
+        read: &[ReadPartition],
+        run: &Run,
+    ) -> Result<Late> {
+        let step = run.step;
+        let is_late = |close: Option<i64>| self.evicts && close.is_some_and(|c| c <= run.late_with);
+        let session = matches!(self.spec.grouping, Grouping::Session { .. });
+        let update = self.spec.mode == OutputMode::Update;
+        let width = self.spec.aggregates.len();
+        let mut late = Late::default();
+        // Reused for every record: its (group, close) pairs, and a new group's aggregates.
+        let mut placed: Vec<Placement> = Vec::new();
+        let mut fresh = Vec::with_capacity(width);
+        for (partition, part) in run.data.partitions().iter().zip(read) {
+            for row in &part.shards[index] {
+                crate::scheduler::slice::tick()?;
+                let record = partition.get(row.record - part.first);
+                let key = &part.keys[row.key.clone()];
+                placed.clear();
+                match (self.spec.grouping, row.time) {
+                    (Grouping::Keys, time) => placed.push((None, time)),
+                    (Grouping::Window(spec), Some(time)) => placed.extend(
+                        spec.windows_of(time)
+                            .map(|window| (Some(window), Some(window.1))),
+                    ),
+                    (Grouping::Session { gap_ms }, Some(time)) => {
+                        let gap_ms = gap_ms
+                            .or_else(|| run.gaps.get(row.record).copied())
+                            .unwrap_or(0);
+                        if gap_ms <= 0 {
+                            continue;
+                        }
+                        placed.push((Some((time, time + gap_ms)), Some(time + gap_ms)));
+                    }
+                    (_, None) => continue,
+                }
+                let mut counted = false;
+                for &(window, close) in &placed {
+                    if is_late(close) {
+                        late.groups.insert((window, key.to_vec()));
+                        continue;
+                    }
+                    counted = true;
+                    if session {
+                        let of_key = match shard.by_key.get_mut(key) {
+                            Some(of_key) => of_key,
+                            None => shard.by_key.entry(key.to_vec()).or_default(),
+                        };
+                        let accs = self.fresh_accs(record, step)?;
+                        merge_session(of_key, window.expect("a session has bounds"), accs, step)?;
+                        continue;
+                    }
+                    let table = shard.placed.entry((window, close)).or_insert_with(|| {
+                        shard.spare.pop().unwrap_or_else(|| KeyTable::new(width))
+                    });
+                    let group = match table.find(row.hash, key) {
+                        Some(group) => {
+                            self.add(table.values_mut(group), record, step)?;
+                            group
+                        }
+                        None => {
+                            self.fresh_accs_into(record, step, &mut fresh)?;
+                            table.insert(row.hash, key, fresh.drain(..))
+                        }
+                    };
+                    if update {
+                        table.mark_changed(group);
+                    }
+                }
+                if !counted {
+                    late.records.push(row.record);
+                }
+            }
+        }
+        Ok(late)
+    }
+
+    /// Evicts what the watermark closed from `shard` and encodes its output rows, sorted
+    /// by window and key.
+    fn emit(&self, shard: &mut Shard, run: &Run) -> Result<Batch> {
+        let mut evicted = Vec::new();
+        let mut evicted_sessions = Vec::new();
+        if self.evicts {
+            let due = |close: Option<i64>| close.is_some_and(|close| close <= run.evict_with);
+            evicted.extend(shard.placed.extract_if(.., |&(_, close), _| due(close)));
+            for (key, of_key) in shard.by_key.iter_mut() {
+                crate::scheduler::slice::tick()?;
+                evicted_sessions.extend(
+                    of_key
+                        .extract_if(.., |group| due(group.close))
+                        .map(|group| (key.clone(), group)),
+                );
+            }
+            shard.by_key.retain(|_, of_key| !of_key.is_empty());
+        }
+        // Update mode: the groups that changed and were not evicted.
+        let changed: Vec<(Placement, Vec<usize>)> = match self.spec.mode {
+            OutputMode::Update => shard
+                .placed
+                .iter_mut()
+                .map(|(placement, table)| (*placement, table.take_changed()))
+                .collect(),
+            OutputMode::Append | OutputMode::Complete => Vec::new(),
+        };
+        let mut rows: Vec<Row> = match self.spec.mode {
+            OutputMode::Append => evicted_sessions
+                .iter()
+                .map(|(key, group)| session_row(key, group))
+                .chain(
+                    evicted
+                        .iter()
+                        .flat_map(|(placement, table)| table_rows(placement, table)),
+                )
+                .collect(),
+            OutputMode::Update => changed
+                .iter()
+                .flat_map(|(placement, changed)| {
+                    let table = &shard.placed[placement];
+                    changed
+                        .iter()
+                        .map(move |&group| (placement.0, table.key(group), table.values(group)))
+                })
+                .collect(),
+            OutputMode::Complete => shard
+                .by_key
+                .iter()
+                .flat_map(|(key, of_key)| of_key.iter().map(move |group| session_row(key, group)))
+                .chain(
+                    shard
+                        .placed
+                        .iter()
+                        .flat_map(|(placement, table)| table_rows(placement, table)),
+                )
+                .collect(),
+        };
+        rows.sort_unstable_by(|(a_window, a_key, _), (b_window, b_key, _)| {
+            (a_window, a_key).cmp(&(b_window, b_key))
+        });
+        let shape = self.shape();
+        let mut out = Batch::with_capacity(rows.len(), rows.len() * 64);
+        for row in rows {
+            crate::scheduler::slice::tick()?;
+            out.push_with(|bytes| self.output(&shape, row, bytes));
+        }
+        for (_, mut table) in evicted {
+            if shard.spare.len() < SPARE_TABLES {
+                table.clear();
+                shard.spare.push(table);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Operator for EventAggregate {
     fn describe(&self) -> String {
         format!(
@@ -433,114 +784,56 @@ impl Operator for EventAggregate {
             return Ok(Dataset::default());
         };
         let step = self.describe();
-        let is_late = |close: Option<i64>| self.evicts && close.is_some_and(|c| c <= late_with);
-        let session = matches!(self.spec.grouping, Grouping::Session { .. });
-        let update = self.spec.mode == OutputMode::Update;
-        let mut groups = self.lock();
-        let mut touched: HashSet<GroupId> = HashSet::new();
-        let mut late_groups: HashSet<GroupId> = HashSet::new();
-        let mut late_rows = 0;
+        let mut shards = self.lock();
         let mut routed = LateCollector::new(self.late.as_deref());
         let gaps = self.gaps(&data, &step)?;
-        let times = self.times(&data, &step)?;
-        // Reused for every record: its key's encoding, and its (group, close) pairs.
-        let mut key = Vec::new();
-        let mut placed: Vec<Placement> = Vec::new();
-        for (index, (record, time)) in data.records().zip(times).enumerate() {
-            crate::scheduler::slice::tick()?;
-            self.key_of(record, &mut key, &step)?;
-            placed.clear();
-            match (self.spec.grouping, time) {
-                (Grouping::Keys, time) => placed.push((None, time)),
-                (Grouping::Window(spec), Some(time)) => placed.extend(
-                    spec.windows_of(time)
-                        .map(|window| (Some(window), Some(window.1))),
-                ),
-                (Grouping::Session { gap_ms }, Some(time)) => {
-                    let gap_ms = gap_ms.or_else(|| gaps.get(index).copied()).unwrap_or(0);
-                    if gap_ms <= 0 {
-                        continue;
-                    }
-                    placed.push((Some((time, time + gap_ms)), Some(time + gap_ms)));
-                }
-                (_, None) => continue,
-            }
-            let mut counted = false;
-            for &(window, close) in &placed {
-                if is_late(close) {
-                    late_groups.insert((window, key.clone()));
-                    continue;
-                }
-                counted = true;
-                let of_key = match groups.by_key.get_mut(key.as_slice()) {
-                    Some(of_key) => of_key,
-                    None => groups.by_key.entry(key.clone()).or_default(),
-                };
-                if session {
-                    let accs = self.fresh_accs(record, &step)?;
-                    merge_session(of_key, window.expect("a session has bounds"), accs, &step)?;
-                    continue;
-                }
-                match of_key.iter_mut().find(|group| group.window == window) {
-                    Some(group) => self.add(&mut group.accs, record, &step)?,
-                    None => of_key.push(Group {
-                        window,
-                        close,
-                        accs: self.fresh_accs(record, &step)?,
-                    }),
-                }
-                if update {
-                    touched.insert((window, key.clone()));
-                }
-            }
-            if !counted {
-                late_rows += 1;
-                routed.dropped(record);
-            }
-        }
-        self.fold_pending(&mut groups, &step)?;
-        let mut evicted = Vec::new();
-        if self.evicts {
-            let due = |group: &Group| group.close.is_some_and(|close| close <= evict_with);
-            for (key, of_key) in groups.by_key.iter_mut() {
-                crate::scheduler::slice::tick()?;
-                evicted.extend(
-                    of_key
-                        .extract_if(.., |group| due(group))
-                        .map(|group| (key.clone(), group)),
-                );
-            }
-            groups.by_key.retain(|_, of_key| !of_key.is_empty());
-        }
-        let mut rows: Vec<(&[u8], &Group)> = match self.spec.mode {
-            OutputMode::Append => evicted
-                .iter()
-                .map(|(key, group)| (key.as_slice(), group))
-                .collect(),
-            OutputMode::Update => touched
-                .iter()
-                .filter_map(|(window, key)| {
-                    let (key, of_key) = groups.by_key.get_key_value(key)?;
-                    let group = of_key.iter().find(|group| group.window == *window)?;
-                    Some((key.as_slice(), group))
-                })
-                .collect(),
-            OutputMode::Complete => groups
-                .by_key
-                .iter()
-                .flat_map(|(key, of_key)| of_key.iter().map(move |group| (key.as_slice(), group)))
-                .collect(),
+        let times = self.udf_times(&data, &step)?;
+        let firsts = data.partitions().iter().scan(0, |first, partition| {
+            let this = *first;
+            *first += partition.len();
+            Some(this)
+        });
+        let read = data
+            .partitions()
+            .par_iter()
+            .zip(firsts.collect::<Vec<_>>())
+            .map(|(partition, first)| self.read(partition, first, times.as_deref(), &step))
+            .collect::<Result<Vec<_>>>()?;
+        let run = Run {
+            step: &step,
+            late_with,
+            evict_with,
+            data: &data,
+            gaps: &gaps,
         };
-        rows.sort_unstable_by(|(a_key, a), (b_key, b)| (a.window, a_key).cmp(&(b.window, b_key)));
-        let mut out = Batch::with_capacity(rows.len(), rows.len() * 64);
-        for (key, group) in rows {
-            crate::scheduler::slice::tick()?;
-            out.push_with(|bytes| self.output(key, group, bytes));
-        }
+        let late = shards
+            .par_iter_mut()
+            .enumerate()
+            .map(|(index, shard)| self.group(shard, index, &read, &run))
+            .collect::<Result<Vec<_>>>()?;
+        drop(read);
+        self.fold_pending(&mut shards, &step)?;
+        let out = shards
+            .par_iter_mut()
+            .map(|shard| self.emit(shard, &run))
+            .collect::<Result<Vec<_>>>()?;
+        let late_groups = late.iter().map(|late| late.groups.len()).sum();
+        let mut late_rows: Vec<usize> = late.into_iter().flat_map(|late| late.records).collect();
+        late_rows.sort_unstable();
+        let records: Vec<&[u8]> = if self.late.is_some() {
+            data.records().collect()
+        } else {
+            Vec::new()
+        };
+        late_rows
+            .iter()
+            .filter_map(|&index| records.get(index))
+            .for_each(|record| routed.dropped(record));
+        let state_rows = shards.iter().map(Shard::rows).sum();
         self.clock
-            .report(self.step, groups.rows(), late_groups.len(), late_rows);
+            .report(self.step, state_rows, late_groups, late_rows.len());
         routed.finish(self.late.as_deref());
-        let out = Dataset::from_partitions(vec![out]);
+        let out = Dataset::from_partitions(out);
         if self.spec.order_by.is_empty() {
             Ok(out)
         } else {
@@ -553,16 +846,31 @@ impl Operator for EventAggregate {
     }
 }
 
-fn save_group(key: &[u8], group: &Group) -> Value {
+/// The output row of a session.
+fn session_row<'a>(key: &'a [u8], session: &'a Group) -> Row<'a> {
+    (session.window, key, &session.accs)
+}
+
+/// The output rows of the groups of a placement.
+fn table_rows<'a>(
+    (window, _): &Placement,
+    table: &'a KeyTable<Acc>,
+) -> impl Iterator<Item = Row<'a>> {
+    let window = *window;
+    table.groups().map(move |(key, accs)| (window, key, accs))
+}
+
+/// A group (`close` is the event time past which it is final) as a value, for checkpoints.
+fn save_group((window, key, accs): Row, close: Option<i64>) -> Value {
     let pair = |bounds: Option<(i64, i64)>| match bounds {
         Some((start, end)) => Value::Tuple(vec![Value::Int(start), Value::Int(end)]),
         None => Value::Null,
     };
     Value::Tuple(vec![
         Value::Bytes(key.to_vec()),
-        pair(group.window),
-        group.close.map_or(Value::Null, Value::Int),
-        Value::List(group.accs.iter().map(Acc::save).collect()),
+        pair(window),
+        close.map_or(Value::Null, Value::Int),
+        Value::List(accs.iter().map(Acc::save).collect()),
     ])
 }
 
@@ -599,34 +907,61 @@ impl OperatorState for EventAggregate {
     }
 
     fn save(&self) -> Vec<u8> {
-        let groups = self.lock();
-        let saved = groups
-            .by_key
-            .iter()
-            .flat_map(|(key, of_key)| of_key.iter().map(move |group| save_group(key, group)))
-            .collect();
-        Value::List(saved).to_bytes()
+        let shards = self.lock();
+        let sessions = shards.iter().flat_map(|shard| &shard.by_key);
+        let sessions = sessions.flat_map(|(key, of_key)| {
+            of_key
+                .iter()
+                .map(move |group| save_group((group.window, key, &group.accs), group.close))
+        });
+        let placed = shards.iter().flat_map(|shard| &shard.placed);
+        let placed = placed.flat_map(|(&(window, close), table)| {
+            table
+                .groups()
+                .map(move |(key, accs)| save_group((window, key, accs), close))
+        });
+        Value::List(sessions.chain(placed).collect()).to_bytes()
     }
 
     fn restore(&self, saved: &[u8]) -> Result<()> {
         let Value::List(saved) = Value::decode(saved)? else {
             bail!("the checkpointed aggregation state is not a list")
         };
-        let mut restored = Groups::default();
+        let mut restored = new_shards();
+        let width = self.spec.aggregates.len();
         for group in &saved {
             let (key, group) = restore_group(group)?;
-            restored.by_key.entry(key).or_default().push(group);
+            if group.accs.len() != width {
+                bail!(
+                    "a checkpointed group has {} aggregates where the step has {width}",
+                    group.accs.len()
+                );
+            }
+            let hash = table::hash(&key);
+            let shard = &mut restored[shard_of(hash)];
+            if matches!(self.spec.grouping, Grouping::Session { .. }) {
+                shard.by_key.entry(key).or_default().push(group);
+                continue;
+            }
+            let table = shard
+                .placed
+                .entry((group.window, group.close))
+                .or_insert_with(|| KeyTable::new(width));
+            if table.find(hash, &key).is_some() {
+                bail!("a checkpointed group is there twice");
+            }
+            table.insert(hash, &key, group.accs);
         }
         restored
-            .by_key
-            .values_mut()
+            .iter_mut()
+            .flat_map(|shard| shard.by_key.values_mut())
             .for_each(|of_key| of_key.sort_by_key(|group| group.window));
         *self.lock() = restored;
         Ok(())
     }
 
     fn entries(&self) -> usize {
-        self.lock().rows()
+        self.lock().iter().map(Shard::rows).sum()
     }
 }
 

@@ -17,6 +17,7 @@ mod join;
 mod late;
 mod record;
 mod step;
+mod table;
 mod windows;
 
 pub use aggregate::{AggFn, AggSpec, AggregateSpec, EventAggregate, Grouping, OutputMode};

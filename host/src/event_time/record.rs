@@ -117,6 +117,11 @@ impl Acc {
     /// Folds one more value in (`None` for `count`, which counts rows). SQL nulls are
     /// skipped by every aggregate but `last`.
     pub(crate) fn add(&mut self, value: Option<&Value>, step: &str) -> Result<()> {
+        if let Acc::Count(count) = self {
+            // Every row counts, nulls too.
+            *count += 1;
+            return Ok(());
+        }
         let value = value.unwrap_or(&Value::Null);
         if let Acc::Udf(pending) = self {
             // The function decides what a null means.

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use sluice_abi::encoding::{field_value, from_bytes};
+use rayon::prelude::*;
+use sluice_abi::encoding::{field_value, int_value};
 use sluice_abi::{Batch, Value};
 
 use super::clock::EventClock;
@@ -103,16 +104,24 @@ impl EventTimes {
     }
 
     /// The event time (ms, `None` for null) of each record of `data`: a named field is
-    /// read without decoding the record, a UDF is called once for the batch.
+    /// read without decoding the record (the partitions in parallel), a UDF is called
+    /// once for the batch.
     pub fn times(&self, data: &Dataset, step: &str) -> Result<Vec<Option<i64>>> {
         let Some(udf) = &self.udf else {
-            return data
-                .records()
-                .map(|record| {
-                    crate::scheduler::slice::tick()?;
-                    self.time_in(record, step)
+            let partitions = data
+                .partitions()
+                .par_iter()
+                .map(|partition| {
+                    partition
+                        .iter()
+                        .map(|record| {
+                            crate::scheduler::slice::tick()?;
+                            self.time_in(record, step)
+                        })
+                        .collect::<Result<Vec<_>>>()
                 })
-                .collect();
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(partitions.concat());
         };
         let answers = udf.records(data.concatenated())?;
         answers
@@ -136,10 +145,10 @@ impl EventTimes {
     }
 
     /// The event time of one encoded record (not for a UDF's times).
-    fn time_in(&self, record: &[u8], step: &str) -> Result<Option<i64>> {
+    pub(crate) fn time_in(&self, record: &[u8], step: &str) -> Result<Option<i64>> {
         if let TimeField::Named(name) = &self.spec.field
             && let Some(value) = field_value(record, name)
-            && let Ok(time) = from_bytes::<i64>(value)
+            && let Some(time) = int_value(value)
         {
             return self.spec.millis(time, step).map(Some);
         }
