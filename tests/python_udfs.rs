@@ -407,6 +407,27 @@ fn a_pure_python_dependency_of_the_project_is_bundled_into_its_component() {
     );
 }
 
+/// A Python map, fold and reduce as combine_by_key's create, merge_value and
+/// merge_combiners, over two partitions.
+#[test]
+fn python_fold_and_reduce_combine_by_key() {
+    let testing = common::python_udf("testing");
+    let outputs = collected(&[queue_job(
+        "combine",
+        &[("t", &testing)],
+        "[[[\"a\", 1], [\"b\", 2], [\"a\", 3], [\"a\", 5], [\"b\", 7], [\"c\", 9]]]",
+        &["{ op = \"combine_by_key\", create = \"t#sum_and_count_of\", merge_value = \"t#add_to_sum_and_count\", merge_combiners = \"t#merge_sums_and_counts\" }".into()],
+        2,
+    )]);
+    let mut pairs: Vec<String> = outputs[0].iter().flatten().map(Value::to_json).collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [r#"["a",[9,3]]"#, r#"["b",[9,2]]"#, r#"["c",[9,1]]"#],
+        "per key, (sum, count) of its values"
+    );
+}
+
 #[test]
 fn udf_inspect_lists_python_functions_with_their_kinds() {
     let mut listed = Vec::new();

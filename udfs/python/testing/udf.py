@@ -108,3 +108,21 @@ def words(line):
 @sluice_sdk.fold
 def count_into(count, value):
     return count + 1
+
+
+@sluice_sdk.map
+def sum_and_count_of(value):
+    """combine_by_key's create: a value's combiner, (sum, count)."""
+    return (value, 1)
+
+
+@sluice_sdk.fold
+def add_to_sum_and_count(combiner, value):
+    """combine_by_key's merge_value: a value folded into a combiner."""
+    return (combiner[0] + value, combiner[1] + 1)
+
+
+@sluice_sdk.reduce
+def merge_sums_and_counts(a, b):
+    """combine_by_key's merge_combiners."""
+    return (a[0] + b[0], a[1] + b[1])
