@@ -366,3 +366,134 @@ format = "json_lines"
         ]
     );
 }
+
+#[test]
+fn a_rerun_batch_uses_the_watermark_its_first_run_logged_with_two_inputs_under_min() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two inputs, 5 s delay each, min policy; the state checkpoint is of batch 4. After
+    // batch 5, `a` is at 35 s and `b` (from batch 1) at 45 s: batches 6 and 7 use 35 s.
+    // A restart re-runs 5 to 7, where `b` has no rows: recomputed, the watermark would
+    // stay at 5 s, evict nothing in batch 6 and take 12 s (late at 35 s) in batch 7.
+    let a = [
+        r#"[{"k": "a", "seconds": 10}]"#,
+        "[]",
+        "[]",
+        "[]",
+        r#"[{"k": "a", "seconds": 40}]"#,
+        r#"[{"k": "a", "seconds": 36}]"#,
+        r#"[{"k": "a", "seconds": 12}, {"k": "a", "seconds": 38}]"#,
+    ];
+    let b = [
+        r#"[{"k": "b", "seconds": 50}]"#,
+        "[]",
+        "[]",
+        "[]",
+        "[]",
+        "[]",
+        "[]",
+    ];
+    std::fs::write(dir.path().join("a.jsonl"), a.join("\n")).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), b.join("\n")).unwrap();
+    let manifest = r#"name = "two-inputs"
+batch_interval = "50ms"
+[checkpoint]
+dir = "checkpoint"
+every = 4
+[[sources]]
+name = "in_a"
+kind = "queue"
+batches_file = "a.jsonl"
+[[sources]]
+name = "in_b"
+kind = "queue"
+batches_file = "b.jsonl"
+[[streams]]
+name = "a"
+from = "in_a"
+steps = [{ op = "event_time", field = "seconds", unit = "s", delay = "5s" }]
+[[streams]]
+name = "b"
+from = "in_b"
+steps = [{ op = "event_time", field = "seconds", unit = "s", delay = "5s" }]
+[[streams]]
+name = "counts"
+from = "a"
+steps = [
+  { op = "union", with = ["b"] },
+  { op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"],
+    output_mode = "update", late_rows = "late" },
+]
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+[[sinks]]
+from = "late"
+kind = "files"
+prefix = "out/late"
+suffix = "jsonl"
+format = "json_lines"
+"#;
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let outputs = || -> Vec<(String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|file| {
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(file).unwrap())
+            })
+            .collect()
+    };
+    // What each batch that ran reported: (batch, watermark, late rows, state).
+    let reports = |log: &[serde_json::Value], replayed: bool| -> Vec<(i64, i64, i64, String)> {
+        log.iter()
+            .filter(|line| message_of(line) == "batch done")
+            .map(|line| &line["fields"])
+            .filter(|fields| fields["replayed"].as_bool() == Some(replayed))
+            .filter_map(|fields| {
+                Some((
+                    fields["batch"].as_i64()?,
+                    fields["watermark_ms"].as_i64()?,
+                    fields["late_rows"].as_i64()?,
+                    fields["state_operators"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    let (status, log) = Run::start(&path, &["--batches", "7"]).finish();
+    assert!(status.success(), "{log:#?}");
+    let first = reports(&log, false);
+    let watermarks: Vec<(i64, i64)> = first.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(
+        watermarks,
+        [(1, 0), (2, 5_000), (5, 5_000), (6, 35_000), (7, 35_000)],
+        "{log:#?}"
+    );
+    let written = outputs();
+    let late: Vec<&str> = written
+        .iter()
+        .filter(|(name, text)| name.starts_with("late") && !text.is_empty())
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert_eq!(late, ["{\"k\":\"a\",\"seconds\":12}\n"]);
+
+    let (status, log) = Run::start(&path, &[]).finish();
+    assert!(status.success(), "{log:#?}");
+    let rerun = reports(&log, true);
+    assert_eq!(rerun, first[2..], "{log:#?}");
+    let again = outputs();
+    for file in &written {
+        assert!(
+            again.contains(file),
+            "{file:?} was rewritten otherwise: {again:#?}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{self, Checkpointer, Recovery};
+use crate::failure::{Failing, FailureKind};
 use crate::job::{BatchStats, Job};
 use crate::receivers::{Completed, Receivers};
 
@@ -75,6 +76,10 @@ pub struct BatchReport {
     pub checkpoint: Option<checkpoint::Written>,
     /// The records each source brought, in source order.
     pub source_records: Vec<u64>,
+    /// The bytes the job's write-ahead log holds on disk after it, if it has one.
+    pub wal_bytes: Option<u64>,
+    /// The records the job's receivers held for the next batch when it was done.
+    pub buffered_records: u64,
     /// Input rows its event-time steps dropped as late.
     pub late_rows: u64,
     /// What its event-time steps did (the watermark they used, the rows' event times,
@@ -146,12 +151,14 @@ pub async fn run(
     // The last batch computed, while no state checkpoint covers it.
     let mut unsaved: Option<checkpoint::Cut> = None;
     let mut first_number = 1;
+    let buffered = receivers.buffered();
     let checkpointer = match checkpointing {
         Some(Checkpointing {
             checkpointer,
             recovery,
         }) => {
             for (cut, logged) in recovery.replay {
+                let watermark = recovery.watermarks.get(&cut.number).copied();
                 if options.stop.is_cancelled() {
                     // The rest stays in the log, to be re-run at the next start.
                     summary.checkpoint = checkpoint_last(&job, &checkpointer, unsaved).await?;
@@ -159,7 +166,8 @@ pub async fn run(
                 }
                 let inputs = receivers.replay(&cut, logged)?;
                 let source_records = records_of(&inputs);
-                let computed = compute(&job, Some(&checkpointer), cut.clone(), inputs).await;
+                let computed =
+                    compute(&job, Some(&checkpointer), (cut.clone(), watermark), inputs).await;
                 let Some((stats, written)) = unless_forced(&job, computed)? else {
                     summary.reason = StopReason::Forced;
                     return Ok(summary);
@@ -178,6 +186,8 @@ pub async fn run(
                     skipped: 0,
                     checkpoint: written,
                     source_records,
+                    wal_bytes: Some(checkpointer.wal_bytes()),
+                    buffered_records: buffered.records(),
                     late_rows: late_rows(&job),
                     event_time: job.event_time_report().filter(|report| report.ran),
                 });
@@ -229,7 +239,7 @@ pub async fn run(
         let queued = pending.len();
         let logged = cut.logged.clone();
         let source_records = records_of(&cut.inputs);
-        let computed = compute(&job, checkpointer.as_ref(), cut.logged, cut.inputs).await;
+        let computed = compute(&job, checkpointer.as_ref(), (cut.logged, None), cut.inputs).await;
         let Some((stats, written)) = unless_forced(&job, computed)? else {
             break StopReason::Forced;
         };
@@ -255,6 +265,10 @@ pub async fn run(
             skipped,
             checkpoint: written,
             source_records,
+            wal_bytes: checkpointer
+                .as_ref()
+                .map(|checkpointer| checkpointer.wal_bytes()),
+            buffered_records: buffered.records(),
             late_rows: late_rows(&job),
             event_time: job.event_time_report().filter(|report| report.ran),
         });
@@ -324,37 +338,72 @@ async fn checkpoint_last(
     tokio::task::spawn_blocking(move || checkpointer.checkpoint(&job, &cut))
         .await
         .context("writing the last state checkpoint panicked")?
-        .context("the run stopped, but its last state checkpoint could not be written")
+        .context(Failing::new(
+            FailureKind::Checkpoint,
+            "the run stopped, but its last state checkpoint could not be written",
+        ))
         .map(Some)
 }
 
-/// Computes one batch off the async threads, then tells the checkpointer it is complete.
+/// Computes one batch on a crew of the host's threads, off the async ones, then tells the
+/// checkpointer it is complete. A re-run batch comes with the event-time watermark its
+/// first run logged, if it got that far.
 async fn compute(
     job: &Arc<Job>,
     checkpointer: Option<&Arc<Checkpointer>>,
-    cut: checkpoint::Cut,
+    (cut, logged_watermark): (checkpoint::Cut, Option<i64>),
     inputs: Vec<Batch>,
 ) -> Result<(BatchStats, Option<checkpoint::Written>)> {
-    let job = job.clone();
     let checkpointer = checkpointer.cloned();
-    tokio::task::spawn_blocking(move || {
+    job.on_crew(move |job| {
         let progress = job.progress();
         progress.begin(cut.number, cut.time_ms);
-        let computed = job.process(cut.time_ms, inputs).and_then(|stats| {
-            progress.checkpoint();
-            let written = match checkpointer {
-                Some(checkpointer) => checkpointer
-                    .completed(&job, &cut)
-                    .context("the batch was computed but its checkpoint could not be written")?,
-                None => None,
-            };
-            Ok((stats, written))
-        });
+        let computed = settle_watermark(job, checkpointer.as_deref(), &cut, logged_watermark)
+            .and_then(|()| job.process(cut.time_ms, inputs))
+            .and_then(|stats| {
+                progress.checkpoint();
+                let written = match checkpointer {
+                    Some(checkpointer) => {
+                        checkpointer.completed(job, &cut).context(Failing::new(
+                            FailureKind::Checkpoint,
+                            "the batch was computed but its checkpoint could not be written",
+                        ))?
+                    }
+                    None => None,
+                };
+                Ok((stats, written))
+            });
         progress.end();
         computed
     })
     .await
-    .context("the batch computation panicked")?
+    .context("the batch computation did not finish")?
+}
+
+/// Settles the event-time watermark batch `cut` computes with: a re-run one uses the one
+/// its first run `logged` (recomputing it from the data re-run since the checkpoint could
+/// lower it); any other is logged, if the job has a log and a watermark, before the
+/// batch's output reaches a sink.
+fn settle_watermark(
+    job: &Job,
+    checkpointer: Option<&Checkpointer>,
+    cut: &checkpoint::Cut,
+    logged: Option<i64>,
+) -> Result<()> {
+    let clock = job.event_clock();
+    if let Some(watermark_ms) = logged {
+        clock.rerun_with(watermark_ms);
+        return Ok(());
+    }
+    match (checkpointer, clock.next_watermark()) {
+        (Some(checkpointer), Some(watermark_ms)) => checkpointer
+            .log_watermark(cut.number, watermark_ms)
+            .context(Failing::new(
+                FailureKind::Checkpoint,
+                "the batch's watermark could not be logged",
+            )),
+        _ => Ok(()),
+    }
 }
 
 /// Cuts a batch every interval until stopped, drained, or nobody takes the cuts any more.

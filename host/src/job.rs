@@ -9,11 +9,12 @@ use sluice_abi::{Batch, NamedFunction};
 use tokio_util::sync::CancellationToken;
 
 use crate::dataset::Dataset;
+use crate::failure::{Failing, FailureKind};
 use crate::graph::JobGraph;
 use crate::manifest::JobConfig;
 use crate::operators::BatchContext;
 use crate::runtime::Runtime;
-use crate::scheduler::HostTurn;
+use crate::scheduler::{Crews, HostTurn};
 use crate::sinks::{self, Collected, Sink};
 use crate::tenancy::HeldBytes;
 
@@ -21,11 +22,12 @@ use crate::tenancy::HeldBytes;
 pub struct Job {
     config: JobConfig,
     graph: JobGraph,
-    /// The job's own threads for its host-side operator work: one per partition, at most
-    /// one per core. A job whose guest calls wait (queued, or blocked in a clock wait)
-    /// holds only its own threads, never another job's.
-    threads: rayon::ThreadPool,
-    /// The job's turn at host work on the fair scheduler: its threads compute only while
+    /// The host's threads, shared by its jobs: each batch computes on a crew of them (one
+    /// per core) that no other batch uses meanwhile. A job whose guest calls wait
+    /// (queued, or blocked in a clock wait) holds only its batch's crew, never another
+    /// job's.
+    crews: Crews,
+    /// The job's turn at host work on the fair scheduler: its batches compute only while
     /// it holds a run slot, in slices ([`crate::scheduler::slice`]).
     turn: Arc<HostTurn>,
     /// The host memory the job holds, counted against its tenant's `max_host_bytes`.
@@ -72,31 +74,18 @@ impl Job {
                 .place(&config, runtime.scheduler(), force_stop.clone())?;
         let graph = JobGraph::build(&config, runtime, &placement, natives)
             .with_context(|| format!("cannot build job `{}`", config.name))?;
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let turn = placement.seat.host_turn();
-        let threads = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.partitions.clamp(1, cores))
-            .thread_name({
-                let name = config.name.clone();
-                move |index| format!("job {name} #{index}")
-            })
-            .start_handler({
-                let turn = turn.clone();
-                move |_| turn.enter()
-            })
-            .build()
-            .with_context(|| format!("cannot start the threads of job `{}`", config.name))?;
         let held = HeldBytes::new(placement.account.clone(), &config.name);
         let collected = Collected::default();
         let sinks = config
             .sinks
             .iter()
-            .map(|sink| sinks::build(sink, &collected))
-            .collect();
+            .map(|sink| sinks::build(sink, &collected, &config))
+            .collect::<Result<_>>()?;
         Ok(Self {
             config,
             graph,
-            threads,
+            crews: runtime.scheduler().crews().clone(),
             held,
             turn,
             force_stop,
@@ -155,6 +144,11 @@ impl Job {
         self.graph.event_clock().last_report()
     }
 
+    /// The job's event-time watermark (what a re-run batch is told to use again).
+    pub fn event_clock(&self) -> &crate::event_time::EventClock {
+        self.graph.event_clock()
+    }
+
     /// Numbers the next batch `number + 1`: the job resumes after batch `number`.
     pub fn resume_after(&self, number: u64) {
         self.batches_done.store(number, Ordering::Relaxed);
@@ -165,16 +159,34 @@ impl Job {
         &self.collected
     }
 
+    /// Runs `work` on a crew of the host's threads that no other batch uses meanwhile (a
+    /// batch, with what follows it: [`Job::process`] there runs on the same crew), and
+    /// awaits it without holding the calling thread. A panic in `work` is an error.
+    pub async fn on_crew<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Job) -> T + Send + 'static,
+    ) -> Result<T> {
+        let job = self.clone();
+        self.crews.compute(&self.turn, move || work(&job)).await
+    }
+
     /// Computes the batch of time `time_ms` from each source's records (in source order)
     /// and writes it to every sink.
     pub fn process(&self, time_ms: i64, inputs: Vec<Batch>) -> Result<BatchStats> {
         // The turn is taken at the first tick of a host loop: a small batch's few records
         // never queue for it.
-        self.threads.install(|| {
-            let processed = self.process_here(time_ms, inputs);
-            self.turn.release();
-            processed
-        })
+        self.crews
+            .run(&self.turn, || {
+                let processed = self.process_here(time_ms, inputs);
+                self.turn.release();
+                processed
+            })
+            .with_context(|| {
+                format!(
+                    "job `{}` cannot compute the batch of time {time_ms} ms",
+                    self.config.name
+                )
+            })?
     }
 
     /// The host memory the job's state and window stores hold; measured only for a
@@ -206,14 +218,12 @@ impl Job {
         let started = Instant::now();
         let records_in: usize = inputs.iter().map(Batch::len).sum();
         if records_in > self.max_batch_records {
-            anyhow::bail!(
+            return Err(Failing::quota(format!(
                 "job `{}` cannot compute the batch of time {time_ms} ms: its {records_in} records \
                  are over tenant `{}`'s quota `max_batch_records` of {} (the host configuration \
                  sets it)",
-                self.config.name,
-                self.tenant,
-                self.max_batch_records
-            );
+                self.config.name, self.tenant, self.max_batch_records
+            )));
         }
         let state_bytes = self.state_bytes();
         let in_flight = |data: u64| state_bytes + data;
@@ -251,12 +261,18 @@ impl Job {
             let Some(data) = data else { continue };
             records_out += data.len();
             sink.write(time_ms, data)
-                .with_context(|| format!("sink `{}` could not write", config.name))
+                .with_context(|| {
+                    Failing::new(
+                        FailureKind::Sink,
+                        format!("sink `{}` could not write", config.name),
+                    )
+                })
                 .with_context(failed)?;
         }
         self.held
             .hold(self.state_bytes(), "state")
             .with_context(failed)?;
+        self.graph.meter_state();
         Ok(BatchStats {
             records_in,
             records_out,

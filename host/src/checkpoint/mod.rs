@@ -6,7 +6,8 @@
 //! - `instance`: the [instance id](instance), made at the job's first start in the
 //!   directory (one with neither `wal/` nor `state/`);
 //! - `wal/`: the [write-ahead log](wal), segment files of a section per batch: the
-//!   records of sources that cannot replay them, then where the batch was cut;
+//!   records of sources that cannot replay them, then where the batch was cut (and
+//!   the event-time watermark each batch computed with, logged as it starts);
 //! - `state/`: [state checkpoints](snapshot) every `every` batches: each stateful
 //!   operator's state, the batch it covers, where replayable sources resume;
 //! - `metadata.json`: the manifest, the components' digests and the last completed batch,
@@ -31,7 +32,8 @@
 //! # Recovery
 //!
 //! Recovery restores the newest usable state checkpoint, then re-runs every batch cut
-//! after it from the log, in order, with the same records. Outputs of a re-run batch
+//! after it from the log, in order, with the same records and event-time watermarks
+//! (computing one afresh only for a batch the log has none for). Outputs of a re-run batch
 //! replace the first run's (files are named by batch time and written by rename). First,
 //! temporary files (`*.tmp`) left by an interrupted write are removed. Then:
 //! - a file of another instance (another job, or another run of this one), a segment or
@@ -62,6 +64,7 @@ mod recover;
 pub mod snapshot;
 pub mod wal;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -131,6 +134,9 @@ pub struct Recovery {
     pub restored: Option<(u64, i64)>,
     /// Batches cut after it, to re-run in order: each cut with its logged records.
     pub replay: Vec<(Cut, Vec<Batch>)>,
+    /// The event-time watermark each batch to re-run computed with in its first run, by
+    /// batch (none for one that did not get to compute, or logged before watermarks were).
+    pub watermarks: BTreeMap<u64, i64>,
     /// Records logged after the last cut, per source: they go into the next batch.
     pub pending: Vec<Batch>,
     /// Where replayable sources resume.
@@ -163,6 +169,20 @@ pub struct Written {
 }
 
 impl Checkpointer {
+    /// The bytes the job's write-ahead log holds on disk.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.lock().expect("log poisoned").retained_bytes()
+    }
+
+    /// Logs the event-time watermark batch `number` (already cut) computes with, before
+    /// its output reaches a sink: a re-run of it uses the same.
+    pub fn log_watermark(&self, number: u64, watermark_ms: i64) -> Result<()> {
+        self.wal
+            .lock()
+            .expect("log poisoned")
+            .watermark(number, watermark_ms)
+    }
+
     /// Opens `config.dir` for `job`: removes stale temporary files, checks the instance,
     /// restores the newest usable state checkpoint into the job (steps named in
     /// `options.fresh_state` start empty instead), reads what the log holds after it, and
@@ -285,6 +305,7 @@ impl Checkpointer {
             finished: logged.digests,
         };
         recovery.replay = logged.batches;
+        recovery.watermarks = logged.watermarks;
         recovery.pending = logged.pending;
         recovery.notes = notes;
         recovery.lost = lost;
@@ -294,6 +315,7 @@ impl Checkpointer {
             options.wal_rolling,
             recovery.next_number,
             chain,
+            job.another_held_count(),
         )?;
         Ok((
             Self {
@@ -363,12 +385,16 @@ impl Checkpointer {
             operators: job
                 .stateful_steps()
                 .iter()
-                .map(|step| SavedOperator {
-                    id: step.id.to_owned(),
-                    kind: step.state.kind().to_owned(),
-                    udfs: step.udfs.to_vec(),
-                    entries: step.state.entries() as u64,
-                    state: step.state.save(),
+                .map(|step| {
+                    let state = step.state.save();
+                    step.meter.state_saved(state.len());
+                    SavedOperator {
+                        id: step.id.to_owned(),
+                        kind: step.state.kind().to_owned(),
+                        udfs: step.udfs.to_vec(),
+                        entries: step.state.entries() as u64,
+                        state,
+                    }
                 })
                 .collect(),
         };

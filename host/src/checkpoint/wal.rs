@@ -6,7 +6,10 @@
 //! sections of consecutive batches. A section's first frame is its header: the
 //! [format](mod@super::format), the instance, the batch number and the digest of the
 //! section before it (of the last section a state checkpoint covers, for the first one
-//! after it). Then the records of that batch as they arrive, then its cut.
+//! after it). Then the records of that batch as they arrive, then its cut. Between them,
+//! the event-time watermark each earlier batch computes with, logged as that batch starts
+//! (the cutter runs ahead of the computing, so a batch's watermark is not known at its
+//! cut): a re-run uses the logged one rather than the one its replayed data gives.
 //!
 //! A segment is [rolled](Rolling) (the next batch's section starts a new file) when it
 //! reaches a size or an age, and after a state checkpoint, so that what a checkpoint
@@ -28,7 +31,12 @@ use super::codec::{self, SavedBatch};
 use super::files::{SeenBySource, SeenFiles, merge_into};
 use super::format::{self, Digest, Hashing, InstanceId, Kind};
 use super::{Loss, frame};
+use crate::failure::{Failing, FailureKind};
 use crate::manifest::FsyncPolicy;
+use crate::tenancy::HeldBytes;
+
+/// What the log's bytes are to the tenant's `max_host_bytes` (in its quota's error).
+const RETAINED: &str = "retained write-ahead log";
 
 /// One record of the log.
 #[derive(Debug, Encode, Decode)]
@@ -43,6 +51,10 @@ enum Entry {
         files: SeenFiles,
         records: SavedBatch,
     },
+    /// The event-time watermark batch `batch` (cut before) computes with, logged before
+    /// its output reaches a sink: a re-run uses it again. (Last, so that logs written
+    /// before it existed read the same.)
+    Watermark { batch: u64, watermark_ms: i64 },
 }
 
 /// What a batch's section says about itself, after the format header of its first frame.
@@ -146,6 +158,11 @@ pub struct Wal {
     segment: Segment,
     /// The first batches of the segment files on disk (the one written to among them).
     on_disk: BTreeSet<u64>,
+    /// The bytes of the segment files on disk but the one written to.
+    closed_bytes: u64,
+    /// Counts the segment files on disk against the tenant's `max_host_bytes`: what a job
+    /// logs stays on the host until a checkpoint lets it go ([`Wal::forget_up_to`]).
+    retained: HeldBytes,
     /// A state checkpoint was written: the next batch starts a new segment.
     roll_requested: bool,
     finished: BTreeMap<u64, Digest>,
@@ -167,8 +184,11 @@ struct Segment {
     section_start: u64,
     /// The digest the current section's header names as its predecessor's.
     previous: Digest,
-    /// Whether the current section holds nothing but its header yet.
+    /// Whether the current section holds nothing but its header (and watermarks of
+    /// earlier batches) yet.
     fresh: bool,
+    /// The last batch whose watermark the current section logs.
+    watermarks_up_to: Option<u64>,
 }
 
 /// The path of the segment whose first batch is `number` in `dir`.
@@ -208,6 +228,7 @@ impl Segment {
                 section_start: len,
                 previous,
                 fresh: true,
+                watermarks_up_to: None,
             })
         })();
         let mut segment = opened.with_context(|| open_failed(&path))?;
@@ -248,6 +269,7 @@ impl Segment {
             section_start: tail.start as u64,
             previous: tail.previous,
             fresh: tail.only_header,
+            watermarks_up_to: None,
         };
         if goes_on {
             segment.file.update(&bytes[tail.start..]);
@@ -270,13 +292,14 @@ impl Segment {
         self.section_start = self.len;
         self.previous = previous;
         self.fresh = true;
+        self.watermarks_up_to = None;
         self.write(&section_header(instance, number, previous))
     }
 
     fn write(&mut self, payload: &[u8]) -> io::Result<()> {
         frame::write(&mut self.file, payload)?;
         self.file.flush()?;
-        self.len += 8 + payload.len() as u64;
+        self.len += frame::framed_len(payload.len());
         Ok(())
     }
 
@@ -336,13 +359,16 @@ fn last_section(bytes: &[u8]) -> Option<Tail> {
 impl Wal {
     /// Opens the log in `dir` to log batch `number`: the newest segment goes on if it
     /// holds that batch's section or ends with the batch before; otherwise a segment
-    /// starts with it, continuing `chain.previous`.
+    /// starts with it, continuing `chain.previous`. The segment files count against the
+    /// tenant's `max_host_bytes` in `retained`, from those on disk now on: a log over the
+    /// quota refuses what it is given to log.
     pub fn open(
         dir: &Path,
         fsync: FsyncPolicy,
         rolling: Rolling,
         number: u64,
         chain: Chain,
+        retained: HeldBytes,
     ) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut on_disk: BTreeSet<u64> = segments(dir)?.into_iter().map(|(n, _)| n).collect();
@@ -355,7 +381,12 @@ impl Wal {
             None => Segment::create(dir, chain.instance, number, chain.previous)?,
         };
         on_disk.insert(segment.first);
-        Ok(Self {
+        let closed_bytes = on_disk
+            .iter()
+            .filter(|first| **first != segment.first)
+            .map(|first| fs::metadata(segment_path(dir, *first)).map_or(0, |file| file.len()))
+            .sum();
+        let wal = Self {
             dir: dir.to_owned(),
             fsync,
             rolling,
@@ -363,30 +394,60 @@ impl Wal {
             number,
             segment,
             on_disk,
+            closed_bytes,
+            retained,
             roll_requested: false,
             finished: chain.finished,
             files: chain.files,
             files_logged: chain.files_logged,
-        })
+        };
+        wal.count_retained().with_context(|| {
+            format!("cannot go on with the write-ahead log in {}", dir.display())
+        })?;
+        Ok(wal)
     }
 
+    /// The bytes of the segment files on disk.
+    pub fn retained_bytes(&self) -> u64 {
+        self.closed_bytes + self.segment.len
+    }
+
+    /// Brings the log's count against the tenant's `max_host_bytes` up to date (segment
+    /// headers, segments deleted); fails if the log has grown over the quota.
+    fn count_retained(&self) -> Result<()> {
+        self.retained.hold(self.retained_bytes(), RETAINED)
+    }
+
+    /// Appends `entry`, unless the tenant's `max_host_bytes` has no room for it.
     fn append(&mut self, entry: &Entry) -> Result<()> {
-        self.segment.fresh = false;
+        let payload = codec::encode(entry);
+        self.retained
+            .charge(frame::framed_len(payload.len()), RETAINED)?;
+        match entry {
+            Entry::Watermark { batch, .. } => self.segment.watermarks_up_to = Some(*batch),
+            _ => self.segment.fresh = false,
+        }
         self.segment
-            .write(&codec::encode(entry))
+            .write(&payload)
             .with_context(|| {
-                format!(
-                    "cannot append to the write-ahead log in {} (is the disk full or the directory read-only?)",
-                    self.dir.display()
+                Failing::new(
+                    FailureKind::Checkpoint,
+                    format!(
+                        "cannot append to the write-ahead log in {} (is the disk full or the directory read-only?)",
+                        self.dir.display()
+                    ),
                 )
             })
     }
 
     fn sync(&mut self) -> Result<()> {
         self.segment.sync().with_context(|| {
-            format!(
-                "cannot sync the write-ahead log in {} (is the disk full or failing?)",
-                self.dir.display()
+            Failing::new(
+                FailureKind::Checkpoint,
+                format!(
+                    "cannot sync the write-ahead log in {} (is the disk full or failing?)",
+                    self.dir.display()
+                ),
             )
         })
     }
@@ -421,6 +482,19 @@ impl Wal {
         Ok(())
     }
 
+    /// Logs the event-time watermark batch `batch` (already cut) computes with, durably
+    /// (unless the policy is never to), before its output reaches a sink.
+    pub fn watermark(&mut self, batch: u64, watermark_ms: i64) -> Result<()> {
+        self.append(&Entry::Watermark {
+            batch,
+            watermark_ms,
+        })?;
+        if self.fsync != FsyncPolicy::Never {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
     /// The files the directory sources had read when batch `number` was cut.
     pub fn files_as_of(&self, number: u64) -> SeenBySource {
         let mut files = self.files.clone();
@@ -449,19 +523,21 @@ impl Wal {
             || self.segment.len >= self.rolling.max_bytes
             || self.segment.opened.elapsed() >= self.rolling.max_age;
         if due {
-            self.roll(digest)
+            self.roll(digest)?;
         } else {
             let number = self.number;
             self.segment
                 .start_section(self.instance, number, digest)
-                .with_context(|| open_failed(&segment_path(&self.dir, self.segment.first)))
+                .with_context(|| open_failed(&segment_path(&self.dir, self.segment.first)))?;
         }
+        self.count_retained()
     }
 
     /// Starts a new segment with the section of the current batch, which continues
     /// `previous`.
     fn roll(&mut self, previous: Digest) -> Result<()> {
-        self.segment = Segment::create(&self.dir, self.instance, self.number, previous)?;
+        let segment = Segment::create(&self.dir, self.instance, self.number, previous)?;
+        self.closed_bytes += std::mem::replace(&mut self.segment, segment).len;
         self.on_disk.insert(self.number);
         self.roll_requested = false;
         Ok(())
@@ -482,6 +558,7 @@ impl Wal {
             let (first, next) = (pair[0], pair[1]);
             if next <= number + 1 && first != self.segment.first {
                 let path = segment_path(&self.dir, first);
+                let bytes = fs::metadata(&path).map_or(0, |file| file.len());
                 match fs::remove_file(&path) {
                     Err(error) if error.kind() != io::ErrorKind::NotFound => {
                         return Err(error)
@@ -490,17 +567,24 @@ impl Wal {
                     _ => {}
                 }
                 self.on_disk.remove(&first);
+                self.closed_bytes = self.closed_bytes.saturating_sub(bytes);
             }
         }
         self.finished.retain(|batch, _| *batch > number);
         self.files = self.files_as_of(number);
         self.files_logged.retain(|batch, _| *batch > number);
         self.roll_requested = true;
-        if self.segment.fresh {
+        // Watermarks of forgotten batches are not needed by any re-run.
+        let needed = self
+            .segment
+            .watermarks_up_to
+            .is_some_and(|batch| batch > number);
+        if self.segment.fresh && !needed {
             if self.segment.section_start == 0 {
                 self.roll_requested = false;
             } else {
-                // The section holds only its header: it moves to a segment of its own.
+                // The section holds only its header (and watermarks no longer needed): it
+                // moves to a segment of its own.
                 let path = segment_path(&self.dir, self.segment.first);
                 let start = self.segment.section_start;
                 self.segment
@@ -508,10 +592,11 @@ impl Wal {
                     .flush()
                     .and_then(|()| self.segment.file.get_ref().get_ref().set_len(start))
                     .with_context(|| format!("cannot roll {}", path.display()))?;
+                self.segment.len = start;
                 self.roll(self.segment.previous)?;
             }
         }
-        Ok(())
+        self.count_retained()
     }
 }
 
@@ -524,6 +609,8 @@ pub struct Logged {
     pub pending: Vec<Batch>,
     /// The files directory sources read, by the batch whose section logged them.
     pub files: FilesLogged,
+    /// The event-time watermark each batch computed with, by batch, as logged.
+    pub watermarks: BTreeMap<u64, i64>,
     /// The first batch logged after the given batch, if any.
     pub first: Option<u64>,
     /// The digests of the sections read, as they stand once repaired, by batch.
@@ -587,6 +674,8 @@ enum Read {
     },
     /// The end of a batch.
     Cut(Cut),
+    /// The watermark a batch computed with.
+    Watermark { batch: u64, watermark_ms: i64 },
 }
 
 /// One batch's section of a segment file, read back.
@@ -667,6 +756,13 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
                             files: Some(files),
                         },
                         Entry::Cut(cut) => Read::Cut(cut),
+                        Entry::Watermark {
+                            batch,
+                            watermark_ms,
+                        } => Read::Watermark {
+                            batch,
+                            watermark_ms,
+                        },
                     })
                 });
                 let section = sections.last_mut().expect("matched above");
@@ -886,6 +982,12 @@ pub fn read(
                             std::mem::replace(&mut logged.pending, vec![Batch::new(); sources]);
                         logged.batches.push((cut, inputs));
                     }
+                    Read::Watermark {
+                        batch,
+                        watermark_ms,
+                    } => {
+                        logged.watermarks.insert(batch, watermark_ms);
+                    }
                 }
             }
             let digest = format::digest(&bytes[section.start..section.end]);
@@ -1002,9 +1104,12 @@ fn arrive(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use proptest::prelude::*;
 
     use super::*;
+    use crate::tenancy::{Account, HostConfig, Quotas, Tenancy, TenantConfig};
 
     const INSTANCE: InstanceId = InstanceId([7; 16]);
 
@@ -1018,8 +1123,13 @@ mod tests {
         header
     }
 
-    /// A fresh log in `dir` with `rolling`, at batch 1.
+    /// A fresh log in `dir` with `rolling`, at batch 1, of a tenant with no quota.
     fn fresh(dir: &Path, rolling: Rolling) -> Wal {
+        fresh_counted(dir, rolling, counted(None).1)
+    }
+
+    /// A fresh log in `dir` with `rolling`, at batch 1, whose files count in `retained`.
+    fn fresh_counted(dir: &Path, rolling: Rolling, retained: HeldBytes) -> Wal {
         let chain = Chain {
             instance: INSTANCE,
             previous: format::NO_DIGEST,
@@ -1027,7 +1137,70 @@ mod tests {
             files: SeenBySource::default(),
             files_logged: FilesLogged::new(),
         };
-        Wal::open(dir, FsyncPolicy::Never, rolling, 1, chain).unwrap()
+        Wal::open(dir, FsyncPolicy::Never, rolling, 1, chain, retained).unwrap()
+    }
+
+    /// A job's count of host bytes for a tenant with `max_host_bytes`, and its account.
+    fn counted(max_host_bytes: Option<usize>) -> (Arc<Account>, HeldBytes) {
+        let tenancy = Tenancy::new(&HostConfig {
+            tenants: vec![TenantConfig {
+                quotas: Quotas {
+                    max_host_bytes,
+                    ..Quotas::default()
+                },
+                ..TenantConfig::named("t")
+            }],
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let account = tenancy.account("t").unwrap();
+        (account.clone(), HeldBytes::new(account, "j"))
+    }
+
+    /// The bytes of the segment files in `dir`.
+    fn bytes_on_disk(dir: &Path) -> u64 {
+        segments(dir)
+            .unwrap()
+            .iter()
+            .map(|(_, path)| fs::metadata(path).unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn the_segments_on_disk_count_against_max_host_bytes_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (account, retained) = counted(Some(4096));
+        let mut wal = fresh_counted(dir.path(), Rolling::EVERY_BATCH, retained);
+        log(&mut wal, 1..=4);
+        let logged = bytes_on_disk(dir.path());
+        assert_eq!(
+            (account.host_bytes(), wal.retained_bytes()),
+            (logged, logged)
+        );
+
+        wal.forget_up_to(3).unwrap();
+        let kept = bytes_on_disk(dir.path());
+        assert!(kept < logged, "{kept} of {logged} bytes kept");
+        assert_eq!(account.host_bytes(), kept, "deleted segments are released");
+
+        let mut big = Batch::new();
+        big.push(&"x".repeat(5000)).unwrap();
+        let refused = format!("{:#}", wal.records(0, &big).unwrap_err());
+        assert!(
+            refused.contains("`max_host_bytes` is 4096 bytes")
+                && refused.contains("this job's retained write-ahead log"),
+            "{refused}"
+        );
+        assert_eq!(
+            bytes_on_disk(dir.path()),
+            kept,
+            "nothing refused was written"
+        );
+        assert_eq!(account.host_bytes(), kept);
+        log(&mut wal, 5..=5);
+        assert_eq!(account.host_bytes(), bytes_on_disk(dir.path()));
+        drop(wal);
+        assert_eq!(account.host_bytes(), 0, "a closed log holds nothing");
     }
 
     /// Logs one record (`"b<number>"`) for each batch of `batches`, and cuts it.
@@ -1161,6 +1334,38 @@ mod tests {
     }
 
     #[test]
+    fn watermarks_are_read_back_by_batch_and_forgotten_with_their_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = fresh(dir.path(), Rolling::default());
+        log(&mut wal, 1..=2);
+        // Batches compute after their cut: their watermarks land in batch 3's section.
+        wal.watermark(1, 5_000).unwrap();
+        wal.watermark(2, 35_000).unwrap();
+        let logged = read_all(dir.path());
+        assert_eq!(logged.watermarks, BTreeMap::from([(1, 5_000), (2, 35_000)]));
+        assert_eq!(cut_numbers(&logged), [1, 2]);
+        assert!(logged.lost.is_none() && logged.refused.is_empty() && logged.notes.is_empty());
+
+        // A checkpoint of batch 2 needs neither: batch 3's section still moves to a
+        // segment of its own, so that segment 1 can go.
+        let covered = wal.digest_of(2).unwrap();
+        wal.forget_up_to(2).unwrap();
+        assert_eq!(names(dir.path()), [1, 3]);
+        let logged = read(dir.path(), 2, 1, INSTANCE, (covered, "checkpoint 2")).unwrap();
+        assert!(logged.watermarks.is_empty() && logged.batches.is_empty());
+        assert!(logged.lost.is_none() && logged.refused.is_empty());
+
+        // One a re-run needs is kept in the section it is in.
+        log(&mut wal, 3..=3);
+        wal.watermark(3, 40_000).unwrap();
+        wal.forget_up_to(2).unwrap();
+        log(&mut wal, 4..=4);
+        let logged = read(dir.path(), 2, 1, INSTANCE, (covered, "checkpoint 2")).unwrap();
+        assert_eq!(logged.watermarks, BTreeMap::from([(3, 40_000)]));
+        assert_eq!(cut_numbers(&logged), [3, 4]);
+    }
+
+    #[test]
     fn the_log_goes_on_in_its_newest_segment_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = fresh(dir.path(), Rolling::default());
@@ -1178,8 +1383,21 @@ mod tests {
             files: SeenBySource::default(),
             files_logged: FilesLogged::new(),
         };
-        let mut wal =
-            Wal::open(dir.path(), FsyncPolicy::Never, Rolling::default(), 3, chain).unwrap();
+        let (account, retained) = counted(None);
+        let mut wal = Wal::open(
+            dir.path(),
+            FsyncPolicy::Never,
+            Rolling::default(),
+            3,
+            chain,
+            retained,
+        )
+        .unwrap();
+        assert_eq!(
+            account.host_bytes(),
+            bytes_on_disk(dir.path()),
+            "a reopened log counts the segments it finds"
+        );
         log(&mut wal, 3..=3);
         assert_eq!(names(dir.path()), [1]);
         let logged = read_all(dir.path());

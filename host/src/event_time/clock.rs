@@ -168,6 +168,23 @@ impl EventClock {
         }
     }
 
+    /// The watermark the next batch evicts and emits with, if the job has one: what the
+    /// write-ahead log keeps with the batch, so that a re-run uses it again.
+    pub fn next_watermark(&self) -> Option<i64> {
+        let state = self.lock();
+        (!state.inputs.is_empty()).then_some(state.global)
+    }
+
+    /// Has the next batch, a re-run, use `watermark_ms`: the one its first run used. The
+    /// inputs' own watermarks start from "no data yet" after a restart, so the one
+    /// computed from the data re-run since the checkpoint may be lower (an input with no
+    /// rows re-run counts as 0 under the min policy), and the batch would drop and emit
+    /// otherwise than it did. The watermark never goes down.
+    pub fn rerun_with(&self, watermark_ms: i64) {
+        let mut state = self.lock();
+        state.global = state.global.max(watermark_ms);
+    }
+
     /// `(late, evict)`: the watermark the running batch drops late rows with (the
     /// previous batch's) and the one it evicts and emits with; `None` if event-time steps
     /// do not run in this batch.
@@ -333,6 +350,39 @@ mod tests {
         assert_eq!(batch(&restarted, input, &[10_000]), 50_000);
         assert_eq!(batch(&restarted, input, &[]), 50_000);
         assert!(restarted.restore(&saved[..9]).is_err());
+    }
+
+    #[test]
+    fn a_rerun_uses_the_logged_watermark_where_recomputing_would_lower_it() {
+        let first = clock(WatermarkPolicy::Min);
+        let (a, b) = (first.register_input(5_000), first.register_input(5_000));
+        first.begin(true);
+        first.observe(a, &[10_000]);
+        first.observe(b, &[50_000]);
+        first.end();
+        let saved = first.save();
+        // After the checkpoint, only `a` has rows: with `b`'s 45 s, the min moves to 35 s.
+        let logged = first.next_watermark();
+        assert_eq!(batch(&first, a, &[40_000]), 5_000);
+        let used = first.next_watermark();
+        assert_eq!(batch(&first, a, &[36_000]), 35_000);
+
+        let restarted = clock(WatermarkPolicy::Min);
+        let a = restarted.register_input(5_000);
+        restarted.register_input(5_000);
+        restarted.restore(&saved).unwrap();
+        restarted.rerun_with(logged.unwrap());
+        assert_eq!(batch(&restarted, a, &[40_000]), 5_000);
+        assert_eq!(
+            restarted.next_watermark(),
+            Some(5_000),
+            "`b` counts as 0 after the restart"
+        );
+        restarted.rerun_with(used.unwrap());
+        assert_eq!(batch(&restarted, a, &[36_000]), 35_000);
+        restarted.rerun_with(0);
+        assert_eq!(restarted.next_watermark(), Some(35_000), "never goes down");
+        assert_eq!(clock(WatermarkPolicy::Min).next_watermark(), None);
     }
 
     #[test]
