@@ -12,7 +12,7 @@ use common::run::Run;
 use common::wait;
 
 /// A job of `batches`-record batches every 50 ms: a generator's numbers, through a UDF
-/// (so that per-step UDF families have samples) and a stateful count.
+/// (so that per-step UDF families have samples) and a windowed count (a stateful step).
 fn job(dir: &Path, name: &str) -> PathBuf {
     let manifest = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -35,7 +35,7 @@ name = "counted"
 from = "numbers"
 steps = [
   {{ op = "map", udf = "{udf}#chatty" }},
-  {{ op = "count_by_value" }},
+  {{ op = "count_by_value_and_window", window = "200ms", slide = "50ms" }},
 ]
 
 [[sinks]]
@@ -127,7 +127,7 @@ fn a_bounded_job_lingers_and_prometheus_reads_its_exact_batch_count() {
 }
 
 /// Every family the issue asks for, with its type.
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 24] = [
     ("sluice_job_up", "gauge"),
     ("sluice_batches", "counter"),
     ("sluice_records_in", "counter"),
@@ -147,6 +147,10 @@ const FAMILIES: [(&str, &str); 20] = [
     ("sluice_udf_failures", "counter"),
     ("sluice_udf_call_seconds", "counter"),
     ("sluice_udf_memory_bytes", "gauge"),
+    ("sluice_wal_bytes", "gauge"),
+    ("sluice_receiver_buffered_records", "gauge"),
+    ("sluice_state_entries", "gauge"),
+    ("sluice_state_bytes", "gauge"),
     ("sluice_job_last_failure_timestamp_seconds", "gauge"),
 ];
 
@@ -268,7 +272,14 @@ fn every_family_follows_prometheus_conventions() {
                 "{name}: its UNIT"
             );
         }
-        assert!(!family.samples.is_empty(), "{name} has samples");
+        // Jobs without a Kafka source that skips, or without event time, have no series
+        // of what they can never count.
+        let never_counted = ["sluice_records_skipped", "sluice_late_rows_dropped"];
+        assert_eq!(
+            family.samples.is_empty(),
+            never_counted.contains(&name),
+            "{name} has samples"
+        );
         for (sample, labels, value) in &family.samples {
             let suffixes: &[&str] = match kind {
                 "counter" => &["_total"],
@@ -328,6 +339,26 @@ fn every_family_follows_prometheus_conventions() {
                 .iter()
                 .all(|(_, labels, _)| !labels.contains_key("step"))
         );
+    }
+    // The log, and the state of the stateful step only (the window's records; its bytes as
+    // of its last checkpoint).
+    let value = |family: &str, job: &str| -> Vec<(Option<String>, f64)> {
+        families[family]
+            .samples
+            .iter()
+            .filter(|(_, labels, _)| labels["job_name"] == job)
+            .map(|(_, labels, value)| (labels.get("step").cloned(), *value))
+            .collect()
+    };
+    let wal = value("sluice_wal_bytes", "conventions");
+    assert!(wal.len() == 1 && wal[0].1 > 0.0, "{wal:?}");
+    assert_eq!(value("sluice_wal_bytes", "failing"), [(None, 0.0)]);
+    for family in ["sluice_state_entries", "sluice_state_bytes"] {
+        let state = value(family, "conventions");
+        assert_eq!(state.len(), 1, "{family}: {state:?}");
+        assert_eq!(state[0].0.as_deref(), Some("counted/2"), "{family}");
+        assert!(state[0].1 > 0.0, "{family}: {state:?}");
+        assert_eq!(value(family, "failing"), [], "{family}: no stateful step");
     }
     let failure = &families["sluice_job_last_failure_timestamp_seconds"].samples;
     assert_eq!(failure.len(), 1, "{failure:?}");

@@ -86,14 +86,26 @@ impl Prometheus {
     /// Starts one (through scripts/prometheus) scraping `targets` (`HOST:PORT`) as job
     /// `sluice`, and waits until it is ready.
     pub fn start(targets: &[&str]) -> Self {
+        Self::start_with_token(targets, None)
+    }
+
+    /// As [`Prometheus::start`], showing the bearer token in `token_file` (if given) at
+    /// each scrape, as an operator's configuration does.
+    pub fn start_with_token(targets: &[&str], token_file: Option<&std::path::Path>) -> Self {
         tool("prometheus");
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|target| format!("'{target}'")).collect();
+        let authorization = token_file.map_or(String::new(), |file| {
+            format!(
+                "    authorization:\n      credentials_file: '{}'\n",
+                file.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sluice\n{authorization}    static_configs:\n      - targets: [{}]\n",
                 targets.join(", ")
             ),
         )

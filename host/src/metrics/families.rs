@@ -40,7 +40,18 @@ impl Families {
     fn per_job(
         &self,
         encoder: &mut DescriptorEncoder,
+        descriptor: (&str, &str, Option<Unit>),
+        value: impl Fn(&JobMetrics) -> Value,
+    ) -> Result<(), Error> {
+        self.jobs_where(encoder, descriptor, |_| true, value)
+    }
+
+    /// A family with one sample per job that `includes`.
+    fn jobs_where(
+        &self,
+        encoder: &mut DescriptorEncoder,
         (name, help, unit): (&str, &str, Option<Unit>),
+        includes: impl Fn(&JobMetrics) -> bool,
         value: impl Fn(&JobMetrics) -> Value,
     ) -> Result<(), Error> {
         let Some(first) = self.0.first() else {
@@ -48,7 +59,7 @@ impl Families {
         };
         let kind = metric_type(&value(first));
         let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind)?;
-        for job in &self.0 {
+        for job in self.0.iter().filter(|job| includes(job)) {
             let labels = [
                 ("tenant", job.tenant.as_str()),
                 ("job_name", job.job.as_str()),
@@ -62,13 +73,35 @@ impl Families {
     fn per_step(
         &self,
         encoder: &mut DescriptorEncoder,
+        descriptor: (&str, &str, Option<Unit>),
+        value: impl Fn(&StepTotals) -> Value,
+    ) -> Result<(), Error> {
+        self.steps_where(encoder, descriptor, |_, _| true, value)
+    }
+
+    /// A family with one sample per step that keeps state, of each job.
+    fn per_stateful_step(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        descriptor: (&str, &str, Option<Unit>),
+        value: impl Fn(&StepTotals) -> Value,
+    ) -> Result<(), Error> {
+        let stateful = |job: &JobMetrics, step: &str| job.stateful.iter().any(|id| id == step);
+        self.steps_where(encoder, descriptor, stateful, value)
+    }
+
+    /// A family with one sample per step of each job that `includes`.
+    fn steps_where(
+        &self,
+        encoder: &mut DescriptorEncoder,
         (name, help, unit): (&str, &str, Option<Unit>),
+        includes: impl Fn(&JobMetrics, &str) -> bool,
         value: impl Fn(&StepTotals) -> Value,
     ) -> Result<(), Error> {
         let kind = metric_type(&value(&StepTotals::default()));
         let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), kind)?;
         for job in &self.0 {
-            for (step, meter) in &job.steps {
+            for (step, meter) in job.steps.iter().filter(|(step, _)| includes(job, step)) {
                 let labels = [
                     ("tenant", job.tenant.as_str()),
                     ("job_name", job.job.as_str()),
@@ -118,22 +151,24 @@ impl Collector for Families {
             ),
             |job| Value::Counter(load(&job.records_out)),
         )?;
-        self.per_job(
+        self.jobs_where(
             e,
             (
                 "sluice_records_skipped",
-                "Records the job's sources passed over as undecodable.",
+                "Records the job's sources passed over as undecodable (jobs that may skip).",
                 None,
             ),
+            |job| job.can.skip_records,
             |job| Value::Counter(load(&job.records_skipped)),
         )?;
-        self.per_job(
+        self.jobs_where(
             e,
             (
                 "sluice_late_rows_dropped",
-                "Input rows the job's event-time steps dropped as late.",
+                "Input rows the job's event-time steps dropped as late (jobs with event time).",
                 None,
             ),
+            |job| job.can.drop_late_rows,
             |job| Value::Counter(load(&job.late_rows)),
         )?;
         self.per_job(
@@ -167,6 +202,24 @@ impl Collector for Families {
                 Some(Unit::Bytes),
             ),
             |job| Value::Counter(load(&job.checkpoint_bytes)),
+        )?;
+        self.per_job(
+            e,
+            (
+                "sluice_wal",
+                "Bytes the job's write-ahead log holds on disk (0 without a checkpoint directory).",
+                Some(Unit::Bytes),
+            ),
+            |job| Value::Gauge(load(&job.wal_bytes) as i64),
+        )?;
+        self.per_job(
+            e,
+            (
+                "sluice_receiver_buffered_records",
+                "Records the job's receivers held for the next batch as its last batch ended.",
+                None,
+            ),
+            |job| Value::Gauge(load(&job.buffered) as i64),
         )?;
         self.histograms(e)?;
         self.sources(e)?;
@@ -215,6 +268,24 @@ impl Collector for Families {
                 Some(Unit::Bytes),
             ),
             |step| Value::Gauge(step.udf_memory_bytes as i64),
+        )?;
+        self.per_stateful_step(
+            e,
+            (
+                "sluice_state_entries",
+                "Entries a stateful step's state holds (keys, or a window's records) after the last batch.",
+                None,
+            ),
+            |step| Value::Gauge(step.state_entries as i64),
+        )?;
+        self.per_stateful_step(
+            e,
+            (
+                "sluice_state",
+                "Bytes of a stateful step's state as the last state checkpoint saved it.",
+                Some(Unit::Bytes),
+            ),
+            |step| Value::Gauge(step.state_bytes as i64),
         )?;
         self.failures(e)
     }

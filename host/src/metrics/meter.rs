@@ -1,6 +1,7 @@
 //! What one step of a job has done since the job started, counted by the engine as it
-//! goes: the step's records and time once per batch, its UDF calls and guest memory once
-//! per call. Plain atomics, so that counting costs a batch or a call a few relaxed adds
+//! goes: the step's records, time and state entries once per batch, its UDF calls and
+//! guest memory once per call, its state's bytes once per state checkpoint (which encodes
+//! it anyway). Plain atomics, so that counting costs a batch or a call a few relaxed adds
 //! and a scrape reads them without stopping either.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -15,6 +16,8 @@ pub struct StepMeter {
     udf_failures: AtomicU64,
     udf_micros: AtomicU64,
     udf_memory: AtomicI64,
+    state_entries: AtomicU64,
+    state_bytes: AtomicU64,
 }
 
 /// A step's totals, as read at one moment.
@@ -32,6 +35,11 @@ pub struct StepTotals {
     pub udf_micros: u64,
     /// The guest memory its UDF instances hold now, in bytes.
     pub udf_memory_bytes: u64,
+    /// The entries its state holds after the last batch (keys of a state store, records
+    /// of a window); 0 for a step without state.
+    pub state_entries: u64,
+    /// The bytes of its state as the last state checkpoint saved it.
+    pub state_bytes: u64,
 }
 
 impl StepMeter {
@@ -59,6 +67,16 @@ impl StepMeter {
         }
     }
 
+    /// The step's state holds `entries` after a batch.
+    pub fn state_entries(&self, entries: usize) {
+        self.state_entries.store(entries as u64, Ordering::Relaxed);
+    }
+
+    /// A state checkpoint saved the step's state in `bytes`.
+    pub fn state_saved(&self, bytes: usize) {
+        self.state_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+
     /// The totals now.
     pub fn totals(&self) -> StepTotals {
         StepTotals {
@@ -68,6 +86,8 @@ impl StepMeter {
             udf_failures: self.udf_failures.load(Ordering::Relaxed),
             udf_micros: self.udf_micros.load(Ordering::Relaxed),
             udf_memory_bytes: self.udf_memory.load(Ordering::Relaxed).max(0) as u64,
+            state_entries: self.state_entries.load(Ordering::Relaxed),
+            state_bytes: self.state_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -85,6 +105,9 @@ mod tests {
         meter.call(Duration::from_micros(60), true);
         meter.memory(1 << 20);
         meter.memory(-(1 << 19));
+        meter.state_entries(7);
+        meter.state_entries(5);
+        meter.state_saved(300);
         assert_eq!(
             meter.totals(),
             StepTotals {
@@ -94,6 +117,8 @@ mod tests {
                 udf_failures: 1,
                 udf_micros: 100,
                 udf_memory_bytes: 1 << 19,
+                state_entries: 5,
+                state_bytes: 300,
             }
         );
     }

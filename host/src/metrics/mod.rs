@@ -78,25 +78,49 @@ impl FailureReason {
         }
     }
 
-    /// The reason of a job's failure `error`: the first cause in its chain that tells.
+    /// The reason of a job's failure `error`, from the typed errors in its chain (never
+    /// from its words): a UDF call's or instantiation's failure
+    /// ([`CallError`](crate::runtime::CallError), as a [`UdfError`](crate::udf::UdfError)
+    /// or bare; a tenant's instance, memory or call output quota stopping it is a
+    /// quota's), else the kind a [`Failing`](crate::failure::Failing) in it says.
     pub fn of(error: &anyhow::Error) -> Self {
-        if error
-            .chain()
-            .any(|cause| cause.downcast_ref::<crate::udf::UdfError>().is_some())
-        {
-            return FailureReason::Udf;
-        }
-        let text = format!("{error:#}");
-        if text.contains("quota") {
-            FailureReason::Quota
-        } else if text.contains("sink `") {
-            FailureReason::Sink
-        } else if text.contains("checkpoint") || text.contains("write-ahead log") {
-            FailureReason::Checkpoint
-        } else {
-            FailureReason::Other
+        use crate::failure::{FailureKind, kind_of};
+        use crate::runtime::{CallError, Limit};
+        let call = error.chain().find_map(|cause| {
+            cause
+                .downcast_ref::<crate::udf::UdfError>()
+                .map(|udf| &udf.error)
+                .or_else(|| cause.downcast_ref::<CallError>())
+        });
+        match call {
+            Some(CallError::Limit {
+                limit:
+                    Limit::TenantInstances
+                    | Limit::TenantMemory
+                    | Limit::CallOutputRecords
+                    | Limit::CallOutputBytes,
+                ..
+            }) => FailureReason::Quota,
+            Some(_) => FailureReason::Udf,
+            None => match kind_of(error) {
+                Some(FailureKind::Quota) => FailureReason::Quota,
+                Some(FailureKind::Sink) => FailureReason::Sink,
+                Some(FailureKind::Checkpoint) => FailureReason::Checkpoint,
+                None => FailureReason::Other,
+            },
         }
     }
+}
+
+/// What a job can count at all, from its manifest: a scrape leaves out the series of
+/// what it never can (a thousand jobs' scrape stays under 5 MB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Can {
+    /// A source may skip undecodable records (a Kafka source with `on_decode_error =
+    /// "skip"`).
+    pub skip_records: bool,
+    /// An event-time step may drop late rows.
+    pub drop_late_rows: bool,
 }
 
 /// Where a job is.
@@ -132,6 +156,10 @@ pub struct JobMetrics {
     udfs: Vec<(String, String)>,
     sources: Vec<(String, AtomicU64)>,
     steps: Vec<(String, Arc<StepMeter>)>,
+    /// The steps that keep state, as `steps` names them.
+    stateful: Vec<String>,
+    /// What the job can count at all: series it never can are left out of a scrape.
+    can: Can,
     running: AtomicBool,
     batches: AtomicU64,
     records_in: AtomicU64,
@@ -142,6 +170,8 @@ pub struct JobMetrics {
     checkpoints: AtomicU64,
     checkpoint_micros: AtomicU64,
     checkpoint_bytes: AtomicU64,
+    wal_bytes: AtomicU64,
+    buffered: AtomicU64,
     processing: Histogram,
     scheduling: Histogram,
     failure: Mutex<Option<Failure>>,
@@ -170,6 +200,23 @@ impl JobMetrics {
                 .map(|(step, meter)| (step.to_owned(), meter.clone())),
         );
         metrics.manifest = manifest;
+        metrics.can = Can {
+            skip_records: config.sources.iter().any(|source| {
+                matches!(&source.kind, crate::manifest::SourceKind::Kafka(kafka)
+                    if matches!(kafka.on_decode_error, crate::connectors::kafka::OnDecodeError::Skip))
+            }),
+            drop_late_rows: config.streams.iter().any(|stream| {
+                stream
+                    .steps
+                    .iter()
+                    .any(|step| matches!(step, crate::manifest::StepConfig::EventTime(..)))
+            }),
+        };
+        metrics.stateful = job
+            .stateful_steps()
+            .iter()
+            .map(|step| step.id.to_owned())
+            .collect();
         metrics.udfs = job
             .udf_digests()
             .into_iter()
@@ -198,6 +245,8 @@ impl JobMetrics {
                 .map(|source| (source, AtomicU64::new(0)))
                 .collect(),
             steps: steps.into_iter().collect(),
+            stateful: Vec::new(),
+            can: Can::default(),
             running: AtomicBool::new(true),
             batches: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
@@ -208,11 +257,25 @@ impl JobMetrics {
             checkpoints: AtomicU64::new(0),
             checkpoint_micros: AtomicU64::new(0),
             checkpoint_bytes: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            buffered: AtomicU64::new(0),
             processing: Histogram::new(DURATION_BUCKETS),
             scheduling: Histogram::new(DURATION_BUCKETS),
             failure: Mutex::new(None),
             ring: Mutex::default(),
         }
+    }
+
+    /// The same, with `can` saying what it can count.
+    pub fn with_can(mut self, can: Can) -> Self {
+        self.can = can;
+        self
+    }
+
+    /// The same, with `steps` (named as among its steps) the ones that keep state.
+    pub fn with_stateful(mut self, steps: impl IntoIterator<Item = String>) -> Self {
+        self.stateful = steps.into_iter().collect();
+        self
     }
 
     /// The job's name.
@@ -237,6 +300,11 @@ impl JobMetrics {
         add(&self.records_skipped, report.skipped);
         add(&self.late_rows, report.late_rows);
         self.queued.store(report.queued as u64, Ordering::Relaxed);
+        self.buffered
+            .store(report.buffered_records, Ordering::Relaxed);
+        if let Some(bytes) = report.wal_bytes {
+            self.wal_bytes.store(bytes, Ordering::Relaxed);
+        }
         for ((_, counter), records) in self.sources.iter().zip(&report.source_records) {
             add(counter, *records);
         }
@@ -353,6 +421,8 @@ impl JobMetrics {
             checkpoint_bytes: self.checkpoint_bytes.load(Ordering::Relaxed),
             checkpoint_seconds: seconds(self.checkpoint_micros.load(Ordering::Relaxed)),
             late_rows_dropped: self.late_rows.load(Ordering::Relaxed),
+            wal_bytes: self.wal_bytes.load(Ordering::Relaxed),
+            buffered_records: self.buffered.load(Ordering::Relaxed),
             udfs: self
                 .udfs
                 .iter()
@@ -419,6 +489,10 @@ pub struct JobDetail {
     pub checkpoint_seconds: f64,
     /// Late rows its event-time steps dropped.
     pub late_rows_dropped: u64,
+    /// The bytes its write-ahead log holds on disk (0 without a checkpoint directory).
+    pub wal_bytes: u64,
+    /// The records its receivers held for the next batch, as its last batch ended.
+    pub buffered_records: u64,
     /// Its UDFs and their components' SHA-256.
     pub udfs: Vec<UdfView>,
     /// Its manifest (at most 64 KiB).
@@ -460,13 +534,30 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Adds a job's metrics (replacing those of an earlier job of the same tenant and name).
+    /// Adds a job's metrics. They replace those of an earlier run of the same tenant's
+    /// job of that name (a restart or a redeploy on `sluice serve`), keeping its last
+    /// failure: that is still the job's last failure.
     pub fn add(&self, metrics: JobMetrics) -> Arc<JobMetrics> {
-        let metrics = Arc::new(metrics);
         let mut jobs = self.jobs.write().expect("jobs poisoned");
-        jobs.retain(|job| !(job.tenant == metrics.tenant && job.job == metrics.job));
+        if let Some(earlier) = jobs
+            .iter()
+            .position(|job| job.tenant == metrics.tenant && job.job == metrics.job)
+        {
+            let earlier = jobs.remove(earlier);
+            *metrics.failure.lock().expect("failure poisoned") =
+                earlier.failure.lock().expect("failure poisoned").clone();
+        }
+        let metrics = Arc::new(metrics);
         jobs.push(metrics.clone());
         metrics
+    }
+
+    /// Forgets the metrics of `tenant`'s job `name` (a deleted job).
+    pub fn remove(&self, tenant: &str, name: &str) {
+        self.jobs
+            .write()
+            .expect("jobs poisoned")
+            .retain(|job| !(job.tenant == tenant && job.job == name));
     }
 
     /// The jobs `tenant` may see (every job for `None`), in the order they were added.
@@ -542,6 +633,8 @@ mod tests {
             skipped: 1,
             checkpoint: None,
             source_records: vec![6, 4],
+            wal_bytes: Some(4096 + number),
+            buffered_records: 17,
             late_rows: 0,
             event_time: None,
         }
@@ -550,13 +643,24 @@ mod tests {
     fn job() -> JobMetrics {
         let meter = Arc::new(StepMeter::default());
         meter.call(Duration::from_micros(30), false);
+        let state = Arc::new(StepMeter::default());
+        state.state_entries(3);
+        state.state_saved(120);
         JobMetrics::named(
             "acme",
             "wc",
             Duration::from_millis(100),
             ["a".to_owned(), "b".to_owned()],
-            [("counts/1".to_owned(), meter)],
+            [
+                ("counts/1".to_owned(), meter),
+                ("counts/2".to_owned(), state),
+            ],
         )
+        .with_stateful(["counts/2".to_owned()])
+        .with_can(Can {
+            skip_records: true,
+            drop_late_rows: true,
+        })
     }
 
     #[test]
@@ -580,9 +684,19 @@ mod tests {
             "sluice_batch_processing_seconds_bucket{le=\"0.0003\",tenant=\"acme\",job_name=\"wc\"} 1",
             "sluice_batch_processing_seconds_bucket{le=\"0.001\",tenant=\"acme\",job_name=\"wc\"} 3",
             "sluice_job_up{tenant=\"acme\",job_name=\"wc\"} 1",
+            "sluice_wal_bytes{tenant=\"acme\",job_name=\"wc\"} 4099",
+            "sluice_receiver_buffered_records{tenant=\"acme\",job_name=\"wc\"} 17",
+            "sluice_state_entries{tenant=\"acme\",job_name=\"wc\",step=\"counts/2\"} 3",
+            "sluice_state_bytes{tenant=\"acme\",job_name=\"wc\",step=\"counts/2\"} 120",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+        assert!(
+            !text.contains(
+                "sluice_state_entries{tenant=\"acme\",job_name=\"wc\",step=\"counts/1\"}"
+            ),
+            "a step without state has no state series"
+        );
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(metrics.batches(2)[1].number, 3);
     }
@@ -591,7 +705,11 @@ mod tests {
     fn a_failure_is_labelled_by_its_reason_and_its_text_kept_for_the_ui() {
         let jobs = Jobs::default();
         let metrics = jobs.add(job());
-        let error = anyhow::anyhow!("sink `out` could not write: disk full <b>")
+        let error = anyhow::anyhow!("disk full <b>")
+            .context(crate::failure::Failing::new(
+                crate::failure::FailureKind::Sink,
+                "sink `out` could not write",
+            ))
             .context("job `wc` failed on the batch of time 100 ms");
         metrics.ended(Some(&error));
         assert_eq!(metrics.state(), JobState::Failed);
@@ -606,6 +724,52 @@ mod tests {
         let failure = metrics.summary().failure.unwrap();
         assert!(failure.text.contains("disk full <b>"));
         assert!(text.contains("sluice_job_up{tenant=\"acme\",job_name=\"wc\"} 0"));
+    }
+
+    #[test]
+    fn a_failure_is_classified_by_its_typed_errors_never_by_its_words() {
+        use crate::failure::{Failing, FailureKind};
+        use crate::runtime::{CallError, Limit};
+        let limit = |limit| CallError::Limit {
+            limit,
+            message: "checkpoint sink quota".into(),
+            record_index: None,
+        };
+        let udf = |error| crate::udf::UdfError {
+            udf: "f#g".into(),
+            error,
+        };
+        let cases = [
+            (
+                anyhow::Error::new(limit(Limit::TenantInstances)).context("cannot build"),
+                FailureReason::Quota,
+            ),
+            (
+                anyhow::Error::new(udf(limit(Limit::CallOutputBytes))),
+                FailureReason::Quota,
+            ),
+            (
+                anyhow::Error::new(udf(limit(Limit::Memory))).context("the sink quota"),
+                FailureReason::Udf,
+            ),
+            (
+                anyhow::anyhow!("disk full")
+                    .context(Failing::new(FailureKind::Checkpoint, "cannot sync"))
+                    .context("a quota of a sink"),
+                FailureReason::Checkpoint,
+            ),
+            (
+                Failing::quota("over `max_jobs`").context("job `j` failed"),
+                FailureReason::Quota,
+            ),
+            (
+                anyhow::anyhow!("sink `out`: quota of the checkpoint write-ahead log"),
+                FailureReason::Other,
+            ),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(FailureReason::of(&error), reason, "{error:#}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::checkpoint::RecoveryOptions;
 use crate::host::Host;
 use crate::job::Job;
 use crate::manifest::JobConfig;
+use crate::metrics::{JobMetrics, Jobs};
 
 use super::config::RestartPolicy;
 use super::registry::{Desired, Registry};
@@ -103,6 +104,7 @@ pub struct Supervisor {
     registry: Arc<Registry>,
     policy: RestartPolicy,
     jobs: Mutex<HashMap<JobKey, Arc<Supervised>>>,
+    metrics: Arc<Jobs>,
 }
 
 impl Supervisor {
@@ -113,7 +115,13 @@ impl Supervisor {
             registry,
             policy,
             jobs: Mutex::new(HashMap::new()),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The metrics of every job that has started since the server did, of every tenant.
+    pub fn metrics(&self) -> &Arc<Jobs> {
+        &self.metrics
     }
 
     /// Starts supervising `config` as the job `key` (stopping an earlier run of it first,
@@ -207,6 +215,7 @@ impl Supervisor {
     pub async fn remove(&self, key: &JobKey) {
         self.stop(key).await;
         self.jobs.lock().expect("jobs poisoned").remove(key);
+        self.metrics.remove(&key.0, &key.1);
     }
 
     /// Stops every job, waiting at most `limit` for them to end; returns the jobs that
@@ -251,6 +260,9 @@ impl Supervisor {
             let outcome = self
                 .run_once(&config, &recovery, &supervised, &mut started)
                 .await;
+            if let Some(metrics) = self.metrics.find(Some(tenant), name) {
+                metrics.ended(outcome.as_ref().err());
+            }
             let stopped = supervised.stop.is_cancelled();
             let error = match outcome {
                 Ok(StopReason::Drained | StopReason::BatchLimit) if !stopped => {
@@ -262,11 +274,18 @@ impl Supervisor {
                     supervised.set_state(JobState::Stopped);
                     return;
                 }
-                // Tenants see their manifest as `job.toml`, not where the server keeps it.
-                Err(error) => format!("{error:#}").replace(
-                    &config.file.display().to_string(),
-                    super::admission::MANIFEST_NAME,
-                ),
+                // Tenants see their manifest as `job.toml` and their files by their paths,
+                // not where the server keeps them.
+                Err(error) => {
+                    let error = format!("{error:#}").replace(
+                        &config.file.display().to_string(),
+                        super::admission::MANIFEST_NAME,
+                    );
+                    match &config.hosted {
+                        Some(hosted) => error.replace(&format!("{}/", hosted.files.display()), ""),
+                        None => error,
+                    }
+                }
             };
             tracing::warn!(tenant, job = name, "failed: {error}");
             if stopped {
@@ -334,10 +353,12 @@ impl Supervisor {
             config.name.clone(),
         );
         let (config, recovery) = (config.clone(), recovery.clone());
+        let jobs = self.metrics.clone();
         // Instantiating components and recovering state block.
         let handle = tokio::task::spawn_blocking(move || {
             let job = Job::build(config, host.runtime())?;
-            host.start(job, None, &recovery)
+            let metrics = jobs.add(JobMetrics::new(&job));
+            Ok((host.start(job, None, &recovery)?, metrics))
         })
         .await
         .map_err(anyhow::Error::from)
@@ -350,14 +371,17 @@ impl Supervisor {
                     .map_err(|error| format!("{error:#}")),
             );
         }
-        let mut handle = handle?;
+        let (mut handle, metrics) = handle?;
         supervised.set_state(JobState::Running);
         tracing::info!(tenant, job = name, "running");
         let mut stopping = false;
         loop {
             tokio::select! {
                 report = handle.reports.recv() => match report {
-                    Some(report) => supervised.report(&report),
+                    Some(report) => {
+                        metrics.record(&report);
+                        supervised.report(&report);
+                    }
                     None => break,
                 },
                 () = supervised.stop.cancelled(), if !stopping => {

@@ -1,5 +1,6 @@
 //! The web UI and `/metrics` of a process running jobs: `sluice run --ui ADDRESS` serves
-//! them for its jobs, `sluice serve` for each tenant's own.
+//! them for its jobs, `sluice serve` for each tenant's own (and every tenant's to the
+//! admin token).
 //!
 //! Routes:
 //! - `GET /`: the job list; `GET /jobs/{job}`: a job's page (timelines and histograms of
@@ -88,8 +89,8 @@ pub fn router(jobs: Arc<Jobs>, gate: impl Gate) -> Router {
         gate: Box::new(gate),
     });
     Router::new()
-        .route("/", get(page))
-        .route("/jobs/{job}", get(page))
+        .route("/", get(list_page))
+        .route("/jobs/{job}", get(job_page))
         .route("/login", get(login_page).post(login))
         .route("/assets/{asset}", get(asset))
         .route("/metrics", get(metrics))
@@ -153,15 +154,42 @@ fn html(body: &'static str) -> Response {
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
                    img-src 'self' data:; frame-ancestors 'none'";
 
-async fn page(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
-    if admit(&ui, &headers).is_err() {
-        return (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, HeaderValue::from_static("/login"))],
-        )
-            .into_response();
+/// The page: the caller's way to the login page if it has no token the gate admits.
+const PAGE: &str = include_str!("assets/page.html");
+
+fn to_login() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, HeaderValue::from_static("/login"))],
+    )
+        .into_response()
+}
+
+async fn list_page(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    match admit(&ui, &headers) {
+        Ok(_) => html(PAGE),
+        Err(Unauthorized) => to_login(),
     }
-    html(include_str!("assets/page.html"))
+}
+
+/// A job's page; a 404 for a job the caller may not see, exactly as for one that does
+/// not exist (the page still draws it once a job of that name appears: `sluice run
+/// --ui` serves before its jobs have started).
+async fn job_page(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Path(job): Path<String>,
+) -> Response {
+    let tenant = match admit(&ui, &headers) {
+        Ok(tenant) => tenant,
+        Err(Unauthorized) => return to_login(),
+    };
+    let page = html(PAGE);
+    if ui.jobs.find(tenant.as_deref(), &job).is_some() {
+        page
+    } else {
+        (StatusCode::NOT_FOUND, page).into_response()
+    }
 }
 
 async fn login_page() -> Response {

@@ -139,16 +139,19 @@ async function drawJob(name) {
     el('span', {}, 'scheduling delay p50 ' + ms(job.scheduling_p50_us) + ', p99 ' + ms(job.scheduling_p99_us)));
   drawCharts(job, batches);
   document.getElementById('steps').replaceChildren(table(
-    [['Step'], ['Records out', 'num'], ['Time', 'num'], ['UDF calls', 'num'], ['UDF failures', 'num'], ['UDF time', 'num'], ['UDF memory', 'num']],
+    [['Step'], ['Records out', 'num'], ['Time', 'num'], ['UDF calls', 'num'], ['UDF failures', 'num'], ['UDF time', 'num'], ['UDF memory', 'num'],
+      ['State entries', 'num'], ['State (last checkpoint)', 'num']],
     job.steps.map(s => el('tr', {}, el('td', {}, s.step), el('td', {class: 'num'}, s.records),
       el('td', {class: 'num'}, ms(s.micros)), el('td', {class: 'num'}, s.udf_calls),
       el('td', {class: 'num'}, s.udf_failures), el('td', {class: 'num'}, ms(s.udf_micros)),
-      el('td', {class: 'num'}, bytes(s.udf_memory_bytes))))));
+      el('td', {class: 'num'}, bytes(s.udf_memory_bytes)), el('td', {class: 'num'}, s.state_entries),
+      el('td', {class: 'num'}, bytes(s.state_bytes))))));
   document.getElementById('sources').replaceChildren(table([['Source'], ['Records in', 'num']],
     job.sources.map(s => el('tr', {}, el('td', {}, s.source), el('td', {class: 'num'}, s.records_in)))));
   document.getElementById('checkpoints').textContent = job.checkpoints + ' written, ' +
     bytes(job.checkpoint_bytes) + ' in ' + seconds(job.checkpoint_seconds) +
-    '; late rows dropped: ' + job.late_rows_dropped;
+    '; write-ahead log ' + bytes(job.wal_bytes) + '; ' + job.buffered_records +
+    ' records buffered in receivers; late rows dropped: ' + job.late_rows_dropped;
   const failure = document.getElementById('failure');
   if (job.failure) {
     failure.replaceChildren(
