@@ -1,6 +1,7 @@
-//! The host memory a tenant's jobs hold: each job keeps its counts of the bytes it holds
-//! now (its batch in flight, its state and window stores, its receivers' buffers) up to
-//! date, and the tenant's total of its jobs' counts is held to its `max_host_bytes` quota.
+//! The host bytes a tenant's jobs hold: each job keeps its counts of the bytes it holds
+//! now (its batch in flight, its state and window stores, its receivers' buffers, its
+//! write-ahead log's files) up to date, and the tenant's total of its jobs' counts is held
+//! to its `max_host_bytes` quota.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +12,8 @@ use bytesize::ByteSize;
 use super::Account;
 
 /// Bytes one job holds in one place, counted against its tenant's `max_host_bytes` (a job
-/// keeps one count per place: its batch and state, its receivers' buffers). Dropping it
-/// (the job went away) gives them back.
+/// keeps one count per place: its batch and state, its receivers' buffers, its log).
+/// Dropping it (the job went away) gives them back.
 pub struct HeldBytes {
     account: Arc<Account>,
     job: String,
@@ -86,7 +87,7 @@ impl HeldBytes {
             return Ok(());
         };
         if total > quota as u64 {
-            anyhow::bail!(
+            return Err(crate::failure::Failing::quota(format!(
                 "job `{}` is over a quota of tenant `{}`: `max_host_bytes` is {quota} bytes \
                  ({}), and its jobs would hold {total} bytes ({}), {held} of them this job's \
                  {holding}; lower the job's batch sizes or state, or raise the quota in the host \
@@ -95,7 +96,7 @@ impl HeldBytes {
                 self.account.name(),
                 ByteSize(quota as u64).display().iec(),
                 ByteSize(total).display().iec(),
-            );
+            )));
         }
         Ok(())
     }
