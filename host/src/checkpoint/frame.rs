@@ -6,6 +6,11 @@ use std::io::{self, Write};
 /// Bytes before a frame's payload: its length and its CRC-32, little-endian.
 const HEADER: usize = 8;
 
+/// The bytes a frame of a `payload` of `len` bytes takes.
+pub fn framed_len(len: usize) -> u64 {
+    (HEADER + len) as u64
+}
+
 /// Writes `payload` as one frame.
 pub fn write(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len())

@@ -15,7 +15,7 @@
 //! max_call_output_records = 1000000
 //! max_call_output_bytes = "256MiB"
 //! max_batch_records = 1000000
-//! max_host_bytes = "512MiB"     # host memory its jobs hold (batches, state, buffers)
+//! max_host_bytes = "512MiB"     # what its jobs hold (batches, state, buffers, logs)
 //! ```
 
 use std::path::Path;
@@ -97,8 +97,8 @@ pub struct Quotas {
     pub max_batch_records: usize,
     /// The most host memory all the tenant's jobs may hold together: batches in flight
     /// (a batch's records as received and every step's output while it is computed),
-    /// state and window stores, and what receivers buffer until a cut
-    /// ([`super::HeldBytes`]).
+    /// state and window stores, what receivers buffer until a cut, and the write-ahead
+    /// log's segment files until a state checkpoint lets them go ([`super::HeldBytes`]).
     pub max_host_bytes: Option<usize>,
 }
 
