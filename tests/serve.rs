@@ -574,6 +574,14 @@ prefix = "out/n"
     );
     let listed = server.expect(200, "GET", "/v1/jobs", &a, "");
     assert_eq!(listed[0]["state"], "failed");
+    let (_, metrics) = server.call("GET", "/metrics", Some(&a), None);
+    let metrics = metrics.as_str().unwrap();
+    for series in [
+        "sluice_job_last_failure_timestamp_seconds{tenant=\"a\",job_name=\"panics\",reason=\"udf\"}",
+        "sluice_job_up{tenant=\"a\",job_name=\"panics\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
     let Json::String(log) = server.expect(200, "GET", "/v1/jobs/panics/logs", &a, "") else {
         panic!("the log is text")
     };
@@ -1299,4 +1307,479 @@ fn a_large_file_is_streamed_not_read_whole() {
     );
     assert!(got.status.success(), "{got:?}");
     assert_eq!(std::fs::read_to_string(&local).unwrap(), "last\n");
+}
+
+/// A job of `faulty` numbers: a queue source of `numbers`, the map `step` and a print sink.
+fn printing(name: &str, numbers: &str, step: &str) -> String {
+    format!(
+        r#"name = "{name}"
+batch_interval = "20ms"
+[udfs]
+faulty = "faulty"
+[[sources]]
+name = "numbers"
+kind = "queue"
+batches = [[{numbers}]]
+[[streams]]
+name = "out"
+from = "numbers"
+steps = [{{ op = "map", udf = "faulty#{step}" }}]
+[[sinks]]
+from = "out"
+kind = "print"
+"#
+    )
+}
+
+#[test]
+fn guest_output_and_print_sinks_go_to_the_jobs_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    let b = server.tenant(&admin, "b", json!({}));
+    for token in [&a, &b] {
+        server.expect(201, "PUT", "/v1/components/faulty", token, wasm("faulty"));
+    }
+    for (token, job, numbers, step) in [
+        (&a, "talk", "41, 42", "chatty"),
+        (&b, "talk", "97", "chatty"),
+        (&a, "floods", "1", "flood"),
+    ] {
+        server.expect(201, "POST", "/v1/jobs", token, printing(job, numbers, step));
+    }
+    let log = |token: &str, job: &str| {
+        server.wait_job(token, job, "the job to finish", |job| {
+            job["state"] == "finished"
+        });
+        let Json::String(log) =
+            server.expect(200, "GET", &format!("/v1/jobs/{job}/logs"), token, "")
+        else {
+            panic!("the log is text")
+        };
+        log
+    };
+    let (of_a, of_b) = (log(&a, "talk"), log(&b, "talk"));
+    for line in [
+        "chatty saw 41",
+        "chatty warns about 42",
+        "stream=\"stderr\"",
+        "Time: ",
+        " INFO 42\n",
+    ] {
+        assert!(of_a.contains(line), "a's log lacks {line:?}: {of_a}");
+    }
+    assert!(
+        of_b.contains("chatty saw 97") && of_b.contains("Time: "),
+        "{of_b}"
+    );
+    assert!(
+        !of_a.contains("about 97") && !of_a.contains(" INFO 97\n") && !of_b.contains("about 41"),
+        "{of_a}\n{of_b}"
+    );
+    // 100 MiB printed in one call: 64 KiB of it is kept, and the rest counted.
+    let flooded = log(&a, "floods");
+    assert!(
+        flooded.contains(&format!(
+            "dropped {} bytes of guest output",
+            (100 << 20) - (64 << 10)
+        )),
+        "{}",
+        &flooded[flooded.len().saturating_sub(2000)..]
+    );
+    assert!(flooded.len() < 1 << 20, "{} bytes", flooded.len());
+}
+
+/// A server with tenants `a` and `b`, each running a word count (`alpha` of a, `beta` of
+/// b) that has computed a batch; the server, the admin token and the tenants' tokens.
+fn two_tenants_counting(dir: &Path) -> (Server, String, String, String) {
+    let (server, admin) = fresh(dir, &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    let b = server.tenant(&admin, "b", json!({}));
+    let input = text(400, &mut Xorshift(11));
+    for (token, job) in [(&a, "alpha"), (&b, "beta")] {
+        server.upload_word_count(token);
+        server.expect(201, "PUT", "/v1/files/input.txt", token, input.clone());
+        server.expect(
+            201,
+            "POST",
+            "/v1/jobs",
+            token,
+            word_count(job, RUNNING_COUNT),
+        );
+    }
+    for (token, job) in [(&a, "alpha"), (&b, "beta")] {
+        server.wait_job(token, job, "a first batch", |status| {
+            !status["reports"].as_array().unwrap().is_empty()
+        });
+    }
+    (server, admin, a, b)
+}
+
+#[test]
+fn a_tenant_sees_only_its_own_jobs_in_the_web_ui_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, a, b) = two_tenants_counting(dir.path());
+    let listed = |token: &str| -> Vec<(String, String)> {
+        let (status, overview) = server.call("GET", "/v1/overview", Some(token), None);
+        assert_eq!(status, 200, "{overview}");
+        let jobs = overview["jobs"].as_array().unwrap().iter();
+        jobs.map(|job| (job["tenant"].to_string(), job["job"].to_string()))
+            .collect()
+    };
+    let pair = |tenant: &str, job: &str| (format!("\"{tenant}\""), format!("\"{job}\""));
+    assert_eq!(listed(&a), [pair("a", "alpha")]);
+    assert_eq!(listed(&b), [pair("b", "beta")]);
+    assert_eq!(listed(&admin), [pair("a", "alpha"), pair("b", "beta")]);
+    // Another tenant's job is a 404, as one that does not exist: its existence does not leak.
+    for path in [
+        "/jobs/alpha",
+        "/v1/jobs/alpha/overview",
+        "/v1/jobs/alpha/batches?last=5",
+    ] {
+        assert_eq!(server.call("GET", path, Some(&b), None).0, 404, "{path}");
+        assert_eq!(server.call("GET", path, Some(&a), None).0, 200, "{path}");
+        let missing = path.replace("alpha", "nothing");
+        assert_eq!(
+            server.call("GET", &missing, Some(&a), None).0,
+            404,
+            "{path}"
+        );
+    }
+    let (_, batches) = server.call("GET", "/v1/jobs/beta/batches?last=5", Some(&b), None);
+    assert_eq!(batches["job"], "beta", "{batches}");
+    assert!(!batches["batches"].as_array().unwrap().is_empty());
+    // Metrics: b's token gives b's series only; no token gives nothing.
+    let (status, text) = server.call("GET", "/metrics", Some(&b), None);
+    let text = text.as_str().unwrap().to_owned();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("sluice_batches_total{tenant=\"b\",job_name=\"beta\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("alpha") && !text.contains("tenant=\"a\""),
+        "{text}"
+    );
+    assert_eq!(server.call("GET", "/metrics", None, None).0, 401);
+    assert_eq!(
+        server.call("GET", "/metrics", Some("sluice_guess"), None).0,
+        401
+    );
+
+    // In a browser: b logs in with its token, which becomes an HttpOnly cookie.
+    let mut browser = common::browser::Browser::start();
+    browser.open(&format!("{}/login", server.url));
+    browser.eval(&format!(
+        "document.getElementById('token').value = {}; document.getElementById('login').click()",
+        json!(b)
+    ));
+    let mut names = Json::Null;
+    let listed = wait::within(Duration::from_secs(20), || {
+        names = browser.eval(
+            "location.pathname === '/' ? [...document.querySelectorAll('tbody td:first-child a')].map(a => a.textContent) : null",
+        );
+        names.as_array().is_some_and(|names| !names.is_empty())
+    });
+    assert!(listed, "b's job list: {names}");
+    assert_eq!(names, json!(["beta"]));
+    assert_eq!(
+        browser.eval("document.cookie"),
+        "",
+        "the cookie is HttpOnly"
+    );
+    assert!(!browser.eval("location.href").to_string().contains(&b));
+    let status = |browser: &mut common::browser::Browser, path: &str| {
+        let answer = browser.call(
+            "Runtime.evaluate",
+            json!({
+                "expression": format!("fetch('{path}').then(answer => answer.status)"),
+                "awaitPromise": true,
+                "returnByValue": true,
+            }),
+        );
+        answer["result"]["value"].clone()
+    };
+    for path in [
+        "/jobs/alpha",
+        "/v1/jobs/alpha/overview",
+        "/v1/jobs/alpha/batches",
+    ] {
+        assert_eq!(status(&mut browser, path), 404, "{path}");
+    }
+    assert_eq!(status(&mut browser, "/v1/jobs/beta/overview"), 200);
+    browser.open(&format!("{}/jobs/beta", server.url));
+    let mut shown = Json::Null;
+    let drawn = wait::within(Duration::from_secs(20), || {
+        shown = browser.eval("document.getElementById('batches')?.dataset.batches ?? null");
+        shown.as_str().is_some_and(|batches| batches != "0")
+    });
+    assert!(drawn, "b's job page shows its batches: {shown}");
+    assert_eq!(
+        browser.eval("document.getElementById('where').textContent"),
+        "b / beta"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_every_tenants_jobs_from_the_server_with_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _, _) = two_tenants_counting(dir.path());
+    let target = server.url.strip_prefix("http://").unwrap().to_owned();
+    let prometheus = common::observe::Prometheus::start_with_token(
+        &[&target],
+        Some(&dir.path().join("data/admin-token")),
+    );
+    let mut series = Vec::new();
+    let scraped = wait::within(Duration::from_secs(60), || {
+        series = prometheus
+            .query("sluice_batches_total")
+            .into_iter()
+            .map(|(labels, _)| (labels["tenant"].clone(), labels["job_name"].clone()))
+            .collect();
+        series.sort_by_key(|(tenant, _)| tenant.to_string());
+        series.len() == 2
+    });
+    assert!(scraped, "Prometheus got {series:?}");
+    assert_eq!(
+        series,
+        [(json!("a"), json!("alpha")), (json!("b"), json!("beta"))]
+    );
+    let targets = prometheus.targets();
+    assert_eq!(targets[0]["health"], "up", "{targets:#?}");
+    assert_eq!(targets[0]["lastError"], "", "{targets:#?}");
+    let calls = prometheus.query("sluice_udf_calls_total{tenant=\"b\",job_name=\"beta\"}");
+    let mut steps: Vec<&Json> = calls.iter().map(|(labels, _)| &labels["step"]).collect();
+    steps.sort_by_key(|step| step.to_string());
+    // tokenize and with_one run fused as one step, the running count as another.
+    assert_eq!(steps, [&json!("counts/1"), &json!("counts/3")], "{calls:?}");
+    assert!(calls.iter().all(|(_, calls)| *calls > 0.0), "{calls:?}");
+}
+
+/// Words of the files appearing in directory `input`, one files-sink file a batch under
+/// `output`.
+fn watching(name: &str, input: &str, output: &str) -> String {
+    format!(
+        r#"name = "{name}"
+batch_interval = "20ms"
+[udfs]
+wc = "wordcount"
+[[sources]]
+name = "lines"
+kind = "directory"
+path = "{input}"
+include_existing = true
+[[streams]]
+name = "words"
+from = "lines"
+steps = [{{ op = "flat_map", udf = "wc#tokenize" }}]
+[[sinks]]
+from = "words"
+kind = "files"
+prefix = "{output}/words"
+"#
+    )
+}
+
+#[test]
+fn symbolic_links_made_while_a_job_runs_lead_nowhere_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.upload_word_count(&a);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "secret").unwrap();
+    for input in ["read", "write"] {
+        server.expect(
+            201,
+            "PUT",
+            &format!("/v1/files/{input}/one.txt"),
+            &a,
+            "alpha",
+        );
+        let manifest = watching(input, input, &format!("{input}-out"));
+        server.expect(201, "POST", "/v1/jobs", &a, manifest);
+    }
+    let mine = files(dir.path(), "a");
+    let written = |output: &str| -> String {
+        std::fs::read_dir(mine.join(output))
+            .map(|entries| {
+                entries
+                    .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait::until(Duration::from_secs(60), "both jobs' first words", || {
+        written("read-out").contains("alpha") && written("write-out").contains("alpha")
+    });
+
+    // A link in the watched directory to a file outside, and the output directory turned
+    // into a link to a directory outside.
+    std::os::unix::fs::symlink(outside.join("secret.txt"), mine.join("read/leak.txt")).unwrap();
+    std::fs::rename(mine.join("write-out"), mine.join("write-out.old")).unwrap();
+    std::os::unix::fs::symlink(&outside, mine.join("write-out")).unwrap();
+    for (job, says) in [
+        (
+            "read",
+            "`read/leak.txt` is a symbolic link that leads outside the tenant's files",
+        ),
+        (
+            "write",
+            "cannot create output directory write-out: the path leads outside the tenant's files",
+        ),
+    ] {
+        let mut log = String::new();
+        wait::until(
+            Duration::from_secs(60),
+            "the job to fail naming the link",
+            || {
+                let (_, answer) =
+                    server.call("GET", &format!("/v1/jobs/{job}/logs"), Some(&a), None);
+                log = answer.as_str().unwrap_or_default().to_owned();
+                log.contains(says)
+            },
+        );
+        assert!(log.contains("failed: "), "{log}");
+    }
+    assert!(!written("read-out").contains("secret"));
+    let left: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["secret.txt"], "nothing was written outside");
+}
+
+#[test]
+fn a_slow_upload_of_one_tenant_does_not_hold_up_anothers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = fresh(dir.path(), &[]);
+    let a = server.tenant(&admin, "a", json!({}));
+    let b = server.tenant(&admin, "b", json!({}));
+    let stored = dir.path().join("data/components");
+    let (done, a_refused) = mpsc::channel();
+    let (url, token) = (format!("{}/v1/components/spinner", server.url), a.clone());
+    // Its functions never return: it is held for the 1 s listing deadline.
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut answer = agent
+            .put(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .send(wasm("listing_loops"))
+            .unwrap();
+        let body = answer.body_mut().read_to_string().unwrap();
+        let _ = done.send((answer.status().as_u16(), body));
+    });
+    wait::until(
+        Duration::from_secs(60),
+        "a's upload to be validated",
+        || std::fs::read_dir(&stored).unwrap().count() == 1,
+    );
+    server.upload_word_count(&b);
+    assert!(
+        a_refused.try_recv().is_err(),
+        "b's upload waited for a's validation to end"
+    );
+    let (status, answer) = a_refused.recv().unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        server.expect(200, "GET", "/v1/components", &b, "")[0]["name"],
+        "wordcount"
+    );
+    let kept: Vec<_> = std::fs::read_dir(&stored).unwrap().collect();
+    assert_eq!(kept.len(), 1, "a's refused component is not kept, b's is");
+}
+
+#[test]
+fn a_running_job_that_fills_its_tenants_disk_quota_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n",
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let limit = 20_000;
+    let a = server.tenant(&admin, "a", json!({"max_disk_bytes": limit}));
+    server.upload_word_count(&a);
+    let input = text(400, &mut Xorshift(11));
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, input);
+    server.expect(
+        201,
+        "POST",
+        "/v1/jobs",
+        &a,
+        word_count("count", RUNNING_COUNT),
+    );
+    let failed = server.wait_job(&a, "count", "the job to fail on its quota", |job| {
+        job["state"] == "failed"
+    });
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!(
+            "disk quota `max_disk_bytes` of {limit} bytes is used up"
+        )) && failure.contains("cannot keep out/counts-"),
+        "{failure}"
+    );
+    let written: u64 = std::fs::read_dir(files(dir.path(), "a").join("out"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(0 < written && written <= limit, "{written} bytes written");
+}
+
+#[test]
+fn a_kafka_cluster_advertising_a_broker_the_server_does_not_allow_is_refused() {
+    let broker = common::kafka::Broker::start();
+    let port = broker.address().rsplit(':').next().unwrap();
+    // The bootstrap address is allowed; the one the broker advertises (127.0.0.1) is not.
+    let bootstrap = format!("localhost:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
+        ),
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.upload_word_count(&a);
+    let manifest = format!(
+        r#"name = "reads"
+batch_interval = "20ms"
+[udfs]
+wc = "wordcount"
+[[sources]]
+name = "lines"
+kind = "kafka"
+brokers = "{bootstrap}"
+topics = ["lines"]
+[[streams]]
+name = "words"
+from = "lines"
+steps = [{{ op = "flat_map", udf = "wc#tokenize" }}]
+[[sinks]]
+from = "words"
+kind = "files"
+prefix = "out/words"
+"#
+    );
+    server.expect(201, "POST", "/v1/jobs", &a, manifest);
+    let failed = server.wait_job(&a, "reads", "the job to be refused", |job| {
+        job["state"] == "failed"
+    });
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!(
+            "source `lines`: the Kafka cluster advertises broker 127.0.0.1:{port}, which the \
+             server does not allow (allowed: {bootstrap})"
+        )),
+        "{failure}"
+    );
 }

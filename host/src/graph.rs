@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use sluice_abi::NamedFunction;
 
+use crate::beneath::JobFiles;
 use crate::dataset::Dataset;
 use crate::event_time::{self, EventClock};
 use crate::manifest::{InitialState, JobConfig, StepConfig, UdfRef};
@@ -149,7 +150,11 @@ impl JobGraph {
                             udf: builder.bind(udf, &owner)?,
                             timeout: *timeout,
                             timeout_check_every: *timeout_check_every,
-                            store: Arc::new(store_for(state::MapWithState::KIND, initial_state)?),
+                            store: Arc::new(store_for(
+                                state::MapWithState::KIND,
+                                initial_state,
+                                builder.config,
+                            )?),
                         };
                         store = Some(operator.store.clone());
                         (Box::new(operator), 1)
@@ -335,6 +340,8 @@ pub struct StatefulStep<'a> {
     pub udfs: &'a [(String, String)],
     /// Its state.
     pub state: &'a dyn crate::operators::OperatorState,
+    /// Its meter, which counts its state's entries and saved bytes.
+    pub meter: &'a Arc<StepMeter>,
 }
 
 impl JobGraph {
@@ -366,6 +373,14 @@ impl JobGraph {
             .collect()
     }
 
+    /// Has each stateful step's meter count the entries its state holds: once per batch
+    /// (counting costs a lock and a length per partition or window slice, never a record).
+    pub fn meter_state(&self) {
+        for step in self.stateful_steps() {
+            step.meter.state_entries(step.state.entries());
+        }
+    }
+
     /// The steps that keep state, in graph order.
     pub fn stateful_steps(&self) -> Vec<StatefulStep<'_>> {
         self.nodes
@@ -375,6 +390,7 @@ impl JobGraph {
                     id: node.id.as_deref()?,
                     udfs: &node.udfs,
                     state: node.operator.as_ref()?.state()?,
+                    meter: &node.meter,
                 })
             })
             .collect()
@@ -549,7 +565,7 @@ impl Builder<'_> {
             StepConfig::UpdateStateByKey { udf, initial_state } => {
                 Box::new(state::UpdateStateByKey {
                     udf: bind(udf)?,
-                    store: store_for(state::UpdateStateByKey::KIND, initial_state)?,
+                    store: store_for(state::UpdateStateByKey::KIND, initial_state, self.config)?,
                 })
             }
             StepConfig::EventTime(..)
@@ -886,11 +902,19 @@ fn fusable_run(steps: &[StepConfig]) -> Vec<&UdfRef> {
     run
 }
 
-/// A state store of `kind`, starting from the initial state file if there is one.
-fn store_for(kind: &'static str, initial: &Option<InitialState>) -> Result<StateStore> {
+/// A state store of `kind`, starting from the initial state file if there is one (opened
+/// where job `config` opens its files).
+fn store_for(
+    kind: &'static str,
+    initial: &Option<InitialState>,
+    config: &JobConfig,
+) -> Result<StateStore> {
     let initial = initial
         .as_ref()
-        .map(|initial| crate::receivers::load_table(&initial.path, initial.format))
+        .map(|initial| {
+            let files = JobFiles::of(config)?;
+            crate::receivers::load_table(&initial.path, initial.format, &files)
+        })
         .transpose()
         .context("cannot load the initial state")?;
     Ok(StateStore::new(kind, initial))

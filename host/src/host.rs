@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{self, BatchReport, Checkpointing, RunOptions, RunSummary};
+use crate::beneath::JobFiles;
 use crate::checkpoint::{Checkpointer, DirLock, Loss, RecoveryOptions};
 use crate::job::Job;
 use crate::manifest;
@@ -139,11 +140,15 @@ impl Host {
             .map_or_else(Default::default, |checkpointing| {
                 checkpointing.recovery.files.clone()
             });
+        let opened = JobFiles::of(job.config()).with_context(|| {
+            format!("job `{}` cannot open its tenant's files", job.config().name)
+        })?;
         let receivers = Receivers::start_recovered(
             &job.config().sources,
             wal,
             &files,
             Some(Arc::new(job.another_held_count())),
+            &opened,
         )?;
         let stop = CancellationToken::new();
         let options = RunOptions {

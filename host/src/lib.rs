@@ -7,10 +7,13 @@
 //! cores, and [`sinks`] write the results. A [`host`] runs many jobs side by side.
 
 pub mod batcher;
+pub mod beneath;
 pub mod checkpoint;
 pub mod connectors;
 pub mod dataset;
+pub mod disk;
 pub mod event_time;
+pub mod failure;
 pub(crate) mod fault;
 pub(crate) mod files;
 pub mod graph;

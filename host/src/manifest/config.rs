@@ -43,6 +43,20 @@ pub struct JobConfig {
     pub streams: Vec<StreamConfig>,
     /// Where results go.
     pub sinks: Vec<SinkConfig>,
+    /// How a server hosts the job (`None`: a job of `sluice run`).
+    pub hosted: Option<Hosted>,
+}
+
+/// What changes for a job a server hosts for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosted {
+    /// The tenant's files: every file the job opens is opened beneath this directory, so
+    /// that no path (nor a symbolic link made while the job runs) leads out of it.
+    pub files: PathBuf,
+    /// The tenant's directory (its files, checkpoints and logs), whose size is a quota.
+    pub tenant_dir: PathBuf,
+    /// The tenant's disk quota (`max_disk_bytes`): files sinks refuse to write past it.
+    pub max_disk_bytes: u64,
 }
 
 /// `[checkpoint]`: the job's checkpoint directory and policies.

@@ -295,6 +295,7 @@ impl<'a> Resolver<'a> {
             sources,
             streams,
             sinks,
+            hosted: None,
         })
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use sluice_abi::Batch;
 
 use super::{Intake, push_line};
+use crate::beneath::{JobFiles, is_outside};
 use crate::checkpoint::files::{FileId, SeenFiles};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -25,6 +26,8 @@ pub struct Watch {
     pub source: String,
     /// The watched directory.
     pub dir: PathBuf,
+    /// Where its files are opened (beneath the tenant's directory, for a served job).
+    pub files: JobFiles,
     /// Whether files present at the first start are read.
     pub include_existing: bool,
     /// How long before the newest file seen a file may have been modified and still be read.
@@ -36,13 +39,20 @@ pub struct Watch {
 /// at a first start, the files already there are recorded as read without their lines
 /// unless `include_existing`; after a restart, every file not read yet is read, those that
 /// arrived while the job was down included. Hidden files (`.name`, the convention for files
-/// still being written) are ignored: move finished files in.
+/// still being written) are ignored: move finished files in. A path leading out of the
+/// tenant's files (a symbolic link, made at any time) fails the job, naming it.
 pub async fn receive(watch: Watch, mut seen: SeenFiles, intake: Arc<Intake>) {
     let source = watch.source.as_str();
     let max_age_ms = i64::try_from(watch.max_file_age.as_millis()).unwrap_or(i64::MAX);
     let mut first = true;
     loop {
-        let files = list(source, &watch.dir);
+        let files = match list(source, &watch.files, &watch.dir) {
+            Ok(files) => files,
+            Err(refusal) => {
+                intake.fail(refusal);
+                return;
+            }
+        };
         let newest = files.iter().map(|(file, _)| file.mtime_ms).max();
         let forget_before_ms = newest
             .map_or(i64::MIN, |newest| newest.saturating_sub(max_age_ms))
@@ -82,7 +92,7 @@ pub async fn receive(watch: Watch, mut seen: SeenFiles, intake: Arc<Intake>) {
                 continue;
             };
             if !read_file(
-                source,
+                &watch,
                 &path,
                 &file,
                 start,
@@ -103,7 +113,7 @@ pub async fn receive(watch: Watch, mut seen: SeenFiles, intake: Arc<Intake>) {
 /// with how far the file is read; waits for room in the intake before each piece. Returns
 /// false if the log could not take a piece (the job then fails at its next cut).
 async fn read_file(
-    source: &str,
+    watch: &Watch,
     path: &Path,
     file: &FileId,
     start: u64,
@@ -111,16 +121,21 @@ async fn read_file(
     seen: &mut SeenFiles,
     intake: &Arc<Intake>,
 ) -> bool {
+    let (source, files) = (watch.source.as_str(), &watch.files);
     let mut offset = start;
     let mut lines = 0;
     while offset < file.size {
         intake.wait_for_room(source).await;
         let piece = {
-            let (path, file) = (path.to_owned(), file.clone());
-            tokio::task::spawn_blocking(move || read_piece(&path, &file, offset)).await
+            let (files, path, file) = (files.clone(), path.to_owned(), file.clone());
+            tokio::task::spawn_blocking(move || read_piece(&files, &path, &file, offset)).await
         };
         let bytes = match piece {
             Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) if is_outside(&error) => {
+                intake.fail(refused(source, &file.name, &error));
+                return false;
+            }
             // Not recorded as read: the next poll tries again (if the file is still there).
             Ok(Err(error)) => {
                 tracing::warn!(
@@ -155,8 +170,8 @@ async fn read_file(
 
 /// The bytes of `file` from `offset` to the end of the last line that starts within
 /// [`PIECE_BYTES`] of it (or to the file's size as listed).
-fn read_piece(path: &Path, file: &FileId, offset: u64) -> io::Result<Vec<u8>> {
-    let mut handle = std::fs::File::open(path)?;
+fn read_piece(files: &JobFiles, path: &Path, file: &FileId, offset: u64) -> io::Result<Vec<u8>> {
+    let mut handle = files.open(path)?;
     handle.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
     let mut handle = handle.take(file.size - offset);
@@ -194,34 +209,50 @@ fn lines_of(bytes: &[u8]) -> Batch {
 }
 
 /// The visible regular files of `dir` with their identities, oldest first (then by name).
-fn list(source: &str, dir: &Path) -> Vec<(FileId, PathBuf)> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+/// A directory that cannot be listed now is listed again at the next poll; one whose
+/// path leads out of the tenant's files is refused (the error says why).
+fn list(source: &str, files: &JobFiles, dir: &Path) -> Result<Vec<(FileId, PathBuf)>, String> {
+    let listed = match files.list(dir) {
+        Ok(listed) => listed,
+        Err(error) if is_outside(&error) => return Err(refused(source, "", &error)),
         Err(error) => {
             tracing::warn!(source, "cannot list {}: {error}", dir.display());
-            return Vec::new();
+            return Ok(Vec::new());
         }
     };
-    let mut files: Vec<(FileId, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(|entry| {
-            let metadata = entry.metadata().ok().filter(|meta| meta.is_file())?;
-            let mtime_ms = metadata
-                .modified()
-                .ok()
-                .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+    let mut files: Vec<(FileId, PathBuf)> = listed
+        .into_iter()
+        .filter(|listed| !listed.name.starts_with('.'))
+        .map(|listed| {
+            let mtime_ms = listed
+                .modified
+                .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as i64);
+            let path = dir.join(&listed.name);
             let file = FileId {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                size: metadata.len(),
+                name: listed.name,
+                size: listed.size,
                 mtime_ms,
             };
-            Some((file, entry.path()))
+            (file, path)
         })
         .collect();
     files.sort_by(|(a, _), (b, _)| (a.mtime_ms, &a.name).cmp(&(b.mtime_ms, &b.name)));
-    files
+    Ok(files)
+}
+
+/// Why source `source` stops: a path (file `name` of the watched directory, if one) leads
+/// out of the tenant's files.
+fn refused(source: &str, name: &str, error: &io::Error) -> String {
+    let file = if name.is_empty() {
+        String::new()
+    } else {
+        format!(" (file `{name}`)")
+    };
+    format!(
+        "directory source `{source}` stopped{file}: {error}; a served job reads only the \
+         tenant's own files: remove the link or copy the file in (PUT /v1/files/PATH)"
+    )
 }
 
 #[cfg(test)]
@@ -247,7 +278,7 @@ mod tests {
         let mut offset = 0;
         let mut lines = 0;
         while offset < file.size {
-            let piece = read_piece(&path, &file, offset).unwrap();
+            let piece = read_piece(&JobFiles::Anywhere, &path, &file, offset).unwrap();
             assert!(piece.len() as u64 <= PIECE_BYTES);
             assert!(piece.ends_with(b"\n") || offset + piece.len() as u64 == file.size);
             lines += lines_of(&piece).len();
@@ -265,7 +296,7 @@ mod tests {
         let text = "y".repeat(long) + "\n" + &"short\n".repeat(PIECE_BYTES as usize / 6);
         std::fs::write(&path, &text).unwrap();
         let file = identity(&path);
-        let piece = read_piece(&path, &file, 0).unwrap();
+        let piece = read_piece(&JobFiles::Anywhere, &path, &file, 0).unwrap();
         assert!(piece.len() > long && piece.len() < file.size as usize);
         assert!(piece.ends_with(b"\n"));
         let lines = lines_of(&piece);
@@ -279,7 +310,7 @@ mod tests {
         std::fs::write(&path, "a\n").unwrap();
         let mut file = identity(&path);
         file.size = 100;
-        let error = read_piece(&path, &file, 0).unwrap_err();
+        let error = read_piece(&JobFiles::Anywhere, &path, &file, 0).unwrap_err();
         assert!(error.to_string().contains("fewer than the 100"), "{error}");
     }
 }

@@ -10,17 +10,19 @@ mod socket;
 mod stdin;
 mod table;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use sluice_abi::{Batch, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
+use crate::beneath::JobFiles;
 use crate::checkpoint::files::{SeenBySource, SeenFiles};
 use crate::checkpoint::{Cut, OffsetRange, Wal};
 use crate::connectors::kafka::KafkaSource;
+use crate::failure::{Failing, FailureKind};
 use crate::manifest::{SourceConfig, SourceKind};
 use crate::tenancy::HeldBytes;
 
@@ -100,6 +102,18 @@ type SharedWal = Arc<Mutex<Wal>>;
 /// the next cut takes them, so memory stays bounded however slow the job is.
 pub const MAX_WAITING_BYTES: usize = 64 << 20;
 
+/// The records a job's streaming receivers hold for the next cut, counted as they are
+/// delivered and cut (once per delivery or cut, never per record).
+#[derive(Debug, Default)]
+pub struct Buffered(AtomicU64);
+
+impl Buffered {
+    /// How many records they hold now.
+    pub fn records(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Where a streaming receiver's task leaves records until the next cut; with a
 /// write-ahead log, records are logged before they count as received.
 #[derive(Default)]
@@ -107,13 +121,15 @@ pub struct Intake {
     buffer: Mutex<Batch>,
     finished: AtomicBool,
     log: Option<(SharedWal, usize)>,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<anyhow::Error>>,
     /// Woken at every cut, for receivers waiting for room.
     room: tokio::sync::Notify,
     /// The most record bytes it holds before its receiver pauses.
     bound: usize,
     /// Counts what it buffers against the tenant's `max_host_bytes`.
     held: Option<Arc<HeldBytes>>,
+    /// Counts the records it buffers, with the job's other intakes.
+    buffered: Arc<Buffered>,
 }
 
 /// The host memory `records` hold in a buffer or a batch: their bytes and their offsets.
@@ -168,17 +184,25 @@ impl Intake {
         })
         .await;
         delivered.unwrap_or_else(|failed| {
-            self.fail(format!(
-                "records could not be written to the write-ahead log: logging them failed: \
-                 {failed}"
-            ));
+            self.fail_with(anyhow::Error::new(Failing::new(
+                FailureKind::Checkpoint,
+                format!(
+                    "records could not be written to the write-ahead log: logging them failed: \
+                     {failed}"
+                ),
+            )));
             false
         })
     }
 
     /// Keeps `failure` for the next cut, which fails with it (the first failure wins).
     fn fail(&self, failure: String) {
-        tracing::error!("{failure}");
+        self.fail_with(anyhow::Error::msg(failure));
+    }
+
+    /// [`Intake::fail`] with an error, which keeps what kind of failure it is.
+    fn fail_with(&self, failure: anyhow::Error) {
+        tracing::error!("{failure:#}");
         self.failure
             .lock()
             .expect("intake poisoned")
@@ -192,10 +216,10 @@ impl Intake {
         match held.charge(held_size(records), "receiver buffers") {
             Ok(()) => true,
             Err(error) => {
-                self.fail(format!(
-                    "a receiver cannot buffer {} more records for the next batch: {error:#}",
+                self.fail_with(error.context(format!(
+                    "a receiver cannot buffer {} more records for the next batch",
                     records.len()
-                ));
+                )));
                 false
             }
         }
@@ -218,15 +242,16 @@ impl Intake {
             if let Some(held) = &self.held {
                 held.release(held_size(records));
             }
-            self.fail(format!(
-                "records could not be written to the write-ahead log: {error:#}"
-            ));
+            // The log may refuse them for a quota (its retained bytes): the failure is then
+            // the quota's, not the log's.
+            let kind = crate::failure::kind_of(&error).unwrap_or(FailureKind::Checkpoint);
+            self.fail_with(error.context(Failing::new(
+                kind,
+                "records could not be written to the write-ahead log",
+            )));
             return false;
         }
-        self.buffer
-            .lock()
-            .expect("intake poisoned")
-            .extend_from(records);
+        self.keep(records);
         drop(wal);
         true
     }
@@ -263,10 +288,17 @@ impl Intake {
         if !self.charge(records) {
             return;
         }
-        self.buffer
-            .lock()
-            .expect("intake poisoned")
-            .extend_from(records);
+        self.keep(records);
+    }
+
+    /// Buffers `records` for the next cut.
+    fn keep(&self, records: &Batch) {
+        let mut buffer = self.buffer.lock().expect("intake poisoned");
+        buffer.extend_from(records);
+        // Counted under the buffer's lock, so that a cut never takes them uncounted.
+        self.buffered
+            .0
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
     }
 
     /// How many records wait for the next cut.
@@ -282,7 +314,13 @@ impl Intake {
 
 impl Receiver for Intake {
     fn cut(&self) -> Batch {
-        let records = std::mem::take(&mut *self.buffer.lock().expect("intake poisoned"));
+        let records = {
+            let mut buffer = self.buffer.lock().expect("intake poisoned");
+            self.buffered
+                .0
+                .fetch_sub(buffer.len() as u64, Ordering::Relaxed);
+            std::mem::take(&mut *buffer)
+        };
         // The batch counts them from here on.
         if let Some(held) = &self.held {
             held.release(held_size(&records));
@@ -348,6 +386,7 @@ pub struct Receivers {
     intakes: Vec<Option<Arc<Intake>>>,
     tasks: Vec<JoinHandle<()>>,
     wal: Option<SharedWal>,
+    buffered: Arc<Buffered>,
 }
 
 impl Receivers {
@@ -359,25 +398,37 @@ impl Receivers {
     /// Starts a receiver for every source; records of sources that cannot replay them go
     /// to `wal` before they count as received.
     pub fn start_logged(sources: &[SourceConfig], wal: Option<SharedWal>) -> Result<Self> {
-        Self::start_recovered(sources, wal, &SeenBySource::new(), None)
+        Self::start_recovered(
+            sources,
+            wal,
+            &SeenBySource::new(),
+            None,
+            &JobFiles::Anywhere,
+        )
     }
 
     /// Starts a receiver for every source as [`start_logged`](Self::start_logged) does;
     /// directory sources go on from the files `files` (from recovery) says they read. With
     /// `held` (the job's count for them), what streaming receivers buffer until a cut is
     /// charged to the tenant's `max_host_bytes`, and going over it fails the next cut.
+    /// File, table and directory sources open their files through `opened`.
     pub fn start_recovered(
         sources: &[SourceConfig],
         wal: Option<SharedWal>,
         files: &SeenBySource,
         held: Option<Arc<HeldBytes>>,
+        opened: &JobFiles,
     ) -> Result<Self> {
         let mut receivers: Vec<Arc<dyn Receiver>> = Vec::new();
         let mut intakes = Vec::new();
         let mut tasks = Vec::new();
+        let buffered = Arc::new(Buffered::default());
         for (index, source) in sources.iter().enumerate() {
             let name = source.name.clone();
-            let intake = Arc::new(Intake::logged(wal.clone(), index, held.clone()));
+            let intake = Arc::new(Intake {
+                buffered: buffered.clone(),
+                ..Intake::logged(wal.clone(), index, held.clone())
+            });
             intakes.push(None);
             let task = match &source.kind {
                 SourceKind::Queue { batches } => {
@@ -388,7 +439,7 @@ impl Receivers {
                     path,
                     lines_per_batch,
                 } => {
-                    let text = std::fs::read(path).with_context(|| {
+                    let text = opened.read(path).with_context(|| {
                         format!("source `{name}` cannot read {}", path.display())
                     })?;
                     receivers.push(Arc::new(queue::Queue::from_text(
@@ -399,7 +450,7 @@ impl Receivers {
                 }
                 SourceKind::Table { path, format } => {
                     receivers.push(Arc::new(
-                        table::Table::load(path, *format)
+                        table::Table::load(path, *format, opened)
                             .with_context(|| format!("source `{name}` cannot start"))?,
                     ));
                     continue;
@@ -415,6 +466,7 @@ impl Receivers {
                     directory::Watch {
                         source: name,
                         dir: path.clone(),
+                        files: opened.clone(),
                         include_existing: *include_existing,
                         max_file_age: *max_file_age,
                     },
@@ -440,7 +492,13 @@ impl Receivers {
             intakes,
             tasks,
             wal,
+            buffered,
         })
+    }
+
+    /// The count of the records its streaming receivers hold for the next cut.
+    pub fn buffered(&self) -> Arc<Buffered> {
+        self.buffered.clone()
     }
 
     /// Cuts every receiver for batch `number` of time `time_ms` and logs the cut (with
@@ -453,7 +511,7 @@ impl Receivers {
             .map(|wal| wal.lock().expect("log poisoned"));
         for intake in self.intakes.iter().flatten() {
             if let Some(failure) = intake.failure.lock().expect("intake poisoned").take() {
-                bail!("{failure}");
+                return Err(failure);
             }
         }
         let positions = self
@@ -588,8 +646,12 @@ impl Drop for Receivers {
 }
 
 /// The records of a table file (JSON lines or CSV), as a table source reads them.
-pub fn load_table(path: &std::path::Path, format: crate::manifest::TableFormat) -> Result<Batch> {
-    Ok(table::Table::load(path, format)?.into_records())
+pub fn load_table(
+    path: &std::path::Path,
+    format: crate::manifest::TableFormat,
+    files: &JobFiles,
+) -> Result<Batch> {
+    Ok(table::Table::load(path, format, files)?.into_records())
 }
 
 pub use queue::read_batches_file;
@@ -649,7 +711,12 @@ mod tests {
             "the records over the quota are refused"
         );
         assert_eq!(account.host_bytes(), size);
-        let failure = intake.failure.lock().unwrap().clone().unwrap();
+        let failure = intake.failure.lock().unwrap().take().unwrap();
+        assert_eq!(
+            crate::failure::kind_of(&failure),
+            Some(crate::failure::FailureKind::Quota)
+        );
+        let failure = format!("{failure:#}");
         assert!(
             failure.contains("`max_host_bytes` is 100 bytes")
                 && failure.contains("this job's receiver buffers"),

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use sluice_abi::{Batch, Value};
 
 use super::{Receiver, Replayable};
+use crate::beneath::JobFiles;
 use crate::manifest::TableFormat;
 
 /// The same records at every cut.
@@ -15,10 +16,14 @@ pub struct Table {
 }
 
 impl Table {
-    /// Reads the table at `path`; a line or row that cannot be read fails the start,
-    /// naming the line. JSON lines are read as typed JSON ([`crate::json`]).
-    pub fn load(path: &Path, format: TableFormat) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+    /// Reads the table at `path`, opened through `files`; a line or row that cannot be
+    /// read fails the start, naming the line. JSON lines are read as typed JSON
+    /// ([`crate::json`]).
+    pub fn load(path: &Path, format: TableFormat, files: &JobFiles) -> Result<Self> {
+        let text = files
+            .read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(String::from_utf8(bytes)?))
             .with_context(|| format!("cannot read table {}", path.display()))?;
         let mut records = Batch::new();
         match format {
@@ -115,13 +120,13 @@ mod tests {
         let path = dir.path().join("table.jsonl");
         let limit = sluice_abi::encoding::MAX_DEPTH;
         std::fs::write(&path, format!("[\"k\", 1]\n{}\n", nested(limit))).unwrap();
-        let records = Table::load(&path, TableFormat::JsonLines)
+        let records = Table::load(&path, TableFormat::JsonLines, &JobFiles::Anywhere)
             .unwrap()
             .into_records();
         assert_eq!(records.len(), 2);
         assert!(records.check_records().is_ok());
         std::fs::write(&path, format!("[\"k\", 1]\n{}\n", nested(limit + 1))).unwrap();
-        let error = Table::load(&path, TableFormat::JsonLines)
+        let error = Table::load(&path, TableFormat::JsonLines, &JobFiles::Anywhere)
             .err()
             .expect("one level too deep");
         let error = format!("{error:#}");

@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::component::ExportedFunction;
 use super::error::{CallError, Limit, Witness, explain_instantiation, explain_stop, explain_trap};
 use super::footprint::Footprint;
-use super::output::{GuestOutput, capped};
+use super::output::{GuestOutput, Origin, capped};
 use crate::scheduler::{Scheduler, Seat};
 use crate::tenancy::{Account, InstanceHold, Placement};
 
@@ -154,7 +154,8 @@ pub struct UdfInstance {
     scheduler: Arc<Scheduler>,
     seat: Seat,
     limits: Limits,
-    owner: String,
+    /// The UDF, its job and tenant: errors and its output's log lines name them.
+    origin: Origin,
     /// What one call may return (the tenant's quotas).
     max_output_records: usize,
     max_output_bytes: usize,
@@ -258,7 +259,11 @@ impl UdfInstance {
             scheduler: scheduler.clone(),
             seat: seat.clone(),
             limits,
-            owner: owner.to_owned(),
+            origin: Origin {
+                udf: owner.to_owned(),
+                tenant: placement.account.name().to_owned(),
+                job: placement.job.clone(),
+            },
             max_output_records: placement.account.quotas().max_call_output_records,
             max_output_bytes: placement.account.quotas().max_call_output_bytes,
             _hold: hold,
@@ -507,7 +512,7 @@ impl UdfInstance {
         let Some((mut live, result)) = finished else {
             return Err(host_panicked());
         };
-        live.store.data().output.flush_to_log(&self.owner);
+        live.store.data().output.flush_to_log(&self.origin);
         match result {
             Ok(Ok(Ok(value))) => {
                 self.live = Some(live);
@@ -532,9 +537,8 @@ impl UdfInstance {
 
 /// A guest call's task panicked on the scheduler's threads: a bug in the host.
 fn host_panicked() -> CallError {
-    CallError::Trapped {
+    CallError::Stopped {
         message: "stopped: the host's code running the call panicked (a bug in Sluice)".into(),
-        record_index: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! A guest's stdout and stderr, captured in memory and passed to the job's log after
-//! every call, at most a bounded number of bytes per call.
+//! every call, at most a bounded number of bytes per call. Each line is logged naming
+//! its job and tenant, so that a server files it in that job's log.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -63,23 +64,38 @@ impl GuestOutput {
 
     /// Logs what the guest wrote during the last call, one event per line, and empties
     /// the buffers.
-    pub fn flush_to_log(&self, owner: &str) {
+    pub fn flush_to_log(&self, origin: &Origin) {
         let captured = std::mem::take(&mut *self.captured.lock().expect("guest output poisoned"));
+        let (udf, job) = (origin.udf.as_str(), origin.job.as_deref());
+        // The host's own calls (no job) name no tenant either: no job log takes them.
+        let tenant = job.map(|_| origin.tenant.as_str());
         for (stream, bytes) in [("stdout", &captured.stdout), ("stderr", &captured.stderr)] {
             for line in String::from_utf8_lossy(bytes).lines() {
-                tracing::info!(target: "sluice::guest", udf = owner, stream, "{line}");
+                tracing::info!(target: "sluice::guest", tenant, job, udf, stream, "{line}");
             }
         }
         if captured.dropped > 0 {
             tracing::warn!(
                 target: "sluice::guest",
-                udf = owner,
+                tenant,
+                job,
+                udf,
                 "dropped {} bytes of guest output past the limit of {} bytes per call",
                 captured.dropped,
                 self.limit
             );
         }
     }
+}
+
+/// Whose output it is: the UDF, and the job and tenant it runs for.
+pub struct Origin {
+    /// The UDF, as errors name it (job, step and function).
+    pub udf: String,
+    /// The tenant the job runs for.
+    pub tenant: String,
+    /// The job (`None`: the host's own calls, such as listing a component's functions).
+    pub job: Option<Arc<str>>,
 }
 
 /// `text` cut to at most `limit` bytes (at a character boundary), with a note of how many

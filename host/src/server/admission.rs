@@ -5,7 +5,9 @@
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 
-use crate::manifest::{self, Hosting, JobConfig, ManifestError, SinkKind, SourceKind, StepConfig};
+use crate::manifest::{
+    self, Hosted, Hosting, JobConfig, ManifestError, SinkKind, SourceKind, StepConfig,
+};
 use crate::runtime::Runtime;
 
 use super::config::TenantQuotas;
@@ -139,6 +141,22 @@ impl Admission<'_> {
             .map(|row| row.quotas.or(self.default_quotas))
             .unwrap_or_default();
         check_quotas(&quotas, &config).map_err(Refusal::Quota)?;
+        let allowed = Some(self.allowed_hosts.to_vec());
+        for source in &mut config.sources {
+            if let SourceKind::Kafka(kafka) = &mut source.kind {
+                kafka.allowed_brokers = allowed.clone();
+            }
+        }
+        for sink in &mut config.sinks {
+            if let SinkKind::Kafka(kafka) = &mut sink.kind {
+                kafka.allowed_brokers = allowed.clone();
+            }
+        }
+        config.hosted = Some(Hosted {
+            files,
+            tenant_dir: self.data.tenant(tenant),
+            max_disk_bytes: quotas.disk_bytes(),
+        });
         let mut components = hosting.used.take();
         components.sort();
         components.dedup();

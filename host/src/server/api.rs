@@ -18,13 +18,14 @@ use crate::checkpoint::RecoveryOptions;
 use crate::manifest::MAX_MANIFEST_BYTES;
 
 use super::admission::{Refusal, check_name};
-use super::beneath::{Beneath, Opened, usage};
 use super::config::TenantQuotas;
 use super::registry::{Caller, ComponentRow, Desired, JobRow, TenantRow};
 use super::supervisor::JobState;
 use super::tokens;
 use super::upload::{DRAIN_LIMIT, Upload, UploadError, drain};
 use super::{Server, TenantRefusal};
+use crate::beneath::{Beneath, Opened};
+use crate::disk::usage;
 
 /// The API's routes.
 pub fn router(server: Arc<Server>) -> Router {

@@ -4,13 +4,14 @@
 //! components and jobs; components are stored content-addressed ([`data`]) and compiled
 //! once by the shared runtime; manifests are admitted under the tenancy rules
 //! ([`admission`]); the [`supervisor`] runs jobs on one [`Host`] and restarts failed
-//! ones; the [`api`] is the HTTP face of all of it.
+//! ones; the [`api`] is the HTTP face of all of it, beside the web UI and `/metrics`
+//! ([`crate::ui`]) of the jobs it runs, shown to each tenant's token as the [`gate`] says.
 
 pub mod admission;
 pub mod api;
-pub mod beneath;
 pub mod config;
 pub mod data;
+pub mod gate;
 pub mod logs;
 pub mod registry;
 pub mod supervisor;
@@ -83,8 +84,13 @@ pub struct Server {
     logs: Arc<logs::JobLogs>,
     /// One component validation at a time per tenant.
     upload_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held while the component store changes: registering a component, removing unused ones.
+    /// Held while the component store changes: registering a component, removing unused
+    /// ones. Not held while a component is validated, so that tenants' uploads do not
+    /// wait on each other.
     store: tokio::sync::Mutex<()>,
+    /// The digests of stored components being validated, with how many uploads are
+    /// validating each: not garbage yet, though no one uses them.
+    validating: Mutex<HashMap<String, usize>>,
 }
 
 /// Runs a server until `shutdown` completes, then stops every job (waiting at most
@@ -137,6 +143,7 @@ pub async fn serve(
         logs: options.logs,
         upload_turns: Mutex::new(HashMap::new()),
         store: tokio::sync::Mutex::new(()),
+        validating: Mutex::new(HashMap::new()),
     });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -150,7 +157,10 @@ pub async fn serve(
     server.clone().resume().await?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data = %server.data.root().display(), "listening");
-    let app = api::router(server.clone());
+    let app = api::router(server.clone()).merge(crate::ui::router(
+        server.supervisor.metrics().clone(),
+        gate::RegistryGate(server.registry.clone()),
+    ));
     tokio::select! {
         served = axum::serve(listener, app) => served.context("the HTTP server failed")?,
         () = shutdown => {}
@@ -243,6 +253,10 @@ impl Server {
         Ok(limits)
     }
 
+    fn validating(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.validating.lock().expect("validations poisoned")
+    }
+
     fn upload_turn(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.upload_turns
             .lock()
@@ -321,11 +335,14 @@ impl Server {
         name: String,
         upload: Upload,
     ) -> Result<Result<ComponentRow, String>> {
-        let _store = self.store.lock().await;
         let (digest, size) = (upload.digest.clone(), upload.size);
         let path = self.data.component(&digest);
-        upload.keep(&path)?;
         let listing = self.listing_limits(&tenant)?;
+        let validation = {
+            let _store = self.store.lock().await;
+            upload.keep(&path)?;
+            Validation::start(self.clone(), &digest)
+        };
         let runtime_path = path.clone();
         let server = self.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -334,11 +351,15 @@ impl Server {
                 .runtime()
                 .load_listing_under(&runtime_path, listing)
         })
-        .await?;
-        let loaded = match loaded {
+        .await;
+        let _store = self.store.lock().await;
+        drop(validation);
+        let loaded = match loaded? {
             Ok(loaded) => loaded,
             Err(error) => {
-                if !self.registry.digest_in_use(&digest)? {
+                if !self.registry.digest_in_use(&digest)?
+                    && !self.validating().contains_key(&digest)
+                {
                     let _ = std::fs::remove_file(&path);
                 }
                 let message = format!("{error:#}").replace(
@@ -382,12 +403,41 @@ impl Server {
             let Some(digest) = path.file_stem().and_then(|stem| stem.to_str()) else {
                 continue;
             };
-            if !self.registry.digest_in_use(digest)? {
+            if !self.registry.digest_in_use(digest)? && !self.validating().contains_key(digest) {
                 std::fs::remove_file(&path)
                     .with_context(|| format!("cannot remove {}", path.display()))?;
             }
         }
         Ok(())
+    }
+}
+
+/// A stored component's validation under way: until it ends (or its request is dropped),
+/// the component is not garbage.
+struct Validation {
+    server: Arc<Server>,
+    digest: String,
+}
+
+impl Validation {
+    fn start(server: Arc<Server>, digest: &str) -> Self {
+        *server.validating().entry(digest.to_owned()).or_default() += 1;
+        Self {
+            server,
+            digest: digest.to_owned(),
+        }
+    }
+}
+
+impl Drop for Validation {
+    fn drop(&mut self) {
+        let mut validating = self.server.validating();
+        if let Some(count) = validating.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                validating.remove(&self.digest);
+            }
+        }
     }
 }
 

@@ -7,15 +7,21 @@ use anyhow::{Context, Result};
 use sluice_abi::Value;
 
 use super::{Sink, display_text};
+use crate::beneath::JobFiles;
 use crate::dataset::Dataset;
+use crate::disk::DiskQuota;
 use crate::manifest::FileFormat;
 
 /// Writes batch `t` to `prefix-t.suffix`, through a hidden temporary file renamed into
-/// place, so a reader never sees half a file and a re-run of the batch replaces it.
+/// place, so a reader never sees half a file and a re-run of the batch replaces it. Files
+/// are made through `files` (beneath the tenant's directory, for a served job).
 pub struct Files {
     pub prefix: PathBuf,
     pub suffix: String,
     pub format: FileFormat,
+    pub files: JobFiles,
+    /// The tenant's disk quota, for a served job.
+    pub quota: Option<DiskQuota>,
 }
 
 impl Files {
@@ -36,14 +42,16 @@ impl Sink for Files {
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        std::fs::create_dir_all(dir)
+        self.files
+            .create_dir_all(dir)
             .with_context(|| format!("cannot create output directory {}", dir.display()))?;
         let temporary = dir.join(format!(
             ".{}.tmp",
             path.file_name().unwrap_or_default().to_string_lossy()
         ));
         let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&temporary)
+            self.files
+                .create(&temporary)
                 .with_context(|| format!("cannot write {}", temporary.display()))?,
         );
         for record in data.records() {
@@ -55,9 +63,19 @@ impl Sink for Files {
             };
             writeln!(file, "{line}")?;
         }
+        let file = file.into_inner()?;
+        if let Some(quota) = &self.quota {
+            let kept = quota.take(file.metadata()?.len());
+            if let Err(error) = kept {
+                drop(file);
+                let _ = self.files.remove(&temporary);
+                return Err(error.context(format!("cannot keep {}", path.display())));
+            }
+        }
         // Waiting for the disk holds no run slot.
-        crate::scheduler::slice::paused(|| file.into_inner()?.sync_all())?;
-        std::fs::rename(&temporary, &path)
+        crate::scheduler::slice::paused(|| file.sync_all())?;
+        self.files
+            .rename(&temporary, &path)
             .with_context(|| format!("cannot move output into {}", path.display()))?;
         Ok(())
     }
@@ -98,12 +116,15 @@ mod tests {
             prefix: dir.path().join("out"),
             suffix: "jsonl".into(),
             format: FileFormat::JsonTyped,
+            files: JobFiles::Anywhere,
+            quota: None,
         };
         sink.write(1000, &Dataset::split(records.clone(), 2).unwrap())
             .unwrap();
         let read = crate::receivers::load_table(
             &dir.path().join("out-1000.jsonl"),
             TableFormat::JsonLines,
+            &JobFiles::Anywhere,
         )
         .unwrap();
         assert_eq!(read, records);

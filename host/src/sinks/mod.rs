@@ -6,10 +6,12 @@ mod print;
 
 pub use collect::Collected;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::beneath::JobFiles;
 use crate::dataset::Dataset;
-use crate::manifest::{SinkConfig, SinkKind};
+use crate::disk::DiskQuota;
+use crate::manifest::{JobConfig, SinkConfig, SinkKind};
 
 /// Writes one batch of one stream.
 pub trait Sink: Send + Sync {
@@ -18,10 +20,21 @@ pub trait Sink: Send + Sync {
     fn write(&self, time_ms: i64, data: &Dataset) -> Result<()>;
 }
 
-/// The sink `config` describes; `collected` receives what collect sinks keep.
-pub fn build(config: &SinkConfig, collected: &Collected) -> Box<dyn Sink> {
-    match &config.kind {
-        SinkKind::Print { num } => Box::new(print::Print { num: *num }),
+/// The sink `config` of job `job` describes; `collected` receives what collect sinks
+/// keep. A hosted job's print sinks write to its log, and its files sinks write beneath
+/// its tenant's directory.
+pub fn build(config: &SinkConfig, collected: &Collected, job: &JobConfig) -> Result<Box<dyn Sink>> {
+    Ok(match &config.kind {
+        SinkKind::Print { num } => Box::new(print::Print {
+            num: *num,
+            to: match &job.hosted {
+                None => print::PrintTo::Terminal,
+                Some(_) => print::PrintTo::Log {
+                    tenant: job.tenant.clone().unwrap_or_default(),
+                    job: job.name.clone(),
+                },
+            },
+        }),
         SinkKind::Files {
             prefix,
             suffix,
@@ -30,13 +43,20 @@ pub fn build(config: &SinkConfig, collected: &Collected) -> Box<dyn Sink> {
             prefix: prefix.clone(),
             suffix: suffix.clone(),
             format: *format,
+            files: JobFiles::of(job).with_context(|| {
+                format!("sink `{}` cannot open the tenant's files", config.name)
+            })?,
+            quota: job
+                .hosted
+                .as_ref()
+                .map(|hosted| DiskQuota::new(hosted.tenant_dir.clone(), hosted.max_disk_bytes)),
         }),
         SinkKind::Collect => Box::new(collected.sink(&config.name)),
         SinkKind::Kafka(kafka) => Box::new(crate::connectors::kafka::KafkaSink::new(
             &config.name,
             kafka,
         )),
-    }
+    })
 }
 
 /// A record as a line of text: strings as themselves, anything else as JSON.

@@ -9,6 +9,16 @@ use crate::dataset::Dataset;
 /// there are more, then a blank line: the layout of Spark's `print()`.
 pub struct Print {
     pub num: usize,
+    pub to: PrintTo,
+}
+
+/// Where printed batches go.
+pub enum PrintTo {
+    /// Standard output (`sluice run`).
+    Terminal,
+    /// The log of the job, one event per line naming the job and its tenant: a server's
+    /// jobs have no terminal, and their logs are read with `GET /v1/jobs/{job}/logs`.
+    Log { tenant: String, job: String },
 }
 
 impl Sink for Print {
@@ -24,8 +34,17 @@ impl Sink for Print {
             text.push_str("...\n");
         }
         text.push('\n');
-        // Through the terminal, so that a status line is never in the middle of it.
-        crate::scheduler::slice::paused(|| crate::terminal::terminal().print(text.as_bytes()))?;
+        match &self.to {
+            // Through the terminal, so that a status line is never in the middle of it.
+            PrintTo::Terminal => crate::scheduler::slice::paused(|| {
+                crate::terminal::terminal().print(text.as_bytes())
+            })?,
+            PrintTo::Log { tenant, job } => {
+                for line in text.lines().filter(|line| !line.is_empty()) {
+                    tracing::info!(target: "sluice::print", tenant, job, "{line}");
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -65,6 +65,9 @@ pub struct Placement {
     pub seat: Seat,
     /// The tenant's quotas and holdings.
     pub account: Arc<Account>,
+    /// The job's name, which its guests' output is logged under (`None`: the host's
+    /// own calls).
+    pub job: Option<Arc<str>>,
 }
 
 impl Tenancy {
@@ -185,6 +188,7 @@ impl Tenancy {
         Ok(Placement {
             seat: scheduler.seat(name, account.config.weight, stop),
             account,
+            job: Some(job.name.as_str().into()),
         })
     }
 }
@@ -215,6 +219,7 @@ impl Tenancy {
         Ok(Placement {
             seat: scheduler.seat(name, account.config.weight, Default::default()),
             account,
+            job: None,
         })
     }
 }
@@ -233,12 +238,11 @@ impl Account {
     fn admit(&self, job: &JobConfig) -> Result<()> {
         let quotas = &self.config.quotas;
         let over = |quota: &str, value: String, asked: String| {
-            anyhow::anyhow!(
+            crate::failure::Failing::quota(format!(
                 "job `{}` is over a quota of tenant `{}`: `{quota}` is {value}, and the job asks \
                  for {asked}",
-                job.name,
-                self.config.name
-            )
+                job.name, self.config.name
+            ))
         };
         if let Some(max) = quotas.max_partitions
             && job.partitions > max

@@ -72,6 +72,9 @@ pub struct KafkaSourceConfig {
     pub properties: BTreeMap<String, String>,
     /// What an undecodable record does.
     pub on_decode_error: OnDecodeError,
+    /// The only brokers (`host:port`) the cluster may advertise, for a served job (its
+    /// server's `allowed_hosts`); `None`: any.
+    pub allowed_brokers: Option<Vec<String>>,
 }
 
 /// What a Kafka sink promises about a batch written again after a crash.
@@ -101,4 +104,7 @@ pub struct KafkaSinkConfig {
     /// The job's checkpoint directory: where exactly-once keeps the end offsets of the
     /// last batch written, and the instance id its records carry.
     pub checkpoint: Option<PathBuf>,
+    /// The only brokers (`host:port`) the cluster may advertise, for a served job (its
+    /// server's `allowed_hosts`); `None`: any.
+    pub allowed_brokers: Option<Vec<String>>,
 }

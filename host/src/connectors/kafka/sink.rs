@@ -156,6 +156,11 @@ impl KafkaSink {
             .with_context(|| {
                 format!("sink `{}` cannot reach {}", self.name, self.config.brokers)
             })?;
+        super::check_advertised(
+            &format!("sink `{}`", self.name),
+            &metadata,
+            self.config.allowed_brokers.as_deref(),
+        )?;
         let partitions = metadata
             .topics()
             .iter()

@@ -104,6 +104,17 @@ impl KafkaSource {
         };
         let consumer =
             consumer(config, reset).with_context(|| format!("source `{source}` cannot start"))?;
+        if let Some(allowed) = &config.allowed_brokers {
+            let metadata = consumer
+                .fetch_metadata(None, REQUEST_TIMEOUT)
+                .with_context(|| {
+                    format!(
+                        "source `{source}` cannot read the brokers of {}",
+                        config.brokers
+                    )
+                })?;
+            super::check_advertised(&format!("source `{source}`"), &metadata, Some(allowed))?;
+        }
         let kafka = Self {
             shared: Arc::new(Shared {
                 source: source.to_owned(),

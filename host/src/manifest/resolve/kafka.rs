@@ -189,6 +189,7 @@ impl Resolver<'_> {
             ),
             properties: properties(&spec.properties),
             on_decode_error,
+            allowed_brokers: None,
         })
     }
 
@@ -280,6 +281,7 @@ impl Resolver<'_> {
             delivery,
             properties: properties(&spec.properties),
             checkpoint: self.checkpoint_dir.clone(),
+            allowed_brokers: None,
         })
     }
 }
