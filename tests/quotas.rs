@@ -6,8 +6,10 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice::host::Host;
+use sluice::metrics::FailureReason;
 use sluice::runtime::RuntimeConfig;
 use sluice::tenancy::HostConfig;
 
@@ -146,7 +148,8 @@ fn manifest(name: &str, tenant: &str, top: &str, source: &str, steps: &str) -> S
     )
 }
 
-/// Loads and runs `manifest` to its end: the error of its load or run, if any.
+/// Loads and runs `manifest` to its end: the error of its load or run, if any, which
+/// must be a quota's as the metrics' `reason` label tells it.
 async fn run_once(host: &Host, dir: &Path, name: &str, manifest: &str) -> Option<String> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, manifest).unwrap();
@@ -158,7 +161,10 @@ async fn run_once(host: &Host, dir: &Path, name: &str, manifest: &str) -> Option
         Ok(handle) => handle.finished().await.err(),
         Err(error) => Some(error),
     }
-    .map(|error| format!("{error:#}"))
+    .map(|error| {
+        assert_eq!(FailureReason::of(&error), FailureReason::Quota, "{error:#}");
+        format!("{error:#}")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -266,7 +272,14 @@ async fn receiver_buffers_count_against_max_host_bytes() {
         "{error}"
     );
     let account = host.runtime().tenancy().account("flood").unwrap();
-    assert_eq!(account.host_bytes(), 0, "the failed job holds nothing");
+    // The buffers go once the job's receiver tasks, aborted as the job ended, are dropped.
+    tokio::task::block_in_place(|| {
+        common::wait::until(
+            Duration::from_secs(10),
+            "the failed job's buffers to go",
+            || account.host_bytes() == 0,
+        )
+    });
     let report = neighbour
         .reports
         .recv()
@@ -275,4 +288,83 @@ async fn receiver_buffers_count_against_max_host_bytes() {
     assert_eq!(&*report.tenant, "neighbour");
     neighbour.stop();
     neighbour.finished().await.expect("the neighbour ends well");
+}
+
+/// The write-ahead log a job keeps counts against its tenant's `max_host_bytes` until a
+/// state checkpoint lets it go: a job that checkpoints rarely fails with the quota's error
+/// once its log fills the quota (its batches alone hold a tenth of it), while the same job
+/// checkpointing every batch runs on within the quota with twice as many records logged as
+/// the first one had when it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_retained_write_ahead_log_counts_against_max_host_bytes_until_a_checkpoint() {
+    const QUOTA: u64 = 256 * 1024;
+    let config = "[[tenants]]\nname = \"logging\"\nmax_host_bytes = \"256KiB\"\n";
+    let host = Host::new(RuntimeConfig::with_host(HostConfig::parse(config).unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 2,000 records a batch: about 20 KiB of log, and as much in a batch in flight.
+    let generator = "kind = \"generator\"\nrate = 20000";
+    let start = |name: &str, every: u32| {
+        let manifest = manifest(name, "logging", "", generator, ADD_10)
+            + &format!(
+                "[checkpoint]\ndir = \"{}\"\nevery = {every}\nfsync = \"never\"\n",
+                dir.path().join(name).display()
+            );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, manifest).unwrap();
+        let job = host.load(&path).unwrap();
+        host.start(job, None, &Default::default()).unwrap()
+    };
+    let mut rare = start("rare", 1000);
+    let mut logged_by_rare = 0;
+    let ran = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(report) = rare.reports.recv().await {
+            logged_by_rare += report.stats.records_in;
+        }
+    })
+    .await;
+    assert!(
+        ran.is_ok(),
+        "the job whose log is never let go ran on for a minute"
+    );
+    let error = rare
+        .finished()
+        .await
+        .expect_err("the job over the quota failed");
+    assert_eq!(FailureReason::of(&error), FailureReason::Quota, "{error:#}");
+    assert!(
+        format!("{error:#}").contains("`max_host_bytes` is 262144 bytes"),
+        "{error:#}"
+    );
+    let log = dir_bytes(&dir.path().join("rare/wal"));
+    assert!(
+        log > QUOTA * 3 / 4,
+        "the log held {log} bytes when the job failed"
+    );
+    let account = host.runtime().tenancy().account("logging").unwrap();
+    // The log goes once the job's receivers, which log what they bring, have ended too.
+    tokio::task::block_in_place(|| {
+        common::wait::until(
+            Duration::from_secs(10),
+            "the failed job's log to go",
+            || account.host_bytes() == 0,
+        )
+    });
+
+    let mut often = start("often", 1);
+    let mut logged_by_often = 0;
+    while logged_by_often <= 2 * logged_by_rare {
+        let report = often.reports.recv().await.expect("the job runs on");
+        logged_by_often += report.stats.records_in;
+    }
+    often.stop();
+    often.finished().await.expect("the job ends well");
+    assert!(dir_bytes(&dir.path().join("often/wal")) < QUOTA);
+}
+
+/// The bytes of the files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum()
 }
