@@ -637,6 +637,7 @@ fn python_and_rust_instances_share_the_pool_by_their_own_footprints() {
     let placement = Placement {
         seat: runtime.scheduler().seat("t", 1, Default::default()),
         account: account.clone(),
+        job: None,
     };
     let instantiate = |component: &sluice::runtime::LoadedComponent| {
         component.instantiate("pool test", Limits::default(), &placement)
