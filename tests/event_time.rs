@@ -322,17 +322,8 @@ format = "json_lines"
     std::fs::write(&path, manifest).unwrap();
     // Every late file that is not empty, by name, in batch order.
     let late = || -> Vec<(String, String)> {
-        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|file| {
-                let name = file.file_name().unwrap().to_string_lossy().into_owned();
-                (name, std::fs::read_to_string(file).unwrap())
-            })
+        common::files_by_name(&dir.path().join("out"))
+            .into_iter()
             .filter(|(_, text)| !text.is_empty())
             .collect()
     };
@@ -438,20 +429,7 @@ format = "json_lines"
 "#;
     let path = dir.path().join("job.toml");
     std::fs::write(&path, manifest).unwrap();
-    let outputs = || -> Vec<(String, String)> {
-        let mut files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|file| {
-                let name = file.file_name().unwrap().to_string_lossy().into_owned();
-                (name, std::fs::read_to_string(file).unwrap())
-            })
-            .collect()
-    };
+    let outputs = || common::files_by_name(&dir.path().join("out"));
     // What each batch that ran reported: (batch, watermark, late rows, state).
     let reports = |log: &[serde_json::Value], replayed: bool| -> Vec<(i64, i64, i64, String)> {
         log.iter()

@@ -514,14 +514,9 @@ format = "json_lines"
     let path = dir.path().join("job.toml");
     std::fs::write(&path, manifest).unwrap();
     let joined = || -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path().join("out"))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|file| std::fs::read_to_string(file).unwrap().trim().to_owned())
+        common::files_by_name(&dir.path().join("out"))
+            .into_iter()
+            .map(|(_, text)| text.trim().to_owned())
             .filter(|text| !text.is_empty())
             .collect()
     };

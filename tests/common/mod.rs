@@ -19,6 +19,23 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Every file of `dir` with its text, sorted by name: what a files sink wrote, in batch
+/// order.
+pub fn files_by_name(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("cannot list {}: {error}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(file).unwrap())
+        })
+        .collect()
+}
+
 /// The component built from `udfs/<name>`, or a panic saying how to build it.
 pub fn udf(name: &str) -> PathBuf {
     let path = root().join(format!("udfs/target/wasm32-wasip2/release/{name}.wasm"));
