@@ -243,16 +243,25 @@ fn a_second_ctrl_c_stops_every_job_at_once_even_a_sleeping_one() {
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let counting = slow_word_count(dir.path(), "counting");
-    let napping = generated_job(
-        dir.path(),
-        "napping",
-        "default",
-        1,
-        10,
-        "{ op = \"map\", udf = \"f#nap\" }",
-    );
+    // One record, in the first batch, cut at most one 20 ms interval (and phase) after the
+    // start: its 60 s nap is in flight long before `counting`, whose batches each take
+    // 50 ms, has reported three.
+    let napping = dir.path().join("napping.toml");
+    std::fs::write(
+        &napping,
+        format!(
+            "name = \"napping\"\nbatch_interval = \"20ms\"\n[limits]\ncall_timeout = \"1h\"\n\
+             [udfs]\nf = \"{}\"\n[[sources]]\nname = \"in\"\nkind = \"queue\"\nbatches = [[1]]\n\
+             [[streams]]\nname = \"out\"\nfrom = \"in\"\nsteps = [{{ op = \"map\", udf = \"f#nap\" }}]\n\
+             [[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
+            common::udf("faulty").display()
+        ),
+    )
+    .unwrap();
     let mut run = Run::start(&counting, &[arg(&napping)]);
-    run.wait_for("batch done");
+    for _ in 0..3 {
+        while run.wait_for("batch done")["fields"]["job"] != "counting" {}
+    }
     run.signal("INT");
     run.wait_for("stopping after the batch in flight");
     let second = Instant::now();
