@@ -168,7 +168,12 @@ pub async fn run(
                 let source_records = records_of(&inputs);
                 let computed =
                     compute(&job, Some(&checkpointer), (cut.clone(), watermark), inputs).await;
-                let Some((stats, written)) = unless_forced(&job, computed)? else {
+                let Some(Computed {
+                    stats,
+                    written,
+                    wal_bytes,
+                }) = unless_forced(&job, computed)?
+                else {
                     summary.reason = StopReason::Forced;
                     return Ok(summary);
                 };
@@ -186,7 +191,7 @@ pub async fn run(
                     skipped: 0,
                     checkpoint: written,
                     source_records,
-                    wal_bytes: Some(checkpointer.wal_bytes()),
+                    wal_bytes,
                     buffered_records: buffered.records(),
                     late_rows: late_rows(&job),
                     event_time: job.event_time_report().filter(|report| report.ran),
@@ -240,7 +245,12 @@ pub async fn run(
         let logged = cut.logged.clone();
         let source_records = records_of(&cut.inputs);
         let computed = compute(&job, checkpointer.as_ref(), (cut.logged, None), cut.inputs).await;
-        let Some((stats, written)) = unless_forced(&job, computed)? else {
+        let Some(Computed {
+            stats,
+            written,
+            wal_bytes,
+        }) = unless_forced(&job, computed)?
+        else {
             break StopReason::Forced;
         };
         completion.completed(
@@ -265,9 +275,7 @@ pub async fn run(
             skipped,
             checkpoint: written,
             source_records,
-            wal_bytes: checkpointer
-                .as_ref()
-                .map(|checkpointer| checkpointer.wal_bytes()),
+            wal_bytes,
             buffered_records: buffered.records(),
             late_rows: late_rows(&job),
             event_time: job.event_time_report().filter(|report| report.ran),
@@ -345,6 +353,16 @@ async fn checkpoint_last(
         .map(Some)
 }
 
+/// What computing one batch gave.
+struct Computed {
+    stats: BatchStats,
+    /// The state checkpoint written after it, if one was due.
+    written: Option<checkpoint::Written>,
+    /// The bytes the job's write-ahead log holds on disk after it, if it has one: read on
+    /// the crew, since the log's lock may be held for as long as a slow disk takes to cut.
+    wal_bytes: Option<u64>,
+}
+
 /// Computes one batch on a crew of the host's threads, off the async ones, then tells the
 /// checkpointer it is complete. A re-run batch comes with the event-time watermark its
 /// first run logged, if it got that far.
@@ -353,7 +371,7 @@ async fn compute(
     checkpointer: Option<&Arc<Checkpointer>>,
     (cut, logged_watermark): (checkpoint::Cut, Option<i64>),
     inputs: Vec<Batch>,
-) -> Result<(BatchStats, Option<checkpoint::Written>)> {
+) -> Result<Computed> {
     let checkpointer = checkpointer.cloned();
     job.on_crew(move |job| {
         let progress = job.progress();
@@ -362,16 +380,21 @@ async fn compute(
             .and_then(|()| job.process(cut.time_ms, inputs))
             .and_then(|stats| {
                 progress.checkpoint();
-                let written = match checkpointer {
-                    Some(checkpointer) => {
+                let (written, wal_bytes) = match checkpointer {
+                    Some(checkpointer) => (
                         checkpointer.completed(job, &cut).context(Failing::new(
                             FailureKind::Checkpoint,
                             "the batch was computed but its checkpoint could not be written",
-                        ))?
-                    }
-                    None => None,
+                        ))?,
+                        Some(checkpointer.wal_bytes()),
+                    ),
+                    None => (None, None),
                 };
-                Ok((stats, written))
+                Ok(Computed {
+                    stats,
+                    written,
+                    wal_bytes,
+                })
             });
         progress.end();
         computed
