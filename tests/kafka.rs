@@ -920,3 +920,89 @@ format = "string"
     assert!(run.finish().0.success());
     assert_eq!(read_all(&output, 1).len(), 5, "no record twice, none lost");
 }
+
+/// Late rows of an event-time aggregation to a Kafka topic: each late row once, also
+/// when the first run dies between the two records of a batch's late rows and the
+/// restart re-runs that batch.
+#[test]
+fn late_rows_reach_a_kafka_topic_once_across_a_restart() {
+    let _turn = shared_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let output = topic("late-rows");
+    create_topic(&output, 1);
+    // Watermark 25 s from batch 2 on: in batch 3, 14 s and 3 s are late (22 s and 27 s
+    // are not); in batch 4, 1 s is.
+    let batches = [
+        r#"[{"k": "a", "seconds": 30}]"#,
+        "[]",
+        r#"[{"k": "a", "seconds": 14}, {"k": "a", "seconds": 22}, {"k": "b", "seconds": 3}, {"k": "a", "seconds": 27}]"#,
+        r#"[{"k": "c", "seconds": 1}, {"k": "a", "seconds": 26}]"#,
+    ];
+    std::fs::write(dir.path().join("batches.jsonl"), batches.join("\n")).unwrap();
+    let manifest = dir.path().join("job.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"name = "late-rows-to-kafka"
+batch_interval = "50ms"
+[checkpoint]
+dir = "checkpoint"
+every = 2
+[[sources]]
+name = "in"
+kind = "queue"
+batches_file = "batches.jsonl"
+[[streams]]
+name = "counts"
+from = "in"
+steps = [
+  {{ op = "event_time", field = "seconds", unit = "s", delay = "5s" }},
+  {{ op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"],
+    output_mode = "update", late_rows = "late" }},
+]
+[[sinks]]
+from = "late"
+kind = "kafka"
+brokers = "{broker}"
+topic = "{output}"
+format = "json"
+"#,
+            broker = broker(),
+        ),
+    )
+    .unwrap();
+    // Batch 3's first late row is acknowledged, then the run dies before the second.
+    let run = Run::start_with_env(
+        &manifest,
+        &[],
+        &[("SLUICE_FAULT_KAFKA_ABORT_AFTER_ACKS", "1")],
+    );
+    let (status, log) = run.finish();
+    assert!(!status.success(), "the fault hook did not fire: {log:#?}");
+    let values = || -> Vec<String> {
+        read_all(&output, 1)
+            .into_iter()
+            .map(|record| record.value.unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(values(), [r#"{"k":"a","seconds":14}"#]);
+    // The restart re-runs batch 3 from the log (the checkpoint is of batch 2), writes
+    // the late row the first run did not, then runs batch 4; the queue then ends.
+    let (status, log) = Run::start(&manifest, &[]).finish();
+    assert!(status.success(), "{log:#?}");
+    assert!(
+        log.iter().any(|line| {
+            common::run::message_of(line).contains("partly written")
+                && line["fields"]["missing"].as_u64() == Some(1)
+        }),
+        "{log:#?}"
+    );
+    assert_eq!(
+        values(),
+        [
+            r#"{"k":"a","seconds":14}"#,
+            r#"{"k":"b","seconds":3}"#,
+            r#"{"k":"c","seconds":1}"#
+        ]
+    );
+}
