@@ -3,8 +3,9 @@
 //! of Spark 3.5.9 itself, issue 12) through the engine, with the functions of the
 //! `udfs/conformance` component, then with the same functions written in Python
 //! (`udfs/python/conformance`), and compares outputs as those folders' READMEs say.
-//! Ends with `conformance: P passed, F failed, S skipped` (and the same per file); fails
-//! if any case fails.
+//! Ends with `conformance: P passed, F failed, S skipped` (and the same per file), then
+//! runs the Structured Streaming vectors (`tests/structured/cases.rs`), which end with
+//! `structured: P passed, F failed, S skipped`; fails if any case of either fails.
 //!
 //! Every case's input batches go through a queue source's `batches_file`, and a
 //! `"typed"` case's records (`tests/spark-parity/README.md`) are read and compared in
@@ -16,6 +17,8 @@
 //! the write-ahead log; its outputs must still be those of an uninterrupted run.
 
 mod common;
+#[path = "structured/cases.rs"]
+mod structured;
 
 use std::collections::BTreeMap;
 
@@ -138,7 +141,8 @@ fn main() {
         "conformance: {passed} passed, {failed} failed, {} skipped",
         skipped.len()
     );
-    if failed > 0 {
+    let structured = structured::run(&runtime);
+    if failed > 0 || !structured {
         std::process::exit(1);
     }
 }
