@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::fair::{FairGate, TenantId};
+use super::fair::{FairGate, TenantId, Ticket};
 
 /// Why a guest call was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,16 +51,19 @@ pub async fn run<F: Future>(
             in_host_call,
         })
     };
+    // After an epoch yield, the call's place in the queue, taken before it gave its slot
+    // back.
+    let mut queued: Option<Ticket> = None;
     loop {
+        let place = queued.take().unwrap_or_else(|| gate.enqueue(tenant));
         let slot = tokio::select! {
             biased;
             () = stop.cancelled() => return Err(Stopped::Cancelled),
-            slot = gate.acquire(tenant) => slot,
+            slot = place => slot,
         };
         let started = Instant::now();
         signal.woken.store(false, Ordering::SeqCst);
         let polled = call.as_mut().poll(&mut Context::from_waker(&waker));
-        drop(slot);
         ran += started.elapsed();
         if let Poll::Ready(output) = polled {
             return Ok(output);
@@ -72,12 +75,18 @@ pub async fn run<F: Future>(
             return timed_out(ran, blocked, false);
         }
         if signal.woken.load(Ordering::SeqCst) {
-            // An epoch yield: back into the queue, after letting the scheduler's threads
-            // run the other calls' tasks (a task that re-queued within its own poll would
-            // keep its thread, and calls not yet polled would never reach the queue).
-            tokio::task::yield_now().await;
+            // An epoch yield: back into the queue before the slot goes back, so that the
+            // slot goes to the queued call (this one included) whose tenant has had least
+            // for its weight. (Were it queued later, the slot would be free meanwhile and
+            // go to whichever call the executor polled first, whatever its tenant.)
+            queued = Some(gate.enqueue(tenant));
+            drop(slot);
+            // Then let the executor's thread poll other tasks once: calls not yet queued
+            // would never reach the queue while the thread's calls win their slots back.
+            yield_once().await;
             continue;
         }
+        drop(slot);
         // A host call is blocked (a clock wait, `poll`): its wall time counts, and it is
         // cut short at the deadline rather than left to sleep on.
         let parked = Instant::now();
@@ -92,6 +101,23 @@ pub async fn run<F: Future>(
         }
         blocked += parked.elapsed();
     }
+}
+
+/// Is pending once, waking its task at once: the executor polls its other runnable tasks
+/// before this one again. (`tokio::task::yield_now` defers the wake until the thread has
+/// nothing else to do, while this task may hold a granted slot.)
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Wakes the driving task when the guest call's future is woken, and remembers that it was.
@@ -175,23 +201,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
-    /// Yields as wasmtime's epoch yield does: wakes its task at once, then is pending once.
-    /// (`tokio::task::yield_now` defers its wake to the scheduler, so on a loaded machine
-    /// the call would look blocked in a host call for as long as the thread waits.)
-    async fn epoch_yield() {
-        let mut yielded = false;
-        std::future::poll_fn(move |cx| {
-            if yielded {
-                std::task::Poll::Ready(())
-            } else {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-
     #[tokio::test]
     async fn a_yielding_loop_is_charged_its_run_time_and_stopped() {
         let (gate, tenant) = gate();
@@ -202,7 +211,8 @@ mod tests {
                 while Instant::now() < until {
                     std::hint::spin_loop();
                 }
-                epoch_yield().await;
+                // As wasmtime's epoch yield does: wakes its task at once, then is pending.
+                yield_once().await;
             }
         };
         let stopped = run(&gate, tenant, Duration::from_millis(100), &stop, spin).await;
