@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::sync::Once;
 
-use sluice_abi::{Combiner, Function, Kind, Merge, NamedFunction, function};
+use sluice_abi::{
+    Combiner, Failed, Function, Kind, Merge, NamedFunction, OneRecord, Stage, function,
+};
 
 use crate::bindings::sluice::udf::{diagnostics, types};
 
@@ -133,11 +135,21 @@ fn combine_into(
     input: Batch,
     flush: bool,
 ) -> BatchResult {
+    let chain = indices
+        .iter()
+        .map(|&index| {
+            lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
+            Ok(table[index as usize].one_record)
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
     let create_fn = match create {
-        Some(index) => match lookup(table, index, &[Kind::Map])? {
-            Function::Map(run) => Some(run),
-            _ => unreachable!("lookup checked the kind"),
-        },
+        Some(index) => {
+            lookup(table, index, &[Kind::Map])?;
+            match table[index as usize].one_record {
+                OneRecord::Map(run) => Some(run),
+                _ => unreachable!("a map function runs one record at a time"),
+            }
+        }
         None => None,
     };
     let accepted: &[Kind] = if create.is_some() {
@@ -145,28 +157,30 @@ fn combine_into(
     } else {
         &[Kind::Reduce]
     };
-    let merge_fn = match lookup(table, merge, accepted)? {
-        Function::Reduce(run) | Function::Fold(run) => run,
-        _ => unreachable!("lookup checked the kind"),
+    lookup(table, merge, accepted)?;
+    let OneRecord::Fold(merge_fn) = table[merge as usize].one_record else {
+        unreachable!("a reduce or fold function runs one value at a time")
     };
-    let pairs = run_chain(table, indices, from_wit(input)?)?;
     let merging = Merge {
         create: create_fn,
         merge: merge_fn,
     };
-    combiner.add(&pairs, merging).map_err(|failure| {
-        let names = match create {
-            Some(create) => format!(
-                "`{}` or `{}`",
-                table[create as usize].name, table[merge as usize].name
-            ),
-            None => format!("`{}`", table[merge as usize].name),
-        };
-        Failure {
-            message: format!("in {names}: {}", failure.message),
-            record_index: None,
-        }
-    })?;
+    combiner
+        .add(&chain, merging, &from_wit(input)?)
+        .map_err(|Failed { stage, failure }| {
+            let function = match stage {
+                Stage::Chain(step) => indices[step],
+                Stage::Create => create.expect("only a create function fails creating"),
+                Stage::Merge => merge,
+            };
+            Failure {
+                message: format!(
+                    "in `{}`: {}",
+                    table[function as usize].name, failure.message
+                ),
+                record_index: failure.record_index,
+            }
+        })?;
     Ok(into_wit(if flush {
         combiner.flush()
     } else {

@@ -13,7 +13,8 @@
 //! full size is `SLUICE_BENCH_LINES=200000 SLUICE_BENCH_BATCHES=20 SLUICE_BENCH_ROUNDS=5`
 //! (lines per batch, batches, rounds). `SLUICE_BENCH_DIR` moves the data from `/dev/shm`,
 //! `SLUICE_BENCH_DISTINCT=160000` keeps one vocabulary, and words after `--` keep only the
-//! formulations they name (`-- udf native`).
+//! formulations they name (`-- udf native`). `SLUICE_BENCH_BASELINE=path/to/wordcount.wasm`
+//! adds `udf_baseline`, the UDF word count with that build of the component.
 
 mod common;
 
@@ -227,7 +228,10 @@ fn main() {
     // guest: what combining gains.
     let uncombined = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/udf-0.1.0/wordcount.wasm");
-    let formulations: [(&str, (&Path, &str)); 3] = [
+    // Another build of the word count component (say, from before a change to the guest
+    // SDK), run as `udf_baseline` in the same alternation.
+    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
+    let mut formulations: Vec<(&str, (&Path, &str))> = vec![
         ("udf", (&wordcount, udf_steps)),
         ("udf_0.1.0", (&uncombined, udf_steps)),
         (
@@ -238,6 +242,9 @@ fn main() {
             ),
         ),
     ];
+    if let Some(baseline) = &baseline {
+        formulations.push(("udf_baseline", (baseline, udf_steps)));
+    }
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use sluice_abi::encoding::cell_parts;
-use sluice_abi::{Batch, Combiner, Function, Groups, Kind, Merge, NamedFunction};
+use sluice_abi::{
+    Batch, Combiner, Failed, Function, Groups, Kind, Merge, NamedFunction, OneRecord, Stage,
+};
 
 use crate::runtime::{CallError, InstancePool};
 
@@ -529,28 +531,36 @@ impl CombiningChain {
                 create,
                 merge,
             } => {
+                let UdfChain::Native(steps) = chain else {
+                    unreachable!("a native combining chain has native steps")
+                };
+                let one_record = |udf: &BoundUdf| match udf {
+                    BoundUdf::Native(named) => named.one_record,
+                    BoundUdf::Wasm { .. } => unreachable!("a native combining chain is native"),
+                };
                 let merging = Merge {
-                    create: create.as_ref().map(|create| match create {
-                        BoundUdf::Native(NamedFunction {
-                            function: Function::Map(run),
-                            ..
-                        }) => *run,
+                    create: create.as_ref().map(|create| match one_record(create) {
+                        OneRecord::Map(run) => run,
                         _ => unreachable!("a native combining chain creates with a native map"),
                     }),
-                    merge: match merge {
-                        BoundUdf::Native(NamedFunction {
-                            function: Function::Reduce(run) | Function::Fold(run),
-                            ..
-                        }) => *run,
+                    merge: match one_record(merge) {
+                        OneRecord::Fold(run) => run,
                         _ => unreachable!("a native combining chain merges with a native fold"),
                     },
                 };
+                let functions: Vec<OneRecord> = steps.iter().map(one_record).collect();
                 let mut table = Combiner::new();
                 for (first, chunk) in input.chunks(CHUNK_RECORDS, CHUNK_BYTES) {
-                    let pairs = chain.run(chunk).map_err(|error| error.shifted(first))?;
-                    table
-                        .add(&pairs, merging)
-                        .map_err(|failure| merge.failed(failure))?;
+                    table.add(&functions, merging, &chunk).map_err(
+                        |Failed { stage, failure }| {
+                            let udf = match stage {
+                                Stage::Chain(step) => &steps[step],
+                                Stage::Create => create.as_ref().unwrap_or(merge),
+                                Stage::Merge => merge,
+                            };
+                            udf.failed(failure).shifted(first)
+                        },
+                    )?;
                 }
                 Ok(table.flush())
             }

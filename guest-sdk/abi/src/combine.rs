@@ -1,45 +1,151 @@
-//! Map-side combining: `(key, value)` pairs folded by key before they leave the code that
-//! made them, as Spark combines in the map task before the shuffle.
+//! Map-side combining: a fused chain of map, flat-map and filter functions run over a
+//! partition, and the `(key, value)` pairs it makes folded by key before they leave the
+//! code that made them, as Spark combines in the map task before the shuffle.
 //!
 //! A [`Combiner`] keeps one combiner per key across any number of [`add`](Combiner::add)s
-//! (the chunks of one partition) and hands them all out at [`flush`](Combiner::flush). Each
-//! `add` folds its chunk with one call of the merge function over every key the chunk
-//! touched, so the per-call cost of the batch adapters is paid per chunk, not per pair.
-//! Guests run it behind the `combine` export; the host runs the same code natively.
+//! (the chunks of one partition) and hands them all out at [`flush`](Combiner::flush).
+//! Each record goes through the chain's steps one at a time ([`OneRecord`]): a step's
+//! result waits in one small buffer per step, never gathered into a batch, and a pair is
+//! folded into its key's combiner as soon as it is made. Guests run it behind the
+//! `combine` export; the host runs the same code natively.
 
 use std::hash::{BuildHasher, Hasher};
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
-use crate::batch::{Batch, Groups};
-use crate::encoding::{Encoder, pair_parts};
-use crate::function::{Failure, GroupsFn, RecordsFn};
-use crate::value::Value;
+use crate::batch::Batch;
+use crate::encoding::{Encoder, extend_short, pair_parts, short_bytes};
+use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
+use crate::handoff::{Emit, Record};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
 pub struct Merge {
     /// value -> combiner, for a key's first value (combineByKey's `createCombiner`);
     /// `None`: the first value is the combiner (reduceByKey).
-    pub create: Option<RecordsFn>,
-    /// (combiner, value) -> combiner over groups `[combiner, values...]`: a reduce, or a
-    /// fold when `create` is given.
-    pub merge: GroupsFn,
+    pub create: Option<MapOneFn>,
+    /// (combiner, value) -> combiner: a reduce, or a fold when `create` is given.
+    pub merge: FoldOneFn,
+}
+
+/// Which part of a combining run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Step `n` of the chain (from 0).
+    Chain(usize),
+    /// Making a key's combiner from its first value.
+    Create,
+    /// Folding a value into its key's combiner (or taking the record apart as a pair).
+    Merge,
+}
+
+/// A failed combining run: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// The part that failed.
+    pub stage: Stage,
+    /// The failure, naming the input record it happened on.
+    pub failure: Failure,
 }
 
 /// Combiners by key, keys in the order first seen.
 #[derive(Debug, Default)]
 pub struct Combiner {
-    /// Slot numbers, found by the hash of their key's bytes.
-    slots: HashTable<u32>,
-    /// The key of slot `i`, canonically encoded.
-    keys: Batch,
-    /// The combiner of slot `i`, encoded; empty (no valid encoding is) until it has one.
-    combiners: Vec<Vec<u8>>,
-    /// Per slot, its group in the chunk being added (`u32::MAX`: none); kept between
-    /// chunks, so that a chunk costs what it touches, not what the table holds.
-    group_of: Vec<u32>,
+    /// Each key with its combiner, found by the hash of the key's bytes.
+    entries: HashTable<Entry>,
+    /// Keys and combiners too long to keep in their entry.
+    spilled: Vec<Vec<u8>>,
+    /// Where a merge writes the new combiner.
+    merged: Vec<u8>,
+}
+
+/// A key and its combiner, both canonically encoded. Short ones (a word's key, a count)
+/// live in the entry itself, in the hash table's own memory, so that finding a key and
+/// folding into its combiner touch one cache line and allocate nothing.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: Stored,
+    combiner: Stored,
+    /// How many keys were seen before this one.
+    order: u32,
+}
+
+/// The most bytes an entry keeps inline.
+const INLINE: usize = 15;
+/// The length byte of bytes kept in [`Combiner::spilled`]: the low four bytes are their
+/// index there.
+const SPILLED: u8 = u8::MAX;
+
+/// Bytes kept inline: the first 15 bytes hold them (the rest zero), the last their
+/// length, so that comparing two is comparing two pairs of numbers and storing one copies
+/// no run of variable length (see [`short_bytes`]).
+#[derive(Debug, Clone, Copy)]
+struct Stored([u8; INLINE + 1]);
+
+impl Stored {
+    /// `bytes` inline, if they fit.
+    #[inline]
+    fn inline(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() <= INLINE).then(|| {
+            let [low, high] = short_bytes(bytes);
+            Self::from_numbers([low, high | (bytes.len() as u64) << 56])
+        })
+    }
+
+    fn from_numbers([low, high]: [u64; 2]) -> Self {
+        let mut bytes = [0; INLINE + 1];
+        bytes[..8].copy_from_slice(&low.to_le_bytes());
+        bytes[8..].copy_from_slice(&high.to_le_bytes());
+        Self(bytes)
+    }
+
+    fn numbers(&self) -> [u64; 2] {
+        [
+            u64::from_le_bytes(self.0[..8].try_into().expect("8")),
+            u64::from_le_bytes(self.0[8..].try_into().expect("8")),
+        ]
+    }
+
+    fn new(bytes: &[u8], spilled: &mut Vec<Vec<u8>>) -> Self {
+        Self::inline(bytes).unwrap_or_else(|| {
+            spilled.push(bytes.to_vec());
+            Self::from_numbers([(spilled.len() - 1) as u64, u64::from(SPILLED) << 56])
+        })
+    }
+
+    fn spilled_index(&self) -> Option<usize> {
+        (self.0[INLINE] == SPILLED).then_some(self.numbers()[0] as u32 as usize)
+    }
+
+    /// The bytes, read from `spilled` if they are kept there.
+    fn get<'a>(&'a self, spilled: &'a [Vec<u8>]) -> &'a [u8] {
+        match self.spilled_index() {
+            None => &self.0[..usize::from(self.0[INLINE])],
+            Some(index) => &spilled[index],
+        }
+    }
+
+    /// Whether these are the bytes `key`, whose inline form (if it has one) is `inline`.
+    #[inline]
+    fn is(&self, key: &[u8], inline: Option<Stored>, spilled: &[Vec<u8>]) -> bool {
+        match (inline, self.spilled_index()) {
+            (Some(inline), _) => self.numbers() == inline.numbers(),
+            (None, Some(index)) => spilled[index] == key,
+            (None, None) => false,
+        }
+    }
+
+    /// Replaces the bytes; once spilled, they stay in their spilled place.
+    fn replace(&mut self, bytes: &[u8], spilled: &mut Vec<Vec<u8>>) {
+        match self.spilled_index() {
+            Some(index) => {
+                spilled[index].clear();
+                spilled[index].extend_from_slice(bytes);
+            }
+            None => *self = Self::new(bytes, spilled),
+        }
+    }
 }
 
 impl Combiner {
@@ -50,160 +156,181 @@ impl Combiner {
 
     /// How many keys the table holds.
     pub fn len(&self) -> usize {
-        self.combiners.len()
+        self.entries.len()
     }
 
     /// Whether the table holds no key.
     pub fn is_empty(&self) -> bool {
-        self.combiners.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Folds the `(key, value)` records of `pairs` into the table with `merge`. On an error
-    /// the table is left part-way and should be dropped (or [`clear`](Self::clear)ed).
-    pub fn add(&mut self, pairs: &Batch, merge: Merge) -> Result<(), Failure> {
-        // The slot of each pair, then the pairs regrouped by slot (in the order the chunk
-        // first touched each slot) with a counting sort: no allocation per key.
-        let mut slot_of = Vec::with_capacity(pairs.len());
-        let mut values = Vec::with_capacity(pairs.len());
-        for record in pairs.iter() {
-            let (key, value) = pair_parts(record).ok_or_else(|| not_a_pair(record))?;
-            slot_of.push(self.slot(key));
-            values.push(value);
+    /// Runs `chain` (map, flat-map and filter functions) over every record of `input` and
+    /// folds the `(key, value)` pairs it makes into the table with `merge`. A failure names
+    /// the index in `input` of the record it happened on. On an error the table is left
+    /// part-way and should be dropped (or [`clear`](Self::clear)ed).
+    pub fn add(&mut self, chain: &[OneRecord], merge: Merge, input: &Batch) -> Result<(), Failed> {
+        let progress = Progress::start();
+        let mut buffers = vec![Vec::new(); chain.len()];
+        for (index, record) in input.iter().enumerate() {
+            progress.at(index);
+            self.feed(
+                chain,
+                0,
+                &mut buffers,
+                index,
+                Record::outside(record),
+                merge,
+            )?;
         }
-        self.group_of.resize(self.combiners.len(), u32::MAX);
-        let local = &mut self.group_of;
-        let mut touched: Vec<u32> = Vec::new();
-        let mut counts: Vec<u32> = Vec::new();
-        for &slot in &slot_of {
-            let group = &mut local[slot as usize];
-            if *group == u32::MAX {
-                *group = touched.len() as u32;
-                touched.push(slot);
-                counts.push(0);
-            }
-            counts[*group as usize] += 1;
-        }
-        let mut starts = Vec::with_capacity(counts.len() + 1);
-        starts.push(0u32);
-        for count in &counts {
-            starts.push(starts.last().copied().unwrap_or(0) + count);
-        }
-        let mut order = vec![0u32; slot_of.len()];
-        let mut next = starts.clone();
-        for (pair, &slot) in slot_of.iter().enumerate() {
-            let group = local[slot as usize] as usize;
-            order[next[group] as usize] = pair as u32;
-            next[group] += 1;
-        }
-        for &slot in &touched {
-            local[slot as usize] = u32::MAX;
-        }
-        let group_values =
-            |group: usize| order[starts[group] as usize..starts[group + 1] as usize].iter();
+        Ok(())
+    }
 
-        // Keys new to the table take their combiner from their first value.
-        let mut created = None;
-        if let Some(create) = merge.create {
-            let mut firsts = Batch::new();
-            for (group, &slot) in touched.iter().enumerate() {
-                if self.combiners[slot as usize].is_empty() {
-                    firsts.push_encoded(values[order[starts[group] as usize] as usize]);
+    /// Runs `record`, the result of steps before `step` for input record `index`, through
+    /// the rest of the chain, `chain`, and into the table.
+    fn feed(
+        &mut self,
+        chain: &[OneRecord],
+        step: usize,
+        buffers: &mut [Vec<u8>],
+        index: usize,
+        record: Record<'_>,
+        merge: Merge,
+    ) -> Result<(), Failed> {
+        let Some((function, rest)) = chain.split_first() else {
+            return self.insert(index, record, merge);
+        };
+        let (out, later) = buffers.split_first_mut().expect("one buffer per step");
+        let failed = |failure| Failed {
+            stage: Stage::Chain(step),
+            failure,
+        };
+        let mut pass_on = |made: Record<'_>| self.feed(rest, step + 1, later, index, made, merge);
+        match *function {
+            OneRecord::Filter(run) => {
+                if run(index, record).map_err(failed)? {
+                    pass_on(record)
+                } else {
+                    Ok(())
                 }
             }
-            if !firsts.is_empty() {
-                let made = create(&firsts)?;
-                owed(made.len(), firsts.len(), "combiners")?;
-                created = Some(made);
+            OneRecord::Map(run) => emitting(|emit| run(index, record, out, emit), pass_on, failed),
+            OneRecord::FlatMap(run) => {
+                emitting(|emit| run(index, record, out, emit), pass_on, failed)
             }
+            OneRecord::Fold(_) | OneRecord::None => Err(failed(Failure::new(
+                "only map, flat-map and filter functions run in a chain",
+            ))),
         }
-        let mut made = created.as_ref().map(|made| made.iter());
+    }
 
-        // One group [combiner, values...] per touched key that has something to fold.
-        let mut records = Batch::with_capacity(pairs.len() + touched.len(), pairs.data().len());
-        let mut group_ends = Vec::new();
-        let mut folded = Vec::new();
-        for (group, &slot) in touched.iter().enumerate() {
-            let combiner = &mut self.combiners[slot as usize];
-            let mut rest = group_values(group);
-            let head: &[u8] = if !combiner.is_empty() {
-                combiner
-            } else if let Some(made) = made.as_mut() {
-                rest.next();
-                made.next().expect("one combiner per new key")
-            } else {
-                values[*rest.next().expect("a group is never empty") as usize]
-            };
-            if rest.len() == 0 {
-                if combiner.is_empty() {
-                    *combiner = head.to_vec();
-                }
-                continue;
-            }
-            records.push_encoded(head);
-            rest.for_each(|&pair| records.push_encoded(values[pair as usize]));
-            group_ends.push(records.len() as u32);
-            folded.push(slot);
+    /// Folds one `(key, value)` pair, made from input record `index`, into the table.
+    fn insert(&mut self, index: usize, pair: Record<'_>, merge: Merge) -> Result<(), Failed> {
+        let failed = |stage| move |failure| Failed { stage, failure };
+        let (key, value) = match pair {
+            Record::Pair(key, &value) => Some((key, value)),
+            Record::Encoded {
+                bytes,
+                encoded_here,
+            } => pair_parts(bytes).map(|(key, value)| {
+                let value = Record::Encoded {
+                    bytes: value,
+                    encoded_here,
+                };
+                (key, value)
+            }),
+            Record::Str(_) | Record::Int(_) => None,
         }
-        if folded.is_empty() {
+        .ok_or_else(|| failed(Stage::Merge)(not_a_pair(index, pair)))?;
+        let hash = hash_of(key);
+        let inline = Stored::inline(key);
+        let Self {
+            entries,
+            spilled,
+            merged,
+        } = self;
+        if let Some(entry) = entries.find_mut(hash, |entry| entry.key.is(key, inline, spilled)) {
+            let combiner = Record::outside(entry.combiner.get(spilled));
+            (merge.merge)(index, combiner, value, merged).map_err(failed(Stage::Merge))?;
+            entry.combiner.replace(merged, spilled);
             return Ok(());
         }
-        let groups = Groups::from_parts(records, group_ends).expect("group ends are in order");
-        let results = (merge.merge)(&groups).map_err(|failure| Failure {
-            record_index: None,
-            ..failure
-        })?;
-        owed(results.len(), folded.len(), "results")?;
-        for (slot, result) in folded.iter().zip(results.iter()) {
-            let combiner = &mut self.combiners[*slot as usize];
-            combiner.clear();
-            combiner.extend_from_slice(result);
-        }
+        let combiner = match merge.create {
+            Some(create) => {
+                let mut made = None;
+                create(index, value, &mut Vec::new(), &mut |combiner| {
+                    merged.clear();
+                    combiner.encode_into(merged);
+                    made = Some(Stored::new(merged, spilled));
+                    Ok(())
+                })
+                .map_err(failed(Stage::Create))?;
+                made.expect("a map function makes one record")
+            }
+            None => {
+                merged.clear();
+                value.encode_into(merged);
+                Stored::new(merged, spilled)
+            }
+        };
+        let entry = Entry {
+            key: inline.unwrap_or_else(|| Stored::new(key, spilled)),
+            combiner,
+            order: entries.len() as u32,
+        };
+        entries.insert_unique(hash, entry, |entry| hash_of(entry.key.get(spilled)));
         Ok(())
     }
 
     /// Every key with its combiner as a `(key, combiner)` pair, keys in the order first
     /// seen; the table is left empty.
     pub fn flush(&mut self) -> Batch {
-        let mut pairs = Batch::with_capacity(
-            self.len(),
-            self.keys.data().len() + self.combiners.iter().map(|c| c.len() + 1).sum::<usize>(),
-        );
-        for (key, combiner) in self.keys.iter().zip(&self.combiners) {
+        let spilled = &self.spilled;
+        let mut in_order: Vec<Option<&Entry>> = vec![None; self.len()];
+        let mut bytes = 0;
+        for entry in &self.entries {
+            bytes += 2 + entry.key.get(spilled).len() + entry.combiner.get(spilled).len();
+            in_order[entry.order as usize] = Some(entry);
+        }
+        let mut pairs = Batch::with_capacity(self.len(), bytes);
+        for entry in in_order
+            .into_iter()
+            .map(|entry| entry.expect("one entry per order"))
+        {
             pairs.push_with(|out| {
                 Encoder::new(out).tuple_header(2);
-                out.extend_from_slice(key);
-                out.extend_from_slice(combiner);
+                extend_short(out, entry.key.get(spilled));
+                extend_short(out, entry.combiner.get(spilled));
             });
         }
         self.clear();
         pairs
     }
 
-    /// Empties the table.
+    /// Empties the table, keeping its room for the next partition.
     pub fn clear(&mut self) {
-        self.slots.clear();
-        self.keys = Batch::new();
-        self.combiners.clear();
-        self.group_of.clear();
+        self.entries.clear();
+        self.spilled.clear();
     }
+}
 
-    /// The slot of `key`, made if the key is new.
-    fn slot(&mut self, key: &[u8]) -> u32 {
-        let hash = hash_of(key);
-        let keys = &self.keys;
-        if let Some(&slot) = self
-            .slots
-            .find(hash, |&slot| keys.get(slot as usize) == key)
-        {
-            return slot;
-        }
-        let slot = self.combiners.len() as u32;
-        self.keys.push_encoded(key);
-        self.combiners.push(Vec::new());
-        let keys = &self.keys;
-        self.slots
-            .insert_unique(hash, slot, |&slot| hash_of(keys.get(slot as usize)));
-        slot
+/// Runs `run`, a step that sends its results to the emitter it is given, with `pass_on`
+/// as that emitter: a later step's failure passes back through the step as a bare
+/// marker, and is kept here as it was; the step's own failures are named by `failed`.
+fn emitting<'p>(
+    run: impl FnOnce(&mut Emit<'_>) -> Result<(), Failure>,
+    mut pass_on: impl FnMut(Record<'_>) -> Result<(), Failed> + 'p,
+    failed: impl FnOnce(Failure) -> Failed,
+) -> Result<(), Failed> {
+    let mut failed_later = None;
+    let ran = run(&mut |made| {
+        pass_on(made).map_err(|later| {
+            failed_later = Some(later);
+            Failure::new(String::new())
+        })
+    });
+    match (ran, failed_later) {
+        (_, Some(later)) => Err(later),
+        (ran, None) => ran.map_err(failed),
     }
 }
 
@@ -213,40 +340,34 @@ fn hash_of(key: &[u8]) -> u64 {
     hasher.finish()
 }
 
-fn not_a_pair(record: &[u8]) -> Failure {
-    let shown = Value::decode(record).map_or_else(|_| "undecodable bytes".into(), |v| v.to_json());
-    Failure::new(format!(
-        "record {shown} is not a (key, value) pair: combining by key needs 2-element tuples"
-    ))
-}
-
-/// A function must answer once per input: the adapters always do, so this only guards
-/// against a hand-written table entry.
-fn owed(got: usize, owed: usize, what: &str) -> Result<(), Failure> {
-    if got == owed {
-        Ok(())
-    } else {
-        Err(Failure::new(format!(
-            "gave {got} {what} for {owed} keys, where exactly {owed} are owed"
-        )))
-    }
+#[cold]
+fn not_a_pair(index: usize, record: Record<'_>) -> Failure {
+    let shown = record.to_json();
+    Failure::at(
+        index,
+        format!(
+            "the chain made {shown} of record {index}, which is not a (key, value) pair: \
+             combining by key needs 2-element tuples"
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::function::{NamedFunction, fold_one};
 
     fn sum(a: i64, b: i64) -> i64 {
         a + b
     }
 
-    fn pairs(items: &[(&str, i64)]) -> Batch {
+    fn pairs<K: serde::Serialize>(items: &[(K, i64)]) -> Batch {
         let mut batch = Batch::new();
         items.iter().for_each(|pair| batch.push(pair).unwrap());
         batch
     }
 
-    fn decoded(batch: &Batch) -> Vec<(String, i64)> {
+    fn decoded<K: serde::de::DeserializeOwned>(batch: &Batch) -> Vec<(K, i64)> {
         batch
             .iter()
             .map(|record| crate::encoding::from_bytes(record).unwrap())
@@ -255,25 +376,90 @@ mod tests {
 
     const SUM: Merge = Merge {
         create: None,
-        merge: |groups| crate::function::reduce(groups, sum),
+        merge: |index, combiner, value, out| fold_one(index, combiner, value, out, sum),
     };
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split(' ').collect()
+    }
+    fn is_long(word: &str) -> bool {
+        word.len() > 2
+    }
+    fn with_one(word: &str) -> (&str, i64) {
+        (word, 1)
+    }
+    fn no_zeros(number: i64) -> i64 {
+        assert!(number != 0, "zero");
+        number
+    }
+    const WORD_COUNT: &[NamedFunction] = crate::functions! {
+        flat_map words,
+        filter is_long,
+        map with_one,
+        map no_zeros,
+    };
+
+    fn chain(table: &[NamedFunction], steps: &[usize]) -> Vec<OneRecord> {
+        steps.iter().map(|&step| table[step].one_record).collect()
+    }
+
+    fn lines(lines: &[&str]) -> Batch {
+        let mut batch = Batch::new();
+        lines.iter().for_each(|line| batch.push(line).unwrap());
+        batch
+    }
 
     #[test]
     fn folds_across_adds_and_flushes_keys_in_first_seen_order() {
         let mut table = Combiner::new();
         table
-            .add(&pairs(&[("b", 1), ("a", 2), ("b", 3)]), SUM)
+            .add(&[], SUM, &pairs(&[("b", 1), ("a", 2), ("b", 3)]))
             .unwrap();
-        table.add(&pairs(&[("c", 5), ("a", 1)]), SUM).unwrap();
-        table.add(&pairs(&[("b", 10)]), SUM).unwrap();
+        table.add(&[], SUM, &pairs(&[("c", 5), ("a", 1)])).unwrap();
+        table.add(&[], SUM, &pairs(&[("b", 10)])).unwrap();
         assert_eq!(table.len(), 3);
         assert_eq!(
-            decoded(&table.flush()),
+            decoded::<String>(&table.flush()),
             [("b".into(), 14), ("a".into(), 3), ("c".into(), 5)]
         );
         assert!(table.is_empty(), "a flush empties the table");
-        table.add(&pairs(&[("a", 7)]), SUM).unwrap();
-        assert_eq!(decoded(&table.flush()), [("a".into(), 7)]);
+        table.add(&[], SUM, &pairs(&[("a", 7)])).unwrap();
+        assert_eq!(decoded::<String>(&table.flush()), [("a".into(), 7)]);
+    }
+
+    #[test]
+    fn runs_a_chain_record_by_record_into_the_table() {
+        let mut table = Combiner::new();
+        let chain = chain(WORD_COUNT, &[0, 1, 2]);
+        table
+            .add(&chain, SUM, &lines(&["the river the gate", "a river"]))
+            .unwrap();
+        assert_eq!(
+            decoded::<String>(&table.flush()),
+            [("the".into(), 2), ("river".into(), 2), ("gate".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn keys_and_combiners_too_long_to_keep_inline_are_kept_whole() {
+        let long = "a key of far more than fifteen bytes";
+        let huge = i64::MAX / 3;
+        let items = [(long, huge), ("short", 1), (long, huge), ("short", 2)];
+        let mut table = Combiner::new();
+        table.add(&[], SUM, &pairs(&items)).unwrap();
+        table.add(&[], SUM, &pairs(&items[..1])).unwrap();
+        assert_eq!(
+            decoded::<String>(&table.flush()),
+            [(long.into(), 3 * huge), ("short".into(), 3)]
+        );
+        let composite = ((long, 7), "more");
+        table
+            .add(&[], SUM, &pairs(&[(composite, 1), (composite, 1)]))
+            .unwrap();
+        assert_eq!(
+            decoded::<((String, i64), String)>(&table.flush()),
+            [(((long.into(), 7), "more".into()), 2)]
+        );
     }
 
     #[test]
@@ -285,14 +471,16 @@ mod tests {
             (combiner.0 + 1, combiner.1 + value)
         }
         let merge = Merge {
-            create: Some(|batch| crate::function::map(batch, count_and_sum)),
-            merge: |groups| crate::function::fold(groups, add),
+            create: Some(|index, value, out, emit| {
+                crate::function::map_one(index, value, out, emit, count_and_sum)
+            }),
+            merge: |index, combiner, value, out| fold_one(index, combiner, value, out, add),
         };
         let mut table = Combiner::new();
         table
-            .add(&pairs(&[("a", 2), ("b", 5), ("a", 4)]), merge)
+            .add(&[], merge, &pairs(&[("a", 2), ("b", 5), ("a", 4)]))
             .unwrap();
-        table.add(&pairs(&[("b", 1)]), merge).unwrap();
+        table.add(&[], merge, &pairs(&[("b", 1)])).unwrap();
         let flushed: Vec<(String, (i64, i64))> = table
             .flush()
             .iter()
@@ -302,28 +490,56 @@ mod tests {
     }
 
     #[test]
-    fn a_record_that_is_not_a_pair_is_named() {
-        let mut batch = Batch::new();
-        batch.push("lonely").unwrap();
-        let failure = Combiner::new().add(&batch, SUM).unwrap_err();
+    fn a_failure_names_its_stage_and_the_input_record() {
+        let mut words = lines(&["fine", "also fine"]);
+        words.push(&7).unwrap();
+        let failed = Combiner::new()
+            .add(&chain(WORD_COUNT, &[2]), SUM, &words)
+            .unwrap_err();
+        assert_eq!(failed.stage, Stage::Chain(0));
+        assert_eq!(failed.failure.record_index, Some(2));
         assert!(
-            failure
+            failed.failure.message.contains("record 2 (7)"),
+            "{failed:?}"
+        );
+
+        let failed = Combiner::new()
+            .add(
+                &chain(WORD_COUNT, &[0, 3]),
+                SUM,
+                &lines(&["ok", "two words"]),
+            )
+            .unwrap_err();
+        assert_eq!(failed.stage, Stage::Chain(1), "the later step is named");
+        assert_eq!(failed.failure.record_index, Some(0));
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_pair_is_named() {
+        let failed = Combiner::new()
+            .add(&[], SUM, &lines(&["lonely"]))
+            .unwrap_err();
+        assert_eq!(failed.stage, Stage::Merge);
+        assert_eq!(failed.failure.record_index, Some(0));
+        assert!(
+            failed
+                .failure
                 .message
-                .contains("\"lonely\" is not a (key, value) pair"),
-            "{failure}"
+                .contains("\"lonely\" of record 0, which is not a (key, value) pair"),
+            "{failed:?}"
         );
     }
 
     #[test]
-    fn a_failing_merge_names_no_record_of_the_input() {
+    fn a_failing_merge_names_its_stage_and_record() {
         let failing = Merge {
             create: None,
-            merge: |_| Err(Failure::at(0, "in `sum`: overflow".into())),
+            merge: |index, _, _, _| Err(Failure::at(index, "overflow".into())),
         };
-        let failure = Combiner::new()
-            .add(&pairs(&[("a", 1), ("a", 2)]), failing)
+        let failed = Combiner::new()
+            .add(&[], failing, &pairs(&[("a", 1), ("b", 1), ("a", 2)]))
             .unwrap_err();
-        assert_eq!(failure.record_index, None);
-        assert!(failure.message.contains("overflow"));
+        assert_eq!(failed.stage, Stage::Merge);
+        assert_eq!(failed.failure.record_index, Some(2));
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Groups};
 use crate::encoding::{self, Error};
+use crate::handoff::{Emit, Record, hand_over};
 use crate::value::Value;
 
 /// What shape of function a UDF is, which decides the operators it can serve.
@@ -128,7 +129,7 @@ impl Progress {
         Progress
     }
 
-    fn at(&self, index: usize) {
+    pub(crate) fn at(&self, index: usize) {
         CURRENT_RECORD.with(|current| current.set(Some(index as u32)));
     }
 
@@ -267,6 +268,109 @@ where
     Ok(output)
 }
 
+fn decode_one<'a, A: Deserialize<'a>>(index: usize, record: Record<'a>) -> Result<A, Failure> {
+    record.decode().map_err(|error| {
+        Failure::at(
+            index,
+            format!(
+                "record {index} ({}) does not fit the function's input type: {error}",
+                record.to_json()
+            ),
+        )
+    })
+}
+
+/// [`map`] for one record: `f`'s result for `record` (made from the chain's input record
+/// `index`, as failures name it) sent to `emit`, through `out` if it must be encoded.
+pub fn map_one<'a, A, B>(
+    index: usize,
+    record: Record<'a>,
+    out: &mut Vec<u8>,
+    emit: &mut Emit<'_>,
+    f: impl FnOnce(A) -> B,
+) -> Result<(), Failure>
+where
+    A: Deserialize<'a>,
+    B: Serialize,
+{
+    hand_over(index, &f(decode_one(index, record)?), out, emit)
+}
+
+/// [`flat_map`] for one record: each of `f`'s results for `record` sent to `emit` in turn.
+pub fn flat_map_one<'a, A, I>(
+    index: usize,
+    record: Record<'a>,
+    out: &mut Vec<u8>,
+    emit: &mut Emit<'_>,
+    f: impl FnOnce(A) -> I,
+) -> Result<(), Failure>
+where
+    A: Deserialize<'a>,
+    I: IntoIterator,
+    I::Item: Serialize,
+{
+    for item in f(decode_one(index, record)?) {
+        hand_over(index, &item, out, emit)?;
+    }
+    Ok(())
+}
+
+/// [`filter`] for one record.
+pub fn filter_one<'a, A>(
+    index: usize,
+    record: Record<'a>,
+    f: impl FnOnce(A) -> bool,
+) -> Result<bool, Failure>
+where
+    A: Deserialize<'a>,
+{
+    Ok(f(decode_one(index, record)?))
+}
+
+/// [`fold`] for one value: `combiner` with `value` folded in, encoded into `out`.
+pub fn fold_one<'a, C, V>(
+    index: usize,
+    combiner: Record<'a>,
+    value: Record<'a>,
+    out: &mut Vec<u8>,
+    f: impl FnOnce(C, V) -> C,
+) -> Result<(), Failure>
+where
+    C: Deserialize<'a> + Serialize,
+    V: Deserialize<'a>,
+{
+    let folded = f(decode_one(index, combiner)?, decode_one(index, value)?);
+    out.clear();
+    encoding::encode_into(out, &folded).map_err(|error| Failure::unencodable(index, error))
+}
+
+/// A map function over one record (see [`map_one`]).
+pub type MapOneFn =
+    for<'a> fn(usize, Record<'a>, &mut Vec<u8>, &mut Emit<'_>) -> Result<(), Failure>;
+/// A flat-map function over one record (see [`flat_map_one`]).
+pub type FlatMapOneFn =
+    for<'a> fn(usize, Record<'a>, &mut Vec<u8>, &mut Emit<'_>) -> Result<(), Failure>;
+/// A predicate over one record (see [`filter_one`]).
+pub type FilterOneFn = for<'a> fn(usize, Record<'a>) -> Result<bool, Failure>;
+/// A reduce or fold function over one combiner and one value (see [`fold_one`]).
+pub type FoldOneFn = for<'a> fn(usize, Record<'a>, Record<'a>, &mut Vec<u8>) -> Result<(), Failure>;
+
+/// A function adapted to one record at a time, which fused chains run: records pass from
+/// step to step through one small buffer per step, never gathered into batches.
+#[derive(Debug, Clone, Copy)]
+pub enum OneRecord {
+    /// A map function.
+    Map(MapOneFn),
+    /// A flat-map function.
+    FlatMap(FlatMapOneFn),
+    /// A filter.
+    Filter(FilterOneFn),
+    /// A reduce or fold function.
+    Fold(FoldOneFn),
+    /// A function of a kind that only runs over whole partitions or groups.
+    None,
+}
+
 /// A function over one batch partition's records.
 pub type RecordsFn = fn(&Batch) -> Result<Batch, Failure>;
 /// A function over one batch partition's records, answering with each record's results.
@@ -324,6 +428,8 @@ pub struct NamedFunction {
     pub name: &'static str,
     /// The function.
     pub function: Function,
+    /// The same function one record at a time, for fused chains.
+    pub one_record: OneRecord,
 }
 
 /// Builds a `&'static [NamedFunction]` from plain functions, one line each:
@@ -353,48 +459,56 @@ macro_rules! functions {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::Map(|batch: &$crate::Batch| $crate::function::map(batch, $name)),
+            one_record: $crate::function::OneRecord::Map(|index, record, out, emit| $crate::function::map_one(index, record, out, emit, $name)),
         }
     };
     (@one flat_map $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::FlatMap(|batch: &$crate::Batch| $crate::function::flat_map(batch, $name)),
+            one_record: $crate::function::OneRecord::FlatMap(|index, record, out, emit| $crate::function::flat_map_one(index, record, out, emit, $name)),
         }
     };
     (@one filter $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::Filter(|batch: &$crate::Batch| $crate::function::filter(batch, $name)),
+            one_record: $crate::function::OneRecord::Filter(|index, record| $crate::function::filter_one(index, record, $name)),
         }
     };
     (@one map_partition $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::MapPartition(|batch: &$crate::Batch| $crate::function::map_partition(batch, $name)),
+            one_record: $crate::function::OneRecord::None,
         }
     };
     (@one fold $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::Fold(|groups: &$crate::Groups| $crate::function::fold(groups, $name)),
+            one_record: $crate::function::OneRecord::Fold(|index, combiner, value, out| $crate::function::fold_one(index, combiner, value, out, $name)),
         }
     };
     (@one update_state $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::UpdateState(|groups: &$crate::Groups, time_ms: i64| $crate::state::update_state(groups, time_ms, $name)),
+            one_record: $crate::function::OneRecord::None,
         }
     };
     (@one map_with_state $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::MapWithState(|groups: &$crate::Groups, time_ms: i64| $crate::state::map_with_state(groups, time_ms, $name)),
+            one_record: $crate::function::OneRecord::None,
         }
     };
     (@one reduce $name:ident) => {
         $crate::function::NamedFunction {
             name: stringify!($name),
             function: $crate::function::Function::Reduce(|groups: &$crate::Groups| $crate::function::reduce(groups, $name)),
+            one_record: $crate::function::OneRecord::Fold(|index, combiner, value, out| $crate::function::fold_one(index, combiner, value, out, $name)),
         }
     };
     // Last: any other word in the place of a kind.

@@ -5,17 +5,20 @@
 //!   plain Rust types and the host can render, hash and compare records without a guest.
 //! - [`Batch`] and [`Groups`]: records laid out flat, as they cross the boundary.
 //! - [`function`]: the adapters that run a plain Rust function over a batch.
-//! - [`combine`]: map-side combining of `(key, value)` pairs by key.
+//! - [`combine`]: map-side combining of `(key, value)` pairs by key, behind a fused chain
+//!   whose steps pass records on one at a time ([`handoff`]).
 
 pub mod batch;
 pub mod combine;
 pub mod encoding;
 pub mod function;
+pub mod handoff;
 pub mod state;
 pub mod value;
 
 pub use batch::{Batch, Groups};
-pub use combine::{Combiner, Merge};
-pub use function::{Failure, Function, Kind, NamedFunction};
+pub use combine::{Combiner, Failed, Merge, Stage};
+pub use function::{Failure, Function, Kind, NamedFunction, OneRecord};
+pub use handoff::Record;
 pub use state::{State, batch_time_ms};
 pub use value::Value;

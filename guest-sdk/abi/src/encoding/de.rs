@@ -23,7 +23,19 @@ pub fn check_record(record: &[u8]) -> Result<(), Error> {
 
 /// Decodes one value that must fill `bytes` exactly.
 pub fn from_bytes<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
-    let mut decoder = Decoder::new(bytes);
+    decode_whole(Decoder::new(bytes))
+}
+
+/// [`from_bytes`] for bytes this crate's [`Encoder`](super::Encoder) wrote in this
+/// process: it writes strings only from `&str`s, so theirs are valid UTF-8 and are not
+/// checked again (what a fused chain passes from one step to the next).
+pub(crate) fn from_encoded_bytes<'de, T: de::Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<T, Error> {
+    decode_whole(Decoder::encoded_here(bytes))
+}
+
+fn decode_whole<'de, T: de::Deserialize<'de>>(mut decoder: Decoder<'de>) -> Result<T, Error> {
     let value = T::deserialize(&mut decoder)?;
     if decoder.input.is_empty() {
         Ok(value)
@@ -131,12 +143,41 @@ pub(crate) fn read_str<'de>(input: &mut &'de [u8]) -> Result<&'de str, Error> {
 /// A serde deserializer over the canonical encoding.
 pub struct Decoder<'de> {
     input: &'de [u8],
+    /// The input's strings are known to be valid UTF-8 (see [`from_encoded_bytes`]).
+    utf8_checked: bool,
 }
 
 impl<'de> Decoder<'de> {
     /// A decoder reading values from the front of `input`.
     pub fn new(input: &'de [u8]) -> Self {
-        Self { input }
+        Self {
+            input,
+            utf8_checked: false,
+        }
+    }
+
+    /// A decoder of bytes [`from_encoded_bytes`] would read.
+    pub(crate) fn encoded_here(input: &'de [u8]) -> Self {
+        Self {
+            input,
+            utf8_checked: true,
+        }
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.input.is_empty()
+    }
+
+    fn read_str(&mut self) -> Result<&'de str, Error> {
+        if !self.utf8_checked {
+            return read_str(&mut self.input);
+        }
+        let len = varint::read_len(&mut self.input)?;
+        let bytes = varint::take(&mut self.input, len)?;
+        // SAFETY: `utf8_checked` is set only for bytes this crate's encoder wrote, which
+        // writes a string's bytes only from a `&str` (see `from_encoded_bytes`).
+        Ok(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
     fn peek_tag(&self) -> Result<u8, Error> {
@@ -163,7 +204,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
                 let bytes = varint::take(&mut self.input, 8)?;
                 visitor.visit_f64(f64::from_le_bytes(bytes.try_into().expect("8 bytes")))
             }
-            tag::STRING => visitor.visit_borrowed_str(read_str(&mut self.input)?),
+            tag::STRING => visitor.visit_borrowed_str(self.read_str()?),
             tag::BYTES => {
                 let len = varint::read_len(&mut self.input)?;
                 visitor.visit_borrowed_bytes(varint::take(&mut self.input, len)?)
@@ -217,7 +258,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         match read_tag(&mut self.input)? {
-            tag::STRING => visitor.visit_enum(read_str(&mut self.input)?.into_deserializer()),
+            tag::STRING => visitor.visit_enum(self.read_str()?.into_deserializer()),
             tag::STRUCT if varint::read_u64(&mut self.input)? == 1 => visitor.visit_enum(self),
             _ => Err(Error::new(
                 "an enum must be encoded as its variant name or a one-field struct",
@@ -309,7 +350,7 @@ impl<'de> de::MapAccess<'de> for Fields<'_, 'de> {
             return Ok(None);
         }
         self.remaining -= 1;
-        let name = read_str(&mut self.decoder.input)?;
+        let name = self.decoder.read_str()?;
         seed.deserialize(de::value::BorrowedStrDeserializer::new(name))
             .map(Some)
     }
@@ -329,7 +370,7 @@ impl<'de> de::EnumAccess<'de> for &mut Decoder<'de> {
     type Variant = Self;
 
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self), Error> {
-        let name = read_str(&mut self.input)?;
+        let name = self.read_str()?;
         let variant = seed.deserialize(de::value::BorrowedStrDeserializer::<Error>::new(name))?;
         Ok((variant, self))
     }

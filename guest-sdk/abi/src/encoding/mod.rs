@@ -22,9 +22,56 @@ pub use de::{
 pub use ser::{Encoder, encode_into, to_bytes};
 pub use walk::MAX_DEPTH;
 
-pub(crate) use de::read_str;
+pub(crate) use de::{from_encoded_bytes, read_str};
+
 pub(crate) use varint::read_len;
 pub(crate) use walk::too_deep;
+
+/// Up to 16 bytes as the low bytes of two numbers (low half first), the rest zero. A
+/// WASM guest compiles a copy of variable length to `memory.copy`, which wasmtime runs as
+/// a call out of the guest's code that costs more than copying a word; this reads `bytes`
+/// with loads of fixed width (two overlapping ones) instead, and without 128-bit shifts,
+/// which WASM has no instruction for.
+#[inline]
+pub(crate) fn short_bytes(bytes: &[u8]) -> [u64; 2] {
+    let len = bytes.len();
+    debug_assert!(len <= 16);
+    let read8 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+    let read4 = |at: usize| u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")));
+    match len {
+        0 => [0, 0],
+        1..=3 => [
+            u64::from(bytes[0])
+                | u64::from(bytes[len / 2]) << (8 * (len / 2))
+                | u64::from(bytes[len - 1]) << (8 * (len - 1)),
+            0,
+        ],
+        4..=7 => [read4(0) | read4(len - 4) << (8 * (len - 4)), 0],
+        // The last 8 bytes, shifted down past the ones the first 8 hold.
+        _ => [
+            read8(0),
+            read8(len - 8)
+                .checked_shr(8 * (16 - len) as u32)
+                .unwrap_or(0),
+        ],
+    }
+}
+
+/// Appends `bytes` to `out`, a short run without `memory.copy` (see [`short_bytes`]).
+#[inline]
+pub(crate) fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() > 16 {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let end = out.len() + bytes.len();
+    let [low, high] = short_bytes(bytes);
+    let mut block = [0; 16];
+    block[..8].copy_from_slice(&low.to_le_bytes());
+    block[8..].copy_from_slice(&high.to_le_bytes());
+    out.extend_from_slice(&block);
+    out.truncate(end);
+}
 
 /// Appends a length (or count) as a varint.
 pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
@@ -83,3 +130,24 @@ impl serde::de::Error for Error {
 
 /// The bit pattern every NaN is written with, so that NaN keys compare equal.
 pub(crate) const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_runs_are_appended_whole_at_every_length() {
+        let source: Vec<u8> = (1..=20).collect();
+        for len in 0..=source.len() {
+            let mut out = vec![0xee];
+            extend_short(&mut out, &source[..len]);
+            assert_eq!(out[1..], source[..len], "{len} bytes");
+            if len <= 16 {
+                let [low, high] = short_bytes(&source[..len]);
+                let number = [low.to_le_bytes(), high.to_le_bytes()].concat();
+                assert_eq!(number[..len], source[..len], "{len} bytes");
+                assert!(number[len..].iter().all(|&byte| byte == 0), "{len} bytes");
+            }
+        }
+    }
+}

@@ -73,7 +73,7 @@ impl<'a> Encoder<'a> {
 
     fn write_str(out: &mut Vec<u8>, text: &str) {
         varint::write_u64(out, text.len() as u64);
-        out.extend_from_slice(text.as_bytes());
+        super::extend_short(out, text.as_bytes());
     }
 
     /// Opens a one-field struct named after an enum variant, the form every non-unit
@@ -210,7 +210,7 @@ impl<'a> ser::Serializer for Encoder<'a> {
     fn serialize_bytes(self, value: &[u8]) -> Result<(), Error> {
         self.out.push(tag::BYTES);
         varint::write_u64(self.out, value.len() as u64);
-        self.out.extend_from_slice(value);
+        super::extend_short(self.out, value);
         Ok(())
     }
 

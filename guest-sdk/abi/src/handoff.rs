@@ -1,0 +1,555 @@
+//! Records passed from one step of a fused chain to the next.
+//!
+//! A step's result is usually a string or a number (a word, a count): those are handed
+//! to the next step as they are, borrowed, never encoded and decoded again. Any other
+//! result (a tuple, a struct) is encoded into the step's buffer, and the next step
+//! decodes it, as a batch would carry it. Both read back as the same values: the scalar
+//! path follows the canonical decoder's rules (an `Option` reads a value as `Some`, an
+//! integer fits any integer type it is in range of).
+
+use std::fmt;
+
+use serde::de::{self, IntoDeserializer, Visitor};
+use serde::ser::{self, Impossible, Serialize};
+
+use crate::encoding::{self, Decoder, Encoder, Error};
+use crate::function::Failure;
+use crate::value::Value;
+
+/// One record as a step of a fused chain receives it.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'r> {
+    /// Canonical bytes.
+    Encoded {
+        /// The bytes.
+        bytes: &'r [u8],
+        /// Whether this crate's encoder wrote them in this process (an earlier step's
+        /// result), so that their strings need no UTF-8 check; bytes from elsewhere (the
+        /// host, a guest's input) are checked as they are decoded.
+        encoded_here: bool,
+    },
+    /// A string an earlier step made.
+    Str(&'r str),
+    /// An integer an earlier step made.
+    Int(i64),
+    /// A pair an earlier step made: its first element (a key) encoded, and its second.
+    Pair(&'r [u8], &'r Record<'r>),
+}
+
+impl<'r> Record<'r> {
+    /// Bytes from outside: their strings are checked as they are decoded.
+    pub fn outside(bytes: &'r [u8]) -> Self {
+        Self::Encoded {
+            bytes,
+            encoded_here: false,
+        }
+    }
+
+    /// The record as a value of `A`.
+    pub fn decode<A: de::Deserialize<'r>>(self) -> Result<A, Error> {
+        match self {
+            Record::Encoded {
+                bytes,
+                encoded_here: false,
+            } => encoding::from_bytes(bytes),
+            Record::Encoded {
+                bytes,
+                encoded_here: true,
+            } => encoding::from_encoded_bytes(bytes),
+            handed => A::deserialize(Handed(handed)),
+        }
+    }
+
+    /// Appends the record's canonical encoding to `out`.
+    pub fn encode_into(self, out: &mut Vec<u8>) {
+        match self {
+            Record::Encoded { bytes, .. } => out.extend_from_slice(bytes),
+            Record::Str(text) => encoding::encode_into(out, text).expect("a string encodes"),
+            Record::Int(int) => Encoder::new(out).write_int(int),
+            Record::Pair(key, value) => {
+                Encoder::new(out).tuple_header(2);
+                out.extend_from_slice(key);
+                value.encode_into(out);
+            }
+        }
+    }
+
+    /// The record as JSON, for messages.
+    pub fn to_json(self) -> String {
+        match self {
+            Record::Encoded { bytes, .. } => {
+                Value::decode(bytes).map_or_else(|_| "undecodable bytes".into(), |v| v.to_json())
+            }
+            Record::Str(text) => Value::String(text.to_owned()).to_json(),
+            Record::Int(int) => int.to_string(),
+            pair @ Record::Pair(..) => {
+                let mut bytes = Vec::new();
+                pair.encode_into(&mut bytes);
+                Record::outside(&bytes).to_json()
+            }
+        }
+    }
+}
+
+/// Where a step of a fused chain sends each record it makes.
+pub type Emit<'e> = dyn FnMut(Record<'_>) -> Result<(), Failure> + 'e;
+
+/// Sends `result`, made from input record `index`, to `emit`: a string or an integer as
+/// it is, anything else encoded into `out` first.
+pub fn hand_over<B: Serialize + ?Sized>(
+    index: usize,
+    result: &B,
+    out: &mut Vec<u8>,
+    emit: &mut Emit<'_>,
+) -> Result<(), Failure> {
+    let mut later = None;
+    match result.serialize(Probe {
+        emit: &mut *emit,
+        later: &mut later,
+        out: &mut *out,
+    }) {
+        Ok(()) => Ok(()),
+        Err(Refusal::Later) => Err(later.expect("a later step's failure is kept")),
+        Err(Refusal::Encode) => {
+            out.clear();
+            encoding::encode_into(out, result)
+                .map_err(|error| Failure::unencodable(index, error))?;
+            emit(Record::Encoded {
+                bytes: out,
+                encoded_here: true,
+            })
+        }
+    }
+}
+
+/// Why a [`Probe`] did not hand a result over.
+#[derive(Debug)]
+enum Refusal {
+    /// The result is not a string or an integer: it is encoded instead.
+    Encode,
+    /// A later step failed (its failure is in [`Probe::later`]).
+    Later,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not handed over")
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl ser::Error for Refusal {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Refusal::Encode
+    }
+}
+
+/// A serializer that hands a string or an integer straight to the next step, and a pair
+/// as its encoded first element and its second, and refuses anything else before
+/// writing it.
+struct Probe<'p, 'e> {
+    emit: &'p mut Emit<'e>,
+    later: &'p mut Option<Failure>,
+    /// Where a pair's elements are encoded.
+    out: &'p mut Vec<u8>,
+}
+
+impl Probe<'_, '_> {
+    fn send(self, record: Record<'_>) -> Result<(), Refusal> {
+        send(self.emit, self.later, record)
+    }
+
+    fn int(self, value: impl TryInto<i64>) -> Result<(), Refusal> {
+        // Out of range: the encoder names the error.
+        let int = value.try_into().map_err(|_| Refusal::Encode)?;
+        self.send(Record::Int(int))
+    }
+}
+
+fn send(
+    emit: &mut Emit<'_>,
+    later: &mut Option<Failure>,
+    record: Record<'_>,
+) -> Result<(), Refusal> {
+    emit(record).map_err(|failure| {
+        *later = Some(failure);
+        Refusal::Later
+    })
+}
+
+type Refused = Impossible<(), Refusal>;
+
+/// A pair's elements as [`Probe`] encodes them into its buffer.
+struct PairProbe<'p, 'e> {
+    probe: Probe<'p, 'e>,
+    /// Where the first element ends in the buffer, once written.
+    key_end: Option<usize>,
+}
+
+impl ser::SerializeTuple for PairProbe<'_, '_> {
+    type Ok = ();
+    type Error = Refusal;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, element: &T) -> Result<(), Refusal> {
+        // An element that cannot be encoded: the whole pair is encoded again, which
+        // names the error.
+        encoding::encode_into(self.probe.out, element).map_err(|_| Refusal::Encode)?;
+        self.key_end.get_or_insert(self.probe.out.len());
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), Refusal> {
+        let Probe { emit, later, out } = self.probe;
+        let key_end = self.key_end.expect("a pair has a first element");
+        let (key, value) = out.split_at(key_end);
+        let value = match encoding::int_value(value) {
+            Some(int) => Record::Int(int),
+            None => Record::Encoded {
+                bytes: value,
+                encoded_here: true,
+            },
+        };
+        send(emit, later, Record::Pair(key, &value))
+    }
+}
+
+impl<'p, 'e> ser::Serializer for Probe<'p, 'e> {
+    type Ok = ();
+    type Error = Refusal;
+    type SerializeSeq = Refused;
+    type SerializeTuple = PairProbe<'p, 'e>;
+    type SerializeTupleStruct = Refused;
+    type SerializeTupleVariant = Refused;
+    type SerializeMap = Refused;
+    type SerializeStruct = Refused;
+    type SerializeStructVariant = Refused;
+
+    fn serialize_str(self, value: &str) -> Result<(), Refusal> {
+        self.send(Record::Str(value))
+    }
+    fn serialize_i8(self, value: i8) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_i16(self, value: i16) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_i32(self, value: i32) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_i64(self, value: i64) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_i128(self, value: i128) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_u8(self, value: u8) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_u16(self, value: u16) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_u32(self, value: u32) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_u64(self, value: u64) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_u128(self, value: u128) -> Result<(), Refusal> {
+        self.int(value)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Refusal> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Refusal> {
+        value.serialize(self)
+    }
+
+    // Everything else is encoded.
+    fn serialize_bool(self, _: bool) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_f32(self, _: f32) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_char(self, _: char) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_none(self) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_unit(self) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_tuple(self, len: usize) -> Result<PairProbe<'p, 'e>, Refusal> {
+        if len != 2 {
+            return Err(Refusal::Encode);
+        }
+        self.out.clear();
+        Ok(PairProbe {
+            probe: self,
+            key_end: None,
+        })
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Refused, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+/// A string, integer or pair handed over, read as the canonical decoder reads its
+/// encoding.
+struct Handed<'r>(Record<'r>);
+
+impl<'de> de::Deserializer<'de> for Handed<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.0 {
+            Record::Str(text) => visitor.visit_borrowed_str(text),
+            Record::Int(int) => visitor.visit_i64(int),
+            Record::Pair(key, value) => {
+                let mut elements = PairElements {
+                    key: Some(key),
+                    value: Some(*value),
+                };
+                let pair = visitor.visit_seq(&mut elements)?;
+                if elements.value.is_some() {
+                    return Err(Error::new("1 element left over in a pair"));
+                }
+                Ok(pair)
+            }
+            Record::Encoded { .. } => unreachable!("encoded records are read by the decoder"),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.0 {
+            Record::Str(text) => visitor.visit_enum(text.into_deserializer()),
+            _ => Err(Error::new(
+                "an enum must be encoded as its variant name or a one-field struct",
+            )),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+/// The two elements of a pair handed over.
+struct PairElements<'r> {
+    key: Option<&'r [u8]>,
+    value: Option<Record<'r>>,
+}
+
+impl<'de> de::SeqAccess<'de> for &mut PairElements<'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        if let Some(key) = self.key.take() {
+            return decode_element(seed, key, true).map(Some);
+        }
+        match self.value.take() {
+            None => Ok(None),
+            Some(Record::Encoded {
+                bytes,
+                encoded_here,
+            }) => decode_element(seed, bytes, encoded_here).map(Some),
+            Some(handed) => seed.deserialize(Handed(handed)).map(Some),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(usize::from(self.key.is_some()) + usize::from(self.value.is_some()))
+    }
+}
+
+fn decode_element<'de, T: de::DeserializeSeed<'de>>(
+    seed: T,
+    bytes: &'de [u8],
+    encoded_here: bool,
+) -> Result<T::Value, Error> {
+    let mut decoder = if encoded_here {
+        Decoder::encoded_here(bytes)
+    } else {
+        Decoder::new(bytes)
+    };
+    let value = seed.deserialize(&mut decoder)?;
+    if decoder.is_done() {
+        Ok(value)
+    } else {
+        Err(Error::new("bytes left over after a pair's element"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// What `value` reads back as through the step-to-step handoff, and through its
+    /// encoding.
+    fn both_ways<B: Serialize, A: for<'a> de::Deserialize<'a> + PartialEq + fmt::Debug>(
+        value: B,
+    ) -> (Result<A, String>, Result<A, String>) {
+        let mut out = Vec::new();
+        let mut handed = None;
+        hand_over(0, &value, &mut out, &mut |record| {
+            handed = Some(record.decode::<A>().map_err(|error| error.to_string()));
+            Ok(())
+        })
+        .unwrap();
+        let encoded = encoding::to_bytes(&value).unwrap();
+        let decoded = encoding::from_bytes::<A>(&encoded).map_err(|error| error.to_string());
+        (handed.unwrap(), decoded)
+    }
+
+    #[test]
+    fn handed_over_results_read_back_as_their_encoding_does() {
+        let (handed, decoded) = both_ways::<_, String>(Cow::Borrowed("word"));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, Option<String>>("word");
+        assert_eq!(handed, Ok(Some("word".into())));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, u8>(300u32);
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
+        let (handed, decoded) = both_ways::<_, i64>(Some(7u64));
+        assert_eq!((handed, decoded), (Ok(7), Ok(7)));
+        let (handed, decoded) = both_ways::<_, (String, i64)>(("pair", 1));
+        assert_eq!(handed, Ok(("pair".into(), 1)));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, Option<Vec<Value>>>((("k", 2), "v"));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, Value>(("k", 0.5));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, (String, i64, i64)>(("three", 1, 2));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, (String,)>(("pair", 1));
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
+        let (handed, decoded) = both_ways::<_, Value>(-3i16);
+        assert_eq!((handed, decoded), (Ok(Value::Int(-3)), Ok(Value::Int(-3))));
+    }
+
+    #[test]
+    fn a_string_or_integer_is_handed_over_without_encoding() {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for value in [Value::String("w".into()), Value::Int(5), Value::Float(0.5)] {
+            hand_over(0, &value, &mut out, &mut |record| {
+                seen.push(format!("{record:?}"));
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(seen[0], "Str(\"w\")");
+        assert_eq!(seen[1], "Int(5)");
+        assert!(seen[2].starts_with("Encoded"), "{}", seen[2]);
+    }
+
+    #[test]
+    fn a_pair_that_cannot_be_encoded_fails_as_its_encoding_does() {
+        let failure =
+            hand_over(4, &("key", u64::MAX), &mut Vec::new(), &mut |_| Ok(())).unwrap_err();
+        let error = encoding::to_bytes(&("key", u64::MAX)).unwrap_err();
+        assert_eq!(failure, Failure::unencodable(4, error));
+    }
+
+    #[test]
+    fn a_later_step_s_failure_comes_back_as_it_was() {
+        let failure = hand_over(3, "word", &mut Vec::new(), &mut |_| {
+            Err(Failure::at(3, "later".into()))
+        })
+        .unwrap_err();
+        assert_eq!(failure, Failure::at(3, "later".into()));
+    }
+}
