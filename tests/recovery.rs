@@ -355,19 +355,11 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     );
 }
 
-/// `wordcount.wasm` with a custom section appended: the same code under a new digest, as
-/// a rebuilt release of the same UDFs would be.
+/// `wordcount.wasm` rebuilt (a new digest), as a file in `dir`.
 fn new_release(dir: &Path) -> PathBuf {
-    let mut wasm = std::fs::read(common::udf("wordcount")).unwrap();
-    let name = b"sluice-release";
-    let payload = b"2";
-    wasm.push(0); // custom section
-    wasm.push((1 + name.len() + payload.len()) as u8);
-    wasm.push(name.len() as u8);
-    wasm.extend_from_slice(name);
-    wasm.extend_from_slice(payload);
+    let wasm = std::fs::read(common::udf("wordcount")).unwrap();
     let path = dir.join("wordcount-v2.wasm");
-    std::fs::write(&path, wasm).unwrap();
+    std::fs::write(&path, common::release::new_release(&wasm, b'2')).unwrap();
     path
 }
 

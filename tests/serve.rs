@@ -33,19 +33,27 @@ impl Server {
 
     /// As [`Server::start`], with the environment variables `env` set on the process.
     fn start_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(|command| {
+            command
+                .arg("--data")
+                .arg(data)
+                .args(args)
+                .envs(env.iter().copied());
+        })
+    }
+
+    /// Starts `sluice serve --listen 127.0.0.1:PORT` with what `setup` adds to the
+    /// command, and waits for its port to answer.
+    fn launch(setup: impl FnOnce(&mut std::process::Command)) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut child = common::sluice()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(data)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = common::sluice();
+        command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        setup(&mut command);
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (sender, stdout) = mpsc::channel();
         std::thread::spawn(move || {
@@ -373,6 +381,7 @@ fn refusals_name_the_rule_and_change_nothing() {
     std::fs::write(files.join("input.txt"), "a b").unwrap();
     std::fs::create_dir(dir.path().join("outside")).unwrap();
     std::fs::write(dir.path().join("outside/input.txt"), "secret").unwrap();
+    std::fs::write(dir.path().join("outside/batches.jsonl"), "[\"secret\"]\n").unwrap();
     std::os::unix::fs::symlink(dir.path().join("outside"), files.join("link")).unwrap();
 
     let not_a_component = server.expect(400, "PUT", "/v1/components/x", &a, b"hello".to_vec());
@@ -401,7 +410,7 @@ fn refusals_name_the_rule_and_change_nothing() {
 
     let base = word_count("count", RUNNING_COUNT);
     let outside = dir.path().join("outside/input.txt");
-    let cases: Vec<(String, &str)> = vec![
+    let mut cases: Vec<(String, &str)> = vec![
         (
             base.replace(
                 "path = \"input.txt\"",
@@ -424,6 +433,50 @@ fn refusals_name_the_rule_and_change_nothing() {
             base.replace("prefix = \"out/counts\"", "prefix = \"../escape/counts\""),
             "`..`",
         ),
+    ];
+    let queue = |batches_file: &str| {
+        base.replace(
+            "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
+            &format!("kind = \"queue\"\nbatches_file = \"{batches_file}\""),
+        )
+    };
+    cases.extend([
+        (
+            base.replace(
+                "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
+                &format!(
+                    "kind = \"table\"\npath = \"{}\"\nformat = \"json_lines\"",
+                    outside.display()
+                ),
+            ),
+            "outside the tenant's files",
+        ),
+        (
+            base.replace(
+                "udf = \"wc#running_count\" }",
+                "udf = \"wc#running_count\", initial_state = \"../../../../outside/input.txt\" }",
+            ),
+            "`initial_state` of stream `counts`: the path leads out with `..`",
+        ),
+    ]);
+    // A queue's batches file is read as the manifest is resolved: beneath the tenant's
+    // files too, so nothing of the server's is read into a job or an error.
+    let outside_batches = dir.path().join("outside/batches.jsonl");
+    cases.extend([
+        (
+            queue(&outside_batches.display().to_string()),
+            "leads outside the tenant's files",
+        ),
+        (
+            queue("../../../../outside/batches.jsonl"),
+            "leads outside the tenant's files",
+        ),
+        (
+            queue("link/batches.jsonl"),
+            "leads outside the tenant's files",
+        ),
+    ]);
+    cases.extend([
         (
             base.replace(
                 "kind = \"file\"\npath = \"input.txt\"\nlines_per_batch = 1",
@@ -471,11 +524,12 @@ fn refusals_name_the_rule_and_change_nothing() {
             "not 0000",
         ),
         (format!("tenant = \"b\"\n{base}"), "names tenant `b`"),
-    ];
+    ]);
     for (manifest, says) in &cases {
         let refused = server.expect(400, "POST", "/v1/jobs", &a, manifest.clone());
         let message = refused["message"].as_str().unwrap();
         assert!(message.contains(says), "{says}: {refused}");
+        assert!(!message.contains("secret"), "{refused}");
     }
     let broken = server.expect(
         400,
@@ -501,7 +555,25 @@ fn refusals_name_the_rule_and_change_nothing() {
         "nothing was admitted"
     );
 
-    server.expect(201, "POST", "/v1/jobs", &a, base.clone());
+    // A checkpoint directory a manifest names is not where the server checkpoints it.
+    let checkpoint_outside = dir.path().join("outside/checkpoints");
+    let checkpointed = base.replace(
+        "[udfs]",
+        &format!(
+            "[checkpoint]\ndir = \"{}\"\n\n[udfs]",
+            checkpoint_outside.display()
+        ),
+    );
+    server.expect(201, "POST", "/v1/jobs", &a, checkpointed);
+    server.wait_job(&a, "count", "the job to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert!(!checkpoint_outside.exists());
+    assert!(
+        dir.path()
+            .join("data/tenants/a/jobs/count/checkpoint")
+            .is_dir()
+    );
     assert_eq!(
         server
             .call("POST", "/v1/jobs", Some(&a), Some(base.clone().into()))
@@ -823,6 +895,40 @@ fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
         submitted.contains("component `wordcount` is on the server already"),
         "{submitted}"
     );
+/// The README's three commands, as written but for the port (the server's default data
+/// directory, `./sluice-data`, in a directory of the test's own).
+#[test]
+fn the_readme_serves_the_word_count_in_three_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(|command| {
+        command.current_dir(dir.path());
+    });
+    let admin = std::fs::read_to_string(dir.path().join("sluice-data/admin-token")).unwrap();
+    let token = stdout(
+        &common::sluice()
+            .env("SLUICE_SERVER", &server.url)
+            .args(["tenant", "create", "demo", "--token", admin.trim()])
+            .output()
+            .unwrap(),
+    );
+    let example = common::root().join("examples/served-wordcount/job.toml");
+    let submitted = stdout(&cli(
+        &server,
+        token.trim(),
+        &["submit", example.to_str().unwrap()],
+    ));
+    assert!(
+        submitted.contains("submitted job `wordcount`"),
+        "{submitted}"
+    );
+    let done = server.wait_job(token.trim(), "wordcount", "the job to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert_eq!(done["failure"], Json::Null, "{done}");
+    let listing = stdout(&cli(&server, token.trim(), &["files", "get", "out"]));
+    assert!(listing.contains("counts-"), "{listing}");
+}
+
     let mut follow = common::sluice()
         .env("SLUICE_SERVER", &server.url)
         .env("SLUICE_TOKEN", token)
@@ -906,14 +1012,24 @@ fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused(
         counted(&input),
         "state was kept"
     );
-    // Every batch wrote one output file: none was skipped across the redeploys.
-    let written = std::fs::read_dir(files(dir.path(), "a").join("out"))
-        .unwrap()
-        .count() as u64;
+    // Every batch wrote one output file, named by its time: across the redeploys no batch
+    // was skipped, and the batch times went on one interval apart.
+    let written = common::files_by_name(&files(dir.path(), "a").join("out"));
     let last = done["reports"].as_array().unwrap().last().unwrap()["number"]
         .as_u64()
         .unwrap();
-    assert_eq!(written, last, "{done}");
+    assert_eq!(written.len() as u64, last, "{done}");
+    let times: Vec<i64> = written
+        .iter()
+        .map(|(name, _)| {
+            let time = name.strip_prefix("counts-").unwrap();
+            time.strip_suffix(".jsonl").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        times.windows(2).all(|pair| pair[1] - pair[0] == 20),
+        "{times:?}"
+    );
     assert!(files(dir.path(), "a").join("more").exists());
 }
 
@@ -964,6 +1080,13 @@ fn after_kill_9_ten_jobs_of_three_tenants_resume_with_exact_totals() {
         assert_eq!(&counts, &counted(input), "tenant {tenant}, job {name}");
     }
 }
+    // The component rebuilt (a new digest): the job goes on with it, at a batch boundary.
+    let rebuilt = common::release::new_release(&wasm("wordcount"), 2);
+    let uploaded = server.expect(201, "PUT", "/v1/components/wordcount", &a, rebuilt);
+    let digest = uploaded["digest"].as_str().unwrap();
+    let redeployed = server.expect(200, "PUT", "/v1/jobs/count", &a, manifest.clone());
+    assert_eq!(redeployed["components"], json!([["wordcount", digest]]));
+
 
 /// A job's batch cut writes and syncs its write-ahead log, which a slow or busy disk makes
 /// slow. Cuts must not run on the server's async threads: with more jobs cutting than the
@@ -1782,4 +1905,144 @@ prefix = "out/words"
         )),
         "{failure}"
     );
+}
+#[test]
+fn a_job_whose_write_ahead_log_fills_its_tenants_disk_quota_fails_naming_it_and_neighbours_run_on()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n",
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let limit = 2_000_000;
+    let a = server.tenant(&admin, "a", json!({"max_disk_bytes": limit}));
+    let b = server.tenant(&admin, "b", json!({}));
+    let generating = |name: &str, rate: u32, checkpoint: &str| {
+        format!(
+            "name = \"{name}\"\nbatch_interval = \"100ms\"\n{checkpoint}\n[udfs]\n\
+             c = \"conformance\"\n[[sources]]\nname = \"in\"\nkind = \"generator\"\n\
+             rate = {rate}\n[[streams]]\nname = \"out\"\nfrom = \"in\"\n\
+             steps = [{{ op = \"map\", udf = \"c#add_10\" }}]\n[[sinks]]\nfrom = \"out\"\n\
+             kind = \"print\"\nnum = 1\n"
+        )
+    };
+    for token in [&a, &b] {
+        server.expect(
+            201,
+            "PUT",
+            "/v1/components/conformance",
+            token,
+            wasm("conformance"),
+        );
+    }
+    server.expect(201, "POST", "/v1/jobs", &b, generating("neighbour", 10, ""));
+    // 2,000 generated records a batch, logged (a generator cannot replay them) and kept
+    // in the log until a checkpoint lets them go, which is never: no files sink writes.
+    server.expect(
+        201,
+        "POST",
+        "/v1/jobs",
+        &a,
+        generating(
+            "logging",
+            20_000,
+            "[checkpoint]\nevery = 1000\nfsync = \"never\"",
+        ),
+    );
+    let failed = server.wait_job(&a, "logging", "the job to fail on its quota", |job| {
+        job["state"] == "failed"
+    });
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!(
+            "disk quota `max_disk_bytes` of {limit} bytes is used up"
+        )) && failure.contains("cannot append to the write-ahead log"),
+        "{failure}"
+    );
+    let used = sluice::disk::usage(&dir.path().join("data/tenants/a")).unwrap();
+    assert!(
+        limit / 2 < used && used < limit + limit / 4,
+        "a's directory holds {used} bytes"
+    );
+    // The other tenant's job runs on.
+    let batches = |job: &Json| {
+        job["reports"]
+            .as_array()
+            .and_then(|reports| reports.last())
+            .map_or(0, |report| report["number"].as_u64().unwrap())
+    };
+    let then = batches(&server.expect(200, "GET", "/v1/jobs/neighbour", &b, ""));
+    server.wait_job(&b, "neighbour", "the neighbour to go on", |job| {
+        job["state"] == "running" && batches(job) > then + 2
+    });
+}
+
+
+#[test]
+fn kafka_clients_never_connect_to_a_broker_the_server_does_not_allow() {
+    // The broker advertises a trap: a listener of this test that no client may reach.
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let advertised = trap.local_addr().unwrap().to_string();
+    let broker = common::kafka::Broker::start_advertising(Some(&advertised));
+    let bootstrap = broker.address().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
+        ),
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.upload_word_count(&a);
+    server.expect(201, "PUT", "/v1/files/input.txt", &a, "a b\nc d\n");
+    let file_source = "kind = \"file\"\npath = \"input.txt\"";
+    let kafka_source = format!("kind = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopics = [\"lines\"]");
+    let files_sink = "kind = \"files\"\nprefix = \"out/words\"";
+    let kafka_sink = format!("kind = \"kafka\"\nbrokers = \"{bootstrap}\"\ntopic = \"words\"");
+    let job = |name: &str, source: &str, sink: &str| {
+        format!(
+            "name = \"{name}\"\nbatch_interval = \"20ms\"\n[udfs]\nwc = \"wordcount\"\n\
+             [[sources]]\nname = \"lines\"\n{source}\n[[streams]]\nname = \"words\"\n\
+             from = \"lines\"\nsteps = [{{ op = \"flat_map\", udf = \"wc#tokenize\" }}]\n\
+             [[sinks]]\nname = \"out\"\nfrom = \"words\"\n{sink}\n"
+        )
+    };
+    server.expect(
+        201,
+        "POST",
+        "/v1/jobs",
+        &a,
+        job("reads", &kafka_source, files_sink),
+    );
+    server.expect(
+        201,
+        "POST",
+        "/v1/jobs",
+        &a,
+        job("writes", file_source, &kafka_sink),
+    );
+    for (name, what) in [("reads", "source `lines`"), ("writes", "sink `out`")] {
+        let failed = server.wait_job(&a, name, "the job to be refused", |job| {
+            job["state"] == "failed"
+        });
+        let failure = failed["failure"].as_str().unwrap();
+        assert!(
+            failure.contains(&format!(
+                "{what}: the Kafka cluster advertises broker {advertised}, which the server \
+                 does not allow (allowed: {bootstrap}); no connection to it was made"
+            )),
+            "{failure}"
+        );
+    }
+    match trap.accept() {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        accepted => panic!("a client connected to the advertised broker: {accepted:?}"),
+    }
 }

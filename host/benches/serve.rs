@@ -1,17 +1,24 @@
 //! `sluice serve` as a process on loopback: submit-to-running latency with a cached
 //! component (from `POST /v1/jobs` until `GET /v1/jobs/{job}` says `running`: instances
-//! warm, receivers started; polled back to back, so it includes up to one GET), and requests per second of `GET /v1/jobs/{job}` while
-//! `SLUICE_BENCH_JOBS` jobs (100) run, for `SLUICE_BENCH_SECS` seconds (3). Each job reads
-//! a generator at 10 records/s through a fused map chain and a `reduce_by_key`, in 2
-//! partitions, at a 100 ms interval, into a files sink. Run with
-//! `cargo bench -p sluice --bench serve` after `scripts/setup`.
+//! warm, receivers started; polled back to back, so it includes up to one GET), requests
+//! per second of `GET /v1/jobs/{job}` while `SLUICE_BENCH_JOBS` jobs (100) run, for
+//! `SLUICE_BENCH_SECS` seconds (3), and the pause of a redeploy with a rebuilt component
+//! (a new digest), `SLUICE_BENCH_REDEPLOYS` times (5) while those jobs run: the longest
+//! time between two consecutive batches' output files across the redeploy, against the
+//! interval, and that the batch times go on without a gap. Each job reads a generator at
+//! 10 records/s through a fused map chain and a `reduce_by_key`, in 2 partitions, at a
+//! 100 ms interval, into a files sink. Run with `cargo bench -p sluice --bench serve`
+//! after `scripts/setup`.
 
 mod common;
+#[path = "../../tests/common/release.rs"]
+mod release;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -20,14 +27,18 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The jobs' batch interval.
+const INTERVAL: Duration = Duration::from_millis(100);
+
 fn manifest(job: usize) -> String {
     format!(
-        "name = \"j{job}\"\nbatch_interval = \"100ms\"\npartitions = 2\n\
+        "name = \"j{job}\"\nbatch_interval = \"{}ms\"\npartitions = 2\n\
          [udfs]\nc = \"conformance\"\n[[sources]]\nname = \"in\"\nkind = \"generator\"\nrate = 10\n\
          [[streams]]\nname = \"out\"\nfrom = \"in\"\nsteps = [\
          {{ op = \"map\", udf = \"c#add_10\" }}, {{ op = \"map\", udf = \"c#add_4\" }}, \
          {{ op = \"map\", udf = \"c#pair_with_one\" }}, {{ op = \"reduce_by_key\", udf = \"c#sum\" }}]\n\
-         [[sinks]]\nfrom = \"out\"\nkind = \"files\"\nprefix = \"out/j{job}\"\n"
+         [[sinks]]\nfrom = \"out\"\nkind = \"files\"\nprefix = \"out/j{job}\"\n",
+        INTERVAL.as_millis()
     )
 }
 
@@ -170,5 +181,124 @@ fn main() {
     println!(
         "GET /v1/jobs/{{job}} while {jobs} jobs run: {:.0} requests/s (one client, sequential)",
         requests as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let redeploys: u8 = setting("SLUICE_BENCH_REDEPLOYS", 5);
+    let output = dir.path().join("data/tenants/bench/files/out");
+    redeploy(&server, &token, &output, redeploys, jobs);
+}
+
+/// One batch's output file of job `j0`: its batch time (from its name) and when it was
+/// written.
+struct Output {
+    time_ms: i64,
+    written: SystemTime,
+}
+
+/// The output files of job `j0` in `dir`, in batch order.
+fn outputs(dir: &Path) -> Vec<Output> {
+    let mut outputs: Vec<Output> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = entry.file_name().into_string().ok()?;
+            let time_ms = name.strip_prefix("j0-")?.parse().ok()?;
+            let written = entry.metadata().ok()?.modified().ok()?;
+            Some(Output { time_ms, written })
+        })
+        .collect();
+    outputs.sort_by_key(|output| output.time_ms);
+    outputs
+}
+
+/// Redeploys job `j0` `rounds` times, each with the component rebuilt (a new digest), and
+/// prints the longest time between two consecutive batches' outputs across each redeploy
+/// (its pause: one interval when the redeploy costs the job no time), asserting that the
+/// batch times go on one interval apart throughout.
+fn redeploy(server: &Server, token: &str, output: &Path, rounds: u8, jobs: usize) {
+    let wasm = std::fs::read(common::component("conformance")).unwrap();
+    let mut redeploys = Vec::new();
+    for round in 1..=rounds {
+        let uploaded = server.expect(
+            201,
+            "PUT",
+            "/v1/components/conformance",
+            token,
+            release::new_release(&wasm, round),
+        );
+        let uploaded: serde_json::Value = serde_json::from_str(&uploaded).unwrap();
+        let digest = uploaded["digest"].as_str().unwrap().to_owned();
+        let sent = SystemTime::now();
+        let answer = server.expect(200, "PUT", "/v1/jobs/j0", token, manifest(0).into_bytes());
+        let answered = SystemTime::now();
+        assert!(
+            answer.contains(&digest),
+            "the rebuilt component runs: {answer}"
+        );
+        // Three batches of the new release written.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while outputs(output)
+            .iter()
+            .filter(|output| output.written > answered)
+            .count()
+            < 3
+        {
+            assert!(
+                Instant::now() < deadline,
+                "j0 wrote nothing after redeploy {round}"
+            );
+            std::thread::sleep(INTERVAL / 10);
+        }
+        redeploys.push((sent, answered));
+    }
+    let outputs = outputs(output);
+    let interval_ms = INTERVAL.as_millis() as i64;
+    for pair in outputs.windows(2) {
+        assert_eq!(
+            pair[1].time_ms - pair[0].time_ms,
+            interval_ms,
+            "a batch time was skipped between {} and {}; the job: {}",
+            pair[0].time_ms,
+            pair[1].time_ms,
+            server.expect(200, "GET", "/v1/jobs/j0", token, Vec::new())
+        );
+    }
+    let mut pauses: Vec<Duration> = redeploys
+        .iter()
+        .map(|(sent, answered)| {
+            // The last batch of the old release is written between the request and the
+            // answer; the longest step from a batch written then is the redeploy's.
+            outputs
+                .windows(2)
+                .filter(|pair| pair[0].written + INTERVAL >= *sent && pair[0].written <= *answered)
+                .map(|pair| {
+                    pair[1]
+                        .written
+                        .duration_since(pair[0].written)
+                        .unwrap_or_default()
+                })
+                .max()
+                .expect("batches were written around the redeploy")
+        })
+        .collect();
+    pauses.sort();
+    let mut answers: Vec<Duration> = redeploys
+        .iter()
+        .map(|(sent, answered)| answered.duration_since(*sent).unwrap_or_default())
+        .collect();
+    answers.sort();
+    let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+    let longest = pauses[pauses.len() - 1];
+    println!(
+        "redeploy with a rebuilt component ({rounds} times, while {jobs} jobs run): between \
+         the batches on either side of it median {:.1} ms, max {:.1} ms, a pause of at most \
+         {:.1} ms past the {} ms interval (target: under one interval); PUT answered in \
+         median {:.1} ms; {} batch times of the job, none skipped",
+        ms(pauses[pauses.len() / 2]),
+        ms(longest),
+        ms(longest.saturating_sub(INTERVAL)),
+        INTERVAL.as_millis(),
+        ms(answers[answers.len() / 2]),
+        outputs.len()
     );
 }

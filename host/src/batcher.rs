@@ -151,6 +151,7 @@ pub async fn run(
     // The last batch computed, while no state checkpoint covers it.
     let mut unsaved: Option<checkpoint::Cut> = None;
     let mut first_number = 1;
+    let mut continues_after_ms = None;
     let buffered = receivers.buffered();
     let checkpointer = match checkpointing {
         Some(Checkpointing {
@@ -199,6 +200,7 @@ pub async fn run(
             }
             receivers.resume(&recovery.positions, &recovery.ranges, recovery.pending);
             first_number = recovery.next_number;
+            continues_after_ms = recovery.continues_after_ms;
             Some(checkpointer)
         }
         None => None,
@@ -220,7 +222,7 @@ pub async fn run(
     let cutter = tokio::spawn(cut_batches(
         receivers,
         (interval, options.phase),
-        first_number,
+        (first_number, continues_after_ms),
         cuts,
         cutter_stop,
     ));
@@ -432,7 +434,8 @@ fn settle_watermark(
 /// Cuts a batch every interval until stopped, drained, or nobody takes the cuts any more.
 /// Batch times are consecutive multiples of the interval (plus `phase`, in a host running
 /// several jobs: [`phase_of`]), whatever the cut, the log or the computation cost: the
-/// first is the next interval boundary, and each later one follows
+/// first is the next interval boundary (or, taking over from a run that just stopped, one
+/// interval after `continues_after_ms`, its last), and each later one follows
 /// the one before by exactly one interval, never read from the clock again. As with
 /// Spark's timer, a lagging job makes its batches wait (in `cuts`, whose bound then holds
 /// the cutter back), not skip times.
@@ -443,7 +446,7 @@ fn settle_watermark(
 async fn cut_batches(
     receivers: Receivers,
     (interval, phase): (Duration, Duration),
-    first_number: u64,
+    (first_number, continues_after_ms): (u64, Option<i64>),
     cuts: mpsc::Sender<Result<Cut>>,
     stop: CancellationToken,
 ) {
@@ -451,7 +454,10 @@ async fn cut_batches(
     let interval_ms = interval.as_millis().max(1) as i64;
     let phase_ms = phase.as_millis() as i64 % interval_ms;
     let mut number = first_number;
-    let mut time_ms = ((now_ms() - phase_ms) / interval_ms + 1) * interval_ms + phase_ms;
+    let mut time_ms = match continues_after_ms {
+        Some(last_ms) => last_ms + interval_ms,
+        None => ((now_ms() - phase_ms) / interval_ms + 1) * interval_ms + phase_ms,
+    };
     loop {
         let wait = Duration::from_millis((time_ms - now_ms()).max(0) as u64);
         let stopping = tokio::select! {

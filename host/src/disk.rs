@@ -1,12 +1,16 @@
 //! A tenant's disk: what everything under its directory takes, and its quota, checked
-//! while its jobs run as well as at upload.
+//! while its jobs run (before files sinks, state checkpoints and the write-ahead log keep
+//! what they write; job logs, at most 8 MiB each, are counted) as well as at upload.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+
+use crate::failure::Failing;
 
 /// How long a measurement of a tenant's directory is trusted (plus what was written
 /// since): walking the directory for every batch would cost as much as the batch.
@@ -32,7 +36,9 @@ pub fn usage(dir: &Path) -> io::Result<u64> {
     Ok(total)
 }
 
-/// A tenant's disk quota, as a job checks it before keeping what it wrote.
+/// A tenant's disk quota, as its jobs check it before they keep what they write: files
+/// sinks' output, state checkpoints and the write-ahead log. Shared by all of the
+/// tenant's jobs ([`DiskQuotas`]), so that one measurement serves them all.
 #[derive(Debug)]
 pub struct DiskQuota {
     /// The tenant's directory (its files, checkpoints and logs).
@@ -66,17 +72,47 @@ impl DiskQuota {
             }
         };
         if used + bytes > self.limit {
-            bail!(
+            return Err(Failing::quota(format!(
                 "the tenant's disk quota `max_disk_bytes` of {} bytes is used up ({used} bytes \
-                 under its directory, {bytes} more to write): delete files (DELETE \
-                 /v1/files/PATH) or jobs, or ask the operator for a larger quota",
+                 under its directory: files, checkpoints, write-ahead logs and job logs; \
+                 {bytes} more to write): delete files (DELETE /v1/files/PATH) or jobs, or ask \
+                 the operator for a larger quota",
                 self.limit
-            );
+            )));
         }
         if let Some((_, used)) = measured.as_mut() {
             *used += bytes;
         }
         Ok(())
+    }
+}
+
+/// The disk quotas of a server's tenants, one per tenant directory.
+#[derive(Debug, Default)]
+pub struct DiskQuotas {
+    quotas: Mutex<HashMap<PathBuf, Arc<DiskQuota>>>,
+}
+
+impl DiskQuotas {
+    /// The quota of `limit` bytes on `dir`: the one every job of the tenant shares, or a
+    /// new one when there is none yet or its limit changed.
+    pub fn of(&self, dir: &Path, limit: u64) -> Arc<DiskQuota> {
+        let mut quotas = self.quotas.lock().expect("disk quotas poisoned");
+        let quota = quotas
+            .entry(dir.to_owned())
+            .or_insert_with(|| Arc::new(DiskQuota::new(dir.to_owned(), limit)));
+        if quota.limit != limit {
+            *quota = Arc::new(DiskQuota::new(dir.to_owned(), limit));
+        }
+        quota.clone()
+    }
+
+    /// Forgets the quota of `dir` (its tenant is gone).
+    pub fn remove(&self, dir: &Path) {
+        self.quotas
+            .lock()
+            .expect("disk quotas poisoned")
+            .remove(dir);
     }
 }
 
@@ -107,5 +143,20 @@ mod tests {
             "{error}"
         );
         quota.take(30).unwrap();
+        assert_eq!(
+            crate::failure::kind_of(&quota.take(1).unwrap_err()),
+            Some(crate::failure::FailureKind::Quota)
+        );
+    }
+
+    #[test]
+    fn a_tenants_jobs_share_its_quota_until_its_limit_changes() {
+        let quotas = DiskQuotas::default();
+        let one = quotas.of(Path::new("/t/a"), 100);
+        assert!(Arc::ptr_eq(&one, &quotas.of(Path::new("/t/a"), 100)));
+        assert!(!Arc::ptr_eq(&one, &quotas.of(Path::new("/t/b"), 100)));
+        let larger = quotas.of(Path::new("/t/a"), 200);
+        assert_eq!(larger.limit, 200);
+        assert!(Arc::ptr_eq(&larger, &quotas.of(Path::new("/t/a"), 200)));
     }
 }

@@ -15,6 +15,12 @@ pub struct Broker {
 impl Broker {
     /// Starts `scripts/kafka PORT` on a free port and waits until the port answers.
     pub fn start() -> Self {
+        Self::start_advertising(None)
+    }
+
+    /// As [`Broker::start`], the broker advertising `advertised` (`host:port`) rather than
+    /// its own address, if given.
+    pub fn start_advertising(advertised: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -23,6 +29,7 @@ impl Broker {
         let mut command = Command::new(super::root().join("scripts/kafka"));
         command
             .arg(port.to_string())
+            .args(advertised)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod browser;
 pub mod kafka;
 pub mod observe;
+pub mod release;
 pub mod run;
 pub mod stepper;
 pub mod wait;

@@ -102,6 +102,11 @@ pub struct RecoveryOptions {
     /// When the write-ahead log starts a new segment file (a test damaging one batch's
     /// file sets one per batch).
     pub wal_rolling: wal::Rolling,
+    /// The run takes over from a run of the same job that has just stopped (a redeploy):
+    /// its batch times go on from the last one that run cut, catching up if the handover
+    /// took longer than an interval, so that no batch time is skipped. Otherwise the
+    /// first batch time is the next interval boundary after the start.
+    pub handover: bool,
 }
 
 /// Batches recovery cannot re-run.
@@ -149,6 +154,9 @@ pub struct Recovery {
     pub files: files::SeenBySource,
     /// The number of the first batch to cut.
     pub next_number: u64,
+    /// With [`RecoveryOptions::handover`], the time of the last batch cut before this
+    /// start (re-run or checkpointed): the batch times go on from it.
+    pub continues_after_ms: Option<i64>,
     /// What was damaged, repaired or changed, for the log.
     pub notes: Vec<String>,
     /// Batches lost, accepted by [`RecoveryOptions::accept_data_loss`].
@@ -280,6 +288,13 @@ impl Checkpointer {
             Some((cut, _)) => cut.number + 1,
             None => logged.first.unwrap_or(after + 1),
         };
+        if options.handover {
+            recovery.continues_after_ms = logged
+                .batches
+                .last()
+                .map(|(cut, _)| cut.time_ms)
+                .or(recovery.restored.map(|(_, time_ms)| time_ms));
+        }
         // Re-run batches keep their numbers (windows slide on them), even after a loss.
         job.resume_after(
             logged
@@ -316,7 +331,8 @@ impl Checkpointer {
             recovery.next_number,
             chain,
             job.another_held_count(),
-        )?;
+        )?
+        .with_disk_quota(disk_quota(job));
         Ok((
             Self {
                 config: config.clone(),
@@ -399,7 +415,7 @@ impl Checkpointer {
                 .collect(),
         };
         let state_dir = state_dir(&self.config.dir);
-        let saved = snapshot::write(&state_dir, &snapshot)?;
+        let saved = snapshot::write(&state_dir, &snapshot, disk_quota(job).as_deref())?;
         *previous = saved.digest;
         let oldest_kept = snapshot::list(&state_dir)?
             .last()
@@ -415,6 +431,14 @@ impl Checkpointer {
         })
     }
 }
+/// The disk quota of a served job's tenant: its checkpoints and log count in it.
+fn disk_quota(job: &Job) -> Option<Arc<crate::disk::DiskQuota>> {
+    job.config()
+        .hosted
+        .as_ref()
+        .map(|hosted| hosted.disk.clone())
+}
+
 
 /// The files `<number><suffix>` in `dir` (none if it does not exist), by number; only
 /// names as Sluice writes them (20 digits) count, others are not its files.

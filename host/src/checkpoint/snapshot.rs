@@ -15,6 +15,7 @@ use bincode::{Decode, Encode};
 
 use super::format::{self, Digest, Hashing, InstanceId, Kind};
 use super::{codec, durable, frame};
+use crate::disk::DiskQuota;
 
 /// How many checkpoints are kept.
 pub const KEPT: usize = 2;
@@ -81,12 +82,17 @@ pub struct Saved {
     pub digest: Digest,
 }
 
-/// Writes `snapshot` durably and deletes all but the newest [`KEPT`] checkpoints.
-pub fn write(dir: &Path, snapshot: &Snapshot) -> Result<Saved> {
+/// Writes `snapshot` durably and deletes all but the newest [`KEPT`] checkpoints; with a
+/// disk quota (a served job's tenant's), refuses to write one that would pass it.
+pub fn write(dir: &Path, snapshot: &Snapshot, disk: Option<&DiskQuota>) -> Result<Saved> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = path_of(dir, snapshot.number);
     let mut payload = format::header(Kind::Checkpoint);
     payload.extend_from_slice(&codec::encode(snapshot));
+    if let Some(disk) = disk {
+        disk.take(frame::framed_len(payload.len()))
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))?;
+    }
     let written = durable::replace(&path, |file| {
         let mut file = Hashing::new(file);
         frame::write(&mut file, &payload)?;
@@ -205,6 +211,45 @@ mod tests {
                     operators,
                 })
             })
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_disk_quota_is_refused_and_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = |number, state: Vec<u8>| Snapshot {
+            instance: INSTANCE,
+            job: "job".to_owned(),
+            number,
+            time_ms: 0,
+            previous: format::NO_DIGEST,
+            log: format::NO_DIGEST,
+            positions: Vec::new(),
+            ranges: Vec::new(),
+            files: Default::default(),
+            operators: vec![SavedOperator {
+                id: "counts/1".to_owned(),
+                kind: "update_state_by_key".to_owned(),
+                udfs: Vec::new(),
+                entries: 1,
+                state,
+            }],
+        };
+        let quota = DiskQuota::new(dir.path().to_owned(), 10_000);
+        write(dir.path(), &snapshot(1, vec![1; 1000]), Some(&quota)).unwrap();
+        let error = write(dir.path(), &snapshot(2, vec![2; 20_000]), Some(&quota)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("disk quota `max_disk_bytes` of 10000 bytes is used up"),
+            "{error:#}"
+        );
+        assert_eq!(
+            crate::failure::kind_of(&error),
+            Some(crate::failure::FailureKind::Quota)
+        );
+        assert_eq!(
+            list(dir.path()).unwrap().len(),
+            1,
+            "the refused one is not kept"
+        );
     }
 
     /// A checkpoint whose frame checksum is good but whose contents were changed in up to

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -31,6 +32,7 @@ use super::codec::{self, SavedBatch};
 use super::files::{SeenBySource, SeenFiles, merge_into};
 use super::format::{self, Digest, Hashing, InstanceId, Kind};
 use super::{Loss, frame};
+use crate::disk::DiskQuota;
 use crate::failure::{Failing, FailureKind};
 use crate::manifest::FsyncPolicy;
 use crate::tenancy::HeldBytes;
@@ -163,6 +165,8 @@ pub struct Wal {
     /// Counts the segment files on disk against the tenant's `max_host_bytes`: what a job
     /// logs stays on the host until a checkpoint lets it go ([`Wal::forget_up_to`]).
     retained: HeldBytes,
+    /// The tenant's disk quota, for a served job: what the log appends counts in it.
+    disk: Option<Arc<DiskQuota>>,
     /// A state checkpoint was written: the next batch starts a new segment.
     roll_requested: bool,
     finished: BTreeMap<u64, Digest>,
@@ -396,6 +400,7 @@ impl Wal {
             on_disk,
             closed_bytes,
             retained,
+            disk: None,
             roll_requested: false,
             finished: chain.finished,
             files: chain.files,
@@ -405,6 +410,13 @@ impl Wal {
             format!("cannot go on with the write-ahead log in {}", dir.display())
         })?;
         Ok(wal)
+    }
+
+    /// Counts what the log appends in the tenant's disk quota `disk` (a served job's), and
+    /// refuses to append past it.
+    pub fn with_disk_quota(mut self, disk: Option<Arc<DiskQuota>>) -> Self {
+        self.disk = disk;
+        self
     }
 
     /// The bytes of the segment files on disk.
@@ -421,8 +433,16 @@ impl Wal {
     /// Appends `entry`, unless the tenant's `max_host_bytes` has no room for it.
     fn append(&mut self, entry: &Entry) -> Result<()> {
         let payload = codec::encode(entry);
-        self.retained
-            .charge(frame::framed_len(payload.len()), RETAINED)?;
+        let framed = frame::framed_len(payload.len());
+        self.retained.charge(framed, RETAINED)?;
+        if let Some(disk) = &self.disk {
+            disk.take(framed).with_context(|| {
+                format!(
+                    "cannot append to the write-ahead log in {}",
+                    self.dir.display()
+                )
+            })?;
+        }
         match entry {
             Entry::Watermark { batch, .. } => self.segment.watermarks_up_to = Some(*batch),
             _ => self.segment.fresh = false,

@@ -48,15 +48,15 @@ pub struct JobConfig {
 }
 
 /// What changes for a job a server hosts for a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Hosted {
     /// The tenant's files: every file the job opens is opened beneath this directory, so
     /// that no path (nor a symbolic link made while the job runs) leads out of it.
     pub files: PathBuf,
-    /// The tenant's directory (its files, checkpoints and logs), whose size is a quota.
-    pub tenant_dir: PathBuf,
-    /// The tenant's disk quota (`max_disk_bytes`): files sinks refuse to write past it.
-    pub max_disk_bytes: u64,
+    /// The tenant's disk quota (`max_disk_bytes`) on its directory (its files, checkpoints
+    /// and logs), shared by its jobs: files sinks, state checkpoints and the write-ahead
+    /// log refuse to write past it.
+    pub disk: std::sync::Arc<crate::disk::DiskQuota>,
 }
 
 /// `[checkpoint]`: the job's checkpoint directory and policies.

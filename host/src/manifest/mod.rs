@@ -84,6 +84,9 @@ pub trait Hosting {
 
     /// The checkpoint directory of job `job`.
     fn checkpoint_dir(&self, job: &str) -> PathBuf;
+
+    /// Where the files the manifest names are opened: beneath the tenant's directory.
+    fn files(&self) -> std::io::Result<crate::beneath::JobFiles>;
 }
 
 /// Parses and checks manifest `text` as [`parse`] does, for a job `hosting` hosts.

@@ -300,13 +300,25 @@ impl<'a> Resolver<'a> {
     }
 
     fn checkpoint(&self, spec: &CheckpointSpec) -> Result<CheckpointConfig> {
-        if spec.dir.get_ref().trim().is_empty() {
-            return Err(self.error(
-                Some(spec.dir.span()),
-                "the checkpoint directory is empty",
-                "name a directory, e.g. `dir = \"checkpoints/wordcount\"`",
-            ));
-        }
+        // A served job's directory is the server's choice (see `resolve`).
+        let dir = match (&spec.dir, self.hosting) {
+            (_, Some(_)) => PathBuf::new(),
+            (Some(dir), None) if !dir.get_ref().trim().is_empty() => self.base.join(dir.get_ref()),
+            (Some(dir), None) => {
+                return Err(self.error(
+                    Some(dir.span()),
+                    "the checkpoint directory is empty",
+                    "name a directory, e.g. `dir = \"checkpoints/wordcount\"`",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    None,
+                    "`[checkpoint]` has no `dir`",
+                    "name a directory, e.g. `dir = \"checkpoints/wordcount\"`",
+                ));
+            }
+        };
         let fsync = self
             .choice(
                 &spec.fsync,
@@ -319,7 +331,7 @@ impl<'a> Resolver<'a> {
             )?
             .unwrap_or(FsyncPolicy::Batch);
         Ok(CheckpointConfig {
-            dir: self.base.join(spec.dir.get_ref()),
+            dir,
             every: spec
                 .every
                 .as_ref()
@@ -491,14 +503,22 @@ impl<'a> Resolver<'a> {
                     (Some(batches), None) => batches.get_ref().clone(),
                     (None, Some(path)) => {
                         let file = self.existing_file(path)?;
-                        crate::receivers::read_batches_file(&file).map_err(|error| {
-                            self.error(
-                                Some(path.span()),
-                                format!("{error:#}"),
-                                "write one batch per line: a JSON array of records \
-                                 (docs/manifest.md, `JSON values`)",
-                            )
-                        })?
+                        let files = match self.hosting {
+                            Some(hosting) => hosting.files(),
+                            None => Ok(crate::beneath::JobFiles::Anywhere),
+                        };
+                        files
+                            .map_err(anyhow::Error::from)
+                            .and_then(|files| crate::receivers::read_batches_file(&file, &files))
+                            .map_err(|error| {
+                                self.error(
+                                    Some(path.span()),
+                                    format!("{error:#}"),
+                                    "write one batch per line: a JSON array of records \
+                                     (docs/manifest.md, `JSON values`), in a file among the \
+                                     job's own files",
+                                )
+                            })?
                     }
                     (Some(_), Some(path)) => {
                         return Err(self.error(

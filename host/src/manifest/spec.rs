@@ -45,7 +45,8 @@ pub struct LimitsSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
-    pub dir: Spanned<String>,
+    /// Required but for a served job, whose server chooses its directory.
+    pub dir: Option<Spanned<String>>,
     pub every: Option<Spanned<i64>>,
     pub fsync: Option<Spanned<String>>,
 }

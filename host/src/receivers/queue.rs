@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use sluice_abi::{Batch, Value};
 
 use super::{Receiver, Replayable, encode_values, push_line};
+use crate::beneath::JobFiles;
 
 /// Prepared batches, handed over one per cut; then empty batches.
 pub struct Queue {
@@ -46,11 +47,15 @@ impl Queue {
     }
 }
 
-/// The batches of a queue source's `batches_file`: JSON lines, each a batch, as an array
-/// of records in typed JSON ([`crate::json`]); blank lines are skipped.
-pub fn read_batches_file(path: &Path) -> Result<Vec<Vec<Value>>> {
-    let text = std::fs::read_to_string(path)
+/// The batches of a queue source's `batches_file`, opened through `files` (beneath its
+/// tenant's directory, for a served job): JSON lines, each a batch, as an array of
+/// records in typed JSON ([`crate::json`]); blank lines are skipped.
+pub fn read_batches_file(path: &Path, files: &JobFiles) -> Result<Vec<Vec<Value>>> {
+    let bytes = files
+        .read(path)
         .with_context(|| format!("cannot read batches file {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("batches file {} is not UTF-8 text", path.display()))?;
     let mut batches = Vec::new();
     for (index, line) in text
         .lines()
@@ -115,7 +120,7 @@ mod tests {
             "[[\"a\", null], {\"$tuple\": [\"b\", 1]}]\n\n[]\n[{\"$bytes\": \"AQI=\"}]\n",
         )
         .unwrap();
-        let batches = read_batches_file(&path).unwrap();
+        let batches = read_batches_file(&path, &JobFiles::Anywhere).unwrap();
         let text = |text: &str| Value::String(text.to_owned());
         assert_eq!(
             batches,
@@ -129,13 +134,19 @@ mod tests {
             ]
         );
         std::fs::write(&path, "[1]\n{\"a\": 1}\n").unwrap();
-        let error = format!("{:#}", read_batches_file(&path).unwrap_err());
+        let error = format!(
+            "{:#}",
+            read_batches_file(&path, &JobFiles::Anywhere).unwrap_err()
+        );
         assert!(
             error.contains("line 2") && error.contains("not a batch"),
             "{error}"
         );
         std::fs::write(&path, "[1]\n[1\n").unwrap();
-        let error = format!("{:#}", read_batches_file(&path).unwrap_err());
+        let error = format!(
+            "{:#}",
+            read_batches_file(&path, &JobFiles::Anywhere).unwrap_err()
+        );
         assert!(error.contains("line 2 is not typed JSON"), "{error}");
     }
 }

@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 
+use crate::beneath::{Beneath, JobFiles};
+use crate::disk::DiskQuotas;
 use crate::manifest::{
     self, Hosted, Hosting, JobConfig, ManifestError, SinkKind, SourceKind, StepConfig,
 };
@@ -113,6 +115,8 @@ impl Admission<'_> {
             failure: RefCell::new(None),
         };
         let parsed =
+    /// The tenants' disk quotas, which their jobs share.
+    pub disk_quotas: &'a DiskQuotas,
             manifest::parse_hosted(text, &files.join(MANIFEST_NAME), self.runtime, &hosting);
         if let Some(error) = hosting.failure.take() {
             return Err(Refusal::Internal(error));
@@ -154,8 +158,9 @@ impl Admission<'_> {
         }
         config.hosted = Some(Hosted {
             files,
-            tenant_dir: self.data.tenant(tenant),
-            max_disk_bytes: quotas.disk_bytes(),
+            disk: self
+                .disk_quotas
+                .of(&self.data.tenant(tenant), quotas.disk_bytes()),
         });
         let mut components = hosting.used.take();
         components.sort();
@@ -498,6 +503,11 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("out")).unwrap();
         assert!(beneath(&root.join("in/a.txt"), &root, "x").is_ok());
         assert!(beneath(&root.join("in/../b.txt"), &root, "x").is_ok());
+
+    fn files(&self) -> std::io::Result<JobFiles> {
+        let files = Beneath::open(&self.data.files(self.tenant))?;
+        Ok(JobFiles::Beneath(std::sync::Arc::new(files)))
+    }
         for (path, says) in [
             (PathBuf::from("/etc/passwd"), "outside"),
             (root.join("../x"), "`..`"),

@@ -553,6 +553,7 @@ async fn redeploy_job(
     server.check_outputs(&tenant, &admitted.config)?;
     let recovery = RecoveryOptions {
         fresh_state: fresh_state(query.as_deref()),
+        handover: true,
         ..RecoveryOptions::default()
     };
     let key = (tenant.clone(), name.clone());
@@ -563,9 +564,13 @@ async fn redeploy_job(
     {
         if old.desired == Desired::Running {
             let previous = server.clone().admit(&tenant, old.manifest).await?;
+            let handover = RecoveryOptions {
+                handover: true,
+                ..RecoveryOptions::default()
+            };
             server
                 .supervisor
-                .start(key, previous.config, RecoveryOptions::default())
+                .start(key, previous.config, handover)
                 .await;
         }
         return Err(ApiError::conflict(format!(

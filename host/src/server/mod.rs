@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::checkpoint::RecoveryOptions;
+use crate::disk::DiskQuotas;
 use crate::host::Host;
 use crate::runtime::{Limits, RuntimeConfig};
 use crate::tenancy::TenantConfig;
@@ -82,6 +83,8 @@ pub struct Server {
     supervisor: Arc<Supervisor>,
     config: ServerConfig,
     logs: Arc<logs::JobLogs>,
+    /// The tenants' disk quotas, which their jobs share.
+    disk_quotas: DiskQuotas,
     /// One component validation at a time per tenant.
     upload_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while the component store changes: registering a component, removing unused
@@ -141,6 +144,7 @@ pub async fn serve(
         supervisor,
         config: options.config,
         logs: options.logs,
+        disk_quotas: DiskQuotas::default(),
         upload_turns: Mutex::new(HashMap::new()),
         store: tokio::sync::Mutex::new(()),
         validating: Mutex::new(HashMap::new()),
@@ -241,6 +245,7 @@ impl Server {
     }
 
     /// The limits an upload of `tenant` is validated under: the [`LISTING_DEADLINE`] and
+            disk_quotas: &self.disk_quotas,
     /// the tenant's memory per instance.
     fn listing_limits(&self, tenant: &str) -> Result<Limits> {
         let mut limits = Limits {
@@ -323,6 +328,7 @@ impl Server {
         self.registry.delete_job(tenant, name)?;
         self.logs.remove(tenant, name);
         remove_dir(&self.data.job(tenant, name))?;
+        self.disk_quotas.remove(&self.data.tenant(tenant));
         self.collect_garbage().await
     }
 

@@ -21,7 +21,7 @@ pub struct Files {
     pub format: FileFormat,
     pub files: JobFiles,
     /// The tenant's disk quota, for a served job.
-    pub quota: Option<DiskQuota>,
+    pub quota: Option<std::sync::Arc<DiskQuota>>,
 }
 
 impl Files {

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 
 use crate::beneath::JobFiles;
 use crate::dataset::Dataset;
-use crate::disk::DiskQuota;
 use crate::manifest::{JobConfig, SinkConfig, SinkKind};
 
 /// Writes one batch of one stream.
@@ -46,10 +45,7 @@ pub fn build(config: &SinkConfig, collected: &Collected, job: &JobConfig) -> Res
             files: JobFiles::of(job).with_context(|| {
                 format!("sink `{}` cannot open the tenant's files", config.name)
             })?,
-            quota: job
-                .hosted
-                .as_ref()
-                .map(|hosted| DiskQuota::new(hosted.tenant_dir.clone(), hosted.max_disk_bytes)),
+            quota: job.hosted.as_ref().map(|hosted| hosted.disk.clone()),
         }),
         SinkKind::Collect => Box::new(collected.sink(&config.name)),
         SinkKind::Kafka(kafka) => Box::new(crate::connectors::kafka::KafkaSink::new(

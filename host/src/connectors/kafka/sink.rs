@@ -142,6 +142,12 @@ impl KafkaSink {
     }
 
     fn open(&self) -> Result<Open> {
+        super::check_brokers(
+            &format!("sink `{}`", self.name),
+            &self.client(),
+            self.config.allowed_brokers.as_deref(),
+            REQUEST_TIMEOUT,
+        )?;
         let (sender, acks) = mpsc::channel();
         let producer: ThreadedProducer<Acks> = self
             .client()

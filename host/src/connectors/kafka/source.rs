@@ -76,15 +76,20 @@ struct Fetching {
     not_before_ms: Option<i64>,
 }
 
-/// A consumer for `config`: the client properties first, so that Sluice's own settings
-/// (which its guarantees rest on) win.
-fn consumer(config: &KafkaSourceConfig, reset: &str) -> Result<BaseConsumer> {
+/// The client of `config`: its properties, then its brokers.
+fn client(config: &KafkaSourceConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     for (key, value) in &config.properties {
         client.set(key, value);
     }
+    client.set("bootstrap.servers", &config.brokers);
     client
-        .set("bootstrap.servers", &config.brokers)
+}
+
+/// A consumer for `config`: the client properties first, so that Sluice's own settings
+/// (which its guarantees rest on) win.
+fn consumer(config: &KafkaSourceConfig, reset: &str) -> Result<BaseConsumer> {
+    client(config)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -102,19 +107,14 @@ impl KafkaSource {
             StartingOffsets::Latest => "latest",
             _ => "earliest",
         };
+        super::check_brokers(
+            &format!("source `{source}`"),
+            &client(config),
+            config.allowed_brokers.as_deref(),
+            REQUEST_TIMEOUT,
+        )?;
         let consumer =
             consumer(config, reset).with_context(|| format!("source `{source}` cannot start"))?;
-        if let Some(allowed) = &config.allowed_brokers {
-            let metadata = consumer
-                .fetch_metadata(None, REQUEST_TIMEOUT)
-                .with_context(|| {
-                    format!(
-                        "source `{source}` cannot read the brokers of {}",
-                        config.brokers
-                    )
-                })?;
-            super::check_advertised(&format!("source `{source}`"), &metadata, Some(allowed))?;
-        }
         let kafka = Self {
             shared: Arc::new(Shared {
                 source: source.to_owned(),
