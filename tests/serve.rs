@@ -823,6 +823,40 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// The README's three commands, as written but for the port (the server's default data
+/// directory, `./sluice-data`, in a directory of the test's own).
+#[test]
+fn the_readme_serves_the_word_count_in_three_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(|command| {
+        command.current_dir(dir.path());
+    });
+    let admin = std::fs::read_to_string(dir.path().join("sluice-data/admin-token")).unwrap();
+    let token = stdout(
+        &common::sluice()
+            .env("SLUICE_SERVER", &server.url)
+            .args(["tenant", "create", "demo", "--token", admin.trim()])
+            .output()
+            .unwrap(),
+    );
+    let example = common::root().join("examples/served-wordcount/job.toml");
+    let submitted = stdout(&cli(
+        &server,
+        token.trim(),
+        &["submit", example.to_str().unwrap()],
+    ));
+    assert!(
+        submitted.contains("submitted job `wordcount`"),
+        "{submitted}"
+    );
+    let done = server.wait_job(token.trim(), "wordcount", "the job to finish", |job| {
+        job["state"] == "finished"
+    });
+    assert_eq!(done["failure"], Json::Null, "{done}");
+    let listing = stdout(&cli(&server, token.trim(), &["files", "get", "out"]));
+    assert!(listing.contains("counts-"), "{listing}");
+}
+
 #[test]
 fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -895,40 +929,6 @@ fn the_cli_creates_a_tenant_submits_a_job_and_reads_its_output() {
         submitted.contains("component `wordcount` is on the server already"),
         "{submitted}"
     );
-/// The README's three commands, as written but for the port (the server's default data
-/// directory, `./sluice-data`, in a directory of the test's own).
-#[test]
-fn the_readme_serves_the_word_count_in_three_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::launch(|command| {
-        command.current_dir(dir.path());
-    });
-    let admin = std::fs::read_to_string(dir.path().join("sluice-data/admin-token")).unwrap();
-    let token = stdout(
-        &common::sluice()
-            .env("SLUICE_SERVER", &server.url)
-            .args(["tenant", "create", "demo", "--token", admin.trim()])
-            .output()
-            .unwrap(),
-    );
-    let example = common::root().join("examples/served-wordcount/job.toml");
-    let submitted = stdout(&cli(
-        &server,
-        token.trim(),
-        &["submit", example.to_str().unwrap()],
-    ));
-    assert!(
-        submitted.contains("submitted job `wordcount`"),
-        "{submitted}"
-    );
-    let done = server.wait_job(token.trim(), "wordcount", "the job to finish", |job| {
-        job["state"] == "finished"
-    });
-    assert_eq!(done["failure"], Json::Null, "{done}");
-    let listing = stdout(&cli(&server, token.trim(), &["files", "get", "out"]));
-    assert!(listing.contains("counts-"), "{listing}");
-}
-
     let mut follow = common::sluice()
         .env("SLUICE_SERVER", &server.url)
         .env("SLUICE_TOKEN", token)
@@ -997,6 +997,13 @@ fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused(
     server.wait_job(&a, "count", "the job to run again", |job| {
         job["state"] == "running"
     });
+
+    // The component rebuilt (a new digest): the job goes on with it, at a batch boundary.
+    let rebuilt = common::release::new_release(&wasm("wordcount"), 2);
+    let uploaded = server.expect(201, "PUT", "/v1/components/wordcount", &a, rebuilt);
+    let digest = uploaded["digest"].as_str().unwrap();
+    let redeployed = server.expect(200, "PUT", "/v1/jobs/count", &a, manifest.clone());
+    assert_eq!(redeployed["components"], json!([["wordcount", digest]]));
 
     // A compatible change (a second sink) is applied at a batch boundary.
     let two_sinks = format!(
@@ -1080,13 +1087,6 @@ fn after_kill_9_ten_jobs_of_three_tenants_resume_with_exact_totals() {
         assert_eq!(&counts, &counted(input), "tenant {tenant}, job {name}");
     }
 }
-    // The component rebuilt (a new digest): the job goes on with it, at a batch boundary.
-    let rebuilt = common::release::new_release(&wasm("wordcount"), 2);
-    let uploaded = server.expect(201, "PUT", "/v1/components/wordcount", &a, rebuilt);
-    let digest = uploaded["digest"].as_str().unwrap();
-    let redeployed = server.expect(200, "PUT", "/v1/jobs/count", &a, manifest.clone());
-    assert_eq!(redeployed["components"], json!([["wordcount", digest]]));
-
 
 /// A job's batch cut writes and syncs its write-ahead log, which a slow or busy disk makes
 /// slow. Cuts must not run on the server's async threads: with more jobs cutting than the
@@ -1856,57 +1856,6 @@ fn a_running_job_that_fills_its_tenants_disk_quota_fails_naming_it() {
 }
 
 #[test]
-fn a_kafka_cluster_advertising_a_broker_the_server_does_not_allow_is_refused() {
-    let broker = common::kafka::Broker::start();
-    let port = broker.address().rsplit(':').next().unwrap();
-    // The bootstrap address is allowed; the one the broker advertises (127.0.0.1) is not.
-    let bootstrap = format!("localhost:{port}");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
-        ),
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
-    let a = server.tenant(&admin, "a", json!({}));
-    server.upload_word_count(&a);
-    let manifest = format!(
-        r#"name = "reads"
-batch_interval = "20ms"
-[udfs]
-wc = "wordcount"
-[[sources]]
-name = "lines"
-kind = "kafka"
-brokers = "{bootstrap}"
-topics = ["lines"]
-[[streams]]
-name = "words"
-from = "lines"
-steps = [{{ op = "flat_map", udf = "wc#tokenize" }}]
-[[sinks]]
-from = "words"
-kind = "files"
-prefix = "out/words"
-"#
-    );
-    server.expect(201, "POST", "/v1/jobs", &a, manifest);
-    let failed = server.wait_job(&a, "reads", "the job to be refused", |job| {
-        job["state"] == "failed"
-    });
-    let failure = failed["failure"].as_str().unwrap();
-    assert!(
-        failure.contains(&format!(
-            "source `lines`: the Kafka cluster advertises broker 127.0.0.1:{port}, which the \
-             server does not allow (allowed: {bootstrap})"
-        )),
-        "{failure}"
-    );
-}
-#[test]
 fn a_job_whose_write_ahead_log_fills_its_tenants_disk_quota_fails_naming_it_and_neighbours_run_on()
 {
     let dir = tempfile::tempdir().unwrap();
@@ -1980,6 +1929,57 @@ fn a_job_whose_write_ahead_log_fills_its_tenants_disk_quota_fails_naming_it_and_
     });
 }
 
+#[test]
+fn a_kafka_cluster_advertising_a_broker_the_server_does_not_allow_is_refused() {
+    let broker = common::kafka::Broker::start();
+    let port = broker.address().rsplit(':').next().unwrap();
+    // The bootstrap address is allowed; the one the broker advertises (127.0.0.1) is not.
+    let bootstrap = format!("localhost:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
+        ),
+    )
+    .unwrap();
+    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let a = server.tenant(&admin, "a", json!({}));
+    server.upload_word_count(&a);
+    let manifest = format!(
+        r#"name = "reads"
+batch_interval = "20ms"
+[udfs]
+wc = "wordcount"
+[[sources]]
+name = "lines"
+kind = "kafka"
+brokers = "{bootstrap}"
+topics = ["lines"]
+[[streams]]
+name = "words"
+from = "lines"
+steps = [{{ op = "flat_map", udf = "wc#tokenize" }}]
+[[sinks]]
+from = "words"
+kind = "files"
+prefix = "out/words"
+"#
+    );
+    server.expect(201, "POST", "/v1/jobs", &a, manifest);
+    let failed = server.wait_job(&a, "reads", "the job to be refused", |job| {
+        job["state"] == "failed"
+    });
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!(
+            "source `lines`: the Kafka cluster advertises broker 127.0.0.1:{port}, which the \
+             server does not allow (allowed: {bootstrap})"
+        )),
+        "{failure}"
+    );
+}
 
 #[test]
 fn kafka_clients_never_connect_to_a_broker_the_server_does_not_allow() {

@@ -431,6 +431,7 @@ impl Checkpointer {
         })
     }
 }
+
 /// The disk quota of a served job's tenant: its checkpoints and log count in it.
 fn disk_quota(job: &Job) -> Option<Arc<crate::disk::DiskQuota>> {
     job.config()
@@ -438,7 +439,6 @@ fn disk_quota(job: &Job) -> Option<Arc<crate::disk::DiskQuota>> {
         .as_ref()
         .map(|hosted| hosted.disk.clone())
 }
-
 
 /// The files `<number><suffix>` in `dir` (none if it does not exist), by number; only
 /// names as Sluice writes them (20 digits) count, others are not its files.

@@ -101,6 +101,8 @@ pub struct Admission<'a> {
     pub allowed_hosts: &'a [String],
     /// The quotas of tenants that leave one out.
     pub default_quotas: &'a TenantQuotas,
+    /// The tenants' disk quotas, which their jobs share.
+    pub disk_quotas: &'a DiskQuotas,
 }
 
 impl Admission<'_> {
@@ -115,8 +117,6 @@ impl Admission<'_> {
             failure: RefCell::new(None),
         };
         let parsed =
-    /// The tenants' disk quotas, which their jobs share.
-    pub disk_quotas: &'a DiskQuotas,
             manifest::parse_hosted(text, &files.join(MANIFEST_NAME), self.runtime, &hosting);
         if let Some(error) = hosting.failure.take() {
             return Err(Refusal::Internal(error));
@@ -489,6 +489,11 @@ impl Hosting for TenantHosting<'_> {
         };
         self.data.checkpoint(self.tenant, job)
     }
+
+    fn files(&self) -> std::io::Result<JobFiles> {
+        let files = Beneath::open(&self.data.files(self.tenant))?;
+        Ok(JobFiles::Beneath(std::sync::Arc::new(files)))
+    }
 }
 
 #[cfg(test)]
@@ -503,11 +508,6 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("out")).unwrap();
         assert!(beneath(&root.join("in/a.txt"), &root, "x").is_ok());
         assert!(beneath(&root.join("in/../b.txt"), &root, "x").is_ok());
-
-    fn files(&self) -> std::io::Result<JobFiles> {
-        let files = Beneath::open(&self.data.files(self.tenant))?;
-        Ok(JobFiles::Beneath(std::sync::Arc::new(files)))
-    }
         for (path, says) in [
             (PathBuf::from("/etc/passwd"), "outside"),
             (root.join("../x"), "`..`"),

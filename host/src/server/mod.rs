@@ -232,6 +232,7 @@ impl Server {
             runtime: self.host.runtime(),
             allowed_hosts: &self.config.allowed_hosts,
             default_quotas: &self.config.default_quotas,
+            disk_quotas: &self.disk_quotas,
         }
     }
 
@@ -245,7 +246,6 @@ impl Server {
     }
 
     /// The limits an upload of `tenant` is validated under: the [`LISTING_DEADLINE`] and
-            disk_quotas: &self.disk_quotas,
     /// the tenant's memory per instance.
     fn listing_limits(&self, tenant: &str) -> Result<Limits> {
         let mut limits = Limits {
@@ -315,6 +315,7 @@ impl Server {
         self.registry.delete_tenant(tenant)?;
         self.host.runtime().tenancy().remove(tenant);
         remove_dir(&self.data.tenant(tenant))?;
+        self.disk_quotas.remove(&self.data.tenant(tenant));
         self.collect_garbage().await?;
         tracing::info!(tenant, "tenant deleted");
         Ok(true)
@@ -328,7 +329,6 @@ impl Server {
         self.registry.delete_job(tenant, name)?;
         self.logs.remove(tenant, name);
         remove_dir(&self.data.job(tenant, name))?;
-        self.disk_quotas.remove(&self.data.tenant(tenant));
         self.collect_garbage().await
     }
 
