@@ -271,15 +271,7 @@ async fn receiver_buffers_count_against_max_host_bytes() {
             && error.contains("this job's receiver buffers"),
         "{error}"
     );
-    let account = host.runtime().tenancy().account("flood").unwrap();
-    // The buffers go once the job's receiver tasks, aborted as the job ended, are dropped.
-    tokio::task::block_in_place(|| {
-        common::wait::until(
-            Duration::from_secs(10),
-            "the failed job's buffers to go",
-            || account.host_bytes() == 0,
-        )
-    });
+    common::wait_for_host_bytes_released(&host, "flood", "the failed job's buffers to go");
     let report = neighbour
         .reports
         .recv()
@@ -340,15 +332,8 @@ async fn the_retained_write_ahead_log_counts_against_max_host_bytes_until_a_chec
         log > QUOTA * 3 / 4,
         "the log held {log} bytes when the job failed"
     );
-    let account = host.runtime().tenancy().account("logging").unwrap();
     // The log goes once the job's receivers, which log what they bring, have ended too.
-    tokio::task::block_in_place(|| {
-        common::wait::until(
-            Duration::from_secs(10),
-            "the failed job's log to go",
-            || account.host_bytes() == 0,
-        )
-    });
+    common::wait_for_host_bytes_released(&host, "logging", "the failed job's log to go");
 
     let mut often = start("often", 1);
     let mut logged_by_often = 0;

@@ -37,6 +37,22 @@ pub fn files_by_name(dir: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until `tenant` of `host` holds no host bytes (`max_host_bytes`), failing after
+/// 10 s naming `what` was awaited: a failed job's buffers and log go only once its
+/// receiver tasks have ended. Call it from a multi-threaded tokio test.
+pub fn wait_for_host_bytes_released(host: &sluice::host::Host, tenant: &str, what: &str) {
+    let account = host
+        .runtime()
+        .tenancy()
+        .account(tenant)
+        .unwrap_or_else(|| panic!("no tenant `{tenant}`"));
+    tokio::task::block_in_place(|| {
+        wait::until(std::time::Duration::from_secs(10), what, || {
+            account.host_bytes() == 0
+        })
+    });
+}
+
 /// The component built from `udfs/<name>`, or a panic saying how to build it.
 pub fn udf(name: &str) -> PathBuf {
     let path = root().join(format!("udfs/target/wasm32-wasip2/release/{name}.wasm"));
