@@ -299,7 +299,16 @@ fn every_family_follows_prometheus_conventions() {
             assert!(labels["tenant"] == "default", "{sample} {labels:?}");
             if let Some(reason) = labels.get("reason") {
                 assert!(
-                    ["udf", "quota", "sink", "checkpoint", "other"].contains(&reason.as_str()),
+                    [
+                        "udf",
+                        "quota",
+                        "source",
+                        "sink",
+                        "checkpoint",
+                        "manifest",
+                        "other"
+                    ]
+                    .contains(&reason.as_str()),
                     "{reason}"
                 );
             }
@@ -340,8 +349,8 @@ fn every_family_follows_prometheus_conventions() {
                 .all(|(_, labels, _)| !labels.contains_key("step"))
         );
     }
-    // The log, and the state of the stateful step only (the window's records; its bytes as
-    // of its last checkpoint).
+    // The log, and the state of the stateful step only (the window's records and their
+    // bytes, counted as they come and go).
     let value = |family: &str, job: &str| -> Vec<(Option<String>, f64)> {
         families[family]
             .samples
@@ -432,4 +441,58 @@ fn a_token_guards_the_metrics_and_the_ui() {
     run.signal("TERM");
     let (status, log) = run.finish();
     assert!(status.success(), "{log:#?}");
+}
+
+/// Each way a job can fail as it loads and starts is labelled by what failed, never
+/// `other`: a source's file gone between its check and its start, a checkpoint directory
+/// it cannot use, a tenant the host does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_as_a_job_starts_are_labelled_by_what_failed() {
+    use sluice::metrics::FailureReason;
+    let dir = tempfile::tempdir().unwrap();
+    let host = sluice::host::Host::new(sluice::runtime::RuntimeConfig::default()).unwrap();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
+    std::fs::write(dir.path().join("lines.txt"), "a b\n").unwrap();
+    let job = |name: &str, top: &str, path: &str| {
+        format!(
+            "name = \"{name}\"\nbatch_interval = \"100ms\"\n{top}\n[udfs]\nwc = \"{}\"\n\
+             [[sources]]\nname = \"lines\"\nkind = \"file\"\npath = \"{path}\"\n\
+             [[streams]]\nname = \"out\"\nfrom = \"lines\"\n\
+             steps = [{{ op = \"flat_map\", udf = \"wc#tokenize\" }}]\n\
+             [[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
+            common::udf("wordcount").display()
+        )
+    };
+    let cases = [
+        (
+            "missing",
+            job("missing", "", "gone.txt"),
+            FailureReason::Source,
+        ),
+        (
+            "locked",
+            job("locked", "[checkpoint]\ndir = \"a-file\"", "lines.txt"),
+            FailureReason::Checkpoint,
+        ),
+        (
+            "stranger",
+            job("stranger", "tenant = \"nobody\"", "lines.txt"),
+            FailureReason::Manifest,
+        ),
+    ];
+    for (name, manifest, reason) in cases {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, manifest).unwrap();
+        std::fs::write(dir.path().join("gone.txt"), "a b\n").unwrap();
+        let started = tokio::task::block_in_place(|| {
+            let job = host.load(&path)?;
+            std::fs::remove_file(dir.path().join("gone.txt")).unwrap();
+            host.start(job, None, &Default::default())
+        });
+        let error = match started {
+            Ok(handle) => handle.finished().await.expect_err(name),
+            Err(error) => error,
+        };
+        assert_eq!(FailureReason::of(&error), reason, "{name}: {error:#}");
+    }
 }

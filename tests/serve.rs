@@ -604,6 +604,17 @@ fn refusals_name_the_rule_and_change_nothing() {
     );
 }
 
+/// The series of `/metrics` (for `token`) whose line starts with `name{labels}`, and its
+/// value.
+fn metric(server: &Server, token: &str, series: &str) -> Option<String> {
+    let (status, text) = server.call("GET", "/metrics", Some(token), None);
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().unwrap().to_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_owned)
+}
+
 #[test]
 fn a_failing_job_restarts_with_backoff_then_stays_failed() {
     let dir = tempfile::tempdir().unwrap();
@@ -667,7 +678,26 @@ prefix = "out/n"
         server.call("GET", "/v1/jobs/panics/logs", Some(&b), None).0,
         404
     );
-    // It stays failed over a restart of the server.
+    // A second job runs a few batches, and its tenant stops it.
+    let resting = manifest
+        .replace("name = \"panics\"", "name = \"resting\"")
+        .replace("faulty#panic_on_three", "faulty#chatty")
+        .replace("out/n", "out/r");
+    server.expect(201, "POST", "/v1/jobs", &a, resting);
+    server.wait_job(&a, "resting", "a few batches", |job| {
+        job["reports"].as_array().unwrap().len() >= 3
+    });
+    server.expect(200, "POST", "/v1/jobs/resting/stop", &a, "");
+    let failed_at = |server: &Server| {
+        metric(
+            server,
+            &a,
+            "sluice_job_last_failure_timestamp_seconds{tenant=\"a\",job_name=\"panics\",reason=\"udf\"}",
+        )
+    };
+    let failed_before = failed_at(&server).expect("the failure's series");
+    // Both stay as they were over a restart of the server, in the UI and the metrics,
+    // before either runs again: the failed job with its last failure.
     assert_eq!(server.terminate().code(), Some(0));
     let again = Server::start(
         &dir.path().join("data"),
@@ -678,6 +708,48 @@ prefix = "out/n"
         (&job["state"], &job["desired"]),
         (&json!("failed"), &json!("failed"))
     );
+    assert_eq!(failed_at(&again), Some(failed_before));
+    for name in ["panics", "resting"] {
+        let up = format!("sluice_job_up{{tenant=\"a\",job_name=\"{name}\"}}");
+        assert_eq!(metric(&again, &a, &up).as_deref(), Some("0"), "{name}");
+    }
+    let overview = again.expect(200, "GET", "/v1/overview", &a, "");
+    let shown: Vec<(&Json, &Json)> = overview["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| (&job["job"], &job["state"]))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (&json!("panics"), &json!("failed")),
+            (&json!("resting"), &json!("stopped"))
+        ],
+        "{overview}"
+    );
+    let page = again.expect(200, "GET", "/v1/jobs/panics/overview", &a, "");
+    assert_eq!(page["failure"]["reason"], "udf", "{page}");
+    let text = page["failure"]["text"].as_str().unwrap();
+    assert!(text.contains("three is not allowed"), "{text}");
+    assert!(!text.contains("tenants/a"), "{text}");
+    assert_eq!(page["interval_ms"], 20, "{page}");
+    assert!(
+        page["manifest"]
+            .as_str()
+            .unwrap()
+            .contains("panic_on_three")
+    );
+    let page = again.expect(200, "GET", "/v1/jobs/resting/overview", &a, "");
+    assert!(page["failure"].is_null(), "{page}");
+    assert_eq!(page["sources"][0]["source"], "numbers", "{page}");
+    // Started again, the stopped job runs and shows it.
+    again.expect(200, "POST", "/v1/jobs/resting/start", &a, "");
+    again.wait_job(&a, "resting", "a batch after the start", |job| {
+        !job["reports"].as_array().unwrap().is_empty()
+    });
+    let up = "sluice_job_up{tenant=\"a\",job_name=\"resting\"}";
+    assert_eq!(metric(&again, &a, up).as_deref(), Some("1"));
 }
 
 #[test]
@@ -1514,12 +1586,15 @@ fn guest_output_and_print_sinks_go_to_the_jobs_own_log() {
 
 /// A server with tenants `a` and `b`, each running a word count (`alpha` of a, `beta` of
 /// b) that has computed a batch; the server, the admin token and the tenants' tokens.
-fn two_tenants_counting(dir: &Path) -> (Server, String, String, String) {
+/// Tenants `a` and `b` running a word count each, named `jobs`, that has computed a
+/// batch: the server, the admin's, a's and b's tokens.
+fn two_tenants_counting(dir: &Path, jobs: [&str; 2]) -> (Server, String, String, String) {
     let (server, admin) = fresh(dir, &[]);
     let a = server.tenant(&admin, "a", json!({}));
     let b = server.tenant(&admin, "b", json!({}));
     let input = text(400, &mut Xorshift(11));
-    for (token, job) in [(&a, "alpha"), (&b, "beta")] {
+    let [alpha, beta] = jobs;
+    for (token, job) in [(&a, alpha), (&b, beta)] {
         server.upload_word_count(token);
         server.expect(201, "PUT", "/v1/files/input.txt", token, input.clone());
         server.expect(
@@ -1530,7 +1605,7 @@ fn two_tenants_counting(dir: &Path) -> (Server, String, String, String) {
             word_count(job, RUNNING_COUNT),
         );
     }
-    for (token, job) in [(&a, "alpha"), (&b, "beta")] {
+    for (token, job) in [(&a, alpha), (&b, beta)] {
         server.wait_job(token, job, "a first batch", |status| {
             !status["reports"].as_array().unwrap().is_empty()
         });
@@ -1541,7 +1616,7 @@ fn two_tenants_counting(dir: &Path) -> (Server, String, String, String) {
 #[test]
 fn a_tenant_sees_only_its_own_jobs_in_the_web_ui_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, admin, a, b) = two_tenants_counting(dir.path());
+    let (server, admin, a, b) = two_tenants_counting(dir.path(), ["alpha", "beta"]);
     let listed = |token: &str| -> Vec<(String, String)> {
         let (status, overview) = server.call("GET", "/v1/overview", Some(token), None);
         assert_eq!(status, 200, "{overview}");
@@ -1593,9 +1668,12 @@ fn a_tenant_sees_only_its_own_jobs_in_the_web_ui_and_metrics() {
     let mut browser = common::browser::Browser::start();
     browser.open(&format!("{}/login", server.url));
     browser.eval(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('login').click()",
+        "document.getElementById('token').value = {}",
         json!(b)
     ));
+    let shot = browser.screenshot();
+    std::fs::write(common::root().join("target/ui-login.png"), shot).unwrap();
+    browser.eval("document.getElementById('login').click()");
     let mut names = Json::Null;
     let listed = wait::within(Duration::from_secs(20), || {
         names = browser.eval(
@@ -1605,6 +1683,9 @@ fn a_tenant_sees_only_its_own_jobs_in_the_web_ui_and_metrics() {
     });
     assert!(listed, "b's job list: {names}");
     assert_eq!(names, json!(["beta"]));
+    let shot = browser.screenshot();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(common::root().join("target/ui-jobs.png"), shot).unwrap();
     assert_eq!(
         browser.eval("document.cookie"),
         "",
@@ -1644,9 +1725,83 @@ fn a_tenant_sees_only_its_own_jobs_in_the_web_ui_and_metrics() {
 }
 
 #[test]
+fn the_admin_tells_two_tenants_jobs_of_one_name_apart_in_the_web_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin, a, b) = two_tenants_counting(dir.path(), ["count", "count"]);
+    let mut browser = common::browser::Browser::start();
+    browser.open(&format!("{}/login", server.url));
+    browser.eval(&format!(
+        "document.getElementById('token').value = {}; document.getElementById('login').click()",
+        json!(admin)
+    ));
+    let mut rows = Json::Null;
+    let listed = wait::within(Duration::from_secs(20), || {
+        rows = browser.eval(
+            "location.pathname === '/' ? [...document.querySelectorAll('tbody tr')].map(row => \
+             [row.cells[0].textContent, row.cells[1].textContent, row.querySelector('a').getAttribute('href')]) : null",
+        );
+        rows.as_array().is_some_and(|rows| rows.len() == 2)
+    });
+    assert!(listed, "the admin's job list: {rows}");
+    assert_eq!(
+        rows,
+        json!([
+            ["count", "a", "/jobs/count?tenant=a"],
+            ["count", "b", "/jobs/count?tenant=b"]
+        ])
+    );
+    // Each link opens its tenant's job.
+    for row in rows.as_array().unwrap() {
+        let (tenant, link) = (row[1].as_str().unwrap(), row[2].as_str().unwrap());
+        browser.open(&format!("{}{link}", server.url));
+        let mut shown = Json::Null;
+        let drawn = wait::within(Duration::from_secs(20), || {
+            shown = browser.eval("document.getElementById('where')?.textContent ?? null");
+            shown == format!("{tenant} / count")
+        });
+        assert!(drawn, "{tenant}'s job page: {shown}");
+    }
+    // The JSON routes take the tenant too; a tenant's token sees its own job only.
+    for tenant in ["a", "b"] {
+        let (status, job) = server.call(
+            "GET",
+            &format!("/v1/jobs/count/overview?tenant={tenant}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!((status, &job["tenant"]), (200, &json!(tenant)), "{job}");
+        let (status, listed) = server.call(
+            "GET",
+            &format!("/v1/jobs/count/batches?last=3&tenant={tenant}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(
+            (status, &listed["tenant"]),
+            (200, &json!(tenant)),
+            "{listed}"
+        );
+    }
+    assert_eq!(
+        server
+            .call("GET", "/v1/jobs/count/overview?tenant=b", Some(&a), None)
+            .0,
+        404
+    );
+    assert_eq!(
+        server.call("GET", "/jobs/count?tenant=b", Some(&a), None).0,
+        404
+    );
+    for (token, tenant) in [(&a, "a"), (&b, "b")] {
+        let (_, own) = server.call("GET", "/v1/jobs/count/overview", Some(token), None);
+        assert_eq!(own["tenant"], tenant, "{own}");
+    }
+}
+
+#[test]
 fn prometheus_scrapes_every_tenants_jobs_from_the_server_with_the_admin_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _, _, _) = two_tenants_counting(dir.path());
+    let (server, _, _, _) = two_tenants_counting(dir.path(), ["alpha", "beta"]);
     let target = server.url.strip_prefix("http://").unwrap().to_owned();
     let prometheus = common::observe::Prometheus::start_with_token(
         &[&target],

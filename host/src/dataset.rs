@@ -10,6 +10,15 @@ pub struct Dataset {
     partitions: Vec<Batch>,
 }
 
+/// The bytes the records of `partitions` take in memory, with their offsets (a pass over
+/// the partitions, not their records).
+pub fn partitions_bytes(partitions: &[Batch]) -> usize {
+    partitions
+        .iter()
+        .map(|partition| partition.data().len() + partition.len() * 4)
+        .sum()
+}
+
 impl Dataset {
     /// A data set made of these partitions.
     pub fn from_partitions(partitions: Vec<Batch>) -> Self {
@@ -55,10 +64,7 @@ impl Dataset {
 
     /// The bytes its records take in memory, with their offsets.
     pub fn bytes(&self) -> usize {
-        self.partitions
-            .iter()
-            .map(|partition| partition.data().len() + partition.len() * 4)
-            .sum()
+        partitions_bytes(&self.partitions)
     }
 
     /// Whether there is no record.

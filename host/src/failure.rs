@@ -9,12 +9,18 @@ use std::fmt;
 /// [`UdfError`](crate::udf::UdfError)s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
+    /// A UDF's component could not be loaded or instantiated, or lacks a function.
+    Udf,
     /// A tenant quota refused the job something.
     Quota,
+    /// A source could not be opened or read.
+    Source,
     /// A sink could not write.
     Sink,
     /// A state checkpoint or the write-ahead log could not be written or read.
     Checkpoint,
+    /// The job's manifest does not resolve, or breaks a rule of the host or server.
+    Manifest,
 }
 
 /// A message that says which kind of failure it tells of. It reads as the message alone,
@@ -66,6 +72,20 @@ pub fn kind_of(error: &anyhow::Error) -> Option<FailureKind> {
         .map(Failing::kind)
 }
 
+/// `error` with `message` as its context, marked as a failure of `kind` unless it says a
+/// kind of its own already (which, nearer the cause, stands).
+pub fn context_of_kind(
+    error: anyhow::Error,
+    kind: FailureKind,
+    message: impl Into<String>,
+) -> anyhow::Error {
+    let message = message.into();
+    match kind_of(&error) {
+        Some(_) => error.context(message),
+        None => error.context(Failing::new(kind, message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +111,22 @@ mod tests {
             .context("cutting batch 3 failed")
             .context("job `j` failed");
         assert_eq!(kind_of(&deeper), Some(FailureKind::Checkpoint));
+        let own = context_of_kind(
+            Failing::quota("over `max_host_bytes`"),
+            FailureKind::Udf,
+            "cannot build job `j`",
+        );
+        assert_eq!(
+            kind_of(&own),
+            Some(FailureKind::Quota),
+            "the cause's kind stands"
+        );
+        assert_eq!(
+            format!("{own:#}"),
+            "cannot build job `j`: over `max_host_bytes`"
+        );
+        let unmarked = context_of_kind(anyhow::anyhow!("bad"), FailureKind::Udf, "cannot build");
+        assert_eq!(kind_of(&unmarked), Some(FailureKind::Udf));
         // Words alone say nothing.
         let words = anyhow::anyhow!("sink `out` is over a quota: checkpoint failed");
         assert_eq!(kind_of(&words), None);

@@ -373,11 +373,12 @@ impl JobGraph {
             .collect()
     }
 
-    /// Has each stateful step's meter count the entries its state holds: once per batch
-    /// (counting costs a lock and a length per partition or window slice, never a record).
+    /// Has each stateful step's meter count the entries and bytes its state holds: once
+    /// per batch (counting costs a lock and a length per partition or window slice, and
+    /// the stores keep their bytes counted as they change: never a pass over records).
     pub fn meter_state(&self) {
         for step in self.stateful_steps() {
-            step.meter.state_entries(step.state.entries());
+            step.meter.state(step.state.entries(), step.state.bytes());
         }
     }
 
@@ -916,7 +917,10 @@ fn store_for(
             crate::receivers::load_table(&initial.path, initial.format, &files)
         })
         .transpose()
-        .context("cannot load the initial state")?;
+        .context(crate::failure::Failing::new(
+            crate::failure::FailureKind::Source,
+            "cannot load the initial state",
+        ))?;
     Ok(StateStore::new(kind, initial))
 }
 

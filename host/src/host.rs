@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::{self, BatchReport, Checkpointing, RunOptions, RunSummary};
 use crate::beneath::JobFiles;
 use crate::checkpoint::{Checkpointer, DirLock, Loss, RecoveryOptions};
+use crate::failure::{Failing, FailureKind};
 use crate::job::Job;
 use crate::manifest;
 use crate::receivers::Receivers;
@@ -113,11 +114,17 @@ impl Host {
         let checkpointing = match &job.config().checkpoint {
             Some(config) => {
                 lock = Some(DirLock::acquire(&config.dir).with_context(|| {
-                    format!("job `{name}` cannot use {}", config.dir.display())
+                    Failing::new(
+                        FailureKind::Checkpoint,
+                        format!("job `{name}` cannot use {}", config.dir.display()),
+                    )
                 })?);
                 let (checkpointer, recovery) = Checkpointer::open(config, &job, recovery)
                     .with_context(|| {
-                        format!("job `{name}` cannot recover from {}", config.dir.display())
+                        Failing::new(
+                            FailureKind::Checkpoint,
+                            format!("job `{name}` cannot recover from {}", config.dir.display()),
+                        )
                     })?;
                 log_recovery(&name, job.tenant(), &recovery);
                 Some(Checkpointing {
@@ -140,8 +147,12 @@ impl Host {
             .map_or_else(Default::default, |checkpointing| {
                 checkpointing.recovery.files.clone()
             });
+        // The tenant's directory its sources read files beneath (sinks open their own).
         let opened = JobFiles::of(job.config()).with_context(|| {
-            format!("job `{}` cannot open its tenant's files", job.config().name)
+            Failing::new(
+                FailureKind::Source,
+                format!("job `{}` cannot open its tenant's files", job.config().name),
+            )
         })?;
         let receivers = Receivers::start_recovered(
             &job.config().sources,

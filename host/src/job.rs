@@ -72,8 +72,15 @@ impl Job {
             runtime
                 .tenancy()
                 .place(&config, runtime.scheduler(), force_stop.clone())?;
-        let graph = JobGraph::build(&config, runtime, &placement, natives)
-            .with_context(|| format!("cannot build job `{}`", config.name))?;
+        // Building the graph is mostly loading and instantiating its UDFs' components: a
+        // failure of anything else there (an initial state's file) says its own kind.
+        let graph = JobGraph::build(&config, runtime, &placement, natives).map_err(|error| {
+            crate::failure::context_of_kind(
+                error,
+                FailureKind::Udf,
+                format!("cannot build job `{}`", config.name),
+            )
+        })?;
         let turn = placement.seat.host_turn();
         let held = HeldBytes::new(placement.account.clone(), &config.name);
         let collected = Collected::default();

@@ -403,7 +403,6 @@ impl Checkpointer {
                 .iter()
                 .map(|step| {
                     let state = step.state.save();
-                    step.meter.state_saved(state.len());
                     SavedOperator {
                         id: step.id.to_owned(),
                         kind: step.state.kind().to_owned(),

@@ -252,6 +252,9 @@ impl Running {
                 written.took.as_millis()
             ));
         }
+        if matches!(summary.reason, StopReason::Stopped | StopReason::Forced) {
+            self.metrics.set_state(sluice::metrics::JobState::Stopped);
+        }
         let why = match summary.reason {
             StopReason::Drained => "its sources are drained",
             StopReason::BatchLimit => "the batch limit was reached",

@@ -137,6 +137,15 @@ struct Shard {
     /// Evicted tables, emptied, for the next placements (a window's table is as big as
     /// the next one's, and growing it again each window is most of the cost of a group).
     spare: Vec<KeyTable<Acc>>,
+    /// The bytes `by_key`'s sessions count for ([`session_bytes`] each), counted as
+    /// sessions come, merge and go.
+    session_bytes: usize,
+}
+
+/// The bytes a session of a key of `key_len` bytes with `width` aggregates counts for.
+/// An aggregate counts at its own size (a value it holds, a string's min, is not walked).
+fn session_bytes(key_len: usize, width: usize) -> usize {
+    key_len + std::mem::size_of::<Group>() + width * std::mem::size_of::<Acc>()
 }
 
 /// Spare tables a shard keeps at most.
@@ -146,6 +155,12 @@ impl Shard {
     fn rows(&self) -> usize {
         self.by_key.values().map(Vec::len).sum::<usize>()
             + self.placed.values().map(KeyTable::len).sum::<usize>()
+    }
+
+    /// The bytes its groups count for: the sessions' as counted, each placement's table's
+    /// from its lengths.
+    fn bytes(&self) -> usize {
+        self.session_bytes + self.placed.values().map(KeyTable::bytes).sum::<usize>()
     }
 
     /// Every group's aggregates.
@@ -665,7 +680,11 @@ impl EventAggregate {
                             None => shard.by_key.entry(key.to_vec()).or_default(),
                         };
                         let accs = self.fresh_accs(record, step)?;
+                        let before = of_key.len();
                         merge_session(of_key, window.expect("a session has bounds"), accs, step)?;
+                        let one = session_bytes(key.len(), width);
+                        shard.session_bytes =
+                            shard.session_bytes + of_key.len() * one - before * one;
                         continue;
                     }
                     let table = shard.placed.entry((window, close)).or_insert_with(|| {
@@ -710,6 +729,11 @@ impl EventAggregate {
                 );
             }
             shard.by_key.retain(|_, of_key| !of_key.is_empty());
+            let width = self.spec.aggregates.len();
+            shard.session_bytes -= evicted_sessions
+                .iter()
+                .map(|(key, _): &(Vec<u8>, Group)| session_bytes(key.len(), width))
+                .sum::<usize>();
         }
         // Update mode: the groups that changed and were not evicted.
         let changed: Vec<(Placement, Vec<usize>)> = match self.spec.mode {
@@ -940,6 +964,7 @@ impl OperatorState for EventAggregate {
             let hash = table::hash(&key);
             let shard = &mut restored[shard_of(hash)];
             if matches!(self.spec.grouping, Grouping::Session { .. }) {
+                shard.session_bytes += session_bytes(key.len(), width);
                 shard.by_key.entry(key).or_default().push(group);
                 continue;
             }
@@ -962,6 +987,10 @@ impl OperatorState for EventAggregate {
 
     fn entries(&self) -> usize {
         self.lock().iter().map(Shard::rows).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.lock().iter().map(Shard::bytes).sum()
     }
 }
 
@@ -1060,14 +1089,33 @@ mod tests {
         // 30 bridges [25, 35) and [40, 50) (touching counts).
         assert!(batch(&clock, &sessions, input, &[("a", 30)]).is_empty());
         assert_eq!(sessions.entries(), 1);
+        assert_eq!(sessions.bytes(), recounted_bytes(&sessions), "merged");
         batch(&clock, &sessions, input, &[("a", 90)]);
+        assert_eq!(sessions.bytes(), recounted_bytes(&sessions), "a second key");
         assert_eq!(batch(&clock, &sessions, input, &[]), [(25, 50, 3)]);
+        assert_eq!(sessions.bytes(), recounted_bytes(&sessions), "one evicted");
         // A row whose session ends at or before the watermark (80 s) is late.
         batch(&clock, &sessions, input, &[("b", 60)]);
         assert_eq!(
             clock.last_report().unwrap().steps[0].rows_dropped_by_watermark,
             1
         );
+    }
+
+    /// The bytes of `aggregate`'s groups counted afresh, group by group.
+    fn recounted_bytes(aggregate: &EventAggregate) -> usize {
+        let width = aggregate.spec.aggregates.len();
+        let shards = aggregate.lock();
+        let sessions: usize = shards
+            .iter()
+            .flat_map(|shard| &shard.by_key)
+            .map(|(key, of_key)| of_key.len() * session_bytes(key.len(), width))
+            .sum();
+        sessions
+            + shards
+                .iter()
+                .map(|shard| shard.bytes() - shard.session_bytes)
+                .sum::<usize>()
     }
 
     #[test]
@@ -1109,6 +1157,8 @@ mod tests {
             OutputMode::Complete,
         );
         restored.restore(&saved).unwrap();
+        assert_eq!(restored.bytes(), aggregate.bytes());
+        assert_eq!(restored.bytes(), recounted_bytes(&restored));
         let mut table = batch(&clock, &restored, input, &[("a", 5)]);
         table.sort();
         assert_eq!(table, [(1, 15, 2), (3, 13, 1), (30, 40, 1)]);

@@ -2,6 +2,7 @@
 //! `withWatermark`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
@@ -28,6 +29,8 @@ pub struct Dedup {
     evicts: bool,
     /// Key bytes -> event time (ms) of the key's first record.
     seen: Mutex<HashMap<Vec<u8>, Option<i64>>>,
+    /// The bytes `seen` holds ([`seen_bytes`] a key), counted as keys come and go.
+    bytes: AtomicUsize,
     /// Where the rows dropped as late go, if the step routes them.
     late: Option<Arc<LateRows>>,
 }
@@ -56,6 +59,7 @@ impl Dedup {
             watermarked,
             evicts,
             seen: Mutex::default(),
+            bytes: AtomicUsize::new(0),
             late: None,
         }
     }
@@ -90,6 +94,7 @@ impl Operator for Dedup {
         let mut seen = self.lock();
         let mut out = Vec::new();
         let mut late = 0;
+        let mut added = 0;
         let mut routed = LateCollector::new(self.late.as_deref());
         let records = values(&data)?;
         let times = match (&self.time, self.watermarked) {
@@ -113,13 +118,23 @@ impl Operator for Dedup {
                 None => record.clone(),
             };
             if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(key.to_bytes()) {
+                added += seen_bytes(slot.key());
                 slot.insert(time);
                 out.push(record);
             }
         }
+        let mut evicted = 0;
         if self.evicts {
-            seen.retain(|_, time| time.is_none_or(|time| time > evict_with));
+            seen.retain(|key, time| {
+                let keep = time.is_none_or(|time| time > evict_with);
+                if !keep {
+                    evicted += seen_bytes(key);
+                }
+                keep
+            });
         }
+        let bytes = self.bytes.load(Ordering::Relaxed) + added - evicted;
+        self.bytes.store(bytes, Ordering::Relaxed);
         self.clock.report(self.step, seen.len(), late, late);
         routed.finish(self.late.as_deref());
         Ok(dataset(&out))
@@ -128,6 +143,11 @@ impl Operator for Dedup {
     fn state(&self) -> Option<&dyn OperatorState> {
         Some(self)
     }
+}
+
+/// The bytes a key seen counts for: the key and its event time.
+fn seen_bytes(key: &[u8]) -> usize {
+    key.len() + std::mem::size_of::<Option<i64>>()
 }
 
 /// The keys seen, with their event times.
@@ -169,12 +189,19 @@ impl OperatorState for Dedup {
                 _ => bail!("a checkpointed deduplication key is not a tuple"),
             }
         }
-        *self.lock() = restored;
+        let mut seen = self.lock();
+        *seen = restored;
+        let bytes = seen.keys().map(|key| seen_bytes(key)).sum();
+        self.bytes.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 
     fn entries(&self) -> usize {
         self.lock().len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -241,6 +268,28 @@ mod tests {
         let (_, restored, _) = dedup(&["id"]);
         restored.restore(&saved).unwrap();
         assert_eq!(restored.entries(), 3);
+        assert_eq!(restored.bytes(), by_id.bytes());
+    }
+
+    /// The bytes of `dedup`'s keys counted afresh, key by key.
+    fn recounted(dedup: &Dedup) -> usize {
+        dedup.lock().keys().map(|key| seen_bytes(key)).sum()
+    }
+
+    #[test]
+    fn the_running_byte_count_matches_a_recount_as_keys_come_and_are_evicted() {
+        let (clock, by_time, input) = dedup(&["id", "t"]);
+        for (t, rows) in [
+            (1, vec![(1, 1), (1, 1), (22, 10)]),
+            (2, vec![]),
+            (3, vec![(333, 12), (4, 30)]),
+            (4, vec![(5, 40)]),
+            (5, vec![]),
+        ] {
+            batch(&clock, &by_time, input, &rows);
+            assert_eq!(by_time.bytes(), recounted(&by_time), "batch {t}");
+        }
+        assert!(by_time.entries() >= 1 && by_time.bytes() > 0);
     }
 
     #[test]

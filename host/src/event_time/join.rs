@@ -3,6 +3,7 @@
 //! window key or a time-range condition tells; outer joins emit a row without a match
 //! when it leaves the state.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
@@ -89,6 +90,8 @@ struct Row {
     /// The end of the window among the key fields, if there is one.
     window_end: Option<i64>,
     matched: bool,
+    /// The bytes it counts for in the state: its encoded record, its key and itself.
+    bytes: usize,
 }
 
 /// `event_join`: emits `{"left": record, "right": record}` for each pair of rows with
@@ -100,6 +103,8 @@ pub struct EventJoin {
     clock: Arc<EventClock>,
     step: usize,
     state: Mutex<[Vec<Row>; 2]>,
+    /// The bytes the state's rows count for, counted as they come and go.
+    bytes: AtomicUsize,
     /// Where the rows of either side dropped as late go, if the step routes them.
     late: Option<Arc<LateRows>>,
 }
@@ -119,6 +124,7 @@ impl EventJoin {
             clock,
             step,
             state: Mutex::default(),
+            bytes: AtomicUsize::new(0),
             late: None,
         }
     }
@@ -129,7 +135,15 @@ impl EventJoin {
         self
     }
 
-    fn row(&self, side: usize, record: Value, time: Option<i64>, step: &str) -> Result<Row> {
+    /// The row of `record` (`encoded_len` bytes encoded) on `side`.
+    fn row(
+        &self,
+        side: usize,
+        record: Value,
+        encoded_len: usize,
+        time: Option<i64>,
+        step: &str,
+    ) -> Result<Row> {
         let keys = if side == 0 {
             &self.spec.keys
         } else {
@@ -144,8 +158,10 @@ impl EventJoin {
             }
             key.push(value.clone());
         }
+        let key = Value::Tuple(key).to_bytes();
         Ok(Row {
-            key: Value::Tuple(key).to_bytes(),
+            bytes: encoded_len + key.len() + std::mem::size_of::<Row>(),
+            key,
             record,
             time,
             window_end,
@@ -226,13 +242,14 @@ impl Operator for EventJoin {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         let mut late = 0;
+        let (mut added, mut removed) = (0, 0);
         let mut routed = LateCollector::new(self.late.as_deref());
         for (side, data) in [left, right].into_iter().enumerate() {
             let records = values(&data)?;
             let times = self.times_of(side, &records, &step)?;
             for ((record, time), encoded) in records.into_iter().zip(times).zip(data.records()) {
                 crate::scheduler::slice::tick()?;
-                let mut row = self.row(side, record, time, &step)?;
+                let mut row = self.row(side, record, encoded.len(), time, &step)?;
                 let is_late = watermarked
                     && (row.time.is_some_and(|time| time <= late_with)
                         || row.window_end.is_some_and(|end| end <= late_with));
@@ -254,6 +271,7 @@ impl Operator for EventJoin {
                         row.matched = true;
                     }
                 }
+                added += row.bytes;
                 state[side].push(row);
             }
         }
@@ -264,6 +282,7 @@ impl Operator for EventJoin {
                     .into_iter()
                     .partition(|row| self.expired(side, row, evict_with));
                 state[side] = kept;
+                removed += gone.iter().map(|row| row.bytes).sum::<usize>();
                 for row in gone.iter().filter(|row| !row.matched) {
                     crate::scheduler::slice::tick()?;
                     if self.keeps_unmatched(side) {
@@ -277,6 +296,8 @@ impl Operator for EventJoin {
                 }
             }
         }
+        let bytes = self.bytes.load(Ordering::Relaxed) + added - removed;
+        self.bytes.store(bytes, Ordering::Relaxed);
         self.clock
             .report(self.step, state[0].len() + state[1].len(), late, late);
         routed.finish(self.late.as_deref());
@@ -332,18 +353,25 @@ impl OperatorState for EventJoin {
             }
             let times = self.times_of(side, &records, &step)?;
             for ((record, time), was_matched) in records.into_iter().zip(times).zip(matched) {
-                let mut row = self.row(side, record, time, &step)?;
+                let encoded_len = record.to_bytes().len();
+                let mut row = self.row(side, record, encoded_len, time, &step)?;
                 row.matched = was_matched;
                 restored[side].push(row);
             }
         }
+        let bytes = restored.iter().flatten().map(|row| row.bytes).sum();
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = restored;
+        self.bytes.store(bytes, Ordering::Relaxed);
         Ok(())
     }
 
     fn entries(&self) -> usize {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state[0].len() + state[1].len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -416,6 +444,28 @@ mod tests {
         let (pairs, routed) = batch(&[row("a", 9), row("a", 12)], &[row("b", 4)]);
         assert_eq!((pairs, routed), (1, vec![row("a", 9), row("b", 4)]));
         assert_eq!(clock.last_report().unwrap().steps[0].late_rows_dropped, 2);
+        // The state's bytes, counted as rows came and went, are those of its rows now,
+        // and a restore counts the same.
+        let recounted = |join: &EventJoin| -> usize {
+            let state = join.state.lock().unwrap();
+            let row_bytes = |row: &Row| {
+                row.record.to_bytes().len() + row.key.len() + std::mem::size_of::<Row>()
+            };
+            state.iter().flatten().map(row_bytes).sum()
+        };
+        assert_eq!(join.bytes(), recounted(&join));
+        batch(&[row("c", 30)], &[]);
+        batch(&[], &[]);
+        assert_eq!(join.bytes(), recounted(&join), "after evictions");
+        assert!(join.entries() > 0);
+        let again = EventJoin::new(
+            join.spec.clone(),
+            join.times.clone(),
+            clock.clone(),
+            "s/3".into(),
+        );
+        again.restore(&join.save()).unwrap();
+        assert_eq!(again.bytes(), join.bytes());
     }
 
     #[test]

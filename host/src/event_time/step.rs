@@ -239,6 +239,11 @@ impl OperatorState for EventTimeStep {
     fn entries(&self) -> usize {
         1
     }
+
+    /// The watermark: one time.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<i64>()
+    }
 }
 
 /// `assign_window`: one record per window its event time falls in, with the field

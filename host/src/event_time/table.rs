@@ -54,6 +54,18 @@ impl<T> KeyTable<T> {
         self.keys.len()
     }
 
+    /// The bytes its groups take: their keys, values and index entries, from the lengths
+    /// of its buffers (the count grows and empties with them; nothing is walked).
+    pub(crate) fn bytes(&self) -> usize {
+        let per_group = std::mem::size_of::<u32>() // the key's end
+            + std::mem::size_of::<usize>() // same_hash
+            + std::mem::size_of::<bool>() // changed
+            + std::mem::size_of::<(u64, usize)>(); // the index, at most one a group
+        self.keys.data().len()
+            + self.len() * per_group
+            + self.values.len() * std::mem::size_of::<T>()
+    }
+
     /// The key of group `group`.
     pub(crate) fn key(&self, group: usize) -> &[u8] {
         self.keys.get(group)
@@ -233,5 +245,27 @@ mod tests {
         assert_eq!(table.find(hash(b"b"), b"b"), Some(1));
         assert_eq!(table.values(1), [] as [i64; 0]);
         assert_eq!(table.all_values_mut().count(), 0);
+    }
+
+    #[test]
+    fn the_byte_count_matches_a_recount_of_the_groups() {
+        let recount = |table: &KeyTable<i64>| {
+            let per_group = 4 + std::mem::size_of::<usize>() + 1 + 16;
+            table
+                .groups()
+                .map(|(key, values)| key.len() + per_group + values.len() * 8)
+                .sum::<usize>()
+        };
+        let mut table = KeyTable::new(2);
+        for word in ["a", "bb", "ccc", "a", "dddd"] {
+            let key = sluice_abi::encoding::to_bytes(word).unwrap();
+            if table.find(hash(&key), &key).is_none() {
+                table.insert(hash(&key), &key, [1, 2]);
+            }
+            assert_eq!(table.bytes(), recount(&table), "after {word}");
+        }
+        assert_eq!(table.len(), 4);
+        table.clear();
+        assert_eq!(table.bytes(), 0);
     }
 }

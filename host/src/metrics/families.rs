@@ -130,9 +130,15 @@ impl Collector for Families {
             ),
             |job| Value::Gauge((job.state() == JobState::Running).into()),
         )?;
-        self.per_job(e, ("sluice_batches", "Batches computed.", None), |job| {
-            Value::Counter(load(&job.batches))
-        })?;
+        self.per_job(
+            e,
+            (
+                "sluice_batches",
+                "Batches computed (after a recovery, on from those its checkpoint holds).",
+                None,
+            ),
+            |job| Value::Counter(load(&job.batches)),
+        )?;
         self.per_job(
             e,
             (
@@ -282,7 +288,7 @@ impl Collector for Families {
             e,
             (
                 "sluice_state",
-                "Bytes of a stateful step's state as the last state checkpoint saved it.",
+                "Bytes a stateful step's state holds (keys, states, records) after the last batch.",
                 Some(Unit::Bytes),
             ),
             |step| Value::Gauge(step.state_bytes as i64),

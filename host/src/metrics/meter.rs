@@ -1,8 +1,8 @@
 //! What one step of a job has done since the job started, counted by the engine as it
-//! goes: the step's records, time and state entries once per batch, its UDF calls and
-//! guest memory once per call, its state's bytes once per state checkpoint (which encodes
-//! it anyway). Plain atomics, so that counting costs a batch or a call a few relaxed adds
-//! and a scrape reads them without stopping either.
+//! goes: the step's records, time, state entries and state bytes once per batch (its
+//! stores count their bytes as they change, so reading them walks nothing), its UDF calls
+//! and guest memory once per call. Plain atomics, so that counting costs a batch or a
+//! call a few relaxed adds and a scrape reads them without stopping either.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub struct StepTotals {
     /// The entries its state holds after the last batch (keys of a state store, records
     /// of a window); 0 for a step without state.
     pub state_entries: u64,
-    /// The bytes of its state as the last state checkpoint saved it.
+    /// The bytes its state holds after the last batch (keys, states, records).
     pub state_bytes: u64,
 }
 
@@ -67,13 +67,9 @@ impl StepMeter {
         }
     }
 
-    /// The step's state holds `entries` after a batch.
-    pub fn state_entries(&self, entries: usize) {
+    /// The step's state holds `entries` in `bytes` after a batch.
+    pub fn state(&self, entries: usize, bytes: usize) {
         self.state_entries.store(entries as u64, Ordering::Relaxed);
-    }
-
-    /// A state checkpoint saved the step's state in `bytes`.
-    pub fn state_saved(&self, bytes: usize) {
         self.state_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
@@ -105,9 +101,8 @@ mod tests {
         meter.call(Duration::from_micros(60), true);
         meter.memory(1 << 20);
         meter.memory(-(1 << 19));
-        meter.state_entries(7);
-        meter.state_entries(5);
-        meter.state_saved(300);
+        meter.state(7, 420);
+        meter.state(5, 300);
         assert_eq!(
             meter.totals(),
             StepTotals {

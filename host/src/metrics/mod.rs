@@ -14,7 +14,7 @@ mod families;
 mod meter;
 mod ring;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,31 +49,46 @@ pub enum FailureReason {
     Udf,
     /// A tenant quota refused the job something.
     Quota,
+    /// A source could not be opened or read.
+    Source,
     /// A sink could not write.
     Sink,
     /// A checkpoint or the write-ahead log could not be written or read.
     Checkpoint,
+    /// The job's manifest does not resolve (any more), or breaks a rule of the server.
+    Manifest,
     /// Anything else.
     Other,
 }
 
 impl FailureReason {
     /// Every reason, in label order.
-    pub const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::Udf,
         FailureReason::Quota,
+        FailureReason::Source,
         FailureReason::Sink,
         FailureReason::Checkpoint,
+        FailureReason::Manifest,
         FailureReason::Other,
     ];
+
+    /// The reason a label value names, if any.
+    pub fn parse(label: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == label)
+    }
 
     /// The reason as a label value.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureReason::Udf => "udf",
             FailureReason::Quota => "quota",
+            FailureReason::Source => "source",
             FailureReason::Sink => "sink",
             FailureReason::Checkpoint => "checkpoint",
+            FailureReason::Manifest => "manifest",
             FailureReason::Other => "other",
         }
     }
@@ -103,9 +118,12 @@ impl FailureReason {
             }) => FailureReason::Quota,
             Some(_) => FailureReason::Udf,
             None => match kind_of(error) {
+                Some(FailureKind::Udf) => FailureReason::Udf,
                 Some(FailureKind::Quota) => FailureReason::Quota,
+                Some(FailureKind::Source) => FailureReason::Source,
                 Some(FailureKind::Sink) => FailureReason::Sink,
                 Some(FailureKind::Checkpoint) => FailureReason::Checkpoint,
+                Some(FailureKind::Manifest) => FailureReason::Manifest,
                 None => FailureReason::Other,
             },
         }
@@ -127,10 +145,14 @@ pub struct Can {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Being built: its components instantiated, its checkpoint recovered.
+    Starting,
     /// Computing batches.
     Running,
     /// Ended without failing.
     Finished,
+    /// Stopped by its owner (or by the server stopping), or not started at all.
+    Stopped,
     /// Ended on a failure.
     Failed,
 }
@@ -160,7 +182,7 @@ pub struct JobMetrics {
     stateful: Vec<String>,
     /// What the job can count at all: series it never can are left out of a scrape.
     can: Can,
-    running: AtomicBool,
+    state: Mutex<JobState>,
     batches: AtomicU64,
     records_in: AtomicU64,
     records_out: AtomicU64,
@@ -182,14 +204,6 @@ impl JobMetrics {
     /// The metrics of `job`, running, with nothing done yet.
     pub fn new(job: &Job) -> Self {
         let config = job.config();
-        let mut manifest = config.manifest.clone();
-        if manifest.len() > MANIFEST_BYTES {
-            let mut end = MANIFEST_BYTES;
-            while !manifest.is_char_boundary(end) {
-                end -= 1;
-            }
-            manifest.truncate(end);
-        }
         let mut metrics = Self::named(
             job.tenant(),
             &config.name,
@@ -198,8 +212,8 @@ impl JobMetrics {
             job.step_meters()
                 .into_iter()
                 .map(|(step, meter)| (step.to_owned(), meter.clone())),
-        );
-        metrics.manifest = manifest;
+        )
+        .with_manifest(&config.manifest);
         metrics.can = Can {
             skip_records: config.sources.iter().any(|source| {
                 matches!(&source.kind, crate::manifest::SourceKind::Kafka(kafka)
@@ -247,7 +261,7 @@ impl JobMetrics {
             steps: steps.into_iter().collect(),
             stateful: Vec::new(),
             can: Can::default(),
-            running: AtomicBool::new(true),
+            state: Mutex::new(JobState::Running),
             batches: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
@@ -264,6 +278,42 @@ impl JobMetrics {
             failure: Mutex::new(None),
             ring: Mutex::default(),
         }
+    }
+
+    /// The metrics of a job that is not running (stopped, failed, or not built yet), as
+    /// far as its `config` tells: its sources but no steps.
+    pub fn of_config(config: &crate::manifest::JobConfig, state: JobState) -> Self {
+        Self::named(
+            config.tenant.as_deref().unwrap_or_default(),
+            &config.name,
+            config.batch_interval,
+            config.sources.iter().map(|source| source.name.clone()),
+            [],
+        )
+        .with_manifest(&config.manifest)
+        .in_state(state)
+    }
+
+    /// The same, showing `manifest` (its first 64 KiB).
+    pub fn with_manifest(mut self, manifest: &str) -> Self {
+        let mut end = manifest.len().min(MANIFEST_BYTES);
+        while !manifest.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.manifest = manifest[..end].to_owned();
+        self
+    }
+
+    /// The same, in `state`.
+    pub fn in_state(self, state: JobState) -> Self {
+        self.set_state(state);
+        self
+    }
+
+    /// The same, with `failure` its last failure.
+    pub fn with_failure(self, failure: Option<Failure>) -> Self {
+        *self.failure.lock().expect("failure poisoned") = failure;
+        self
     }
 
     /// The same, with `can` saying what it can count.
@@ -288,13 +338,18 @@ impl JobMetrics {
         &self.tenant
     }
 
-    /// Counts one computed batch.
+    /// Counts one computed batch (the first counts the batches before it too).
     pub fn record(&self, report: &BatchReport) {
         let add = |counter: &AtomicU64, value: u64| {
             counter.fetch_add(value, Ordering::Relaxed);
         };
         let stats = &report.stats;
-        add(&self.batches, 1);
+        // The batches before the first this run computes are those its checkpoint holds
+        // (none for a fresh job): counted from there, `sluice_batches_total` goes on over a
+        // restart that recovers rather than falling back to zero.
+        if self.batches.fetch_add(1, Ordering::Relaxed) == 0 {
+            add(&self.batches, report.number.saturating_sub(1));
+        }
         add(&self.records_in, stats.records_in as u64);
         add(&self.records_out, stats.records_out as u64);
         add(&self.records_skipped, report.skipped);
@@ -331,36 +386,42 @@ impl JobMetrics {
             });
     }
 
-    /// The job ended, on `failure` if it failed.
+    /// The job ended: failed on `failure`, else finished.
     pub fn ended(&self, failure: Option<&anyhow::Error>) {
-        self.running.store(false, Ordering::Relaxed);
-        if let Some(error) = failure {
-            self.failed(FailureReason::of(error), format!("{error:#}"));
+        match failure {
+            Some(error) => {
+                self.failed(FailureReason::of(error), format!("{error:#}"));
+            }
+            None => self.set_state(JobState::Finished),
         }
     }
 
-    /// Notes a failure of the job (which may go on, restarted).
-    pub fn failed(&self, reason: FailureReason, text: String) {
-        let at_seconds = SystemTime::now()
+    /// Notes a failure of the job now (it may be restarted), and returns it.
+    pub fn failed(&self, reason: FailureReason, text: String) -> Failure {
+        // To the millisecond, as a registry keeps it over a server's restart.
+        let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .as_secs_f64();
-        *self.failure.lock().expect("failure poisoned") = Some(Failure {
+            .as_millis();
+        let at_seconds = at_ms as f64 / 1e3;
+        let failure = Failure {
             reason,
             at_seconds,
             text,
-        });
+        };
+        *self.failure.lock().expect("failure poisoned") = Some(failure.clone());
+        self.set_state(JobState::Failed);
+        failure
+    }
+
+    /// Moves the job to `state`.
+    pub fn set_state(&self, state: JobState) {
+        *self.state.lock().expect("state poisoned") = state;
     }
 
     /// Where the job is.
     pub fn state(&self) -> JobState {
-        if self.running.load(Ordering::Relaxed) {
-            JobState::Running
-        } else if self.failure.lock().expect("failure poisoned").is_some() {
-            JobState::Failed
-        } else {
-            JobState::Finished
-        }
+        *self.state.lock().expect("state poisoned")
     }
 
     /// The last `count` batches, oldest first.
@@ -447,7 +508,8 @@ pub struct JobSummary {
     pub state: JobState,
     /// Its batch interval, in milliseconds.
     pub interval_ms: u64,
-    /// Batches computed.
+    /// Batches computed (after a restart that recovered, counted on from the batches its
+    /// checkpoint holds).
     pub batches: u64,
     /// Records in.
     pub records_in: u64,
@@ -552,6 +614,25 @@ impl Jobs {
         metrics
     }
 
+    /// The metrics of `tenant`'s job `name`, added as `make` makes them if it has none.
+    pub fn find_or_add(
+        &self,
+        tenant: &str,
+        name: &str,
+        make: impl FnOnce() -> JobMetrics,
+    ) -> Arc<JobMetrics> {
+        let mut jobs = self.jobs.write().expect("jobs poisoned");
+        if let Some(metrics) = jobs
+            .iter()
+            .find(|job| job.tenant == tenant && job.job == name)
+        {
+            return metrics.clone();
+        }
+        let metrics = Arc::new(make());
+        jobs.push(metrics.clone());
+        metrics
+    }
+
     /// Forgets the metrics of `tenant`'s job `name` (a deleted job).
     pub fn remove(&self, tenant: &str, name: &str) {
         self.jobs
@@ -644,8 +725,7 @@ mod tests {
         let meter = Arc::new(StepMeter::default());
         meter.call(Duration::from_micros(30), false);
         let state = Arc::new(StepMeter::default());
-        state.state_entries(3);
-        state.state_saved(120);
+        state.state(3, 120);
         JobMetrics::named(
             "acme",
             "wc",
@@ -699,6 +779,16 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(metrics.batches(2)[1].number, 3);
+    }
+
+    #[test]
+    fn a_job_that_recovered_counts_its_batches_on_from_its_checkpoint() {
+        let metrics = job();
+        for number in 41..=43 {
+            metrics.record(&report(number, 100, 10));
+        }
+        assert_eq!(metrics.summary().batches, 43);
+        assert_eq!(metrics.summary().records_in, 30, "records count this run's");
     }
 
     #[test]
@@ -762,6 +852,28 @@ mod tests {
                 Failing::quota("over `max_jobs`").context("job `j` failed"),
                 FailureReason::Quota,
             ),
+            // At a job's build: its components, an initial state's file, a tenant it
+            // names that the host does not have.
+            (
+                anyhow::anyhow!("not a component")
+                    .context(Failing::new(FailureKind::Udf, "cannot build job `j`")),
+                FailureReason::Udf,
+            ),
+            (
+                crate::failure::context_of_kind(
+                    anyhow::anyhow!("no such file").context(Failing::new(
+                        FailureKind::Source,
+                        "cannot load the initial state",
+                    )),
+                    FailureKind::Udf,
+                    "cannot build job `j`",
+                ),
+                FailureReason::Source,
+            ),
+            (
+                anyhow::Error::new(Failing::new(FailureKind::Manifest, "no tenant `t`")),
+                FailureReason::Manifest,
+            ),
             (
                 anyhow::anyhow!("sink `out`: quota of the checkpoint write-ahead log"),
                 FailureReason::Other,
@@ -770,6 +882,50 @@ mod tests {
         for (error, reason) in cases {
             assert_eq!(FailureReason::of(&error), reason, "{error:#}");
         }
+    }
+
+    #[test]
+    fn every_reason_reads_back_from_its_label() {
+        for reason in FailureReason::ALL {
+            assert_eq!(FailureReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(FailureReason::parse("disk full"), None);
+    }
+
+    #[test]
+    fn a_job_that_is_not_running_keeps_its_state_and_last_failure() {
+        let jobs = Jobs::default();
+        let failure = Failure {
+            reason: FailureReason::Udf,
+            at_seconds: 1_700_000_000.5,
+            text: "three is not allowed".into(),
+        };
+        jobs.add(
+            JobMetrics::named("acme", "wc", Duration::from_millis(20), [], [])
+                .in_state(JobState::Stopped)
+                .with_failure(Some(failure)),
+        );
+        let text = jobs.encode(None);
+        assert!(text.contains("sluice_job_up{tenant=\"acme\",job_name=\"wc\"} 0"));
+        let at = text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "sluice_job_last_failure_timestamp_seconds{tenant=\"acme\",job_name=\"wc\",reason=\"udf\"} ",
+                )
+            })
+            .unwrap_or_else(|| panic!("no failure series in {text}"));
+        assert_eq!(at.parse::<f64>().unwrap(), 1_700_000_000.5);
+        // Started again, it runs with its last failure kept; finishing does not fail it.
+        let again = jobs.find_or_add("acme", "wc", || unreachable!("it has metrics"));
+        again.set_state(JobState::Running);
+        let rebuilt = jobs.add(job());
+        assert_eq!(rebuilt.state(), JobState::Running);
+        rebuilt.ended(None);
+        let summary = rebuilt.summary();
+        assert_eq!(summary.state, JobState::Finished);
+        assert_eq!(summary.failure.unwrap().text, "three is not allowed");
+        assert_eq!(jobs.visible(None).len(), 1);
     }
 
     #[test]

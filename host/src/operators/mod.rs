@@ -75,11 +75,10 @@ pub trait OperatorState: Send + Sync {
     /// How many entries it holds: keys for a state store, remembered records for a window.
     fn entries(&self) -> usize;
 
-    /// About how many bytes of host memory it holds: the size of its saved form, unless
-    /// the operator knows better and cheaper.
-    fn bytes(&self) -> usize {
-        self.save().len()
-    }
+    /// About how many bytes of host memory it holds (its keys, states and records),
+    /// counted as they change: reading it walks nothing (once per batch for the metrics,
+    /// and for a tenant's `max_host_bytes`).
+    fn bytes(&self) -> usize;
 }
 
 /// The one input of a unary operator.

@@ -197,7 +197,10 @@ impl Intake {
 
     /// Keeps `failure` for the next cut, which fails with it (the first failure wins).
     fn fail(&self, failure: String) {
-        self.fail_with(anyhow::Error::msg(failure));
+        self.fail_with(anyhow::Error::new(Failing::new(
+            FailureKind::Source,
+            failure,
+        )));
     }
 
     /// [`Intake::fail`] with an error, which keeps what kind of failure it is.
@@ -440,7 +443,10 @@ impl Receivers {
                     lines_per_batch,
                 } => {
                     let text = opened.read(path).with_context(|| {
-                        format!("source `{name}` cannot read {}", path.display())
+                        Failing::new(
+                            FailureKind::Source,
+                            format!("source `{name}` cannot read {}", path.display()),
+                        )
                     })?;
                     receivers.push(Arc::new(queue::Queue::from_text(
                         &String::from_utf8_lossy(&text),
@@ -450,8 +456,12 @@ impl Receivers {
                 }
                 SourceKind::Table { path, format } => {
                     receivers.push(Arc::new(
-                        table::Table::load(path, *format, opened)
-                            .with_context(|| format!("source `{name}` cannot start"))?,
+                        table::Table::load(path, *format, opened).with_context(|| {
+                            Failing::new(
+                                FailureKind::Source,
+                                format!("source `{name}` cannot start"),
+                            )
+                        })?,
                     ));
                     continue;
                 }
@@ -479,7 +489,14 @@ impl Receivers {
                 SourceKind::Stdin => tokio::spawn(stdin::receive(name, intake.clone())),
                 SourceKind::Kafka(config) => {
                     // Without a write-ahead log nothing says where to resume but the group.
-                    receivers.push(Arc::new(KafkaSource::new(&name, config, wal.is_none())?));
+                    let kafka =
+                        KafkaSource::new(&name, config, wal.is_none()).with_context(|| {
+                            Failing::new(
+                                FailureKind::Source,
+                                format!("source `{name}` cannot start"),
+                            )
+                        })?;
+                    receivers.push(Arc::new(kafka));
                     continue;
                 }
             };
@@ -523,7 +540,10 @@ impl Receivers {
         let mut inputs = Vec::with_capacity(self.receivers.len());
         for receiver in &self.receivers {
             let (batch, taken) = match receiver.ranged() {
-                Some(ranged) => ranged.take()?,
+                Some(ranged) => ranged.take().context(Failing::new(
+                    FailureKind::Source,
+                    "a source could not give its records",
+                ))?,
                 None => (receiver.cut(), Vec::new()),
             };
             inputs.push(batch);

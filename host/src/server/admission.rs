@@ -42,6 +42,20 @@ pub enum Refusal {
     Internal(anyhow::Error),
 }
 
+impl Refusal {
+    /// The reason a job this refuses at a resume failed for.
+    pub fn failure_reason(&self) -> crate::metrics::FailureReason {
+        use crate::metrics::FailureReason;
+        match self {
+            Refusal::Manifest(_) | Refusal::Rule(_) | Refusal::Conflict(_) => {
+                FailureReason::Manifest
+            }
+            Refusal::Quota(_) => FailureReason::Quota,
+            Refusal::Internal(_) => FailureReason::Other,
+        }
+    }
+}
+
 /// A quota a job is over: its name (as `quotas` of the API write it), its limit and
 /// what the job asks for, in the quota's unit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -197,8 +197,14 @@ impl Server {
         for job in self.registry.jobs(None)? {
             let key = (job.tenant.clone(), job.name.clone());
             match job.desired {
-                Desired::Stopped => self.supervisor.record(key, JobState::Stopped, None),
-                Desired::Failed => self.supervisor.record(key, JobState::Failed, job.error),
+                Desired::Stopped => {
+                    self.supervisor
+                        .record(key, &job.manifest, JobState::Stopped, None)
+                }
+                Desired::Failed => {
+                    self.supervisor
+                        .record(key, &job.manifest, JobState::Failed, job.error)
+                }
                 Desired::Running => {
                     let server = self.clone();
                     let (tenant, manifest) = (job.tenant.clone(), job.manifest.clone());
@@ -216,7 +222,14 @@ impl Server {
                         Err(refusal) => {
                             let error = format!("cannot resume: {refusal:?}");
                             tracing::error!(tenant = job.tenant, job = job.name, "{error}");
-                            self.supervisor.record(key, JobState::Failed, Some(error));
+                            self.supervisor.record(
+                                key.clone(),
+                                &job.manifest,
+                                JobState::Failed,
+                                Some(error.clone()),
+                            );
+                            self.supervisor
+                                .note_failure(&key, refusal.failure_reason(), error);
                         }
                     }
                 }

@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::config::TenantQuotas;
 
 /// The schema, one migration per step. Never edit one that has shipped: add another.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE tenants (
         name TEXT PRIMARY KEY,
         weight INTEGER NOT NULL,
@@ -46,7 +47,19 @@ const MIGRATIONS: &[&str] = &["
         FOREIGN KEY (tenant, job) REFERENCES jobs(tenant, name) ON DELETE CASCADE
     );
     CREATE INDEX job_components_by_component ON job_components (tenant, component);
-"];
+",
+    "
+    -- Each job's last failure, kept apart from `jobs`, whose rows a redeploy replaces.
+    CREATE TABLE job_failures (
+        tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+        job TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (tenant, job)
+    );
+",
+];
 
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +137,17 @@ pub struct JobRow {
     pub desired: Desired,
     /// Why it failed, when it did.
     pub error: Option<String>,
+}
+
+/// A job's last failure, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRow {
+    /// Why, as the metrics' `reason` label says it.
+    pub reason: String,
+    /// When, in milliseconds since the epoch.
+    pub at_ms: i64,
+    /// What happened.
+    pub text: String,
 }
 
 /// The registry database.
@@ -415,10 +439,43 @@ impl Registry {
 
     /// Removes the tenant's job `name`; `false` if there is none.
     pub fn delete_job(&self, tenant: &str, name: &str) -> Result<bool> {
-        Ok(self.db().execute(
+        let db = self.db();
+        db.execute(
+            "DELETE FROM job_failures WHERE tenant = ?1 AND job = ?2",
+            [tenant, name],
+        )?;
+        Ok(db.execute(
             "DELETE FROM jobs WHERE tenant = ?1 AND name = ?2",
             [tenant, name],
         )? > 0)
+    }
+
+    /// Records the last failure of the tenant's job `name`.
+    pub fn set_last_failure(&self, tenant: &str, name: &str, failure: &FailureRow) -> Result<()> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO job_failures (tenant, job, reason, at_ms, text) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![tenant, name, failure.reason, failure.at_ms, failure.text],
+        )?;
+        Ok(())
+    }
+
+    /// The last failure of the tenant's job `name`, if it failed.
+    pub fn last_failure(&self, tenant: &str, name: &str) -> Result<Option<FailureRow>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT reason, at_ms, text FROM job_failures WHERE tenant = ?1 AND job = ?2",
+                [tenant, name],
+                |row| {
+                    Ok(FailureRow {
+                        reason: row.get(0)?,
+                        at_ms: row.get(1)?,
+                        text: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 }
 
@@ -502,7 +559,23 @@ mod tests {
             (Desired::Failed, Some("boom"))
         );
         assert!(registry.job("b", "count").unwrap().is_none());
+        let failure = FailureRow {
+            reason: "udf".into(),
+            at_ms: 1_700_000_000_123,
+            text: "three is not allowed".into(),
+        };
+        registry.set_last_failure("a", "count", &failure).unwrap();
+        registry
+            .put_job(&job, &[("wc".into(), "d1".into())])
+            .unwrap();
+        assert_eq!(
+            registry.last_failure("a", "count").unwrap(),
+            Some(failure.clone()),
+            "a redeploy keeps the last failure"
+        );
+        assert_eq!(registry.last_failure("b", "count").unwrap(), None);
         assert!(registry.delete_tenant("a").unwrap());
+        assert_eq!(registry.last_failure("a", "count").unwrap(), None);
         assert!(registry.jobs(None).unwrap().is_empty());
         assert!(!registry.digest_in_use("d1").unwrap());
         assert!(registry.digest_in_use("d2").unwrap());

@@ -16,10 +16,10 @@ use crate::checkpoint::RecoveryOptions;
 use crate::host::Host;
 use crate::job::Job;
 use crate::manifest::JobConfig;
-use crate::metrics::{JobMetrics, Jobs};
+use crate::metrics::{self, Failure, FailureReason, JobMetrics, Jobs};
 
 use super::config::RestartPolicy;
-use super::registry::{Desired, Registry};
+use super::registry::{Desired, FailureRow, Registry};
 
 /// Batch reports kept per job.
 pub const KEPT_REPORTS: usize = 100;
@@ -119,7 +119,7 @@ impl Supervisor {
         }
     }
 
-    /// The metrics of every job that has started since the server did, of every tenant.
+    /// The metrics of every job the server knows, of every tenant: running or not.
     pub fn metrics(&self) -> &Arc<Jobs> {
         &self.metrics
     }
@@ -134,6 +134,12 @@ impl Supervisor {
         recovery: RecoveryOptions,
     ) -> oneshot::Receiver<Result<(), String>> {
         self.stop(&key).await;
+        self.metrics
+            .find_or_add(&key.0, &key.1, || {
+                JobMetrics::of_config(&config, metrics::JobState::Starting)
+                    .with_failure(self.recorded_failure(&key))
+            })
+            .set_state(metrics::JobState::Starting);
         let (started, first_start) = oneshot::channel();
         let supervised = Arc::new(Supervised {
             status: Mutex::new(JobStatus {
@@ -178,8 +184,18 @@ impl Supervisor {
         outcome
     }
 
-    /// Records a job that is not running (stopped or failed before this start).
-    pub fn record(&self, key: JobKey, state: JobState, failure: Option<String>) {
+    /// Records a job that is not running (stopped or failed before this start), with its
+    /// `manifest` as registered and its last failure as the registry kept it.
+    pub fn record(&self, key: JobKey, manifest: &str, state: JobState, failure: Option<String>) {
+        let shown = match state {
+            JobState::Failed => metrics::JobState::Failed,
+            _ => metrics::JobState::Stopped,
+        };
+        self.metrics.add(
+            resting_metrics(&key, manifest)
+                .in_state(shown)
+                .with_failure(self.recorded_failure(&key)),
+        );
         let supervised = Arc::new(Supervised {
             status: Mutex::new(JobStatus {
                 state,
@@ -194,6 +210,40 @@ impl Supervisor {
             .lock()
             .expect("jobs poisoned")
             .insert(key, supervised);
+    }
+
+    /// Notes a failure of job `key` for `reason`: in its metrics, and in the registry, so
+    /// that the server's next start shows it too.
+    pub fn note_failure(&self, key: &JobKey, reason: FailureReason, text: String) {
+        let Some(metrics) = self.metrics.find(Some(&key.0), &key.1) else {
+            return;
+        };
+        let failure = metrics.failed(reason, text);
+        let row = FailureRow {
+            reason: reason.as_str().to_owned(),
+            at_ms: (failure.at_seconds * 1e3).round() as i64,
+            text: failure.text,
+        };
+        if let Err(error) = self.registry.set_last_failure(&key.0, &key.1, &row) {
+            let (tenant, job) = (&key.0, &key.1);
+            tracing::error!(tenant, job, "cannot record the failure: {error:#}");
+        }
+    }
+
+    /// Job `key`'s last failure as the registry kept it.
+    fn recorded_failure(&self, key: &JobKey) -> Option<Failure> {
+        match self.registry.last_failure(&key.0, &key.1) {
+            Ok(row) => row.map(|row| Failure {
+                reason: FailureReason::parse(&row.reason).unwrap_or(FailureReason::Other),
+                at_seconds: row.at_ms as f64 / 1e3,
+                text: row.text,
+            }),
+            Err(error) => {
+                let (tenant, job) = (&key.0, &key.1);
+                tracing::error!(tenant, job, "cannot read the last failure: {error:#}");
+                None
+            }
+        }
     }
 
     /// The status of job `key`.
@@ -260,35 +310,43 @@ impl Supervisor {
             let outcome = self
                 .run_once(&config, &recovery, &supervised, &mut started)
                 .await;
-            if let Some(metrics) = self.metrics.find(Some(tenant), name) {
-                metrics.ended(outcome.as_ref().err());
-            }
+            let set_shown = |state| {
+                if let Some(metrics) = self.metrics.find(Some(tenant), name) {
+                    metrics.set_state(state);
+                }
+            };
             let stopped = supervised.stop.is_cancelled();
             let error = match outcome {
                 Ok(StopReason::Drained | StopReason::BatchLimit) if !stopped => {
                     tracing::info!(tenant, job = name, "finished: its sources are drained");
+                    set_shown(metrics::JobState::Finished);
                     supervised.set_state(JobState::Finished);
                     return;
                 }
                 Ok(_) => {
+                    set_shown(metrics::JobState::Stopped);
                     supervised.set_state(JobState::Stopped);
                     return;
                 }
                 // Tenants see their manifest as `job.toml` and their files by their paths,
                 // not where the server keeps them.
                 Err(error) => {
+                    let reason = FailureReason::of(&error);
                     let error = format!("{error:#}").replace(
                         &config.file.display().to_string(),
                         super::admission::MANIFEST_NAME,
                     );
-                    match &config.hosted {
+                    let error = match &config.hosted {
                         Some(hosted) => error.replace(&format!("{}/", hosted.files.display()), ""),
                         None => error,
-                    }
+                    };
+                    self.note_failure(&key, reason, error.clone());
+                    error
                 }
             };
             tracing::warn!(tenant, job = name, "failed: {error}");
             if stopped {
+                set_shown(metrics::JobState::Stopped);
                 supervised.fail(JobState::Stopped, error);
                 return;
             }
@@ -331,6 +389,7 @@ impl Supervisor {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = supervised.stop.cancelled() => {
+                    set_shown(metrics::JobState::Stopped);
                     supervised.set_state(JobState::Stopped);
                     return;
                 }
@@ -392,6 +451,24 @@ impl Supervisor {
         }
         Ok(handle.finished().await?.reason)
     }
+}
+
+/// The metrics of job `key`, which is not running, from its `manifest` as registered: the
+/// batch interval and sources it names (nothing in it is resolved or checked).
+fn resting_metrics(key: &JobKey, manifest: &str) -> JobMetrics {
+    let table: toml::Table = manifest.parse().unwrap_or_default();
+    let interval = table
+        .get("batch_interval")
+        .and_then(toml::Value::as_str)
+        .and_then(|interval| humantime::parse_duration(interval).ok())
+        .unwrap_or_default();
+    let sources = table
+        .get("sources")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|source| Some(source.get("name")?.as_str()?.to_owned()));
+    JobMetrics::named(&key.0, &key.1, interval, sources, []).with_manifest(manifest)
 }
 
 async fn stop_and_wait(supervised: &Supervised) {

@@ -43,7 +43,10 @@ pub fn build(config: &SinkConfig, collected: &Collected, job: &JobConfig) -> Res
             suffix: suffix.clone(),
             format: *format,
             files: JobFiles::of(job).with_context(|| {
-                format!("sink `{}` cannot open the tenant's files", config.name)
+                crate::failure::Failing::new(
+                    crate::failure::FailureKind::Sink,
+                    format!("sink `{}` cannot open the tenant's files", config.name),
+                )
             })?,
             quota: job.hosted.as_ref().map(|hosted| hosted.disk.clone()),
         }),

@@ -7,7 +7,7 @@ use anyhow::Result;
 use sluice_abi::encoding::{self, Encoder};
 use sluice_abi::{Batch, Groups};
 
-use super::store::{Entry, KeyStates, StateStore, read_cell, set_state, write_cell};
+use super::store::{Entry, KeyStates, StateStore, read_cell, write_cell};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups};
 use crate::operators::{BatchContext, Operator, OperatorState, single};
@@ -100,7 +100,7 @@ impl MapWithState {
             // A key with data gets its update time refreshed even if the function left
             // its state as it was, as Spark does when a timeout is set.
             match state {
-                Some(state) => set_state(states, key, state, time_ms),
+                Some(state) => states.set(key, state, time_ms),
                 None => {
                     states.remove(key);
                 }

@@ -6,5 +6,5 @@ mod store;
 mod update;
 
 pub use map_with_state::{MapWithState, StateSnapshots};
-pub use store::{Entry, KeyStates, StateStore};
+pub use store::{Entry, EntryMut, KeyStates, StateStore};
 pub use update::UpdateStateByKey;

@@ -3,6 +3,7 @@
 //! updated on its own core.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use bincode::{Decode, Encode};
@@ -26,8 +27,137 @@ pub struct Entry {
     pub updated_ms: i64,
 }
 
-/// One partition's keys and states.
-pub type KeyStates = FxHashMap<Box<[u8]>, Entry>;
+/// One partition's keys and states, with the bytes they take counted as they change
+/// (keys, states and update times: [`entry_bytes`]), so that metrics and quotas read the
+/// state's size without walking it.
+#[derive(Debug, Default, Clone)]
+pub struct KeyStates {
+    map: FxHashMap<Box<[u8]>, Entry>,
+    /// Shared, so that the entries [`KeyStates::iter_mut`] lends out at once can each
+    /// count their changes; only the holder of `&mut KeyStates` changes it, so a load and
+    /// a store are enough (an atomic only to keep the partitions `Sync` for rayon).
+    bytes: Count,
+}
+
+/// A byte count that one thread changes at a time.
+#[derive(Debug, Default)]
+struct Count(AtomicUsize);
+
+impl Count {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, bytes: usize) {
+        self.0.store(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Count {
+    fn clone(&self) -> Self {
+        Self(AtomicUsize::new(self.get()))
+    }
+}
+
+/// The bytes one key's entry counts for: its key, its state and its update time.
+pub fn entry_bytes(key: &[u8], state: &[u8]) -> usize {
+    key.len() + state.len() + std::mem::size_of::<i64>()
+}
+
+impl KeyStates {
+    /// How many keys have a state.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key has a state.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The bytes its keys and states take, as counted.
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+
+    /// `key`'s entry.
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// Whether `key` has a state.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Every key with its entry, in the map's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Entry)> {
+        self.map.iter()
+    }
+
+    /// Every key with its entry to update, in the map's order (that of [`KeyStates::iter`]).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Box<[u8]>, EntryMut<'_>)> {
+        let bytes = &self.bytes;
+        self.map
+            .iter_mut()
+            .map(move |(key, entry)| (key, EntryMut { entry, bytes }))
+    }
+
+    /// Sets `key`'s state, reusing its entry when it has one (no allocation for a key whose
+    /// state did not change).
+    pub fn set(&mut self, key: &[u8], state: &[u8], time_ms: i64) {
+        match self.map.get_mut(key) {
+            Some(entry) => EntryMut {
+                entry,
+                bytes: &self.bytes,
+            }
+            .set(state, time_ms),
+            None => self.insert(
+                key.into(),
+                Entry {
+                    state: state.into(),
+                    updated_ms: time_ms,
+                },
+            ),
+        }
+    }
+
+    /// Puts `entry` in as `key`'s.
+    fn insert(&mut self, key: Box<[u8]>, entry: Entry) {
+        let key_len = key.len();
+        let added = entry_bytes(&key, &entry.state);
+        let removed = self.map.insert(key, entry).map_or(0, |old| {
+            key_len + old.state.len() + std::mem::size_of::<i64>()
+        });
+        self.bytes.set(self.bytes.get() + added - removed);
+    }
+
+    /// Drops `key`'s state.
+    pub fn remove(&mut self, key: &[u8]) {
+        if let Some((key, entry)) = self.map.remove_entry(key) {
+            self.bytes
+                .set(self.bytes.get() - entry_bytes(&key, &entry.state));
+        }
+    }
+}
+
+/// A key's entry, lent by [`KeyStates::iter_mut`]: changing its state counts the change.
+pub struct EntryMut<'a> {
+    entry: &'a mut Entry,
+    bytes: &'a Count,
+}
+
+impl EntryMut<'_> {
+    /// Sets the state (reusing it if it did not change) and its update time.
+    pub fn set(self, state: &[u8], time_ms: i64) {
+        if *self.entry.state != *state {
+            self.bytes
+                .set(self.bytes.get() + state.len() - self.entry.state.len());
+            self.entry.state = state.into();
+        }
+        self.entry.updated_ms = time_ms;
+    }
+}
 
 /// The states of one operator, with the initial state it starts from.
 pub struct StateStore {
@@ -86,7 +216,7 @@ impl StateStore {
             .par_iter()
             .map(|states| {
                 let mut pairs = Batch::with_capacity(states.len(), 0);
-                for (key, entry) in states {
+                for (key, entry) in states.iter() {
                     push_pair(&mut pairs, key, &entry.state);
                 }
                 pairs
@@ -98,7 +228,7 @@ impl StateStore {
 /// Moves every key to its partition among `partitions`.
 fn spread(stored: Vec<KeyStates>, partitions: usize) -> Vec<KeyStates> {
     let mut spread = vec![KeyStates::default(); partitions];
-    for (key, entry) in stored.into_iter().flatten() {
+    for (key, entry) in stored.into_iter().flat_map(|states| states.map) {
         spread[partition_of(&key, partitions)].insert(key, entry);
     }
     spread
@@ -125,7 +255,7 @@ impl OperatorState for StateStore {
                 let mut keys = Batch::with_capacity(states.len(), 0);
                 let mut values = Batch::with_capacity(states.len(), 0);
                 let mut updated_ms = Vec::with_capacity(states.len());
-                for (key, entry) in states {
+                for (key, entry) in states.iter() {
                     keys.push_encoded(key);
                     values.push_encoded(&entry.state);
                     updated_ms.push(entry.updated_ms);
@@ -153,20 +283,19 @@ impl OperatorState for StateStore {
                     keys.len(),
                     states.len()
                 );
-                Ok(keys
-                    .iter()
-                    .zip(states.iter())
-                    .zip(partition.updated_ms)
-                    .map(|((key, state), updated_ms)| {
-                        (
-                            Box::from(key),
-                            Entry {
-                                state: state.into(),
-                                updated_ms,
-                            },
-                        )
-                    })
-                    .collect::<KeyStates>())
+                let mut restored = KeyStates::default();
+                for ((key, state), updated_ms) in
+                    keys.iter().zip(states.iter()).zip(partition.updated_ms)
+                {
+                    restored.insert(
+                        key.into(),
+                        Entry {
+                            state: state.into(),
+                            updated_ms,
+                        },
+                    );
+                }
+                Ok(restored)
             })
             .collect::<Result<Vec<_>>>()?;
         *self.partitions.lock().expect("state store poisoned") = restored;
@@ -183,27 +312,14 @@ impl OperatorState for StateStore {
             .map(KeyStates::len)
             .sum()
     }
-}
 
-/// Sets `key`'s state, reusing its entry when it has one (no allocation for a key whose
-/// state did not change).
-pub fn set_state(states: &mut KeyStates, key: &[u8], state: &[u8], time_ms: i64) {
-    match states.get_mut(key) {
-        Some(entry) => {
-            if *entry.state != *state {
-                entry.state = state.into();
-            }
-            entry.updated_ms = time_ms;
-        }
-        None => {
-            states.insert(
-                key.into(),
-                Entry {
-                    state: state.into(),
-                    updated_ms: time_ms,
-                },
-            );
-        }
+    fn bytes(&self) -> usize {
+        self.partitions
+            .lock()
+            .expect("state store poisoned")
+            .iter()
+            .map(KeyStates::bytes)
+            .sum()
     }
 }
 
@@ -221,4 +337,79 @@ pub fn read_cell<'c>(udf: &BoundUdf, cell: &'c [u8]) -> Result<Option<&'c [u8]>>
 pub fn write_cell(out: &mut Vec<u8>, state: Option<&[u8]>) {
     Encoder::new(out).list_header(usize::from(state.is_some()));
     out.extend_from_slice(state.unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of `states` counted afresh, entry by entry.
+    fn recounted(states: &KeyStates) -> usize {
+        states
+            .iter()
+            .map(|(key, entry)| entry_bytes(key, &entry.state))
+            .sum()
+    }
+
+    #[test]
+    fn the_running_byte_count_matches_a_recount_through_sets_updates_and_removes() {
+        let mut states = KeyStates::default();
+        let mut seed = 7u64;
+        let mut next = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for step in 0..5_000i64 {
+            let key = format!("key{}", next(300)).into_bytes();
+            let state = vec![b's'; next(40) as usize];
+            match next(4) {
+                0 => states.remove(&key),
+                1 => {
+                    for (_, entry) in states.iter_mut().filter(|_| next(3) == 0) {
+                        entry.set(&state, step);
+                    }
+                }
+                _ => states.set(&key, &state, step),
+            }
+            assert_eq!(states.bytes(), recounted(&states), "after step {step}");
+        }
+        assert!(states.len() > 100 && states.bytes() > 0);
+    }
+
+    #[test]
+    fn a_store_counts_its_bytes_through_a_spread_and_a_restore() {
+        let mut initial = Batch::new();
+        for key in 0..50i64 {
+            push_pair(
+                &mut initial,
+                &sluice_abi::encoding::to_bytes(&key).unwrap(),
+                &sluice_abi::encoding::to_bytes(&format!("state of {key}")).unwrap(),
+            );
+        }
+        let store = StateStore::new("update_state_by_key", Some(initial));
+        let recount = |store: &StateStore| {
+            let partitions = store.partitions.lock().unwrap();
+            partitions.iter().map(recounted).sum::<usize>()
+        };
+        store
+            .update(2, 0, |_, states| {
+                let key = states.iter().next().map(|(key, _)| key.clone());
+                if let Some(key) = key {
+                    states.remove(&key);
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.entries(), 48);
+        assert_eq!(store.bytes(), recount(&store));
+        store.update(3, 1, |_, _| Ok(())).unwrap();
+        assert_eq!(store.bytes(), recount(&store), "spread over 3 partitions");
+        let saved = store.save();
+        let restored = StateStore::new("update_state_by_key", None);
+        restored.restore(&saved).unwrap();
+        assert_eq!(restored.bytes(), store.bytes());
+        assert_eq!(restored.entries(), 48);
+    }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use sluice_abi::{Batch, Groups};
 
-use super::store::{KeyStates, StateStore, read_cell, set_state, write_cell};
+use super::store::{KeyStates, StateStore, read_cell, write_cell};
 use crate::dataset::Dataset;
 use crate::operators::keyed::{self, KeyGroups, push_pair};
 use crate::operators::{BatchContext, Operator, OperatorState, single};
@@ -45,7 +45,7 @@ impl UpdateStateByKey {
         }
         let fresh: Vec<(&[u8], &[&[u8]])> = new_values
             .iter()
-            .filter(|(key, _)| !states.contains_key(*key))
+            .filter(|(key, _)| !states.contains_key(key))
             .collect();
         fresh.iter().for_each(|(_, values)| add_group(None, values));
         if group_ends.is_empty() {
@@ -63,10 +63,7 @@ impl UpdateStateByKey {
             match read_cell(&self.udf, cell)? {
                 Some(state) => {
                     push_pair(&mut table, key, state);
-                    if *entry.state != *state {
-                        entry.state = state.into();
-                    }
-                    entry.updated_ms = time_ms;
+                    entry.set(state, time_ms);
                 }
                 None => dropped.push(key.clone()),
             }
@@ -77,7 +74,7 @@ impl UpdateStateByKey {
         for ((key, _), cell) in fresh.into_iter().zip(cells) {
             if let Some(state) = read_cell(&self.udf, cell)? {
                 push_pair(&mut table, key, state);
-                set_state(states, key, state, time_ms);
+                states.set(key, state, time_ms);
             }
         }
         Ok(table)

@@ -175,12 +175,16 @@ impl Tenancy {
                 None => {
                     let mut known: Vec<&str> = tenants.keys().map(String::as_str).collect();
                     known.sort_unstable();
-                    bail!(
-                        "job `{}` names tenant `{name}`, which this host does not have (it has: \
-                         {}); define it in the host configuration (`--host-config`)",
-                        job.name,
-                        known.join(", ")
-                    );
+                    return Err(crate::failure::Failing::new(
+                        crate::failure::FailureKind::Manifest,
+                        format!(
+                            "job `{}` names tenant `{name}`, which this host does not have (it \
+                             has: {}); define it in the host configuration (`--host-config`)",
+                            job.name,
+                            known.join(", ")
+                        ),
+                    )
+                    .into());
                 }
             }
         };

@@ -6,9 +6,11 @@
 //! - `GET /`: the job list; `GET /jobs/{job}`: a job's page (timelines and histograms of
 //!   its last batches, like Spark's Streaming tab). Both are one static page whose script
 //!   draws the JSON below every second; tenant text enters the page as text only.
+//! - Every route of one job takes `?tenant=NAME`: of the jobs the caller sees, that
+//!   tenant's (the admin sees every tenant's, and two may have jobs of one name).
 //! - `GET /v1/overview`: `{"jobs": [JobSummary]}`, the jobs the caller may see.
 //! - `GET /v1/jobs/{job}/overview`: the job's [`JobDetail`](crate::metrics::JobDetail).
-//! - `GET /v1/jobs/{job}/batches?last=N`: `{"job", "batches": [BatchEntry]}`, its last N
+//! - `GET /v1/jobs/{job}/batches?last=N`: `{"job", "tenant", "batches": [BatchEntry]}`, its last N
 //!   batches (at most 1000, the default), oldest first.
 //! - `GET /metrics`: OpenMetrics text of the jobs the caller may see.
 //! - `GET /login`, `POST /login` (`{"token": "..."}`): a token becomes an HttpOnly,
@@ -27,7 +29,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::metrics::{CONTENT_TYPE, Jobs, RING_BATCHES};
+use crate::metrics::{CONTENT_TYPE, JobMetrics, Jobs, RING_BATCHES};
 
 /// The cookie that holds a logged-in caller's token.
 pub const COOKIE: &str = "sluice_token";
@@ -179,13 +181,14 @@ async fn job_page(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(job): Path<String>,
+    Query(of): Query<Of>,
 ) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
         Err(Unauthorized) => return to_login(),
     };
     let page = html(PAGE);
-    if ui.jobs.find(tenant.as_deref(), &job).is_some() {
+    if find(&ui, tenant, &of, &job).is_some() {
         page
     } else {
         (StatusCode::NOT_FOUND, page).into_response()
@@ -281,35 +284,50 @@ async fn job_overview(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(job): Path<String>,
+    Query(of): Query<Of>,
 ) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
         Err(refused) => return refused.into_response(),
     };
-    match ui.jobs.find(tenant.as_deref(), &job) {
+    match find(&ui, tenant, &of, &job) {
         Some(metrics) => axum::Json(metrics.detail()).into_response(),
         None => no_job(&job),
     }
 }
 
+/// Which tenant's job a route of one job means (`?tenant=NAME`), and for its batches,
+/// how many (`?last=N`).
 #[derive(Deserialize)]
-struct Last {
+struct Of {
+    tenant: Option<String>,
     last: Option<usize>,
+}
+
+/// Job `name` among those `caller` may see (`None`: every tenant's), of tenant `of` if
+/// it names one.
+fn find(ui: &Ui, caller: Option<String>, of: &Of, name: &str) -> Option<Arc<JobMetrics>> {
+    ui.jobs
+        .visible(caller.as_deref())
+        .into_iter()
+        .find(|job| job.job() == name && of.tenant.as_ref().is_none_or(|t| job.tenant() == t))
 }
 
 async fn job_batches(
     State(ui): State<Arc<Ui>>,
     headers: HeaderMap,
     Path(job): Path<String>,
-    Query(Last { last }): Query<Last>,
+    Query(of): Query<Of>,
 ) -> Response {
     let tenant = match admit(&ui, &headers) {
         Ok(tenant) => tenant,
         Err(refused) => return refused.into_response(),
     };
-    match ui.jobs.find(tenant.as_deref(), &job) {
+    let last = of.last;
+    match find(&ui, tenant, &of, &job) {
         Some(metrics) => axum::Json(json!({
             "job": metrics.job(),
+            "tenant": metrics.tenant(),
             "batches": metrics.batches(last.unwrap_or(RING_BATCHES)),
         }))
         .into_response(),

@@ -8,7 +8,7 @@ use sluice_abi::Batch;
 
 use super::{BatchHistory, Span};
 use crate::checkpoint::codec;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, partitions_bytes};
 use crate::operators::keyed::{self, KeyGroups};
 use crate::operators::{BatchContext, GroupByKey, Operator, OperatorState, single};
 use crate::window::history::SavedHistory;
@@ -36,7 +36,9 @@ impl Operator for Window {
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
         let mut history = self.history.lock().expect("window history poisoned");
-        history.push(batch.number, single(inputs)?);
+        let input = single(inputs)?;
+        let bytes = input.bytes();
+        history.push(batch.number, input, bytes);
         if !self.span.is_due(batch.number) {
             return Ok(Dataset::default());
         }
@@ -74,6 +76,13 @@ impl OperatorState for Window {
         let history = self.history.lock().expect("window history poisoned");
         history.records(Dataset::len)
     }
+
+    fn bytes(&self) -> usize {
+        self.history
+            .lock()
+            .expect("window history poisoned")
+            .bytes()
+    }
 }
 
 /// groupByKeyAndWindow: `(key, [values])` over the window, values in batch order then
@@ -100,7 +109,9 @@ impl Operator for GroupByKeyAndWindow {
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
         let shuffled = keyed::shuffle(single(inputs)?.into_partitions(), batch.partitions)?;
         let mut history = self.history.lock().expect("window history poisoned");
-        history.push(batch.number, shuffled.into_partitions());
+        let partitions = shuffled.into_partitions();
+        let bytes = partitions_bytes(&partitions);
+        history.push(batch.number, partitions, bytes);
         if !self.span.is_due(batch.number) {
             return Ok(Dataset::default());
         }
@@ -144,5 +155,12 @@ impl OperatorState for GroupByKeyAndWindow {
     fn entries(&self) -> usize {
         let history = self.history.lock().expect("window history poisoned");
         history.records(|partitions| partitions.iter().map(Batch::len).sum())
+    }
+
+    fn bytes(&self) -> usize {
+        self.history
+            .lock()
+            .expect("window history poisoned")
+            .bytes()
     }
 }

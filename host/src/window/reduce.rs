@@ -10,7 +10,7 @@ use sluice_abi::Batch;
 
 use super::{BatchHistory, Span};
 use crate::checkpoint::codec::{self, SavedBatch};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, partitions_bytes};
 use crate::operators::keyed::{self, KeyGroups, push_pair};
 use crate::operators::{BatchContext, Operator, OperatorState, ReduceByKey, single};
 use crate::udf::BoundUdf;
@@ -190,7 +190,9 @@ impl Operator for WindowedReduce {
         let partial = ReduceByKey::reduce(&self.reduce, single(inputs)?, batch.partitions)?;
         let mut state = self.state.lock().expect("window state poisoned");
         let now = batch.number;
-        state.partials.push(now, partial.into_partitions());
+        let partial = partial.into_partitions();
+        let bytes = partitions_bytes(&partial);
+        state.partials.push(now, partial, bytes);
         if !self.span.is_due(now) {
             return Ok(Dataset::default());
         }
@@ -270,5 +272,11 @@ impl OperatorState for WindowedReduce {
         let state = self.state.lock().expect("window state poisoned");
         let count = |partitions: &Vec<Batch>| partitions.iter().map(Batch::len).sum::<usize>();
         state.partials.records(count) + state.previous.as_ref().map_or(0, count)
+    }
+
+    /// The partials' bytes as counted, and the last window's (a pass over its partitions).
+    fn bytes(&self) -> usize {
+        let state = self.state.lock().expect("window state poisoned");
+        state.partials.bytes() + state.previous.as_deref().map_or(0, partitions_bytes)
     }
 }

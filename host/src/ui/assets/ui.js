@@ -1,5 +1,6 @@
-// The Sluice UI: a job list at /, a job page at /jobs/NAME, both drawn from the JSON API
-// (/v1/overview, /v1/jobs/NAME/overview, /v1/jobs/NAME/batches?last=1000) every second.
+// The Sluice UI: a job list at /, a job page at /jobs/NAME?tenant=TENANT, both drawn from
+// the JSON API (/v1/overview, /v1/jobs/NAME/overview, /v1/jobs/NAME/batches?last=1000, each
+// with ?tenant=TENANT) every second.
 // Tenant text (names, failures, manifests) only ever enters the page as text nodes.
 'use strict';
 
@@ -37,11 +38,14 @@ function table(headers, rows) {
   return el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows));
 }
 
+// A job's page and JSON routes, qualified by its tenant (the admin sees every tenant's).
+function jobPath(job, tenant) { return encodeURIComponent(job) + '?tenant=' + encodeURIComponent(tenant); }
+
 // The job list.
 async function drawList() {
   const {jobs} = await json('/v1/overview');
   const rows = jobs.map(job => el('tr', {},
-    el('td', {}, el('a', {href: '/jobs/' + encodeURIComponent(job.job)}, job.job)),
+    el('td', {}, el('a', {href: '/jobs/' + jobPath(job.job, job.tenant)}, job.job)),
     el('td', {}, job.tenant),
     el('td', {class: 'state-' + job.state}, job.state),
     el('td', {class: 'num'}, job.interval_ms + ' ms'),
@@ -123,9 +127,11 @@ function jobSkeleton() {
     el('h2', {}, 'Manifest'), el('pre', {id: 'manifest'}));
 }
 
-async function drawJob(name) {
+async function drawJob(name, tenant) {
   const path = '/v1/jobs/' + encodeURIComponent(name);
-  const [job, {batches}] = await Promise.all([json(path + '/overview'), json(path + '/batches?last=1000')]);
+  const of = tenant == null ? '' : 'tenant=' + encodeURIComponent(tenant);
+  const [job, {batches}] = await Promise.all([
+    json(path + '/overview' + (of ? '?' + of : '')), json(path + '/batches?last=1000' + (of ? '&' + of : ''))]);
   if (!document.getElementById('job-name')) jobSkeleton();
   document.getElementById('job-name').textContent = job.job;
   document.getElementById('where').textContent = job.tenant + ' / ' + job.job;
@@ -140,7 +146,7 @@ async function drawJob(name) {
   drawCharts(job, batches);
   document.getElementById('steps').replaceChildren(table(
     [['Step'], ['Records out', 'num'], ['Time', 'num'], ['UDF calls', 'num'], ['UDF failures', 'num'], ['UDF time', 'num'], ['UDF memory', 'num'],
-      ['State entries', 'num'], ['State (last checkpoint)', 'num']],
+      ['State entries', 'num'], ['State bytes', 'num']],
     job.steps.map(s => el('tr', {}, el('td', {}, s.step), el('td', {class: 'num'}, s.records),
       el('td', {class: 'num'}, ms(s.micros)), el('td', {class: 'num'}, s.udf_calls),
       el('td', {class: 'num'}, s.udf_failures), el('td', {class: 'num'}, ms(s.udf_micros)),
@@ -168,7 +174,7 @@ async function drawJob(name) {
 async function poll() {
   const match = location.pathname.match(/^\/jobs\/(.+)$/);
   try {
-    if (match) await drawJob(decodeURIComponent(match[1]));
+    if (match) await drawJob(decodeURIComponent(match[1]), new URLSearchParams(location.search).get('tenant'));
     else await drawList();
     main.dataset.updated = Date.now();
   } catch (error) {
