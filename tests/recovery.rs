@@ -398,7 +398,7 @@ fn a_redeploy_keeps_the_running_counts_and_an_incompatible_one_is_refused() {
     let instance: Json = serde_json::from_slice(&instance).unwrap();
     assert!(
         shown.contains(&format!(
-            "instance: {} (checkpoint format 1",
+            "instance: {} (checkpoint format 2",
             instance["instance"].as_str().unwrap()
         )),
         "{shown}"

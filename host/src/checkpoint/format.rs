@@ -12,6 +12,11 @@
 //! | 1 + n | the release that wrote it: its length, then its UTF-8 bytes (e.g. `0.1.0`) |
 //!
 //! Files written before format 1 have no header: they are refused, saying so.
+//!
+//! Formats: 1, the first with this header; 2, whose log segments may hold the event-time
+//! watermark each batch computes with (an entry format 1 does not have, so a release
+//! reading format 1 only refuses a format 2 log, naming its release, rather than reading
+//! that entry as damage). This release reads both: a format 1 file reads the same.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -19,8 +24,11 @@ use std::io::{self, Write};
 use bincode::{Decode, Encode};
 use sha2::{Digest as _, Sha256};
 
-/// The format this release writes and reads.
-pub const FORMAT: u32 = 1;
+/// The format this release writes.
+pub const FORMAT: u32 = 2;
+
+/// The oldest format this release reads (every one from it to [`FORMAT`]).
+pub const OLDEST_FORMAT: u32 = 1;
 
 /// The release that writes this format.
 pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
@@ -158,15 +166,15 @@ pub fn body(kind: Kind, payload: &[u8]) -> Result<&[u8], String> {
     );
     let release_len = *payload.get(12).ok_or_else(cut_short)? as usize;
     let release = payload.get(13..13 + release_len).ok_or_else(cut_short)?;
-    if format != FORMAT {
+    if !(OLDEST_FORMAT..=FORMAT).contains(&format) {
         let release = String::from_utf8_lossy(release);
         return Err(if format > FORMAT {
             format!(
-                "it is in checkpoint format {format}, written by Sluice {release}; this release ({RELEASE}) reads format {FORMAT}: run the job with Sluice {release} or later"
+                "it is in checkpoint format {format}, written by Sluice {release}, a newer release than this one ({RELEASE}, which reads formats {OLDEST_FORMAT} to {FORMAT}): run the job with Sluice {release} or later"
             )
         } else {
             format!(
-                "it is in checkpoint format {format}, written by Sluice {release}; this release ({RELEASE}) reads format {FORMAT} only: finish the job with Sluice {release}, or move the checkpoint directory away to start the job afresh"
+                "it is in checkpoint format {format}, written by Sluice {release}; this release ({RELEASE}) reads formats {OLDEST_FORMAT} to {FORMAT} only: finish the job with Sluice {release}, or move the checkpoint directory away to start the job afresh"
             )
         });
     }
@@ -175,7 +183,7 @@ pub fn body(kind: Kind, payload: &[u8]) -> Result<&[u8], String> {
 
 fn legacy() -> String {
     format!(
-        "it has no format header: it was written by Sluice 0.1.0 before checkpoint files named their format (format 0), or it is not a Sluice file; this release ({RELEASE}) reads format {FORMAT} only: finish the job with the release that wrote it, or move the checkpoint directory away to start the job afresh"
+        "it has no format header: it was written by Sluice 0.1.0 before checkpoint files named their format (format 0), or it is not a Sluice file; this release ({RELEASE}) reads formats {OLDEST_FORMAT} to {FORMAT} only: finish the job with the release that wrote it, or move the checkpoint directory away to start the job afresh"
     )
 }
 
@@ -258,6 +266,30 @@ mod tests {
         }
         let error = body(Kind::Segment, &segment[..11]).unwrap_err();
         assert!(error.contains("cut short"), "{error}");
+    }
+
+    #[test]
+    fn every_format_from_the_oldest_reads_and_a_later_one_names_the_newer_release() {
+        let with_format = |format: u32| {
+            let mut payload = header(Kind::Segment);
+            payload[8..12].copy_from_slice(&format.to_le_bytes());
+            payload.extend_from_slice(b"rest");
+            payload
+        };
+        for format in OLDEST_FORMAT..=FORMAT {
+            assert_eq!(body(Kind::Segment, &with_format(format)), Ok(&b"rest"[..]));
+        }
+        let error = body(Kind::Segment, &with_format(FORMAT + 1)).unwrap_err();
+        assert!(
+            error.contains(&format!("checkpoint format {}", FORMAT + 1))
+                && error.contains("a newer release than this one"),
+            "{error}"
+        );
+        let error = body(Kind::Segment, &with_format(OLDEST_FORMAT - 1)).unwrap_err();
+        assert!(
+            error.contains("move the checkpoint directory away"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -698,6 +698,16 @@ enum Read {
     Watermark { batch: u64, watermark_ms: i64 },
 }
 
+/// The kinds of [`Entry`], in the order of its variants (as they are encoded).
+const ENTRY_KINDS: [&str; 4] = ["records", "cut", "files", "watermark"];
+
+/// The kind of entry `payload` holds, if this release does not know it.
+fn unknown_kind(payload: &[u8]) -> Option<u32> {
+    let (kind, _): (u32, _) =
+        bincode::decode_from_slice(payload, bincode::config::standard()).ok()?;
+    (kind as usize >= ENTRY_KINDS.len()).then_some(kind)
+}
+
 /// One batch's section of a segment file, read back.
 struct Section {
     header: SegmentHeader,
@@ -792,10 +802,15 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
                         section.entries.push(entry);
                     }
                     Err(error) => {
-                        damage = Some((
-                            format!("a record at byte {good} does not decode ({error:#})"),
-                            last,
-                        ));
+                        let why = match unknown_kind(payload) {
+                            Some(kind) => format!(
+                                "a record at byte {good} is an entry of kind {kind}, which this release ({}) does not know (it knows {}): a newer Sluice wrote it without changing the log's format, or it is damaged",
+                                format::RELEASE,
+                                ENTRY_KINDS.join(", ")
+                            ),
+                            None => format!("a record at byte {good} does not decode ({error:#})"),
+                        };
+                        damage = Some((why, last));
                         break;
                     }
                 }
@@ -1486,6 +1501,73 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_format_1_log_reads_the_same_and_a_later_format_is_refused_naming_its_release() {
+        // What this release writes is of its format.
+        let dir = tempfile::tempdir().unwrap();
+        log(&mut fresh(dir.path(), Rolling::default()), 1..=1);
+        let written = fs::read(segment_path(dir.path(), 1)).unwrap();
+        let (frames, _) = frame::read(&written);
+        assert_eq!(frames[0][8..12], format::FORMAT.to_le_bytes());
+        // A section with `entry`, as a release of `format` writes it.
+        let section = |format: u32, entry: &[u8]| {
+            let mut first = header(1);
+            first[8..12].copy_from_slice(&format.to_le_bytes());
+            let mut bytes = Vec::new();
+            frame::write(&mut bytes, &first).unwrap();
+            frame::write(&mut bytes, entry).unwrap();
+            let cut = Entry::Cut(Cut {
+                number: 1,
+                time_ms: 1,
+                positions: vec![None],
+                ranges: Vec::new(),
+            });
+            frame::write(&mut bytes, &codec::encode(&cut)).unwrap();
+            bytes
+        };
+        let watermark = codec::encode(&Entry::Watermark {
+            batch: 1,
+            watermark_ms: 5_000,
+        });
+        let segment = |format: u32| section(format, &watermark);
+        // The last kind is the last variant.
+        assert_eq!(usize::from(watermark[0]), ENTRY_KINDS.len() - 1);
+        for format in format::OLDEST_FORMAT..=format::FORMAT {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(segment_path(dir.path(), 1), segment(format)).unwrap();
+            let logged = read_all(dir.path());
+            assert_eq!(cut_numbers(&logged), [1], "format {format}");
+            assert_eq!(logged.watermarks, BTreeMap::from([(1, 5_000)]));
+            assert!(logged.refused.is_empty(), "{:?}", logged.refused);
+        }
+        // An entry of a kind this release does not know is named as such.
+        let mut unknown = codec::encode(&9u32);
+        unknown.extend_from_slice(&[1, 2]);
+        let (damage, _) = parse(&section(format::FORMAT, &unknown))
+            .unwrap()
+            .damage
+            .unwrap();
+        assert!(
+            damage.contains("an entry of kind 9, which this release")
+                && damage.contains("records, cut, files, watermark")
+                && damage.contains("a newer Sluice"),
+            "{damage}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        fs::write(&path, segment(format::FORMAT + 1)).unwrap();
+        let logged = read_all(dir.path());
+        assert!(logged.batches.is_empty() && logged.watermarks.is_empty());
+        let refused = &logged.refused[0];
+        for part in [
+            path.display().to_string(),
+            format!("checkpoint format {}", format::FORMAT + 1),
+            "a newer release than this one".to_owned(),
+        ] {
+            assert!(refused.contains(&part), "`{part}` is not in: {refused}");
+        }
+    }
+
     /// A log record as the log writes it, or any bytes.
     fn entry() -> impl Strategy<Value = Vec<u8>> {
         let records = (
@@ -1509,7 +1591,18 @@ mod tests {
                     ranges: Vec::new(),
                 }))
             });
-        prop_oneof![records, cut, prop::collection::vec(any::<u8>(), 0..64)]
+        let watermark = (0u64..4, any::<i64>()).prop_map(|(batch, watermark_ms)| {
+            codec::encode(&Entry::Watermark {
+                batch,
+                watermark_ms,
+            })
+        });
+        prop_oneof![
+            records,
+            cut,
+            watermark,
+            prop::collection::vec(any::<u8>(), 0..64)
+        ]
     }
 
     /// `payload` with up to 4 bytes changed: what a record that passes its checksum but
