@@ -1,14 +1,31 @@
 //! A batch's data set: its records split into partitions, each processed on its own core.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use rayon::prelude::*;
 use sluice_abi::Batch;
 
-/// The records of one stream for one batch, in partitions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+use crate::event_time::RecordTimes;
+
+/// The records of one stream for one batch, in partitions, with their event times once an
+/// `event_time` step read them.
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     partitions: Vec<Batch>,
+    /// Each record's event time, as a step read it. A data set of other records is made
+    /// anew (there is no way to change a data set's records), without them.
+    event_times: Option<Arc<RecordTimes>>,
 }
+
+/// Data sets are equal when their records are: event times are read from them.
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Self) -> bool {
+        self.partitions == other.partitions
+    }
+}
+
+impl Eq for Dataset {}
 
 /// The bytes the records of `partitions` take in memory, with their offsets (a pass over
 /// the partitions, not their records).
@@ -22,29 +39,39 @@ pub fn partitions_bytes(partitions: &[Batch]) -> usize {
 impl Dataset {
     /// A data set made of these partitions.
     pub fn from_partitions(partitions: Vec<Batch>) -> Self {
-        Self { partitions }
+        Self {
+            partitions,
+            event_times: None,
+        }
+    }
+
+    /// The same records, carrying `times`: each record's event time, in order.
+    pub fn with_event_times(self, times: RecordTimes) -> Self {
+        debug_assert_eq!(times.len(), self.len(), "a time per record");
+        Self {
+            event_times: Some(Arc::new(times)),
+            ..self
+        }
+    }
+
+    /// Each record's event time, if a step read them into this data set.
+    pub fn event_times(&self) -> Option<&RecordTimes> {
+        self.event_times.as_deref()
     }
 
     /// Splits `records` into `partitions` contiguous slices of near-equal size (slice `i`
     /// holds records `floor(i * n / p)..floor((i + 1) * n / p)`, as Spark slices a local
-    /// collection). Fails only if the job it runs for is stopped by force.
-    pub fn split(records: Batch, partitions: usize) -> Result<Self> {
+    /// collection).
+    pub fn split(records: Batch, partitions: usize) -> Self {
         let partitions = partitions.max(1);
         if partitions == 1 {
-            return Ok(Self::from_partitions(vec![records]));
+            return Self::from_partitions(vec![records]);
         }
         let n = records.len();
         let slices = (0..partitions)
-            .map(|i| {
-                let mut slice = Batch::new();
-                for index in i * n / partitions..(i + 1) * n / partitions {
-                    crate::scheduler::slice::tick()?;
-                    slice.push_encoded(records.get(index));
-                }
-                Ok(slice)
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self::from_partitions(slices))
+            .map(|i| records.slice(i * n / partitions..(i + 1) * n / partitions))
+            .collect();
+        Self::from_partitions(slices)
     }
 
     /// The partitions.

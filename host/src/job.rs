@@ -251,8 +251,7 @@ impl Job {
         let sources = inputs
             .into_iter()
             .map(|records| Dataset::split(records, batch.partitions))
-            .collect::<Result<_>>()
-            .with_context(failed)?;
+            .collect();
         let outputs = self
             .graph
             .compute_watched(sources, &batch, |held| {

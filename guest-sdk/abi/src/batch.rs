@@ -1,5 +1,7 @@
 //! Record batches: the unit that crosses the host/guest boundary in one call.
 
+use std::ops::Range;
+
 use serde::Serialize;
 
 use crate::encoding::{self, Error};
@@ -146,14 +148,20 @@ impl Batch {
             {
                 end += 1;
             }
-            let chunk = Batch {
-                data: self.data[base as usize..self.ends[end - 1] as usize].to_vec(),
-                ends: self.ends[start..end].iter().map(|e| e - base).collect(),
-            };
             let first = start;
             start = end;
-            Some((first, chunk))
+            Some((first, self.slice(first..end)))
         })
+    }
+
+    /// Records `records` (consecutive) as a batch of their own, copied in two pieces.
+    pub fn slice(&self, records: Range<usize>) -> Batch {
+        let start_of = |index: usize| index.checked_sub(1).map_or(0, |i| self.ends[i]);
+        let (base, end) = (start_of(records.start), start_of(records.end));
+        Batch {
+            data: self.data[base as usize..end as usize].to_vec(),
+            ends: self.ends[records].iter().map(|end| end - base).collect(),
+        }
     }
 
     fn close_record(&mut self) {
@@ -306,6 +314,25 @@ mod tests {
             .map(|r| crate::encoding::from_bytes(r).unwrap())
             .collect();
         assert_eq!(values, vec![0, 2, 9]);
+    }
+
+    #[test]
+    fn a_slice_holds_the_records_of_its_range() {
+        let mut batch = Batch::new();
+        ["a", "bb", "", "cccc"]
+            .iter()
+            .for_each(|text| batch.push(text).unwrap());
+        let records = |batch: &Batch| -> Vec<String> {
+            batch
+                .iter()
+                .map(|r| crate::encoding::from_bytes(r).unwrap())
+                .collect()
+        };
+        assert_eq!(records(&batch.slice(1..3)), ["bb", ""]);
+        assert_eq!(records(&batch.slice(0..4)), records(&batch));
+        assert_eq!(records(&batch.slice(3..4)), ["cccc"]);
+        assert!(batch.slice(2..2).is_empty());
+        assert_eq!(batch.slice(4..4), Batch::new());
     }
 
     #[test]

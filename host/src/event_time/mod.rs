@@ -27,5 +27,5 @@ pub use clock::{
 pub use dedup::Dedup;
 pub use join::{EventJoin, JoinSpec, TimeRange};
 pub use late::{LateRows, LateStream};
-pub use step::{AssignWindow, EventTimeStep, EventTimes, TimeField, TimeSpec};
+pub use step::{AssignWindow, EventTimeStep, EventTimes, RecordTimes, TimeField, TimeSpec};
 pub use windows::WindowSpec;

@@ -103,10 +103,14 @@ impl EventTimes {
         Self { spec, udf: None }
     }
 
-    /// The event time (ms, `None` for null) of each record of `data`: a named field is
-    /// read without decoding the record (the partitions in parallel), a UDF is called
-    /// once for the batch.
+    /// The event time (ms, `None` for null) of each record of `data`: those `data`
+    /// carries if a step read them the same way; else a named field is read without
+    /// decoding the record (the partitions in parallel), and a UDF is called once for the
+    /// batch.
     pub fn times(&self, data: &Dataset, step: &str) -> Result<Vec<Option<i64>>> {
+        if let Some(times) = self.carried(data) {
+            return Ok(times.to_vec());
+        }
         let Some(udf) = &self.udf else {
             let partitions = data
                 .partitions()
@@ -144,6 +148,13 @@ impl EventTimes {
             .collect()
     }
 
+    /// The event times `data` carries, if a step read them as these are read.
+    pub(crate) fn carried<'d>(&self, data: &'d Dataset) -> Option<&'d [Option<i64>]> {
+        let carried = data.event_times()?;
+        (carried.field == self.spec.field && carried.unit_ms == self.spec.unit_ms)
+            .then_some(carried.times.as_slice())
+    }
+
     /// The event time of one encoded record (not for a UDF's times).
     pub(crate) fn time_in(&self, record: &[u8], step: &str) -> Result<Option<i64>> {
         if let TimeField::Named(name) = &self.spec.field
@@ -159,6 +170,37 @@ impl EventTimes {
     /// The field's name, if the time is a named field.
     pub fn name(&self) -> Option<&str> {
         self.spec.name()
+    }
+}
+
+/// Each record's event time as an `event_time` step read it, carried with the records
+/// ([`Dataset::with_event_times`]), so that the steps after it that read times the same
+/// way neither read them again nor call a UDF for them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTimes {
+    field: TimeField,
+    unit_ms: i64,
+    times: Vec<Option<i64>>,
+}
+
+impl RecordTimes {
+    /// `times`, one per record in order, read as `spec` says.
+    pub fn new(spec: &TimeSpec, times: Vec<Option<i64>>) -> Self {
+        Self {
+            field: spec.field.clone(),
+            unit_ms: spec.unit_ms,
+            times,
+        }
+    }
+
+    /// How many records have a time (or none) here.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
     }
 }
 
@@ -204,17 +246,14 @@ impl Operator for EventTimeStep {
 
     fn apply(&self, inputs: Vec<Dataset>, _batch: &BatchContext) -> Result<Dataset> {
         let data = single(inputs)?;
-        if let Some(input) = self.input {
-            let step = self.describe();
-            let times: Vec<i64> = self
-                .times
-                .times(&data, &step)?
-                .into_iter()
-                .flatten()
-                .collect();
-            self.clock.observe(input, &times);
-        }
-        Ok(data)
+        let Some(input) = self.input else {
+            return Ok(data);
+        };
+        let step = self.describe();
+        let times = self.times.times(&data, &step)?;
+        let observed: Vec<i64> = times.iter().flatten().copied().collect();
+        self.clock.observe(input, &observed);
+        Ok(data.with_event_times(RecordTimes::new(&self.times.spec, times)))
     }
 
     fn state(&self) -> Option<&dyn OperatorState> {
@@ -281,5 +320,57 @@ impl Operator for AssignWindow {
             }
         }
         Ok(dataset(&out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_time::EventTimeSettings;
+
+    fn seconds(field: &str) -> TimeSpec {
+        TimeSpec {
+            field: TimeField::Named(field.into()),
+            unit_ms: 1000,
+            delay_ms: Some(0),
+        }
+    }
+
+    #[test]
+    fn the_times_an_event_time_step_read_travel_with_its_records_only() {
+        let clock = Arc::new(EventClock::new(EventTimeSettings::default()));
+        let step = EventTimeStep {
+            times: EventTimes::read(seconds("t")),
+            input: Some(clock.register_input(0)),
+            clock: clock.clone(),
+        };
+        let records = [
+            record::record(vec![("t", Value::Int(2)), ("u", Value::Int(5))]),
+            record::record(vec![("t", Value::Null), ("u", Value::Int(6))]),
+        ];
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        clock.begin(true);
+        let out = step.apply(vec![dataset(&records)], &context).unwrap();
+        clock.end();
+        let by_t = EventTimes::read(seconds("t"));
+        assert_eq!(by_t.carried(&out), Some(&[Some(2000), None][..]));
+        assert_eq!(by_t.times(&out, "s").unwrap(), [Some(2000), None]);
+        // Times read another way (another field, another unit) are read from the records.
+        let by_u = EventTimes::read(seconds("u"));
+        assert_eq!(by_u.carried(&out), None);
+        assert_eq!(by_u.times(&out, "s").unwrap(), [Some(5000), Some(6000)]);
+        let in_ms = EventTimes::read(TimeSpec {
+            unit_ms: 1,
+            ..seconds("t")
+        });
+        assert_eq!(in_ms.times(&out, "s").unwrap(), [Some(2), None]);
+        // Records made anew carry none.
+        let again = Dataset::from_partitions(out.clone().into_partitions());
+        assert_eq!(by_t.carried(&again), None);
+        assert_eq!(again, out);
     }
 }

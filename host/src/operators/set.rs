@@ -172,7 +172,7 @@ mod tests {
         values
             .iter()
             .for_each(|value| records.push_with(|out| value.encode_into(out)));
-        Dataset::split(records, partitions).unwrap()
+        Dataset::split(records, partitions)
     }
 
     /// The output's records, sorted by their JSON text (partitioning decides the order).

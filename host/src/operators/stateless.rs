@@ -119,7 +119,10 @@ impl Operator for Repartition {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, _: &BatchContext) -> Result<Dataset> {
-        Dataset::split(single(inputs)?.concatenated(), self.partitions)
+        Ok(Dataset::split(
+            single(inputs)?.concatenated(),
+            self.partitions,
+        ))
     }
 }
 

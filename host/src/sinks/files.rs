@@ -119,7 +119,7 @@ mod tests {
             files: JobFiles::Anywhere,
             quota: None,
         };
-        sink.write(1000, &Dataset::split(records.clone(), 2).unwrap())
+        sink.write(1000, &Dataset::split(records.clone(), 2))
             .unwrap();
         let read = crate::receivers::load_table(
             &dir.path().join("out-1000.jsonl"),
