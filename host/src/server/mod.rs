@@ -127,11 +127,15 @@ pub async fn serve(
         .iter()
         .map(|tenant| runtime_tenant(tenant, defaults))
         .collect();
-    let host = Arc::new(Host::new(RuntimeConfig {
-        max_instances: options.config.max_instances,
-        tenants,
-        ..RuntimeConfig::default()
-    })?);
+    // Many tenants' jobs: their batch times are spread over the interval.
+    let host = Arc::new(
+        Host::new(RuntimeConfig {
+            max_instances: options.config.max_instances,
+            tenants,
+            ..RuntimeConfig::default()
+        })?
+        .with_batch_phases(),
+    );
     let supervisor = Arc::new(Supervisor::new(
         host.clone(),
         registry.clone(),
