@@ -1112,7 +1112,9 @@ fn a_redeploy_keeps_state_and_skips_no_batch_and_an_incompatible_one_is_refused(
     // The server spreads its jobs' batch times over the interval, by the job's name.
     let phase = sluice::batcher::phase_of("count", Duration::from_millis(20)).as_millis();
     assert!(
-        times.iter().all(|time| time.rem_euclid(20) as u128 == phase),
+        times
+            .iter()
+            .all(|time| time.rem_euclid(20) as u128 == phase),
         "batch times off the phase {phase} ms: {times:?}"
     );
     assert!(files(dir.path(), "a").join("more").exists());
