@@ -475,3 +475,95 @@ format = "json_lines"
         );
     }
 }
+
+#[test]
+fn a_late_stream_shared_by_steps_reading_one_stream_holds_a_row_once_only_if_each_dropped_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // `timed` fans out to a count per 10 s window and a dedup, both routing late rows to
+    // `late`. Watermark 35 s in batch 3: 12 s is late for both; 32 s for the dedup only
+    // (its window [30, 40) is open), so the count keeps it and it is not late. In batch
+    // 4 (watermark 36 s), 1 s is late for both, 33 s again for the dedup only.
+    let batches = [
+        r#"[{"k": "a", "seconds": 40}]"#,
+        "[]",
+        r#"[{"k": "a", "seconds": 12}, {"k": "a", "seconds": 32}, {"k": "b", "seconds": 36}, {"k": "a", "seconds": 41}]"#,
+        r#"[{"k": "c", "seconds": 1}, {"k": "a", "seconds": 33}]"#,
+    ];
+    std::fs::write(dir.path().join("batches.jsonl"), batches.join("\n")).unwrap();
+    let manifest = r#"name = "fan-out"
+batch_interval = "50ms"
+[checkpoint]
+dir = "checkpoint"
+every = 2
+[[sources]]
+name = "in"
+kind = "queue"
+batches_file = "batches.jsonl"
+[[streams]]
+name = "timed"
+from = "in"
+steps = [{ op = "event_time", field = "seconds", unit = "s", delay = "5s" }]
+[[streams]]
+name = "counts"
+from = "timed"
+steps = [{ op = "event_aggregate", keys = ["k"], window = "10s", aggregates = ["count"],
+  output_mode = "update", late_rows = "late" }]
+[[streams]]
+name = "firsts"
+from = "timed"
+steps = [{ op = "dedup", fields = ["k", "seconds"], late_rows = "late" }]
+[[sinks]]
+from = "late"
+kind = "files"
+prefix = "out/late"
+suffix = "jsonl"
+format = "json_lines"
+[[sinks]]
+from = "counts"
+kind = "files"
+prefix = "out/counts"
+suffix = "jsonl"
+format = "json_lines"
+"#;
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, manifest).unwrap();
+    // The text of every file of `prefix` that is not empty, in batch order.
+    let written = |prefix: &str| -> Vec<String> {
+        common::files_by_name(&dir.path().join("out"))
+            .into_iter()
+            .filter(|(name, text)| name.starts_with(prefix) && !text.is_empty())
+            .map(|(_, text)| text)
+            .collect()
+    };
+    let output = common::wordcount::sluice_run(&path, &["--batches", "3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(written("late"), ["{\"k\":\"a\",\"seconds\":12}\n"]);
+    // The count kept 32 s, which the dedup dropped.
+    let counted_32 = written("counts")
+        .iter()
+        .flat_map(|text| text.lines())
+        .any(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["window"]["start"] == 30_000 && row["key"]["k"] == "a" && row["count"] == 1
+        });
+    assert!(counted_32, "{:?}", written("counts"));
+    // A restart re-runs batch 3 (the checkpoint is of batch 2) the same, then runs 4.
+    let output = common::wordcount::sluice_run(&path, &[]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("re-running the batches cut before the restart"),
+        "{log}"
+    );
+    assert_eq!(
+        written("late"),
+        [
+            "{\"k\":\"a\",\"seconds\":12}\n",
+            "{\"k\":\"c\",\"seconds\":1}\n"
+        ]
+    );
+}

@@ -98,6 +98,7 @@ impl JobGraph {
             clock: Arc::new(EventClock::new(config.event_time)),
             times: HashMap::new(),
             late_nodes: Vec::new(),
+            late_streams: HashMap::new(),
             meter: Default::default(),
         };
         for source in &config.sources {
@@ -126,7 +127,7 @@ impl JobGraph {
                     .late_rows
                     .iter()
                     .find(|(step, _)| *step == index)
-                    .map(|(_, name)| (name, Arc::new(event_time::LateRows::default())));
+                    .map(|(_, name)| (name, builder.late_rows_of(name)));
                 let (operator, taken): (Box<dyn Operator>, usize) = match &stream.steps[index] {
                     _ if let Some(reduction) = reduction => (
                         builder.combined(&fused, reduction, &owner)?,
@@ -422,11 +423,21 @@ struct Builder<'a> {
     /// Where the records of a node's output have their event time (from the
     /// `event_time` step upstream).
     times: HashMap<usize, event_time::EventTimes>,
-    /// `(late stream node, its step's node)` for every stream of late rows.
+    /// `(late stream node, a step's node)` for every step feeding a stream of late rows.
     late_nodes: Vec<(usize, usize)>,
+    /// The streams of late rows by name, while their steps are built.
+    late_streams: HashMap<String, LateGroup>,
     /// The meter of the step being built, which its UDFs' pools count on; the node
     /// pushed next takes it.
     meter: std::cell::RefCell<Arc<StepMeter>>,
+}
+
+/// A stream of late rows while the steps feeding it are built.
+struct LateGroup {
+    /// One per step, in build order.
+    handles: Vec<Arc<event_time::LateRows>>,
+    /// The steps built so far: their nodes and `stream/step number`.
+    steps: Vec<(usize, String)>,
 }
 
 impl Builder<'_> {
@@ -591,9 +602,31 @@ impl Builder<'_> {
         })
     }
 
-    /// The stream `name` of the rows the step of node `step` (step `index` of stream
-    /// `stream`) drops as late: a node computed right after the step's, at the same batch
-    /// numbers, with what the step put in `rows`.
+    /// The next step's handle of the stream of late rows `name`, shared by every step
+    /// that names it (steps reading the same input: the resolver checks it).
+    fn late_rows_of(&mut self, name: &str) -> Arc<event_time::LateRows> {
+        let group = self.late_streams.entry(name.to_owned()).or_insert_with(|| {
+            let steps = self
+                .config
+                .streams
+                .iter()
+                .flat_map(|stream| &stream.late_rows)
+                .filter(|(_, late)| late == name)
+                .count();
+            LateGroup {
+                handles: event_time::LateRows::shared(steps)
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+                steps: Vec::new(),
+            }
+        });
+        group.handles[group.steps.len()].clone()
+    }
+
+    /// Notes that node `step` (step `index` of stream `stream`) routes the rows it drops
+    /// as late to the stream `name`; after its last step, adds that stream: a node
+    /// computed right after it, at the same batch numbers, with what the steps dropped.
     fn late_stream(
         &mut self,
         name: &str,
@@ -602,9 +635,22 @@ impl Builder<'_> {
         stream: &str,
         index: usize,
     ) -> Result<()> {
+        let group = self
+            .late_streams
+            .get_mut(name)
+            .expect("the step took a handle of it");
+        group.steps.push((step, format!("{stream}/{}", index + 1)));
+        if group.steps.len() < group.handles.len() {
+            return Ok(());
+        }
+        let steps = std::mem::take(&mut group.steps);
         let operator = event_time::LateStream {
             rows,
-            step: format!("{stream}/{}", index + 1),
+            step: steps
+                .iter()
+                .map(|(_, id)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let describe = format!(
             "job `{}`, stream `{name}` ({})",
@@ -616,7 +662,8 @@ impl Builder<'_> {
         if let Some(time) = self.times.get(&step).cloned() {
             self.times.insert(late, time);
         }
-        self.late_nodes.push((late, step));
+        self.late_nodes
+            .extend(steps.iter().map(|&(step, _)| (late, step)));
         self.streams.insert(name.to_owned(), late);
         Ok(())
     }

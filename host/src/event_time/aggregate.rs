@@ -2,6 +2,7 @@
 //! event time and optional key fields, with built-in aggregates, in one of Spark's
 //! output modes, late rows dropped and state evicted by the watermark.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
@@ -148,6 +149,63 @@ fn session_bytes(key_len: usize, width: usize) -> usize {
     key_len + std::mem::size_of::<Group>() + width * std::mem::size_of::<Acc>()
 }
 
+/// A shard's tables while a batch's rows are grouped, taken out of their map: a row finds
+/// its windows' tables among those the row before it used, or else by hash, rather than
+/// by a search of the map.
+struct OpenTables {
+    tables: Vec<(Placement, KeyTable<Acc>)>,
+    index: FxHashMap<Placement, usize>,
+    /// Per place in a row's list of placements, the table the last row used there.
+    recent: Vec<(Placement, usize)>,
+}
+
+impl OpenTables {
+    /// Takes every table of `placed`.
+    fn take(placed: &mut BTreeMap<Placement, KeyTable<Acc>>) -> Self {
+        let tables: Vec<_> = std::mem::take(placed).into_iter().collect();
+        let index = tables
+            .iter()
+            .enumerate()
+            .map(|(at, (placement, _))| (*placement, at))
+            .collect();
+        Self {
+            tables,
+            index,
+            recent: Vec::new(),
+        }
+    }
+
+    /// The table of `placement`, the `slot`th of its row's (a new one from `new` if there
+    /// is none).
+    fn table(
+        &mut self,
+        slot: usize,
+        placement: Placement,
+        new: impl FnOnce() -> KeyTable<Acc>,
+    ) -> &mut KeyTable<Acc> {
+        let at = match self.recent.get(slot) {
+            Some(&(recent, at)) if recent == placement => at,
+            _ => {
+                let at = *self.index.entry(placement).or_insert_with(|| {
+                    self.tables.push((placement, new()));
+                    self.tables.len() - 1
+                });
+                if slot >= self.recent.len() {
+                    self.recent.resize(slot + 1, (placement, at));
+                }
+                self.recent[slot] = (placement, at);
+                at
+            }
+        };
+        &mut self.tables[at].1
+    }
+
+    /// Puts every table (those added too) back into `placed`.
+    fn put_back(self, placed: &mut BTreeMap<Placement, KeyTable<Acc>>) {
+        placed.extend(self.tables);
+    }
+}
+
 /// Spare tables a shard keeps at most.
 const SPARE_TABLES: usize = 2;
 
@@ -282,11 +340,18 @@ impl EventAggregate {
         self.spec.grouping != Grouping::Keys || self.time_key.is_some()
     }
 
-    /// The event times of the records of `data` when a UDF gives them (a call for the
-    /// batch); `None` when each record's time is read as it is grouped ([`Self::time_of`]).
-    fn udf_times(&self, data: &Dataset, step: &str) -> Result<Option<Vec<Option<i64>>>> {
+    /// The event times of the records of `data` when it carries them or a UDF gives them
+    /// (a call for the batch); `None` when each record's time is read as it is grouped
+    /// ([`Self::time_of`]).
+    fn times<'d>(&self, data: &'d Dataset, step: &str) -> Result<Option<Cow<'d, [Option<i64>]>>> {
         match &self.time {
-            Some(time) if self.timed() && time.udf.is_some() => time.times(data, step).map(Some),
+            Some(time) if self.timed() => match time.carried(data) {
+                Some(times) => Ok(Some(Cow::Borrowed(times))),
+                None if time.udf.is_some() => {
+                    time.times(data, step).map(|times| Some(times.into()))
+                }
+                None => Ok(None),
+            },
             Some(_) => Ok(None),
             None if self.timed() => {
                 bail!("{step}: windows need an `event_time` step before this one")
@@ -635,6 +700,21 @@ impl EventAggregate {
         read: &[ReadPartition],
         run: &Run,
     ) -> Result<Late> {
+        let mut tables = OpenTables::take(&mut shard.placed);
+        let grouped = self.group_rows(shard, &mut tables, index, read, run);
+        tables.put_back(&mut shard.placed);
+        grouped
+    }
+
+    /// [`Self::group`], with the shard's tables taken out into `tables`.
+    fn group_rows(
+        &self,
+        shard: &mut Shard,
+        tables: &mut OpenTables,
+        index: usize,
+        read: &[ReadPartition],
+        run: &Run,
+    ) -> Result<Late> {
         let step = run.step;
         let is_late = |close: Option<i64>| self.evicts && close.is_some_and(|c| c <= run.late_with);
         let session = matches!(self.spec.grouping, Grouping::Session { .. });
@@ -668,7 +748,7 @@ impl EventAggregate {
                     (_, None) => continue,
                 }
                 let mut counted = false;
-                for &(window, close) in &placed {
+                for (slot, &(window, close)) in placed.iter().enumerate() {
                     if is_late(close) {
                         late.groups.insert((window, key.to_vec()));
                         continue;
@@ -687,7 +767,7 @@ impl EventAggregate {
                             shard.session_bytes + of_key.len() * one - before * one;
                         continue;
                     }
-                    let table = shard.placed.entry((window, close)).or_insert_with(|| {
+                    let table = tables.table(slot, (window, close), || {
                         shard.spare.pop().unwrap_or_else(|| KeyTable::new(width))
                     });
                     let group = match table.find(row.hash, key) {
@@ -712,8 +792,10 @@ impl EventAggregate {
         Ok(late)
     }
 
-    /// Evicts what the watermark closed from `shard` and encodes its output rows, sorted
-    /// by window and key.
+    /// Evicts what the watermark closed from `shard` and encodes its output rows: sessions
+    /// sorted by window and key (they are kept in a hash map, whose order a restore
+    /// changes), then windows' groups by window, each window's in the order its groups
+    /// came (which a checkpoint keeps), so that a re-run batch emits what it did.
     fn emit(&self, shard: &mut Shard, run: &Run) -> Result<Batch> {
         let mut evicted = Vec::new();
         let mut evicted_sessions = Vec::new();
@@ -735,6 +817,21 @@ impl EventAggregate {
                 .map(|(key, _): &(Vec<u8>, Group)| session_bytes(key.len(), width))
                 .sum::<usize>();
         }
+        let mut sessions: Vec<Row> = match self.spec.mode {
+            OutputMode::Append => evicted_sessions
+                .iter()
+                .map(|(key, group)| session_row(key, group))
+                .collect(),
+            OutputMode::Update => Vec::new(),
+            OutputMode::Complete => shard
+                .by_key
+                .iter()
+                .flat_map(|(key, of_key)| of_key.iter().map(move |group| session_row(key, group)))
+                .collect(),
+        };
+        sessions.sort_unstable_by(|(a_window, a_key, _), (b_window, b_key, _)| {
+            (a_window, a_key).cmp(&(b_window, b_key))
+        });
         // Update mode: the groups that changed and were not evicted.
         let changed: Vec<(Placement, Vec<usize>)> = match self.spec.mode {
             OutputMode::Update => shard
@@ -744,15 +841,10 @@ impl EventAggregate {
                 .collect(),
             OutputMode::Append | OutputMode::Complete => Vec::new(),
         };
-        let mut rows: Vec<Row> = match self.spec.mode {
-            OutputMode::Append => evicted_sessions
+        let groups: Vec<Row> = match self.spec.mode {
+            OutputMode::Append => evicted
                 .iter()
-                .map(|(key, group)| session_row(key, group))
-                .chain(
-                    evicted
-                        .iter()
-                        .flat_map(|(placement, table)| table_rows(placement, table)),
-                )
+                .flat_map(|(placement, table)| table_rows(placement, table))
                 .collect(),
             OutputMode::Update => changed
                 .iter()
@@ -764,23 +856,15 @@ impl EventAggregate {
                 })
                 .collect(),
             OutputMode::Complete => shard
-                .by_key
+                .placed
                 .iter()
-                .flat_map(|(key, of_key)| of_key.iter().map(move |group| session_row(key, group)))
-                .chain(
-                    shard
-                        .placed
-                        .iter()
-                        .flat_map(|(placement, table)| table_rows(placement, table)),
-                )
+                .flat_map(|(placement, table)| table_rows(placement, table))
                 .collect(),
         };
-        rows.sort_unstable_by(|(a_window, a_key, _), (b_window, b_key, _)| {
-            (a_window, a_key).cmp(&(b_window, b_key))
-        });
         let shape = self.shape();
-        let mut out = Batch::with_capacity(rows.len(), rows.len() * 64);
-        for row in rows {
+        let rows = sessions.len() + groups.len();
+        let mut out = Batch::with_capacity(rows, rows * 64);
+        for row in sessions.into_iter().chain(groups) {
             crate::scheduler::slice::tick()?;
             out.push_with(|bytes| self.output(&shape, row, bytes));
         }
@@ -811,7 +895,7 @@ impl Operator for EventAggregate {
         let mut shards = self.lock();
         let mut routed = LateCollector::new(self.late.as_deref());
         let gaps = self.gaps(&data, &step)?;
-        let times = self.udf_times(&data, &step)?;
+        let times = self.times(&data, &step)?;
         let firsts = data.partitions().iter().scan(0, |first, partition| {
             let this = *first;
             *first += partition.len();
@@ -851,8 +935,8 @@ impl Operator for EventAggregate {
         };
         late_rows
             .iter()
-            .filter_map(|&index| records.get(index))
-            .for_each(|record| routed.dropped(record));
+            .filter_map(|&index| Some((index, *records.get(index)?)))
+            .for_each(|(index, record)| routed.dropped(index, record));
         let state_rows = shards.iter().map(Shard::rows).sum();
         self.clock
             .report(self.step, state_rows, late_groups, late_rows.len());
@@ -1078,6 +1162,66 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_aggregation_emits_a_batch_in_the_order_the_original_did() {
+        let tumbling = Grouping::Window(WindowSpec {
+            duration_ms: 10_000,
+            slide_ms: 10_000,
+            start_ms: 0,
+        });
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        let run = |(clock, aggregate, input): &(Arc<EventClock>, EventAggregate, usize),
+                   events: &[(String, i64)]| {
+            let records: Vec<Value> = events.iter().map(|(k, t)| event(k, *t)).collect();
+            clock.begin(true);
+            let times: Vec<i64> = events.iter().map(|(_, t)| t * 1000).collect();
+            clock.observe(*input, &times);
+            let out = aggregate.apply(vec![dataset(&records)], &context).unwrap();
+            clock.end();
+            values(&out).unwrap()
+        };
+        let events = |keys: std::ops::Range<i64>, seconds: i64| -> Vec<(String, i64)> {
+            keys.rev().map(|key| (format!("k{key}"), seconds)).collect()
+        };
+        let original = aggregation(tumbling, OutputMode::Complete);
+        run(&original, &events(0..40, 3));
+        let restored = aggregation(tumbling, OutputMode::Complete);
+        restored.1.restore(&original.1.save()).unwrap();
+        let next = [events(20..60, 4), events(0..10, 14)].concat();
+        let emitted = run(&original, &next);
+        assert_eq!(emitted.len(), 70);
+        assert_eq!(run(&restored, &next), emitted);
+    }
+
+    #[test]
+    fn open_tables_give_each_placement_its_own_table_whatever_slot_asks() {
+        let (a, b) = ((Some((0, 10)), Some(10)), (Some((5, 15)), Some(15)));
+        let mut placed = BTreeMap::from([(b, KeyTable::new(1))]);
+        let mut tables = OpenTables::take(&mut placed);
+        assert!(placed.is_empty());
+        let key = |table: &mut KeyTable<Acc>, count| {
+            table.insert(table::hash(b"k"), b"k", [Acc::Count(count)]);
+        };
+        key(tables.table(0, a, || KeyTable::new(1)), 1);
+        key(tables.table(1, b, || unreachable!("b has a table")), 2);
+        // Asked from the slot the other one was last used in.
+        assert_eq!(
+            tables.table(0, b, || unreachable!()).values(0),
+            [Acc::Count(2)]
+        );
+        assert_eq!(
+            tables.table(1, a, || unreachable!()).values(0),
+            [Acc::Count(1)]
+        );
+        assert_eq!(tables.table(5, a, || unreachable!()).len(), 1);
+        tables.put_back(&mut placed);
+        assert_eq!(placed.keys().collect::<Vec<_>>(), [&a, &b]);
+    }
+
+    #[test]
     fn sessions_merge_across_batches_and_close_by_the_watermark() {
         let (clock, sessions, input) = aggregation(
             Grouping::Session {
@@ -1197,5 +1341,70 @@ mod tests {
         let report = clock.last_report().unwrap();
         assert_eq!(report.steps[0].late_rows_dropped, 2);
         assert_eq!(report.steps[0].rows_dropped_by_watermark, 4);
+    }
+
+    #[test]
+    fn aggregations_sharing_a_late_stream_route_a_row_once_only_if_both_dropped_it() {
+        let tumbling = |seconds: i64| {
+            Grouping::Window(WindowSpec {
+                duration_ms: seconds * 1000,
+                slide_ms: seconds * 1000,
+                start_ms: 0,
+            })
+        };
+        let (clock, by_10s, input) = aggregation(tumbling(10), OutputMode::Update);
+        let by_minute = EventAggregate::new(
+            AggregateSpec {
+                grouping: tumbling(60),
+                ..by_10s.spec.clone()
+            },
+            by_10s.time.clone(),
+            None,
+            vec![None],
+            clock.clone(),
+            "m/1".into(),
+        )
+        .unwrap();
+        let [first, second] = <[LateRows; 2]>::try_from(LateRows::shared(2))
+            .unwrap()
+            .map(Arc::new);
+        let stream = crate::event_time::LateStream {
+            rows: second.clone(),
+            step: "s/1, m/1".into(),
+        };
+        let (by_10s, by_minute) = (
+            by_10s.with_late_rows(first),
+            by_minute.with_late_rows(second),
+        );
+        let context = BatchContext {
+            time_ms: 0,
+            partitions: 1,
+            number: 1,
+        };
+        // A batch through both aggregations (one input fanned out); what the stream got.
+        let fanned_out = |events: &[(&str, i64)]| {
+            let records: Vec<Value> = events.iter().map(|(k, t)| event(k, *t)).collect();
+            clock.begin(!records.is_empty());
+            let times: Vec<i64> = events.iter().map(|(_, t)| t * 1000).collect();
+            clock.observe(input, &times);
+            for aggregate in [&by_10s, &by_minute] {
+                aggregate.apply(vec![dataset(&records)], &context).unwrap();
+            }
+            clock.end();
+            values(&stream.apply(Vec::new(), &context).unwrap()).unwrap()
+        };
+        assert!(fanned_out(&[("a", 85)]).is_empty());
+        assert!(fanned_out(&[]).is_empty());
+        // Watermark 75 s: 30 s and 5 s are late for both; 65 s only for the 10 s
+        // windows ([60, 70)), while the minute [60, 120) counts it; 78 s for neither.
+        let routed = fanned_out(&[("a", 30), ("a", 65), ("a", 78), ("b", 5)]);
+        assert_eq!(routed, [event("a", 30), event("b", 5)]);
+        let report = clock.last_report().unwrap();
+        let dropped: Vec<usize> = report
+            .steps
+            .iter()
+            .map(|step| step.late_rows_dropped)
+            .collect();
+        assert_eq!(dropped, [3, 2], "each step counts the rows it dropped");
     }
 }

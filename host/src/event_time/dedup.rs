@@ -101,11 +101,12 @@ impl Operator for Dedup {
             (Some(time), true) => time.times(&data, &step)?,
             _ => vec![None; records.len()],
         };
-        for ((record, time), encoded) in records.into_iter().zip(times).zip(data.records()) {
+        let rows = records.into_iter().zip(times).zip(data.records());
+        for (position, ((record, time), encoded)) in rows.enumerate() {
             crate::scheduler::slice::tick()?;
             if time.is_some_and(|time| time <= late_with) {
                 late += 1;
-                routed.dropped(encoded);
+                routed.dropped(position, encoded);
                 continue;
             }
             let key = match &self.fields {

@@ -244,18 +244,21 @@ impl Operator for EventJoin {
         let mut late = 0;
         let (mut added, mut removed) = (0, 0);
         let mut routed = LateCollector::new(self.late.as_deref());
+        // Rows are numbered across both sides, this stream's first.
+        let mut positions = 0..;
         for (side, data) in [left, right].into_iter().enumerate() {
             let records = values(&data)?;
             let times = self.times_of(side, &records, &step)?;
             for ((record, time), encoded) in records.into_iter().zip(times).zip(data.records()) {
                 crate::scheduler::slice::tick()?;
+                let position = positions.next().expect("unbounded");
                 let mut row = self.row(side, record, encoded.len(), time, &step)?;
                 let is_late = watermarked
                     && (row.time.is_some_and(|time| time <= late_with)
                         || row.window_end.is_some_and(|end| end <= late_with));
                 if is_late {
+                    routed.dropped(position, encoded);
                     late += 1;
-                    routed.dropped(encoded);
                     continue;
                 }
                 for other in state[1 - side].iter_mut() {

@@ -121,6 +121,8 @@ pub struct Resolver<'a> {
     watermarked: HashSet<String>,
     /// The event-time steps upstream of each stream (what may follow them).
     lineages: std::collections::HashMap<String, event_time::Lineage>,
+    /// The streams of late rows, by name (which steps route to them).
+    late_groups: std::collections::HashMap<String, event_time::LateGroup>,
     /// Where a server keeps the job's components and checkpoints (`sluice serve`);
     /// `None`: aliases are paths and the manifest names its checkpoint directory.
     hosting: Option<&'a dyn super::Hosting>,
@@ -149,6 +151,7 @@ impl<'a> Resolver<'a> {
             mapped_with_state: HashSet::new(),
             watermarked: HashSet::new(),
             lineages: Default::default(),
+            late_groups: Default::default(),
             hosting: None,
         }
     }
@@ -577,7 +580,7 @@ impl<'a> Resolver<'a> {
         }
         let (watermarked, lineages) = self.check_event_time(spec, &from, &steps)?;
         let name = self.define(&spec.name)?;
-        let late_rows = self.late_streams(spec, &steps, &lineages, watermarked)?;
+        let late_rows = self.late_streams(spec, &from, &steps, &lineages, watermarked)?;
         for late in late_rows.iter().map(|(_, late)| late).chain([&name]) {
             if watermarked {
                 self.watermarked.insert(late.clone());

@@ -447,16 +447,27 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// The streams of late rows the steps of `spec` declare (`late_rows`), defined as
-    /// stream names, with the index of their step; refused on a step that never drops a
-    /// row as late. `lineages` holds the event-time steps upstream of each step's output.
+    /// The streams of late rows the steps of `spec` (reading `from`) declare
+    /// (`late_rows`), defined as stream names, with the index of their step; refused on
+    /// a step that never drops a row as late. `lineages` holds the event-time steps
+    /// upstream of each step's output. Steps reading the same input may share a late
+    /// stream (fan-out), which then judges each row by all of them.
     pub(super) fn late_streams(
         &mut self,
         spec: &StreamSpec,
+        from: &str,
         steps: &[StepConfig],
         lineages: &[Lineage],
         watermarked: bool,
     ) -> Result<Vec<(usize, String)>> {
+        let stream = spec.name.get_ref().trim();
+        for read in std::iter::once(from).chain(steps.iter().flat_map(StepConfig::other_streams)) {
+            if let Some(group) = self.late_groups.get_mut(read) {
+                group
+                    .read_by
+                    .get_or_insert_with(|| format!("stream `{stream}`"));
+            }
+        }
         let mut late_streams = Vec::new();
         for (index, (step, step_spec)) in steps.iter().zip(&spec.steps).enumerate() {
             let Some(name) = &step_spec.late_rows else {
@@ -486,12 +497,77 @@ impl Resolver<'_> {
                     "remove `late_rows`, or give the step a watermark and a window (see docs/manifest.md, \"Late rows\")",
                 ));
             }
-            let late = self.define(name)?;
-            self.lineages.insert(late.clone(), lineages[index].clone());
+            let this = format!("`{op}` (stream `{stream}` step {})", index + 1);
+            // What the step reads, if it may share a late stream: its stream's input,
+            // which it reads first and alone.
+            let input =
+                (index == 0 && !matches!(step, StepConfig::EventJoin(..))).then(|| from.to_owned());
+            let late = match self.late_groups.get(name.get_ref().trim()) {
+                Some(group) => {
+                    let late = name.get_ref().trim().to_owned();
+                    if let Some(reader) = &group.read_by {
+                        return Err(self.error(
+                            Some(name.span()),
+                            format!(
+                                "{this} cannot add its late rows to `{late}`: {reader}, above it, already reads that stream, which is whole only after its last step"
+                            ),
+                            format!(
+                                "move {reader} (and whatever reads it) below {this}"
+                            ),
+                        ));
+                    }
+                    if input.is_none() || group.input != input {
+                        return Err(self.error(
+                            Some(name.span()),
+                            format!(
+                                "{this} cannot route its late rows to `{late}` too: {} routes there, and a late stream shared by several steps judges each row by all of them (a row goes there only if every one dropped it), so they must read the same rows: each the first step of a stream `from` one same stream, and none an `event_join` (which reads two)",
+                                group.steps[0]
+                            ),
+                            format!(
+                                "give it a late stream of its own (`late_rows = \"{late}_{}\"`), and `union` the two if one sink should get both; or start both streams `from` the same stream, the stateful step first",
+                                group.steps.len() + 1
+                            ),
+                        ));
+                    }
+                    self.late_groups
+                        .get_mut(&late)
+                        .expect("found above")
+                        .steps
+                        .push(this);
+                    late
+                }
+                None => {
+                    let late = self.define(name)?;
+                    self.late_groups.insert(
+                        late.clone(),
+                        LateGroup {
+                            input,
+                            steps: vec![this],
+                            read_by: None,
+                        },
+                    );
+                    late
+                }
+            };
+            self.lineages
+                .entry(late.clone())
+                .or_default()
+                .merge(&lineages[index]);
             late_streams.push((index, late));
         }
         Ok(late_streams)
     }
+}
+
+/// A stream of late rows, as the steps that route to it are read.
+#[derive(Debug)]
+pub(super) struct LateGroup {
+    /// The stream its steps read (first and alone), if it may take more steps.
+    input: Option<String>,
+    /// Its steps, as messages name them.
+    steps: Vec<String>,
+    /// The first stream that reads it, as messages name it (no step may join after).
+    read_by: Option<String>,
 }
 
 /// The event-time steps upstream of a stream, through `from` and the streams it unions
@@ -768,6 +844,59 @@ steps = [{ op = "union", with = ["w"] }, { op = "count_by_value_and_window", win
         ));
         assert!(
             error.contains("`late_rows` does not apply to the `event_time` step"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn steps_reading_one_stream_may_share_a_late_stream_and_no_others() {
+        let windowed = WINDOWED.replace(" }", r#", late_rows = "late" }"#);
+        let dedup = r#"{ op = "dedup", fields = ["k", "t"], late_rows = "late" }"#;
+        let fan_out = |first: &str, between: &str, second: &str| {
+            jobs(
+                TIME,
+                &format!(
+                    "[[streams]]\nname = \"a\"\nfrom = \"w\"\nsteps = [{first}]\n{between}\
+                     [[streams]]\nname = \"b\"\nfrom = \"w\"\nsteps = [{second}]\n\
+                     [[sinks]]\nfrom = \"late\"\nkind = \"print\""
+                ),
+            )
+        };
+        let config = check(&fan_out(&windowed, "", dedup)).unwrap();
+        assert_eq!(config.streams[1].late_rows, [(0, "late".to_owned())]);
+        assert_eq!(config.streams[2].late_rows, [(0, "late".to_owned())]);
+        // Not after another step, which reads other rows (in a chain, the rows the
+        // first step kept), nor an `event_join`.
+        let error = refused(&fan_out(
+            &windowed,
+            "",
+            &format!(r#"{{ op = "dedup", fields = ["k", "t"] }}, {windowed}"#),
+        ));
+        for part in [
+            "`event_aggregate` (stream `b` step 2) cannot route its late rows to `late` too",
+            "`event_aggregate` (stream `a` step 1) routes there",
+            "a row goes there only if every one dropped it",
+            "late_rows = \"late_2\"",
+        ] {
+            assert!(error.contains(part), "`{part}` is not in: {error}");
+        }
+        let error = refused(&jobs(&format!("{TIME}, {dedup}, {windowed}"), ""));
+        assert!(
+            error.contains("(stream `w` step 3) cannot route"),
+            "{error}"
+        );
+        let join = r#"{ op = "event_join", other = "w", keys = ["k"], late_rows = "late" }"#;
+        let error = refused(&fan_out(&windowed, "", join));
+        assert!(
+            error.contains("(stream `b` step 1) cannot route"),
+            "{error}"
+        );
+        // Nor once a stream above reads the late stream.
+        let reader = "[[streams]]\nname = \"r\"\nfrom = \"late\"\n\
+                      steps = [{ op = \"union\", with = [\"w\"] }]\n";
+        let error = refused(&fan_out(&windowed, reader, dedup));
+        assert!(
+            error.contains("`dedup` (stream `b` step 1) cannot add its late rows to `late`: stream `r`, above it, already reads that stream"),
             "{error}"
         );
     }
