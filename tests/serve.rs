@@ -195,6 +195,13 @@ fn fresh_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Server, S
     (server, token)
 }
 
+/// As [`fresh`], with `server.toml` (in `dir`) holding `config`.
+fn fresh_with_config(dir: &Path, config: &str) -> (Server, String) {
+    let path = dir.join("server.toml");
+    std::fs::write(&path, config).unwrap();
+    fresh(dir, &["--config", path.to_str().unwrap()])
+}
+
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(common::udf(name)).unwrap()
 }
@@ -618,13 +625,10 @@ fn metric(server: &Server, token: &str, series: &str) -> Option<String> {
 #[test]
 fn a_failing_job_restarts_with_backoff_then_stays_failed() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
+    let (server, admin) = fresh_with_config(
+        dir.path(),
         "[restart]\nmax_failures = 2\nfirst_delay = \"50ms\"\n",
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let a = server.tenant(&admin, "a", json!({}));
     server.expect(201, "PUT", "/v1/components/faulty", &a, wasm("faulty"));
     let manifest = r#"name = "panics"
@@ -701,7 +705,7 @@ prefix = "out/n"
     assert_eq!(server.terminate().code(), Some(0));
     let again = Server::start(
         &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
+        &["--config", dir.path().join("server.toml").to_str().unwrap()],
     );
     let job = again.expect(200, "GET", "/v1/jobs/panics", &a, "");
     assert_eq!(
@@ -1433,9 +1437,7 @@ fn an_upload_whose_functions_loop_or_outgrow_the_tenants_memory_is_refused_and_n
 #[test]
 fn a_deleted_tenant_gives_its_instance_reservation_back() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(&config, "max_instances = 8\n").unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    let (server, admin) = fresh_with_config(dir.path(), "max_instances = 8\n");
     server.tenant(&admin, "big", json!({"max_instances": 8}));
     let new = |name: &str, instances: u32| {
         json!({"name": name, "quotas": {"max_instances": instances}}).to_string()
@@ -1982,13 +1984,10 @@ fn a_slow_upload_of_one_tenant_does_not_hold_up_anothers() {
 #[test]
 fn a_running_job_that_fills_its_tenants_disk_quota_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
+    let (server, admin) = fresh_with_config(
+        dir.path(),
         "[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n",
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let limit = 20_000;
     let a = server.tenant(&admin, "a", json!({"max_disk_bytes": limit}));
     server.upload_word_count(&a);
@@ -2022,13 +2021,10 @@ fn a_running_job_that_fills_its_tenants_disk_quota_fails_naming_it() {
 fn a_job_whose_write_ahead_log_fills_its_tenants_disk_quota_fails_naming_it_and_neighbours_run_on()
 {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
+    let (server, admin) = fresh_with_config(
+        dir.path(),
         "[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n",
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let limit = 2_000_000;
     let a = server.tenant(&admin, "a", json!({"max_disk_bytes": limit}));
     let b = server.tenant(&admin, "b", json!({}));
@@ -2099,15 +2095,12 @@ fn a_kafka_cluster_advertising_a_broker_the_server_does_not_allow_is_refused() {
     // The bootstrap address is allowed; the one the broker advertises (127.0.0.1) is not.
     let bootstrap = format!("localhost:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (server, admin) = fresh_with_config(
+        dir.path(),
+        &format!(
             "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
         ),
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let a = server.tenant(&admin, "a", json!({}));
     server.upload_word_count(&a);
     let manifest = format!(
@@ -2153,15 +2146,12 @@ fn kafka_clients_never_connect_to_a_broker_the_server_does_not_allow() {
     let broker = common::kafka::Broker::start_advertising(Some(&advertised));
     let bootstrap = broker.address().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("server.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (server, admin) = fresh_with_config(
+        dir.path(),
+        &format!(
             "allowed_hosts = [\"{bootstrap}\"]\n[restart]\nmax_failures = 1\nfirst_delay = \"50ms\"\n"
         ),
-    )
-    .unwrap();
-    let (server, admin) = fresh(dir.path(), &["--config", config.to_str().unwrap()]);
+    );
     let a = server.tenant(&admin, "a", json!({}));
     server.upload_word_count(&a);
     server.expect(201, "PUT", "/v1/files/input.txt", &a, "a b\nc d\n");
