@@ -9,15 +9,11 @@
 //! folded into its key's combiner as soon as it is made. Guests run it behind the
 //! `combine` export; the host runs the same code natively.
 
-use std::hash::{BuildHasher, Hasher};
-
-use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
-
 use crate::batch::Batch;
-use crate::encoding::{Encoder, extend_short, pair_parts, short_bytes};
+use crate::encoding::{Encoder, extend_short, pair_parts};
 use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
 use crate::handoff::{Emit, Record};
+use crate::table::{KeyTable, Slot, Stored};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
@@ -52,100 +48,12 @@ pub struct Failed {
 /// Combiners by key, keys in the order first seen.
 #[derive(Debug, Default)]
 pub struct Combiner {
-    /// Each key with its combiner, found by the hash of the key's bytes.
-    entries: HashTable<Entry>,
-    /// Keys and combiners too long to keep in their entry.
-    spilled: Vec<Vec<u8>>,
+    /// Each key with its combiner, both canonically encoded. Short ones (a word's key, a
+    /// count) live in the table's entries, so that finding a key and folding into its
+    /// combiner touch one cache line and allocate nothing.
+    table: KeyTable<Stored>,
     /// Where a merge writes the new combiner.
     merged: Vec<u8>,
-}
-
-/// A key and its combiner, both canonically encoded. Short ones (a word's key, a count)
-/// live in the entry itself, in the hash table's own memory, so that finding a key and
-/// folding into its combiner touch one cache line and allocate nothing.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    key: Stored,
-    combiner: Stored,
-    /// How many keys were seen before this one.
-    order: u32,
-}
-
-/// The most bytes an entry keeps inline.
-const INLINE: usize = 15;
-/// The length byte of bytes kept in [`Combiner::spilled`]: the low four bytes are their
-/// index there.
-const SPILLED: u8 = u8::MAX;
-
-/// Bytes kept inline: the first 15 bytes hold them (the rest zero), the last their
-/// length, so that comparing two is comparing two pairs of numbers and storing one copies
-/// no run of variable length (see [`short_bytes`]).
-#[derive(Debug, Clone, Copy)]
-struct Stored([u8; INLINE + 1]);
-
-impl Stored {
-    /// `bytes` inline, if they fit.
-    #[inline]
-    fn inline(bytes: &[u8]) -> Option<Self> {
-        (bytes.len() <= INLINE).then(|| {
-            let [low, high] = short_bytes(bytes);
-            Self::from_numbers([low, high | (bytes.len() as u64) << 56])
-        })
-    }
-
-    fn from_numbers([low, high]: [u64; 2]) -> Self {
-        let mut bytes = [0; INLINE + 1];
-        bytes[..8].copy_from_slice(&low.to_le_bytes());
-        bytes[8..].copy_from_slice(&high.to_le_bytes());
-        Self(bytes)
-    }
-
-    fn numbers(&self) -> [u64; 2] {
-        [
-            u64::from_le_bytes(self.0[..8].try_into().expect("8")),
-            u64::from_le_bytes(self.0[8..].try_into().expect("8")),
-        ]
-    }
-
-    fn new(bytes: &[u8], spilled: &mut Vec<Vec<u8>>) -> Self {
-        Self::inline(bytes).unwrap_or_else(|| {
-            spilled.push(bytes.to_vec());
-            Self::from_numbers([(spilled.len() - 1) as u64, u64::from(SPILLED) << 56])
-        })
-    }
-
-    fn spilled_index(&self) -> Option<usize> {
-        (self.0[INLINE] == SPILLED).then_some(self.numbers()[0] as u32 as usize)
-    }
-
-    /// The bytes, read from `spilled` if they are kept there.
-    fn get<'a>(&'a self, spilled: &'a [Vec<u8>]) -> &'a [u8] {
-        match self.spilled_index() {
-            None => &self.0[..usize::from(self.0[INLINE])],
-            Some(index) => &spilled[index],
-        }
-    }
-
-    /// Whether these are the bytes `key`, whose inline form (if it has one) is `inline`.
-    #[inline]
-    fn is(&self, key: &[u8], inline: Option<Stored>, spilled: &[Vec<u8>]) -> bool {
-        match (inline, self.spilled_index()) {
-            (Some(inline), _) => self.numbers() == inline.numbers(),
-            (None, Some(index)) => spilled[index] == key,
-            (None, None) => false,
-        }
-    }
-
-    /// Replaces the bytes; once spilled, they stay in their spilled place.
-    fn replace(&mut self, bytes: &[u8], spilled: &mut Vec<Vec<u8>>) {
-        match self.spilled_index() {
-            Some(index) => {
-                spilled[index].clear();
-                spilled[index].extend_from_slice(bytes);
-            }
-            None => *self = Self::new(bytes, spilled),
-        }
-    }
 }
 
 impl Combiner {
@@ -156,12 +64,12 @@ impl Combiner {
 
     /// How many keys the table holds.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.table.len()
     }
 
     /// Whether the table holds no key.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.table.is_empty()
     }
 
     /// Runs `chain` (map, flat-map and filter functions) over every record of `input` and
@@ -241,26 +149,26 @@ impl Combiner {
             Record::Str(_) | Record::Int(_) => None,
         }
         .ok_or_else(|| failed(Stage::Merge)(not_a_pair(index, pair)))?;
-        let hash = hash_of(key);
-        let inline = Stored::inline(key);
-        let Self {
-            entries,
-            spilled,
-            merged,
-        } = self;
-        if let Some(entry) = entries.find_mut(hash, |entry| entry.key.is(key, inline, spilled)) {
-            let combiner = Record::outside(entry.combiner.get(spilled));
-            (merge.merge)(index, combiner, value, merged).map_err(failed(Stage::Merge))?;
-            entry.combiner.replace(merged, spilled);
-            return Ok(());
-        }
+        let Self { table, merged } = self;
+        let mut vacant = match table.slot(key) {
+            Slot::Found {
+                value: combiner,
+                spill,
+            } => {
+                let current = Record::outside(combiner.get(spill));
+                (merge.merge)(index, current, value, merged).map_err(failed(Stage::Merge))?;
+                combiner.replace(merged, spill);
+                return Ok(());
+            }
+            Slot::Vacant(vacant) => vacant,
+        };
         let combiner = match merge.create {
             Some(create) => {
                 let mut made = None;
                 create(index, value, &mut Vec::new(), &mut |combiner| {
                     merged.clear();
                     combiner.encode_into(merged);
-                    made = Some(Stored::new(merged, spilled));
+                    made = Some(Stored::new(merged, vacant.spill()));
                     Ok(())
                 })
                 .map_err(failed(Stage::Create))?;
@@ -269,37 +177,28 @@ impl Combiner {
             None => {
                 merged.clear();
                 value.encode_into(merged);
-                Stored::new(merged, spilled)
+                Stored::new(merged, vacant.spill())
             }
         };
-        let entry = Entry {
-            key: inline.unwrap_or_else(|| Stored::new(key, spilled)),
-            combiner,
-            order: entries.len() as u32,
-        };
-        entries.insert_unique(hash, entry, |entry| hash_of(entry.key.get(spilled)));
+        vacant.insert(combiner);
         Ok(())
     }
 
     /// Every key with its combiner as a `(key, combiner)` pair, keys in the order first
     /// seen; the table is left empty.
     pub fn flush(&mut self) -> Batch {
-        let spilled = &self.spilled;
-        let mut in_order: Vec<Option<&Entry>> = vec![None; self.len()];
-        let mut bytes = 0;
-        for entry in &self.entries {
-            bytes += 2 + entry.key.get(spilled).len() + entry.combiner.get(spilled).len();
-            in_order[entry.order as usize] = Some(entry);
-        }
+        let spill = self.table.spill();
+        let bytes = self
+            .table
+            .in_order()
+            .map(|(key, combiner)| 2 + key.len() + combiner.get(spill).len())
+            .sum();
         let mut pairs = Batch::with_capacity(self.len(), bytes);
-        for entry in in_order
-            .into_iter()
-            .map(|entry| entry.expect("one entry per order"))
-        {
+        for (key, combiner) in self.table.in_order() {
             pairs.push_with(|out| {
                 Encoder::new(out).tuple_header(2);
-                extend_short(out, entry.key.get(spilled));
-                extend_short(out, entry.combiner.get(spilled));
+                extend_short(out, key);
+                extend_short(out, combiner.get(spill));
             });
         }
         self.clear();
@@ -308,8 +207,7 @@ impl Combiner {
 
     /// Empties the table, keeping its room for the next partition.
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.spilled.clear();
+        self.table.clear();
     }
 }
 
@@ -332,12 +230,6 @@ fn emitting<'p>(
         (_, Some(later)) => Err(later),
         (ran, None) => ran.map_err(failed),
     }
-}
-
-fn hash_of(key: &[u8]) -> u64 {
-    let mut hasher = FxBuildHasher.build_hasher();
-    hasher.write(key);
-    hasher.finish()
 }
 
 #[cold]

@@ -7,6 +7,7 @@
 //! - [`function`]: the adapters that run a plain Rust function over a batch.
 //! - [`combine`]: map-side combining of `(key, value)` pairs by key, behind a fused chain
 //!   whose steps pass records on one at a time ([`handoff`]).
+//! - [`table`]: values by key, short keys kept inline, keys in the order first seen.
 
 pub mod batch;
 pub mod combine;
@@ -14,6 +15,7 @@ pub mod encoding;
 pub mod function;
 pub mod handoff;
 pub mod state;
+pub mod table;
 pub mod value;
 
 pub use batch::{Batch, Groups};
