@@ -1,6 +1,14 @@
 //! Throughput of WASM UDFs against the same functions compiled natively, through the
-//! same engine (`Job::process`), in one run. Prints one line per pipeline:
-//! `bench NAME: wasm X rec/s, native Y rec/s, ratio R` (R = wasm time / native time).
+//! same engine (`Job::process`), in one run: each pipeline runs `RUNS` (5) times as WASM
+//! and as native code, alternating, the order flipping every round, so that a busy moment
+//! of a shared machine lands on both. Prints one line per pipeline:
+//!
+//! `bench NAME: wasm A/B/C rec/s, native D/E/F rec/s, ratio R (min S, max T)`
+//!
+//! where A/B/C and D/E/F are the min/median/max rates of the 5 runs (records in per second
+//! of all batches through `Job::process`), R = the median WASM time / the median native time
+//! (the issue's goal is R <= 1.3), and S and T the lowest and highest such ratio of the two
+//! runs of one round.
 //!
 //! Run with `cargo bench -p sluice --bench throughput` after `scripts/setup`; words after
 //! `--` keep only the pipelines whose names contain one of them (`-- tokenize`).
@@ -87,14 +95,29 @@ fn time(job: &Job, input: &[Batch]) -> Duration {
     started.elapsed()
 }
 
-/// The best of `RUNS` timings of each job, alternating between them so that a busy
-/// moment of a shared machine does not land on one side only.
-fn best_times(wasm: &Job, native: &Job, input: &[Batch]) -> (Duration, Duration) {
+/// `RUNS` timings of each job, alternating between them, the order flipping every round.
+fn alternating_times(wasm: &Job, native: &Job, input: &[Batch]) -> Vec<(Duration, Duration)> {
     (0..RUNS)
-        .map(|_| (time(wasm, input), time(native, input)))
-        .fold((Duration::MAX, Duration::MAX), |(w, n), (run_w, run_n)| {
-            (w.min(run_w), n.min(run_n))
+        .map(|round| {
+            if round % 2 == 0 {
+                let wasm = time(wasm, input);
+                (wasm, time(native, input))
+            } else {
+                let native = time(native, input);
+                (time(wasm, input), native)
+            }
         })
+        .collect()
+}
+
+/// The min/median/max of `values`, sorted in place.
+fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    )
 }
 
 fn main() {
@@ -134,13 +157,26 @@ fn main() {
         .unwrap();
         let wasm = Job::build(config.clone(), &runtime).unwrap();
         let native = Job::build_with(config, &runtime, Some(wordcount::functions())).unwrap();
-        let (wasm_time, native_time) = best_times(&wasm, &native, input);
-        let rate = |elapsed: Duration| RECORDS as f64 / elapsed.as_secs_f64();
+        let times = alternating_times(&wasm, &native, input);
+        let rates = |pick: fn(&(Duration, Duration)) -> Duration| {
+            let mut rates: Vec<f64> = times
+                .iter()
+                .map(|run| RECORDS as f64 / pick(run).as_secs_f64())
+                .collect();
+            spread(&mut rates)
+        };
+        let (wasm_min, wasm_median, wasm_max) = rates(|(wasm, _)| *wasm);
+        let (native_min, native_median, native_max) = rates(|(_, native)| *native);
+        let mut ratios: Vec<f64> = times
+            .iter()
+            .map(|(wasm, native)| wasm.as_secs_f64() / native.as_secs_f64())
+            .collect();
+        let (ratio_min, _, ratio_max) = spread(&mut ratios);
         println!(
-            "bench {name}: wasm {:.0} rec/s, native {:.0} rec/s, ratio {:.2}",
-            rate(wasm_time),
-            rate(native_time),
-            wasm_time.as_secs_f64() / native_time.as_secs_f64()
+            "bench {name}: wasm {wasm_min:.0}/{wasm_median:.0}/{wasm_max:.0} rec/s, \
+             native {native_min:.0}/{native_median:.0}/{native_max:.0} rec/s, \
+             ratio {:.2} (min {ratio_min:.2}, max {ratio_max:.2})",
+            native_median / wasm_median
         );
     }
 }

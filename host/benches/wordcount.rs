@@ -1,38 +1,66 @@
-//! The word count end to end (issue 14): lines generated into `/dev/shm`, read by the
-//! `file` source, counted by Sluice with WASM UDFs (`flat_map` + `map` + `reduce_by_key`)
-//! and with the built-in `count_by_value`, written by the `files` sink, against a native
-//! Rust word count of the same text in memory (the same tokenizer, 2 threads, tables
-//! partitioned by hash so that each stays in L2). Every run's output is checked against
-//! the native counts. Runs alternate, their order flipping every round; prints
-//! `bench NAME: min/median/max words/s` per formulation and vocabulary. `udf_0.1.0` is the
-//! UDF word count with the component built against `sluice:udf@0.1.0`
-//! (tests/fixtures), which reduces on the host: what combining in the guest gains.
+//! The word count end to end (issue 14), every formulation on the same text, in one run.
 //!
-//! Sluice's rate is the steady one: words of batches 4 to the last over the time between
-//! the end of batch 3 and the end of the last. The default run is short; the issue's
-//! full size is `SLUICE_BENCH_LINES=200000 SLUICE_BENCH_BATCHES=20 SLUICE_BENCH_ROUNDS=5`
-//! (lines per batch, batches, rounds). `SLUICE_BENCH_DIR` moves the data from `/dev/shm`,
-//! `SLUICE_BENCH_DISTINCT=160000` keeps one vocabulary, and words after `--` keep only the
-//! formulations they name (`-- udf native`). `SLUICE_BENCH_BASELINE=path/to/wordcount.wasm`
-//! adds `udf_baseline`, the UDF word count with that build of the component.
+//! Lines of 10 words drawn uniformly from 10k and then 160k distinct words are generated
+//! into `/dev/shm` (files under `/tmp` get evicted from the page cache on these machines).
+//! Formulations, alternating, their order flipping every round:
+//!
+//! - `udf`: Sluice, `flat_map(tokenize)` + `map(with_one)` + `reduce_by_key(sum)` with the
+//!   word count's WASM UDFs (udfs/wordcount);
+//! - `udf_0.1.0`: the same with the component built against `sluice:udf@0.1.0`
+//!   (tests/fixtures), which cannot combine in the guest: what combining gains;
+//! - `count_by_value`: Sluice, `flat_map(tokenize)` + the built-in `count_by_value`;
+//! - `udf_baseline` (with `SLUICE_BENCH_BASELINE=path/to/wordcount.wasm`): `udf` with
+//!   another build of the component, say from before a change to the guest SDK;
+//! - `native`: a plain Rust word count of the text in memory (wordcount/native.rs: the same
+//!   tokenizer, 2 threads, tables partitioned by hash to stay in L2, short keys inline);
+//! - `spark` (with `SLUICE_BENCH_SPARK=1`, never in CI): Spark 3.5.9's Scala DStream word
+//!   count (host/benches/spark/wordcount.scala) run by `scripts/spark wordcount`, which
+//!   installs Spark under ~/.cache/sluice/spark the first time; local[2], 100 ms interval,
+//!   one batch per file of `SLUICE_BENCH_LINES` lines of the same text.
+//!
+//! Each Sluice run is a child process, `sluice run job.toml --log json` (the binary cargo
+//! builds with this bench): a `file` source with `lines_per_batch = SLUICE_BENCH_LINES`
+//! and a 10 ms interval, a `files` sink. Every run's output, Sluice's and Spark's, and the
+//! native counts are checked against the true counts, kept as the text is generated.
+//!
+//! Figures, one line per formulation and vocabulary:
+//! `bench NAME: min/median/max words/s, peak RSS min/median/max MiB`.
+//! - words/s: Sluice's and Spark's is the steady rate, the words of batches 4 to the last
+//!   over the time from the end of batch 3 to the end of the last (Sluice: when its
+//!   `batch done` log line arrives; Spark: the batch's end as its StreamingListener
+//!   reports it), so start-up, compiling and warming up are left out. The native rate is
+//!   all the words over the whole count, merging the threads' tables included.
+//! - peak RSS: the child process's peak resident memory (wait4's `ru_maxrss`; for Spark
+//!   the largest of the launcher scripts and the JVM). The native count runs in the bench
+//!   and has none.
+//!
+//! Then `ratios NAME: A/B X (min Y, max Z)` for the issue's goals: the ratio of the medians,
+//! and the lowest and highest ratio of two runs of the same round.
+//!
+//! Run: `cargo bench -p sluice --bench wordcount` after `scripts/setup`. Settings:
+//! `SLUICE_BENCH_LINES` (lines per batch, default 20000), `SLUICE_BENCH_BATCHES` (default
+//! 8, over 3), `SLUICE_BENCH_ROUNDS` (default 3), `SLUICE_BENCH_DISTINCT` (vocabularies,
+//! default `10000,160000`), `SLUICE_BENCH_DIR` (instead of `/dev/shm`),
+//! `SLUICE_BENCH_BASELINE`, `SLUICE_BENCH_SPARK=1`; words after `--` keep only the
+//! formulations they name (`-- udf native`). The issue's full size: `SLUICE_BENCH_LINES=200000
+//! SLUICE_BENCH_BATCHES=20 SLUICE_BENCH_ROUNDS=5` (40 M words).
 
 mod common;
+#[path = "wordcount/native.rs"]
+mod native;
+#[path = "wordcount/spark.rs"]
+mod spark;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::Instant;
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use common::process::{self, Watch};
 
 const WORDS_PER_LINE: usize = 10;
 /// Batches before the steady rate is measured.
 const WARM_BATCHES: usize = 3;
-/// Tables per thread in the native count: 64 small ones stay in L2 where one big one
-/// does not (issue 14: 13.9 M against 31-36 M words/s at 160k words).
-const NATIVE_TABLES: usize = 64;
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -57,6 +85,28 @@ impl Sizes {
     }
 }
 
+/// One run's figures.
+struct Measured {
+    /// Words per second.
+    rate: f64,
+    /// Bytes, for a run in a process of its own.
+    peak_rss: Option<u64>,
+}
+
+/// The steady rate of a run whose batches ended at `ends` (seconds, from any origin): the
+/// words of the batches after the first `WARM_BATCHES` over the time they took.
+fn steady_rate(ends: &[f64], sizes: &Sizes) -> f64 {
+    assert_eq!(
+        ends.len(),
+        sizes.batches,
+        "one batch per {} lines",
+        sizes.lines_per_batch
+    );
+    let steady = ends[sizes.batches - 1] - ends[WARM_BATCHES - 1];
+    let words = (sizes.batches - WARM_BATCHES) * sizes.lines_per_batch * WORDS_PER_LINE;
+    words as f64 / steady
+}
+
 /// Word `n` of a vocabulary: `n` in base-25 letters (`a` to `y`), padded with `z` to 3
 /// to 12 letters, so that words are distinct and their lengths vary.
 fn word(mut n: usize) -> String {
@@ -75,9 +125,18 @@ fn word(mut n: usize) -> String {
     word
 }
 
-/// The text of `sizes` words drawn uniformly from `distinct` words, written to `path`.
-fn generate(path: &Path, sizes: &Sizes, distinct: usize) -> String {
+/// The text of `sizes` words drawn uniformly from `distinct` words, written to `path`,
+/// and the true count of each word.
+fn generate(path: &Path, sizes: &Sizes, distinct: usize) -> (String, HashMap<String, u64>) {
     let vocabulary: Vec<String> = (0..distinct).map(word).collect();
+    for word in &vocabulary {
+        // So that the words drawn are the true counts' keys.
+        assert!(
+            wordcount::tokenize(word).eq([word.as_str()]),
+            "{word} is one token"
+        );
+    }
+    let mut drawn = vec![0u64; distinct];
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ distinct as u64;
     let mut text = String::with_capacity(sizes.words() * 9);
     for _ in 0..sizes.lines_per_batch * sizes.batches {
@@ -88,58 +147,29 @@ fn generate(path: &Path, sizes: &Sizes, distinct: usize) -> String {
             if index > 0 {
                 text.push(' ');
             }
-            text.push_str(&vocabulary[(seed % distinct as u64) as usize]);
+            let which = (seed % distinct as u64) as usize;
+            drawn[which] += 1;
+            text.push_str(&vocabulary[which]);
         }
         text.push('\n');
     }
     std::fs::write(path, &text).unwrap();
-    text
+    let truth = vocabulary
+        .into_iter()
+        .zip(drawn)
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    (text, truth)
 }
 
-/// The native word count: each of 2 threads scatters its half of the lines' words by
-/// hash into `NATIVE_TABLES` tables, then the threads' tables are merged per hash range.
-fn native_count(text: &str) -> FxHashMap<Cow<'_, str>, u64> {
-    let middle = text[..text.len() / 2].rfind('\n').map_or(0, |at| at + 1);
-    let halves = [&text[..middle], &text[middle..]];
-    let tables: Vec<Vec<FxHashMap<Cow<'_, str>, u64>>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = halves
-            .iter()
-            .map(|half| {
-                scope.spawn(move || {
-                    let mut tables: Vec<FxHashMap<Cow<'_, str>, u64>> =
-                        (0..NATIVE_TABLES).map(|_| FxHashMap::default()).collect();
-                    for line in half.lines() {
-                        for word in wordcount::tokenize(line) {
-                            let table = FxBuildHasher.hash_one(&*word) as usize % NATIVE_TABLES;
-                            *tables[table].entry(word).or_insert(0) += 1;
-                        }
-                    }
-                    tables
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
-    let mut tables = tables.into_iter();
-    let mut merged = tables.next().unwrap_or_default();
-    for other in tables {
-        for (table, counts) in merged.iter_mut().zip(other) {
-            for (word, count) in counts {
-                *table.entry(word).or_insert(0) += count;
-            }
-        }
-    }
-    merged.into_iter().flatten().collect()
-}
-
-/// Runs the manifest `steps` over the file at `input`; returns the steady rate in words
-/// per second and the counts the files sink wrote.
+/// Runs the manifest `steps` with `sluice run` over the file at `input`; returns its steady
+/// rate and peak memory, and the counts the files sink wrote.
 fn sluice_count(
     dir: &Path,
     input: &Path,
     sizes: &Sizes,
     (component, steps): (&Path, &str),
-) -> (f64, HashMap<String, u64>) {
+) -> (Measured, HashMap<String, u64>) {
     let out = dir.join("out");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -158,34 +188,22 @@ fn sluice_count(
         ),
     )
     .unwrap();
-    let tokio = tokio::runtime::Runtime::new().unwrap();
-    let ends = tokio.block_on(async {
-        let host = sluice::host::Host::new(sluice::runtime::RuntimeConfig::default()).unwrap();
-        let job = Arc::new(host.load(&manifest).unwrap());
-        let receivers = sluice::receivers::Receivers::start(&job.config().sources).unwrap();
-        let options = sluice::batcher::RunOptions {
-            max_batches: None,
-            stop: Default::default(),
-            phase: Default::default(),
-        };
-        let mut ends = Vec::new();
-        sluice::batcher::run(job, receivers, None, options, |report| {
-            if report.stats.records_in > 0 {
-                ends.push(Instant::now());
-            }
-        })
-        .await
-        .unwrap();
-        ends
-    });
-    assert_eq!(
-        ends.len(),
-        sizes.batches,
-        "one batch per {} lines",
-        sizes.lines_per_batch
+    let finished = process::run(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--log", "json"])
+            .arg(&manifest),
+        Watch::Stderr,
     );
-    let steady = ends[sizes.batches - 1] - ends[WARM_BATCHES - 1];
-    let words = (sizes.batches - WARM_BATCHES) * sizes.lines_per_batch * WORDS_PER_LINE;
+    let origin = finished
+        .lines
+        .first()
+        .map_or_else(Instant::now, |(at, _)| *at);
+    let ends: Vec<f64> = finished
+        .lines
+        .iter()
+        .filter(|(_, line)| is_batch_with_records(line))
+        .map(|(at, _)| (*at - origin).as_secs_f64())
+        .collect();
     let mut counts = HashMap::new();
     for file in std::fs::read_dir(&out).unwrap() {
         for line in std::fs::read_to_string(file.unwrap().path())
@@ -196,17 +214,110 @@ fn sluice_count(
             *counts.entry(word).or_insert(0) += count;
         }
     }
-    (words as f64 / steady.as_secs_f64(), counts)
+    let measured = Measured {
+        rate: steady_rate(&ends, sizes),
+        peak_rss: Some(finished.peak_rss),
+    };
+    (measured, counts)
 }
 
-fn summary(rates: &mut [f64]) -> String {
-    rates.sort_by(f64::total_cmp);
+/// Whether a JSON log line of `sluice run` reports a batch done that read records.
+fn is_batch_with_records(line: &str) -> bool {
+    let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+        return false;
+    };
+    let fields = &entry["fields"];
+    fields["message"] == "batch done" && fields["records_in"].as_u64().is_some_and(|n| n > 0)
+}
+
+/// A run's way of counting.
+enum Formulation<'a> {
+    /// A Sluice job: its component and steps.
+    Sluice(&'a Path, &'a str),
+    Native,
+    Spark,
+}
+
+/// `min/median/max`, each formatted by `format`.
+fn spread(values: &mut [f64], format: impl Fn(f64) -> String) -> String {
+    values.sort_by(f64::total_cmp);
     format!(
-        "{:.0}/{:.0}/{:.0} words/s",
-        rates[0],
-        rates[rates.len() / 2],
-        rates[rates.len() - 1]
+        "{}/{}/{}",
+        format(values[0]),
+        format(median(values)),
+        format(values[values.len() - 1])
     )
+}
+
+/// The median of sorted `values`.
+fn median(values: &[f64]) -> f64 {
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}
+
+/// The figures of one formulation and vocabulary, one per round.
+struct Figures {
+    name: String,
+    rates: Vec<f64>,
+    peak_rss: Vec<f64>,
+}
+
+impl Figures {
+    fn print(&self) {
+        let mut rates = self.rates.clone();
+        let mut line = format!(
+            "bench {}: {} words/s",
+            self.name,
+            spread(&mut rates, |rate| format!("{rate:.0}"))
+        );
+        if !self.peak_rss.is_empty() {
+            let mut peaks = self.peak_rss.clone();
+            line += &format!(
+                ", peak RSS {} MiB",
+                spread(&mut peaks, |bytes| format!(
+                    "{:.0}",
+                    bytes / (1 << 20) as f64
+                ))
+            );
+        }
+        println!("{line}");
+    }
+}
+
+/// `ratios`: how much faster formulation `a` is than `b`, the ratio of their medians and
+/// the lowest and highest ratio of their runs in the same round.
+fn print_ratio(figures: &[Figures], a: &str, b: &str, vocabulary: &str) {
+    let find = |name: &str| {
+        figures
+            .iter()
+            .find(|figures| figures.name == format!("{name} {vocabulary}"))
+            .filter(|figures| !figures.rates.is_empty())
+    };
+    let (Some(a_figures), Some(b_figures)) = (find(a), find(b)) else {
+        return;
+    };
+    let mut per_round: Vec<f64> = a_figures
+        .rates
+        .iter()
+        .zip(&b_figures.rates)
+        .map(|(a, b)| a / b)
+        .collect();
+    per_round.sort_by(f64::total_cmp);
+    let median_of = |rates: &[f64]| {
+        let mut rates = rates.to_vec();
+        rates.sort_by(f64::total_cmp);
+        median(&rates)
+    };
+    println!(
+        "ratios {vocabulary}: {a}/{b} {:.2} (min {:.2}, max {:.2})",
+        median_of(&a_figures.rates) / median_of(&b_figures.rates),
+        per_round[0],
+        per_round[per_round.len() - 1]
+    );
 }
 
 fn main() {
@@ -219,36 +330,44 @@ fn main() {
         sizes.batches > WARM_BATCHES,
         "SLUICE_BENCH_BATCHES must be over {WARM_BATCHES}"
     );
-    let root = PathBuf::from(std::env::var("SLUICE_BENCH_DIR").unwrap_or("/dev/shm".into()))
-        .join(format!("sluice-bench-wordcount-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
-    let udf_steps = r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "map", udf = "wc#with_one" }, { op = "reduce_by_key", udf = "wc#sum" }"#;
-    let wordcount = common::wordcount();
-    // The same word count built against sluice:udf@0.1.0, which cannot combine in the
-    // guest: what combining gains.
-    let uncombined = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/udf-0.1.0/wordcount.wasm");
-    // Another build of the word count component (say, from before a change to the guest
-    // SDK), run as `udf_baseline` in the same alternation.
-    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
-    let mut formulations: Vec<(&str, (&Path, &str))> = vec![
-        ("udf", (&wordcount, udf_steps)),
-        ("udf_0.1.0", (&uncombined, udf_steps)),
-        (
-            "count_by_value",
-            (
-                &wordcount,
-                r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "count_by_value" }"#,
-            ),
-        ),
-    ];
-    if let Some(baseline) = &baseline {
-        formulations.push(("udf_baseline", (baseline, udf_steps)));
-    }
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))
         .collect();
+    let with_spark = std::env::var("SLUICE_BENCH_SPARK").is_ok_and(|value| value == "1");
+    assert!(
+        with_spark || !wanted.iter().any(|name| name == "spark"),
+        "the spark formulation runs with SLUICE_BENCH_SPARK=1 only"
+    );
+    let root = PathBuf::from(std::env::var("SLUICE_BENCH_DIR").unwrap_or("/dev/shm".into()))
+        .join(format!("sluice-bench-wordcount-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let udf_steps = r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "map", udf = "wc#with_one" }, { op = "reduce_by_key", udf = "wc#sum" }"#;
+    let count_by_value_steps =
+        r#"{ op = "flat_map", udf = "wc#tokenize" }, { op = "count_by_value" }"#;
+    let wordcount = common::wordcount();
+    let uncombined = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/udf-0.1.0/wordcount.wasm");
+    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
+    let mut formulations: Vec<(&str, Formulation)> = vec![
+        ("udf", Formulation::Sluice(&wordcount, udf_steps)),
+        ("udf_0.1.0", Formulation::Sluice(&uncombined, udf_steps)),
+        (
+            "count_by_value",
+            Formulation::Sluice(&wordcount, count_by_value_steps),
+        ),
+    ];
+    if let Some(baseline) = &baseline {
+        formulations.push(("udf_baseline", Formulation::Sluice(baseline, udf_steps)));
+    }
+    formulations.push(("native", Formulation::Native));
+    if with_spark {
+        formulations.push(("spark", Formulation::Spark));
+    }
+    formulations.retain(|(name, _)| wanted.is_empty() || wanted.iter().any(|word| word == name));
+    if with_spark && formulations.iter().any(|(name, _)| *name == "spark") {
+        spark::install();
+    }
     let vocabularies: Vec<usize> = std::env::var("SLUICE_BENCH_DISTINCT")
         .unwrap_or("10000,160000".into())
         .split(',')
@@ -260,50 +379,79 @@ fn main() {
         })
         .collect();
     for distinct in vocabularies {
+        let vocabulary = format!("{}k words", distinct / 1000);
         let input = root.join(format!("words-{distinct}.txt"));
-        let text = generate(&input, &sizes, distinct);
-        let truth: HashMap<String, u64> = native_count(&text)
-            .into_iter()
-            .map(|(word, count)| (word.into_owned(), count))
-            .collect();
-        let mut rates: Vec<(String, Vec<f64>)> = formulations
+        let (text, truth) = generate(&input, &sizes, distinct);
+        let spark_input = root.join(format!("spark-{distinct}"));
+        if formulations.iter().any(|(name, _)| *name == "spark") {
+            spark::write_batches(&spark_input, &text, &sizes);
+        }
+        let mut figures: Vec<Figures> = formulations
             .iter()
-            .map(|(name, _)| name.to_string())
-            .chain(["native".to_string()])
-            .map(|name| (format!("{name} {}k words", distinct / 1000), Vec::new()))
+            .map(|(name, _)| Figures {
+                name: format!("{name} {vocabulary}"),
+                rates: Vec::new(),
+                peak_rss: Vec::new(),
+            })
             .collect();
         for round in 0..sizes.rounds {
-            let mut order: Vec<usize> = (0..rates.len())
-                .filter(|&which| {
-                    let name = formulations.get(which).map_or("native", |(name, _)| name);
-                    wanted.is_empty() || wanted.iter().any(|word| word == name)
-                })
-                .collect();
+            let mut order: Vec<usize> = (0..formulations.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for which in order {
-                let rate = match formulations.get(which) {
-                    Some((_, job)) => {
-                        let (rate, counts) = sluice_count(&root, &input, &sizes, *job);
-                        assert!(counts == truth, "{} counted wrong", rates[which].0);
-                        rate
+                let name = &figures[which].name;
+                let measured = match &formulations[which].1 {
+                    Formulation::Sluice(component, steps) => {
+                        let (measured, counts) =
+                            sluice_count(&root, &input, &sizes, (component, steps));
+                        assert!(counts == truth, "{name} counted wrong");
+                        measured
                     }
-                    None => {
+                    Formulation::Native => {
                         let started = Instant::now();
-                        let counts = native_count(&text);
+                        let counts = native::count(&text);
                         let rate = sizes.words() as f64 / started.elapsed().as_secs_f64();
-                        assert_eq!(counts.len(), truth.len());
-                        rate
+                        assert!(
+                            counts.len() == truth.len()
+                                && counts
+                                    .iter()
+                                    .all(|(word, count)| truth.get(word) == Some(&count)),
+                            "{name} counted wrong"
+                        );
+                        Measured {
+                            rate,
+                            peak_rss: None,
+                        }
+                    }
+                    Formulation::Spark => {
+                        let (measured, counts) =
+                            spark::count(&spark_input, &root.join("spark-out"), &sizes);
+                        assert!(counts == truth, "{name} counted wrong");
+                        measured
                     }
                 };
-                rates[which].1.push(rate);
+                let figures = &mut figures[which];
+                figures.rates.push(measured.rate);
+                figures
+                    .peak_rss
+                    .extend(measured.peak_rss.map(|bytes| bytes as f64));
             }
         }
-        for (name, rates) in rates.iter_mut().filter(|(_, rates)| !rates.is_empty()) {
-            println!("bench {name}: {}", summary(rates));
+        for figures in &figures {
+            figures.print();
+        }
+        for (a, b) in [
+            ("udf", "count_by_value"),
+            ("udf", "native"),
+            ("count_by_value", "native"),
+            ("udf", "spark"),
+            ("udf", "udf_baseline"),
+        ] {
+            print_ratio(&figures, a, b, &vocabulary);
         }
         std::fs::remove_file(&input).unwrap();
+        let _ = std::fs::remove_dir_all(&spark_input);
     }
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod process;
+
 /// The allocator of the `sluice` binary, so the engine runs as it does there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
