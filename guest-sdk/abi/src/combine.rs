@@ -10,10 +10,10 @@
 //! `combine` export; the host runs the same code natively.
 
 use crate::batch::Batch;
-use crate::encoding::{Encoder, extend_short, pair_parts};
+use crate::encoding::{Encoder, extend_short, int_value, pair_parts};
 use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
-use crate::handoff::{Emit, Record};
-use crate::table::{KeyTable, Slot, Stored};
+use crate::handoff::{Emit, Made, Record};
+use crate::table::{KeyTable, Slot, Spill, Stored};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
@@ -48,12 +48,79 @@ pub struct Failed {
 /// Combiners by key, keys in the order first seen.
 #[derive(Debug, Default)]
 pub struct Combiner {
-    /// Each key with its combiner, both canonically encoded. Short ones (a word's key, a
-    /// count) live in the table's entries, so that finding a key and folding into its
-    /// combiner touch one cache line and allocate nothing.
-    table: KeyTable<Stored>,
-    /// Where a merge writes the new combiner.
+    /// Each key with its combiner. Short keys (a word's) and combiners (a count) live in
+    /// the table's entries, so that finding a key and folding into its combiner touch one
+    /// cache line and allocate nothing.
+    table: KeyTable<Combined>,
+    /// Where a merge or create writes a new combiner that is not an integer.
     merged: Vec<u8>,
+    /// The create function's own buffer.
+    created: Vec<u8>,
+}
+
+/// A key's combiner: an integer (a count, a sum) as it is, so that folding a value into
+/// it neither decodes nor encodes it, and anything else canonically encoded.
+#[derive(Debug, Clone, Copy)]
+enum Combined {
+    /// An integer, as its little-endian bytes (an entry then needs no 8-byte alignment,
+    /// and stays as small as one of encoded bytes).
+    Int([u8; 8]),
+    /// Any other value's canonical encoding.
+    Encoded(Stored),
+}
+
+impl Combined {
+    /// Keeps `record`, encoding it into `scratch` first unless it is an integer.
+    fn new(record: Record<'_>, scratch: &mut Vec<u8>, spill: &mut Spill) -> Self {
+        let int = match record {
+            Record::Int(int) => Some(int),
+            Record::Encoded { bytes, .. } => int_value(bytes),
+            Record::Str(_) | Record::Pair(..) => None,
+        };
+        if let Some(int) = int {
+            return Self::Int(int.to_le_bytes());
+        }
+        scratch.clear();
+        record.encode_into(scratch);
+        Self::Encoded(Stored::new(scratch, spill))
+    }
+
+    /// The combiner as a fold reads it. Encoded ones are read as bytes from outside, with
+    /// their strings checked: a key's first value may have come from the host unread.
+    #[inline]
+    fn record<'a>(&'a self, spill: &'a Spill) -> Record<'a> {
+        match self {
+            Self::Int(bytes) => Record::Int(i64::from_le_bytes(*bytes)),
+            Self::Encoded(stored) => Record::outside(stored.get(spill)),
+        }
+    }
+
+    /// Replaces the combiner with what a fold made: `made`, or if it was encoded, the
+    /// bytes `encoded`.
+    #[inline]
+    fn replace(&mut self, made: Made, encoded: &[u8], spill: &mut Spill) {
+        match (made, self) {
+            (Made::Int(int), this) => *this = Self::Int(int.to_le_bytes()),
+            (Made::Encoded, Self::Encoded(stored)) => stored.replace(encoded, spill),
+            (Made::Encoded, this) => *this = Self::Encoded(Stored::new(encoded, spill)),
+        }
+    }
+
+    /// An upper bound of the combiner's encoded length.
+    fn len(&self, spill: &Spill) -> usize {
+        match self {
+            Self::Int(_) => 10,
+            Self::Encoded(stored) => stored.get(spill).len(),
+        }
+    }
+
+    /// Appends the combiner's canonical encoding to `out`.
+    fn encode_into(&self, spill: &Spill, out: &mut Vec<u8>) {
+        match self {
+            Self::Int(bytes) => Encoder::new(out).write_int(i64::from_le_bytes(*bytes)),
+            Self::Encoded(stored) => extend_short(out, stored.get(spill)),
+        }
+    }
 }
 
 impl Combiner {
@@ -149,15 +216,20 @@ impl Combiner {
             Record::Str(_) | Record::Int(_) => None,
         }
         .ok_or_else(|| failed(Stage::Merge)(not_a_pair(index, pair)))?;
-        let Self { table, merged } = self;
+        let Self {
+            table,
+            merged,
+            created,
+        } = self;
         let mut vacant = match table.slot(key) {
             Slot::Found {
                 value: combiner,
                 spill,
             } => {
-                let current = Record::outside(combiner.get(spill));
-                (merge.merge)(index, current, value, merged).map_err(failed(Stage::Merge))?;
-                combiner.replace(merged, spill);
+                let current = combiner.record(spill);
+                let made =
+                    (merge.merge)(index, current, value, merged).map_err(failed(Stage::Merge))?;
+                combiner.replace(made, merged, spill);
                 return Ok(());
             }
             Slot::Vacant(vacant) => vacant,
@@ -165,20 +237,14 @@ impl Combiner {
         let combiner = match merge.create {
             Some(create) => {
                 let mut made = None;
-                create(index, value, &mut Vec::new(), &mut |combiner| {
-                    merged.clear();
-                    combiner.encode_into(merged);
-                    made = Some(Stored::new(merged, vacant.spill()));
+                create(index, value, created, &mut |combiner| {
+                    made = Some(Combined::new(combiner, merged, vacant.spill()));
                     Ok(())
                 })
                 .map_err(failed(Stage::Create))?;
                 made.expect("a map function makes one record")
             }
-            None => {
-                merged.clear();
-                value.encode_into(merged);
-                Stored::new(merged, vacant.spill())
-            }
+            None => Combined::new(value, merged, vacant.spill()),
         };
         vacant.insert(combiner);
         Ok(())
@@ -191,14 +257,14 @@ impl Combiner {
         let bytes = self
             .table
             .in_order()
-            .map(|(key, combiner)| 2 + key.len() + combiner.get(spill).len())
+            .map(|(key, combiner)| 2 + key.len() + combiner.len(spill))
             .sum();
         let mut pairs = Batch::with_capacity(self.len(), bytes);
         for (key, combiner) in self.table.in_order() {
             pairs.push_with(|out| {
                 Encoder::new(out).tuple_header(2);
                 extend_short(out, key);
-                extend_short(out, combiner.get(spill));
+                combiner.encode_into(spill, out);
             });
         }
         self.clear();
@@ -379,6 +445,45 @@ mod tests {
             .map(|record| crate::encoding::from_bytes(record).unwrap())
             .collect();
         assert_eq!(flushed, [("a".into(), (2, 6)), ("b".into(), (2, 6))]);
+    }
+
+    #[test]
+    fn a_combiner_that_stops_being_an_integer_is_kept_encoded() {
+        use crate::Value;
+        fn add(a: Value, b: Value) -> Value {
+            match (a, b) {
+                (Value::Int(a), Value::Int(b)) => Value::Int(a + b),
+                (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
+                    Value::Float(a as f64 + b)
+                }
+                (a, b) => panic!("{a:?} + {b:?}"),
+            }
+        }
+        let merge = Merge {
+            create: None,
+            merge: |index, combiner, value, out| fold_one(index, combiner, value, out, add),
+        };
+        let mut batch = Batch::new();
+        for pair in [("k", Value::Int(1)), ("k", Value::Float(0.5))] {
+            batch.push(&pair).unwrap();
+        }
+        batch.push(&("k", i64::MIN)).unwrap();
+        batch.push(&("n", i64::MIN)).unwrap();
+        batch.push(&("n", 300)).unwrap();
+        let mut table = Combiner::new();
+        table.add(&[], merge, &batch).unwrap();
+        let flushed: Vec<(String, Value)> = table
+            .flush()
+            .iter()
+            .map(|record| crate::encoding::from_bytes(record).unwrap())
+            .collect();
+        assert_eq!(
+            flushed,
+            [
+                ("k".into(), Value::Float(1.5 + i64::MIN as f64)),
+                ("n".into(), Value::Int(i64::MIN + 300))
+            ]
+        );
     }
 
     #[test]

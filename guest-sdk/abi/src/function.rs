@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Groups};
 use crate::encoding::{self, Error};
-use crate::handoff::{Emit, Record, hand_over};
+use crate::handoff::{Emit, Made, Record, hand_over, keep};
 use crate::value::Value;
 
 /// What shape of function a UDF is, which decides the operators it can serve.
@@ -268,16 +268,22 @@ where
     Ok(output)
 }
 
+#[inline]
 fn decode_one<'a, A: Deserialize<'a>>(index: usize, record: Record<'a>) -> Result<A, Failure> {
-    record.decode().map_err(|error| {
-        Failure::at(
-            index,
-            format!(
-                "record {index} ({}) does not fit the function's input type: {error}",
-                record.to_json()
-            ),
-        )
-    })
+    record
+        .decode()
+        .map_err(|error| does_not_fit(index, record, error))
+}
+
+#[cold]
+fn does_not_fit(index: usize, record: Record<'_>, error: Error) -> Failure {
+    Failure::at(
+        index,
+        format!(
+            "record {index} ({}) does not fit the function's input type: {error}",
+            record.to_json()
+        ),
+    )
 }
 
 /// [`map`] for one record: `f`'s result for `record` (made from the chain's input record
@@ -327,21 +333,22 @@ where
     Ok(f(decode_one(index, record)?))
 }
 
-/// [`fold`] for one value: `combiner` with `value` folded in, encoded into `out`.
+/// [`fold`] for one value: `combiner` with `value` folded in, kept as [`keep`] keeps it
+/// (an integer as it is, anything else encoded into `out`).
+#[inline]
 pub fn fold_one<'a, C, V>(
     index: usize,
     combiner: Record<'a>,
     value: Record<'a>,
     out: &mut Vec<u8>,
     f: impl FnOnce(C, V) -> C,
-) -> Result<(), Failure>
+) -> Result<Made, Failure>
 where
     C: Deserialize<'a> + Serialize,
     V: Deserialize<'a>,
 {
     let folded = f(decode_one(index, combiner)?, decode_one(index, value)?);
-    out.clear();
-    encoding::encode_into(out, &folded).map_err(|error| Failure::unencodable(index, error))
+    keep(index, &folded, out)
 }
 
 /// A map function over one record (see [`map_one`]).
@@ -353,7 +360,8 @@ pub type FlatMapOneFn =
 /// A predicate over one record (see [`filter_one`]).
 pub type FilterOneFn = for<'a> fn(usize, Record<'a>) -> Result<bool, Failure>;
 /// A reduce or fold function over one combiner and one value (see [`fold_one`]).
-pub type FoldOneFn = for<'a> fn(usize, Record<'a>, Record<'a>, &mut Vec<u8>) -> Result<(), Failure>;
+pub type FoldOneFn =
+    for<'a> fn(usize, Record<'a>, Record<'a>, &mut Vec<u8>) -> Result<Made, Failure>;
 
 /// A function adapted to one record at a time, which fused chains run: records pass from
 /// step to step through one small buffer per step, never gathered into batches.

@@ -46,6 +46,7 @@ impl<'r> Record<'r> {
     }
 
     /// The record as a value of `A`.
+    #[inline]
     pub fn decode<A: de::Deserialize<'r>>(self) -> Result<A, Error> {
         match self {
             Record::Encoded {
@@ -95,7 +96,9 @@ impl<'r> Record<'r> {
 pub type Emit<'e> = dyn FnMut(Record<'_>) -> Result<(), Failure> + 'e;
 
 /// Sends `result`, made from input record `index`, to `emit`: a string or an integer as
-/// it is, anything else encoded into `out` first.
+/// it is, a pair as its encoded key and its value (an integer as it is), anything else
+/// encoded into `out` first.
+#[inline]
 pub fn hand_over<B: Serialize + ?Sized>(
     index: usize,
     result: &B,
@@ -122,10 +125,35 @@ pub fn hand_over<B: Serialize + ?Sized>(
     }
 }
 
-/// Why a [`Probe`] did not hand a result over.
+/// What [`keep`] kept of a function's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// An integer, as it is.
+    Int(i64),
+    /// Anything else, encoded into the buffer `keep` was given.
+    Encoded,
+}
+
+/// Keeps `result`, made from input record `index` (a reduce's or fold's new combiner):
+/// an integer as it is, without encoding it, anything else encoded into `out`.
+#[inline]
+pub fn keep<B: Serialize + ?Sized>(
+    index: usize,
+    result: &B,
+    out: &mut Vec<u8>,
+) -> Result<Made, Failure> {
+    if let Ok(int) = result.serialize(IntProbe) {
+        return Ok(Made::Int(int));
+    }
+    out.clear();
+    encoding::encode_into(out, result).map_err(|error| Failure::unencodable(index, error))?;
+    Ok(Made::Encoded)
+}
+
+/// Why a probe did not take a result.
 #[derive(Debug)]
 enum Refusal {
-    /// The result is not a string or an integer: it is encoded instead.
+    /// The result is not of a form the probe takes: it is encoded instead.
     Encode,
     /// A later step failed (its failure is in [`Probe::later`]).
     Later,
@@ -145,9 +173,179 @@ impl ser::Error for Refusal {
     }
 }
 
+/// A probe's serializer methods for every integer type: each calls the probe's `int`,
+/// which refuses a value out of `i64`'s range (the encoder then names the error).
+macro_rules! take_integers {
+    ($ok:ty) => {
+        fn serialize_i8(self, value: i8) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_i16(self, value: i16) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_i32(self, value: i32) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_i64(self, value: i64) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_i128(self, value: i128) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_u8(self, value: u8) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_u16(self, value: u16) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_u32(self, value: u32) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_u64(self, value: u64) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_u128(self, value: u128) -> Result<$ok, Refusal> {
+            self.int(value)
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<$ok, Refusal> {
+            value.serialize(self)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            value: &T,
+        ) -> Result<$ok, Refusal> {
+            value.serialize(self)
+        }
+    };
+}
+
+/// A probe's serializer methods for the forms no probe takes: each refuses before
+/// writing anything, and the value is encoded instead.
+macro_rules! refuse_the_rest {
+    ($ok:ty) => {
+        fn serialize_bool(self, _: bool) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_f32(self, _: f32) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_f64(self, _: f64) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_char(self, _: char) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_bytes(self, _: &[u8]) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_none(self) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_unit(self) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_unit_struct(self, _: &'static str) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+        ) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<$ok, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Impossible<$ok, Refusal>, Refusal> {
+            Err(Refusal::Encode)
+        }
+        fn is_human_readable(&self) -> bool {
+            false
+        }
+    };
+}
+
+/// A serializer that takes an integer, of any integer type in `i64`'s range and inside
+/// any `Some` or newtype (as the encoder writes it: an `Int`), and refuses anything else.
+struct IntProbe;
+
+impl IntProbe {
+    #[inline]
+    fn int(self, value: impl TryInto<i64>) -> Result<i64, Refusal> {
+        value.try_into().map_err(|_| Refusal::Encode)
+    }
+}
+
+impl ser::Serializer for IntProbe {
+    type Ok = i64;
+    type Error = Refusal;
+    type SerializeSeq = Impossible<i64, Refusal>;
+    type SerializeTuple = Impossible<i64, Refusal>;
+    type SerializeTupleStruct = Impossible<i64, Refusal>;
+    type SerializeTupleVariant = Impossible<i64, Refusal>;
+    type SerializeMap = Impossible<i64, Refusal>;
+    type SerializeStruct = Impossible<i64, Refusal>;
+    type SerializeStructVariant = Impossible<i64, Refusal>;
+
+    take_integers!(i64);
+
+    fn serialize_str(self, _: &str) -> Result<i64, Refusal> {
+        Err(Refusal::Encode)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Impossible<i64, Refusal>, Refusal> {
+        Err(Refusal::Encode)
+    }
+
+    refuse_the_rest!(i64);
+}
+
 /// A serializer that hands a string or an integer straight to the next step, and a pair
-/// as its encoded first element and its second, and refuses anything else before
-/// writing it.
+/// as its encoded first element and its second (an integer as it is), and refuses
+/// anything else before writing it.
 struct Probe<'p, 'e> {
     emit: &'p mut Emit<'e>,
     later: &'p mut Option<Failure>,
@@ -160,9 +358,9 @@ impl Probe<'_, '_> {
         send(self.emit, self.later, record)
     }
 
+    #[inline]
     fn int(self, value: impl TryInto<i64>) -> Result<(), Refusal> {
-        // Out of range: the encoder names the error.
-        let int = value.try_into().map_err(|_| Refusal::Encode)?;
+        let int = IntProbe.int(value)?;
         self.send(Record::Int(int))
     }
 }
@@ -178,32 +376,50 @@ fn send(
     })
 }
 
-type Refused = Impossible<(), Refusal>;
-
-/// A pair's elements as [`Probe`] encodes them into its buffer.
+/// A pair's elements as [`Probe`] takes them: the first encoded into its buffer, the
+/// second kept as it is if it is an integer, else encoded after the first.
 struct PairProbe<'p, 'e> {
     probe: Probe<'p, 'e>,
-    /// Where the first element ends in the buffer, once written.
-    key_end: Option<usize>,
+    /// How many elements have been given.
+    elements: usize,
+    /// Where the first element ends in the buffer.
+    key_end: usize,
+    /// The second element, if it is an integer.
+    int: Option<i64>,
 }
 
 impl ser::SerializeTuple for PairProbe<'_, '_> {
     type Ok = ();
     type Error = Refusal;
 
+    #[inline]
     fn serialize_element<T: Serialize + ?Sized>(&mut self, element: &T) -> Result<(), Refusal> {
-        // An element that cannot be encoded: the whole pair is encoded again, which
-        // names the error.
-        encoding::encode_into(self.probe.out, element).map_err(|_| Refusal::Encode)?;
-        self.key_end.get_or_insert(self.probe.out.len());
+        let out = &mut *self.probe.out;
+        // An element that cannot be encoded, or more than two: the whole pair is encoded
+        // again, which names the error.
+        match self.elements {
+            0 => {
+                encoding::encode_into(out, element).map_err(|_| Refusal::Encode)?;
+                self.key_end = out.len();
+            }
+            1 => match element.serialize(IntProbe) {
+                Ok(int) => self.int = Some(int),
+                Err(_) => encoding::encode_into(out, element).map_err(|_| Refusal::Encode)?,
+            },
+            _ => return Err(Refusal::Encode),
+        }
+        self.elements += 1;
         Ok(())
     }
 
+    #[inline]
     fn end(self) -> Result<(), Refusal> {
+        if self.elements != 2 {
+            return Err(Refusal::Encode);
+        }
         let Probe { emit, later, out } = self.probe;
-        let key_end = self.key_end.expect("a pair has a first element");
-        let (key, value) = out.split_at(key_end);
-        let value = match encoding::int_value(value) {
+        let (key, value) = out.split_at(self.key_end);
+        let value = match self.int {
             Some(int) => Record::Int(int),
             None => Record::Encoded {
                 bytes: value,
@@ -217,102 +433,18 @@ impl ser::SerializeTuple for PairProbe<'_, '_> {
 impl<'p, 'e> ser::Serializer for Probe<'p, 'e> {
     type Ok = ();
     type Error = Refusal;
-    type SerializeSeq = Refused;
+    type SerializeSeq = Impossible<(), Refusal>;
     type SerializeTuple = PairProbe<'p, 'e>;
-    type SerializeTupleStruct = Refused;
-    type SerializeTupleVariant = Refused;
-    type SerializeMap = Refused;
-    type SerializeStruct = Refused;
-    type SerializeStructVariant = Refused;
+    type SerializeTupleStruct = Impossible<(), Refusal>;
+    type SerializeTupleVariant = Impossible<(), Refusal>;
+    type SerializeMap = Impossible<(), Refusal>;
+    type SerializeStruct = Impossible<(), Refusal>;
+    type SerializeStructVariant = Impossible<(), Refusal>;
+
+    take_integers!(());
 
     fn serialize_str(self, value: &str) -> Result<(), Refusal> {
         self.send(Record::Str(value))
-    }
-    fn serialize_i8(self, value: i8) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_i16(self, value: i16) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_i32(self, value: i32) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_i64(self, value: i64) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_i128(self, value: i128) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_u8(self, value: u8) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_u16(self, value: u16) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_u32(self, value: u32) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_u64(self, value: u64) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_u128(self, value: u128) -> Result<(), Refusal> {
-        self.int(value)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Refusal> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), Refusal> {
-        value.serialize(self)
-    }
-
-    // Everything else is encoded.
-    fn serialize_bool(self, _: bool) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_char(self, _: char) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_none(self) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_unit(self) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
     }
     fn serialize_tuple(self, len: usize) -> Result<PairProbe<'p, 'e>, Refusal> {
         if len != 2 {
@@ -321,39 +453,13 @@ impl<'p, 'e> ser::Serializer for Probe<'p, 'e> {
         self.out.clear();
         Ok(PairProbe {
             probe: self,
-            key_end: None,
+            elements: 0,
+            key_end: 0,
+            int: None,
         })
     }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Refused, Refusal> {
-        Err(Refusal::Encode)
-    }
-    fn is_human_readable(&self) -> bool {
-        false
-    }
+
+    refuse_the_rest!(());
 }
 
 /// A string, integer or pair handed over, read as the canonical decoder reads its
@@ -534,6 +640,35 @@ mod tests {
         assert_eq!(seen[0], "Str(\"w\")");
         assert_eq!(seen[1], "Int(5)");
         assert!(seen[2].starts_with("Encoded"), "{}", seen[2]);
+    }
+
+    #[test]
+    fn a_pair_s_integer_value_and_a_kept_integer_are_not_encoded() {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for value in [Value::Int(-300), Value::Float(0.5)] {
+            hand_over(0, &("key", &value), &mut out, &mut |record| {
+                let Record::Pair(key, value) = record else {
+                    panic!("{record:?} is not a pair");
+                };
+                assert_eq!(key, encoding::to_bytes("key").unwrap());
+                seen.push(format!("{value:?}"));
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(seen[0], "Int(-300)");
+        assert!(seen[1].starts_with("Encoded"), "{}", seen[1]);
+
+        assert_eq!(keep(0, &Some(7u8), &mut out), Ok(Made::Int(7)));
+        assert_eq!(keep(0, &(1, 2), &mut out), Ok(Made::Encoded));
+        assert_eq!(out, encoding::to_bytes(&(1, 2)).unwrap());
+        let error = encoding::to_bytes(&u64::MAX).unwrap_err();
+        assert_eq!(
+            keep(5, &u64::MAX, &mut out),
+            Err(Failure::unencodable(5, error)),
+            "an integer out of range fails as its encoding does"
+        );
     }
 
     #[test]

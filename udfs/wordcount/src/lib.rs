@@ -12,15 +12,92 @@ use std::borrow::Cow;
 
 use sluice_sdk::{State, udfs};
 
-/// Splits a line into lower-case words, dropping punctuation around them.
+/// Splits a line into lower-case words, dropping punctuation around them: the pieces
+/// between whitespace (`char::is_whitespace`), trimmed of characters that are not
+/// alphanumeric (`char::is_alphanumeric`), lower-cased (`str::to_lowercase`), empty ones
+/// dropped.
 ///
 /// Words are borrowed from the line unless they need lower-casing: inside a WASM guest
 /// an allocation costs several times what it does natively, and most words need none.
+/// A word of ASCII text is found byte by byte, which is what those rules come to for
+/// ASCII; a word with any other character is found by the rules themselves.
 pub fn tokenize(line: &str) -> impl Iterator<Item = Cow<'_, str>> {
-    line.split_whitespace()
-        .map(|word| word.trim_matches(|c: char| !c.is_alphanumeric()))
-        .filter(|word| !word.is_empty())
-        .map(lowercase)
+    Words { rest: line }
+}
+
+/// The words of the rest of a line (see [`tokenize`]).
+struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = Cow<'a, str>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        while !self.rest.is_empty() {
+            if let Some(word) = self.next_piece() {
+                return Some(word);
+            }
+        }
+        None
+    }
+}
+
+impl<'a> Words<'a> {
+    /// Takes the next piece off the rest (and the whitespace before it): its word, if
+    /// trimming leaves one.
+    #[inline]
+    fn next_piece(&mut self) -> Option<Cow<'a, str>> {
+        let bytes = self.rest.as_bytes();
+        let start = bytes
+            .iter()
+            .position(|&byte| !is_ascii_whitespace(byte))
+            .unwrap_or(bytes.len());
+        let mut end = start;
+        let mut upper = false;
+        while let Some(&byte) = bytes.get(end) {
+            if !byte.is_ascii() {
+                return self.next_unicode_piece(start);
+            }
+            if is_ascii_whitespace(byte) {
+                break;
+            }
+            upper |= byte.is_ascii_uppercase();
+            end += 1;
+        }
+        // ASCII up to `end`, so both are character boundaries.
+        let piece = &self.rest[start..end];
+        self.rest = &self.rest[end..];
+        let word = piece.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        // An upper-case letter is alphanumeric: if the piece had one, so has the word.
+        (!word.is_empty()).then(|| {
+            if upper {
+                Cow::Owned(word.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(word)
+            }
+        })
+    }
+
+    /// [`Self::next_piece`] by the Unicode rules, for a piece from byte `start` of the
+    /// rest that is not all ASCII (or whitespace before it that is not).
+    #[cold]
+    fn next_unicode_piece(&mut self, start: usize) -> Option<Cow<'a, str>> {
+        let rest = self.rest[start..].trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (piece, after) = rest.split_at(end);
+        self.rest = after;
+        let word = piece.trim_matches(|c: char| !c.is_alphanumeric());
+        (!word.is_empty()).then(|| lowercase(word))
+    }
+}
+
+/// `char::is_whitespace` for an ASCII byte: a space, or a tab to a carriage return
+/// (`u8::is_ascii_whitespace` leaves out the vertical tab).
+#[inline]
+fn is_ascii_whitespace(byte: u8) -> bool {
+    byte == b' ' || (b'\t'..=b'\r').contains(&byte)
 }
 
 fn lowercase(word: &str) -> Cow<'_, str> {
@@ -111,5 +188,69 @@ mod tests {
             matches!(words[3], Cow::Owned(_)),
             "an upper-case word is copied"
         );
+    }
+
+    /// The rules `tokenize` follows, applied to the whole line by the standard library.
+    fn by_the_unicode_rules(line: &str) -> Vec<String> {
+        line.split_whitespace()
+            .map(|piece| piece.trim_matches(|c: char| !c.is_alphanumeric()))
+            .filter(|word| !word.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    }
+
+    #[test]
+    fn ascii_text_splits_at_every_ascii_whitespace_and_keeps_digits() {
+        let line = "\t one\ttwo\nthree\x0bfour\x0cfive\rsix  7th -- 'x' \x1fglued\x1f ";
+        let words: Vec<_> = tokenize(line).collect();
+        assert_eq!(
+            words,
+            [
+                "one", "two", "three", "four", "five", "six", "7th", "x", "glued"
+            ]
+        );
+        assert_eq!(words, by_the_unicode_rules(line));
+        assert_eq!(tokenize("").count(), 0);
+        assert_eq!(tokenize(" \t-- ... \r\n").count(), 0);
+    }
+
+    #[test]
+    fn words_with_other_characters_follow_the_unicode_rules() {
+        let line = "Café\u{a0}naïve «Straße»\u{3000}ÉCOLE 東京 plain ¡Hola! x\u{85}y MiXeD\u{2003}";
+        let words: Vec<_> = tokenize(line).collect();
+        assert_eq!(
+            words,
+            [
+                "café", "naïve", "straße", "école", "東京", "plain", "hola", "x", "y", "mixed"
+            ]
+        );
+        assert_eq!(words, by_the_unicode_rules(line));
+        assert!(
+            matches!(words[5], Cow::Borrowed(_)),
+            "an ASCII word after others is borrowed"
+        );
+    }
+
+    #[test]
+    fn any_mix_of_ascii_and_other_characters_splits_as_the_unicode_rules_do() {
+        let alphabet = [
+            "a", "Z", "9", " ", "\t", "\x0b", "\r", "\x1c", "-", "'", "é", "É", "ß", "\u{a0}",
+            "\u{85}", "\u{3000}", "«", "東", "\u{301}", "İ",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            let mut line = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for _ in 0..seed % 24 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                line.push_str(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let words: Vec<_> = tokenize(&line).collect();
+            assert_eq!(words, by_the_unicode_rules(&line), "line {line:?}");
+        }
     }
 }
