@@ -35,15 +35,36 @@ struct InlineWord([u8; 16]);
 
 impl Key {
     fn new(word: &str) -> Self {
-        let length = word.len();
-        if length < 16 {
-            let mut bytes = [0; 16];
-            bytes[..length].copy_from_slice(word.as_bytes());
-            bytes[15] = length as u8;
-            Key::Inline(InlineWord(bytes))
-        } else {
-            Key::Heap(word.into())
+        let bytes = word.as_bytes();
+        let length = bytes.len();
+        if length >= 16 {
+            return Key::Heap(word.into());
         }
+        // Fixed-width loads, overlapping, rather than a copy of `length` bytes: a call to
+        // memcpy per word costs more than the rest of making the key.
+        let load = |at: usize, width: usize| {
+            let mut word = [0; 8];
+            word[..width].copy_from_slice(&bytes[at..at + width]);
+            u64::from_le_bytes(word)
+        };
+        let (low, high) = match length {
+            8.. => {
+                let tail = load(length - 8, 8).checked_shr(8 * (16 - length) as u32);
+                (load(0, 8), tail.unwrap_or(0))
+            }
+            4.. => (load(0, 4) | load(length - 4, 4) << (8 * (length - 4)), 0),
+            1.. => (
+                load(0, 1)
+                    | load(length / 2, 1) << (8 * (length / 2))
+                    | load(length - 1, 1) << (8 * (length - 1)),
+                0,
+            ),
+            0 => (0, 0),
+        };
+        let mut inline = [0; 16];
+        inline[..8].copy_from_slice(&low.to_le_bytes());
+        inline[8..].copy_from_slice(&(high | (length as u64) << 56).to_le_bytes());
+        Key::Inline(InlineWord(inline))
     }
 
     fn as_str(&self) -> &str {
