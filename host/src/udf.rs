@@ -9,7 +9,7 @@ use sluice_abi::{
     Batch, Combiner, Failed, Function, Groups, Kind, Merge, NamedFunction, OneRecord, Stage,
 };
 
-use crate::runtime::{CallError, InstancePool};
+use crate::runtime::{CallError, InstancePool, SentBatch};
 
 /// The most records a record-at-a-time function is given in one call.
 const CHUNK_RECORDS: usize = 4096;
@@ -113,6 +113,7 @@ impl BoundUdf {
                         on_records(pool, self.label(), chunk, |instance, chunk| {
                             instance.call_flat_map(*index, chunk)
                         })?
+                        .0
                     }
                     BoundUdf::Native(named) => match named.function {
                         Function::FlatMap(run) => {
@@ -138,9 +139,11 @@ impl BoundUdf {
             |chunk| {
                 let (chunk, keep) = match self {
                     BoundUdf::Wasm { pool, index, .. } => {
-                        on_records(pool, self.label(), chunk, |instance, chunk| {
-                            instance.call_filter(*index, chunk)
-                        })?
+                        let (keep, chunk) =
+                            on_records(pool, self.label(), chunk, |instance, chunk| {
+                                instance.call_filter(*index, chunk)
+                            })?;
+                        (chunk.into_batch(), keep)
                     }
                     BoundUdf::Native(named) => match named.function {
                         Function::Filter(run) => {
@@ -162,13 +165,14 @@ impl BoundUdf {
             BoundUdf::Wasm {
                 pool, index, kind, ..
             } if *kind == Kind::MapPartition => on_instance(pool, self.label(), |instance| {
-                instance.call_records(*kind, *index, input)
+                instance.call_records(*kind, *index, SentBatch::new(input))
             }),
             BoundUdf::Wasm {
                 pool, index, kind, ..
             } => on_records(pool, self.label(), input, |instance, input| {
                 instance.call_records(*kind, *index, input)
-            }),
+            })
+            .map(|(mapped, _)| mapped),
             BoundUdf::Native(named) => match named.function {
                 Function::Map(run) | Function::MapPartition(run) => {
                     run(&input).map_err(|failure| self.failed(failure))
@@ -302,32 +306,33 @@ fn in_chunks<T: Default>(
 /// record at a time, each alone, until one fails the same way: the error then names that
 /// record. Only a failing call pays for this, and keeps paying no more than the records
 /// before the culprit and the culprit once more (for the timeout, its time again). A
-/// trapped instance was discarded, so the records run again on a fresh one. Every call
-/// keeps a copy of its records for this: 6 us for a chunk of 4096 50-byte records, which
-/// the fastest Rust map takes about 290 us to run.
+/// trapped instance was discarded, so the records run again on a fresh one. The records
+/// go to the call as a [`SentBatch`], which the caller keeps without a copy; the answer
+/// comes with them.
 fn on_records<R>(
     pool: &InstancePool,
     label: &str,
     records: Batch,
-    call: impl Fn(&mut crate::runtime::UdfInstance, Batch) -> Result<R, CallError>,
-) -> Result<R, UdfError> {
+    call: impl Fn(&mut crate::runtime::UdfInstance, SentBatch) -> Result<R, CallError>,
+) -> Result<(R, SentBatch), UdfError> {
     let named = |error| UdfError {
         udf: label.to_owned(),
         error,
     };
+    let records = SentBatch::new(records);
     let count = records.len();
-    let again = (count > 1).then(|| records.clone());
-    let error = match pool.with_instance(|instance| call(instance, records)) {
-        Ok(Ok(result)) => return Ok(result),
+    let error = match pool.with_instance(|instance| call(instance, records.clone())) {
+        Ok(Ok(result)) => return Ok((result, records)),
         Ok(Err(error)) if error.wants_record() && count > 0 => error,
         Ok(Err(error)) | Err(error) => return Err(named(error)),
     };
-    let Some(records) = again else {
+    if count == 1 {
         return Err(named(error.at_record(0)));
-    };
-    for index in 0..records.len() {
+    }
+    for index in 0..count {
         let mut alone = Batch::new();
         alone.push_encoded(records.get(index));
+        let alone = SentBatch::new(alone);
         match pool.with_instance(|instance| call(instance, alone)) {
             Ok(Ok(_)) => {}
             Ok(Err(failure)) if failure.is_like(&error) => {
@@ -402,7 +407,7 @@ impl UdfChain {
                     input,
                     |chunk| {
                         let sent = chunk.len();
-                        let records = on_records(pool, label, chunk, |instance, chunk| {
+                        let (records, _) = on_records(pool, label, chunk, |instance, chunk| {
                             instance.call_chain(functions, chunk)
                         })?;
                         if let Some(owed) = owed {

@@ -82,7 +82,12 @@ impl Batch {
 
     /// The encoded records in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
-        (0..self.len()).map(|index| self.get(index))
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let record = &self.data[start as usize..end as usize];
+            start = end;
+            record
+        })
     }
 
     /// Appends a record that is already canonically encoded.

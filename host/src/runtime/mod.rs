@@ -17,7 +17,7 @@ mod pool;
 pub use component::{ExportedFunction, LoadedComponent, MAX_COMPONENT_BYTES};
 pub use error::{CallError, Limit};
 pub use footprint::Footprint;
-pub use instance::{Limits, UdfInstance};
+pub use instance::{Limits, SentBatch, UdfInstance};
 pub use pool::InstancePool;
 
 use std::collections::HashMap;

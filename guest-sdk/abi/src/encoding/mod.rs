@@ -136,6 +136,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strings_are_checked_for_utf8_at_every_length_and_position() {
+        let decode = |bytes: &[u8]| {
+            let mut record = vec![tag::STRING];
+            write_len(&mut record, bytes.len());
+            record.extend_from_slice(bytes);
+            from_bytes::<&str>(&record).map(str::to_owned)
+        };
+        for len in 0..=40 {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(
+                decode(&ascii).unwrap().as_bytes(),
+                ascii,
+                "{len} ASCII bytes"
+            );
+            for at in 0..len {
+                for bad in [0x80, 0xff] {
+                    let mut broken = ascii.clone();
+                    broken[at] = bad;
+                    let error = decode(&broken).unwrap_err();
+                    assert!(
+                        error.to_string().contains("not valid UTF-8"),
+                        "byte {bad:#x} at {at} of {len}: {error}"
+                    );
+                }
+                let mut text = String::from_utf8(ascii.clone()).unwrap();
+                text.replace_range(at..at + 1, "é");
+                assert_eq!(decode(text.as_bytes()).unwrap(), text, "é at {at} of {len}");
+            }
+        }
+    }
+
+    #[test]
     fn short_runs_are_appended_whole_at_every_length() {
         let source: Vec<u8> = (1..=20).collect();
         for len in 0..=source.len() {
