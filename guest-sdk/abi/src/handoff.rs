@@ -12,6 +12,7 @@ use std::fmt;
 use serde::de::{self, IntoDeserializer, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
+use crate::combine::Downstream;
 use crate::encoding::{self, Decoder, Encoder, Error};
 use crate::function::Failure;
 use crate::value::Value;
@@ -92,8 +93,37 @@ impl<'r> Record<'r> {
     }
 }
 
-/// Where a step of a fused chain sends each record it makes.
-pub type Emit<'e> = dyn FnMut(Record<'_>) -> Result<(), Failure> + 'e;
+/// Where a step of a fused chain sends each record it makes: the chain's later steps and
+/// its table of combiners, called directly (not through a closure), or a function of the
+/// caller's.
+pub struct Emit<'e>(To<'e>);
+
+enum To<'e> {
+    Chain(Downstream<'e>),
+    Each(&'e mut dyn FnMut(Record<'_>) -> Result<(), Failure>),
+}
+
+impl<'e> Emit<'e> {
+    /// An emitter that calls `each` with every record.
+    pub fn each(each: &'e mut dyn FnMut(Record<'_>) -> Result<(), Failure>) -> Self {
+        Self(To::Each(each))
+    }
+
+    /// An emitter that runs every record through the rest of a chain.
+    pub(crate) fn chain(downstream: Downstream<'e>) -> Self {
+        Self(To::Chain(downstream))
+    }
+
+    /// Sends `record` on. An error is the failure of whatever took the record (a later
+    /// step's, which its emitter keeps; the caller passes it back as it is).
+    #[inline]
+    pub fn send(&mut self, record: Record<'_>) -> Result<(), Failure> {
+        match &mut self.0 {
+            To::Chain(downstream) => downstream.send(record),
+            To::Each(each) => each(record),
+        }
+    }
+}
 
 /// Sends `result`, made from input record `index`, to `emit`: a string or an integer as
 /// it is, a pair as its encoded key and its value (an integer as it is), anything else
@@ -117,7 +147,7 @@ pub fn hand_over<B: Serialize + ?Sized>(
             out.clear();
             encoding::encode_into(out, result)
                 .map_err(|error| Failure::unencodable(index, error))?;
-            emit(Record::Encoded {
+            emit.send(Record::Encoded {
                 bytes: out,
                 encoded_here: true,
             })
@@ -354,6 +384,7 @@ struct Probe<'p, 'e> {
 }
 
 impl Probe<'_, '_> {
+    #[inline]
     fn send(self, record: Record<'_>) -> Result<(), Refusal> {
         send(self.emit, self.later, record)
     }
@@ -365,12 +396,13 @@ impl Probe<'_, '_> {
     }
 }
 
+#[inline]
 fn send(
     emit: &mut Emit<'_>,
     later: &mut Option<Failure>,
     record: Record<'_>,
 ) -> Result<(), Refusal> {
-    emit(record).map_err(|failure| {
+    emit.send(record).map_err(|failure| {
         *later = Some(failure);
         Refusal::Later
     })
@@ -443,6 +475,7 @@ impl<'p, 'e> ser::Serializer for Probe<'p, 'e> {
 
     take_integers!(());
 
+    #[inline]
     fn serialize_str(self, value: &str) -> Result<(), Refusal> {
         self.send(Record::Str(value))
     }
@@ -590,11 +623,11 @@ mod tests {
     ) -> (Result<A, String>, Result<A, String>) {
         let mut out = Vec::new();
         let mut handed = None;
-        hand_over(0, &value, &mut out, &mut |record| {
+        let mut take = |record: Record<'_>| {
             handed = Some(record.decode::<A>().map_err(|error| error.to_string()));
             Ok(())
-        })
-        .unwrap();
+        };
+        hand_over(0, &value, &mut out, &mut Emit::each(&mut take)).unwrap();
         let encoded = encoding::to_bytes(&value).unwrap();
         let decoded = encoding::from_bytes::<A>(&encoded).map_err(|error| error.to_string());
         (handed.unwrap(), decoded)
@@ -631,11 +664,11 @@ mod tests {
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for value in [Value::String("w".into()), Value::Int(5), Value::Float(0.5)] {
-            hand_over(0, &value, &mut out, &mut |record| {
+            let mut take = |record: Record<'_>| {
                 seen.push(format!("{record:?}"));
                 Ok(())
-            })
-            .unwrap();
+            };
+            hand_over(0, &value, &mut out, &mut Emit::each(&mut take)).unwrap();
         }
         assert_eq!(seen[0], "Str(\"w\")");
         assert_eq!(seen[1], "Int(5)");
@@ -647,15 +680,15 @@ mod tests {
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for value in [Value::Int(-300), Value::Float(0.5)] {
-            hand_over(0, &("key", &value), &mut out, &mut |record| {
+            let mut take = |record: Record<'_>| {
                 let Record::Pair(key, value) = record else {
                     panic!("{record:?} is not a pair");
                 };
                 assert_eq!(key, encoding::to_bytes("key").unwrap());
                 seen.push(format!("{value:?}"));
                 Ok(())
-            })
-            .unwrap();
+            };
+            hand_over(0, &("key", &value), &mut out, &mut Emit::each(&mut take)).unwrap();
         }
         assert_eq!(seen[0], "Int(-300)");
         assert!(seen[1].starts_with("Encoded"), "{}", seen[1]);
@@ -673,18 +706,23 @@ mod tests {
 
     #[test]
     fn a_pair_that_cannot_be_encoded_fails_as_its_encoding_does() {
-        let failure =
-            hand_over(4, &("key", u64::MAX), &mut Vec::new(), &mut |_| Ok(())).unwrap_err();
+        let mut take = |_: Record<'_>| Ok(());
+        let failure = hand_over(
+            4,
+            &("key", u64::MAX),
+            &mut Vec::new(),
+            &mut Emit::each(&mut take),
+        )
+        .unwrap_err();
         let error = encoding::to_bytes(&("key", u64::MAX)).unwrap_err();
         assert_eq!(failure, Failure::unencodable(4, error));
     }
 
     #[test]
     fn a_later_step_s_failure_comes_back_as_it_was() {
-        let failure = hand_over(3, "word", &mut Vec::new(), &mut |_| {
-            Err(Failure::at(3, "later".into()))
-        })
-        .unwrap_err();
+        let mut fail = |_: Record<'_>| Err(Failure::at(3, "later".into()));
+        let failure =
+            hand_over(3, "word", &mut Vec::new(), &mut Emit::each(&mut fail)).unwrap_err();
         assert_eq!(failure, Failure::at(3, "later".into()));
     }
 }
