@@ -1,8 +1,9 @@
 //! Receivers: where records come from. Each streaming receiver is a tokio task that
 //! appends records to its [`Intake`]; the batcher empties every intake once per interval.
-//! Bounded receivers (queue, file) instead hand over one prepared batch per cut.
+//! Bounded receivers (queue, file, table) instead hand over one batch per cut.
 
 mod directory;
+mod file;
 mod generator;
 mod queue;
 pub mod rate;
@@ -28,8 +29,9 @@ use crate::tenancy::HeldBytes;
 
 /// A source of records as the batcher sees it.
 pub trait Receiver: Send + Sync {
-    /// Takes every record received since the last cut.
-    fn cut(&self) -> Batch;
+    /// Takes every record received since the last cut; fails if the source cannot give
+    /// them (a file that changed under a file source).
+    fn cut(&self) -> Result<Batch>;
 
     /// Whether no record is waiting and none will ever arrive again.
     fn is_drained(&self) -> bool;
@@ -87,8 +89,9 @@ pub trait Replayable {
     /// The position the next cut takes its records from.
     fn position(&self) -> u64;
 
-    /// The records the cut at `position` took (or takes).
-    fn records_at(&self, position: u64) -> Batch;
+    /// The records the cut at `position` took (or takes); fails if they cannot be read
+    /// again.
+    fn records_at(&self, position: u64) -> Result<Batch>;
 
     /// Makes the next cut take its records from `position`.
     fn seek(&self, position: u64);
@@ -316,7 +319,7 @@ impl Intake {
 }
 
 impl Receiver for Intake {
-    fn cut(&self) -> Batch {
+    fn cut(&self) -> Result<Batch> {
         let records = {
             let mut buffer = self.buffer.lock().expect("intake poisoned");
             self.buffered
@@ -329,7 +332,7 @@ impl Receiver for Intake {
             held.release(held_size(&records));
         }
         self.room.notify_waiters();
-        records
+        Ok(records)
     }
 
     fn is_drained(&self) -> bool {
@@ -442,16 +445,16 @@ impl Receivers {
                     path,
                     lines_per_batch,
                 } => {
-                    let text = opened.read(path).with_context(|| {
-                        Failing::new(
-                            FailureKind::Source,
-                            format!("source `{name}` cannot read {}", path.display()),
-                        )
-                    })?;
-                    receivers.push(Arc::new(queue::Queue::from_text(
-                        &String::from_utf8_lossy(&text),
-                        *lines_per_batch,
-                    )));
+                    let source = opened
+                        .open(path)
+                        .and_then(|file| file::FileSource::scan(path, file, *lines_per_batch))
+                        .with_context(|| {
+                            Failing::new(
+                                FailureKind::Source,
+                                format!("source `{name}` cannot read {}", path.display()),
+                            )
+                        })?;
+                    receivers.push(Arc::new(source));
                     continue;
                 }
                 SourceKind::Table { path, format } => {
@@ -544,7 +547,13 @@ impl Receivers {
                     FailureKind::Source,
                     "a source could not give its records",
                 ))?,
-                None => (receiver.cut(), Vec::new()),
+                None => (
+                    receiver.cut().context(Failing::new(
+                        FailureKind::Source,
+                        "a source could not give its records",
+                    ))?,
+                    Vec::new(),
+                ),
             };
             inputs.push(batch);
             ranges.push(taken);
@@ -576,15 +585,15 @@ impl Receivers {
                         format!("cannot re-run batch {} from its offsets", cut.number)
                     });
                 }
-                Ok(
-                    match (
-                        receiver.replayable(),
-                        cut.positions.get(index).copied().flatten(),
-                    ) {
-                        (Some(replayable), Some(position)) => replayable.records_at(position),
-                        _ => logged,
-                    },
-                )
+                match (
+                    receiver.replayable(),
+                    cut.positions.get(index).copied().flatten(),
+                ) {
+                    (Some(replayable), Some(position)) => replayable
+                        .records_at(position)
+                        .with_context(|| format!("cannot re-run batch {}", cut.number)),
+                    _ => Ok(logged),
+                }
             })
             .collect()
     }
@@ -742,7 +751,7 @@ mod tests {
                 && failure.contains("this job's receiver buffers"),
             "{failure}"
         );
-        assert_eq!(intake.cut().len(), 4);
+        assert_eq!(intake.cut().unwrap().len(), 4);
         assert_eq!(
             account.host_bytes(),
             0,
@@ -779,12 +788,12 @@ mod tests {
             let waiting = intake.buffer.lock().unwrap().data().len();
             // The bound, plus what one read of the 8 KiB read buffer can bring.
             assert!(waiting < 1024 + 8192 + 16, "{waiting} bytes wait");
-            received.extend(intake.cut().iter().map(<[u8]>::to_vec));
+            received.extend(intake.cut().unwrap().iter().map(<[u8]>::to_vec));
             cuts += 1;
         }
         writing.await.unwrap();
         reading.await.unwrap().unwrap();
-        received.extend(intake.cut().iter().map(<[u8]>::to_vec));
+        received.extend(intake.cut().unwrap().iter().map(<[u8]>::to_vec));
         assert!(cuts > 10, "the writer was held back over {cuts} cuts");
         let mut expected = Batch::new();
         for line in 0..LINES {

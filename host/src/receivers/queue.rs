@@ -1,6 +1,6 @@
-//! Bounded receivers that hand over one prepared batch per cut: the queue (Spark's
-//! `queueStream` with `oneAtATime = true`) and the file source. Both are replayable: the
-//! position of a cut is the index of the batch it took.
+//! The queue source (Spark's `queueStream` with `oneAtATime = true`): prepared batches,
+//! handed over one per cut. It is replayable: the position of a cut is the index of the
+//! batch it took.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, bail};
 use sluice_abi::{Batch, Value};
 
-use super::{Receiver, Replayable, encode_values, push_line};
+use super::{Receiver, Replayable, encode_values};
 use crate::beneath::JobFiles;
 
 /// Prepared batches, handed over one per cut; then empty batches.
@@ -28,22 +28,6 @@ impl Queue {
     /// One batch per element of `batches`.
     pub fn from_values(batches: &[Vec<Value>]) -> Self {
         Self::of(batches.iter().map(|values| encode_values(values)).collect())
-    }
-
-    /// The lines of `text`, `lines_per_batch` at a time (all at once if `None`).
-    pub fn from_text(text: &str, lines_per_batch: Option<usize>) -> Self {
-        let lines: Vec<&str> = text.lines().collect();
-        let chunk = lines_per_batch.unwrap_or(lines.len()).max(1);
-        Self::of(
-            lines
-                .chunks(chunk)
-                .map(|lines| {
-                    let mut batch = Batch::new();
-                    lines.iter().for_each(|line| push_line(&mut batch, line));
-                    batch
-                })
-                .collect(),
-        )
     }
 }
 
@@ -76,7 +60,7 @@ pub fn read_batches_file(path: &Path, files: &JobFiles) -> Result<Vec<Vec<Value>
 }
 
 impl Receiver for Queue {
-    fn cut(&self) -> Batch {
+    fn cut(&self) -> Result<Batch> {
         self.records_at(self.next.fetch_add(1, Ordering::AcqRel))
     }
 
@@ -94,12 +78,12 @@ impl Replayable for Queue {
         self.next.load(Ordering::Acquire)
     }
 
-    fn records_at(&self, position: u64) -> Batch {
-        usize::try_from(position)
+    fn records_at(&self, position: u64) -> Result<Batch> {
+        Ok(usize::try_from(position)
             .ok()
             .and_then(|index| self.batches.get(index))
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     fn seek(&self, position: u64) {

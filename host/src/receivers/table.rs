@@ -79,8 +79,8 @@ impl Table {
 }
 
 impl Receiver for Table {
-    fn cut(&self) -> Batch {
-        self.records.clone()
+    fn cut(&self) -> Result<Batch> {
+        Ok(self.records.clone())
     }
 
     /// A table never brings anything new, so it never keeps a job running.
@@ -99,8 +99,8 @@ impl Replayable for Table {
         0
     }
 
-    fn records_at(&self, _position: u64) -> Batch {
-        self.records.clone()
+    fn records_at(&self, _position: u64) -> Result<Batch> {
+        Ok(self.records.clone())
     }
 
     fn seek(&self, _position: u64) {}

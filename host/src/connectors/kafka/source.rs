@@ -427,8 +427,8 @@ fn record(config: &KafkaSourceConfig, message: &BorrowedMessage<'_>) -> Result<V
 }
 
 impl Receiver for KafkaSource {
-    fn cut(&self) -> Batch {
-        self.take().map(|(batch, _)| batch).unwrap_or_default()
+    fn cut(&self) -> Result<Batch> {
+        self.take().map(|(batch, _)| batch)
     }
 
     fn is_drained(&self) -> bool {
