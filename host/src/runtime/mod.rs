@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use instance::GuestState;
 
@@ -120,6 +122,10 @@ impl Runtime {
             .epoch_interruption(true)
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        if std::env::var_os("SLUICE_PERF_MAP").is_some() {
+            // For profiling guests: `perf` names their functions from /tmp/perf-PID.map.
+            wasm_config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm_config)
             .map_err(anyhow::Error::from)
             .context("cannot create the wasmtime engine")?;
