@@ -431,6 +431,60 @@ fn directory_source_reads_each_file_moved_in_once() {
 }
 
 #[test]
+fn a_file_source_whose_file_changes_under_the_job_fails_naming_it_and_keeps_what_it_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    // One line a batch, more batches than the job can run before the file is changed.
+    let lines: Vec<String> = (0..200).map(|n| format!("word{} common", n % 3)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let job = write_manifest(
+        dir.path(),
+        &wordcount_job(
+            &format!(
+                "kind = \"file\"\npath = \"{}\"\nlines_per_batch = 1",
+                input.display()
+            ),
+            dir.path(),
+        ),
+    );
+    let mut run = Run::start(&job, &[]);
+    run.wait_for("batch done");
+    // Appending changes the size the start's scan saw: the next batch read must fail.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    file.write_all(b"late line\n").unwrap();
+    drop(file);
+    let status = wait::exit_within(&mut run.child, Duration::from_secs(30))
+        .expect("the job stops once its file changed");
+    let (_, log) = run.finish();
+    assert!(!status.success(), "a changed file fails the job: {log:#?}");
+    let named = log.iter().any(|line| {
+        let text = line.to_string();
+        text.contains("changed after the job started") && text.contains("in.txt")
+    });
+    assert!(
+        named,
+        "the error names the file and what happened: {log:#?}"
+    );
+    // The batches done before the change stay written, and count only lines of the file
+    // as it was at the start.
+    let done = log
+        .iter()
+        .filter(|line| common::run::message_of(line).contains("batch done"))
+        .count();
+    let counted = total_counts(&json_outputs(dir.path(), "counts"));
+    assert!(done >= 1);
+    assert_eq!(
+        counted.get("common").copied(),
+        Some(done as i64),
+        "{log:#?}"
+    );
+    assert!(!counted.contains_key("late"), "{counted:?}");
+}
+
+#[test]
 fn transactions_job_separates_malformed_lines_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let example = common::root().join("examples/transactions");
