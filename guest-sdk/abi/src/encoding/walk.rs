@@ -20,10 +20,30 @@ pub const MAX_DEPTH: usize = 1000;
 pub(crate) fn skip(input: &mut &[u8]) -> Result<(), Error> {
     // A scalar (most fields are) needs no stack of open containers.
     let tag = read_tag(input)?;
-    if skip_scalar(tag, input)? {
+    if skip_scalar(tag, input)? || skip_flat(tag, input)? {
         return Ok(());
     }
     skip_nested(tag, input)
+}
+
+/// Moves `input` past the rest of a list or tuple of tag `tag` whose elements are all
+/// scalars (a `(key, count)` pair), without [`skip_nested`]'s stack of open containers;
+/// `false`, with `input` where it was, if it is not one. An error is the one
+/// `skip_nested` would give, at the same place.
+#[inline]
+fn skip_flat(tag: u8, input: &mut &[u8]) -> Result<bool, Error> {
+    if tag != tag::TUPLE && tag != tag::LIST {
+        return Ok(false);
+    }
+    let mut rest = *input;
+    for _ in 0..varint::read_len(&mut rest)? {
+        let element = read_tag(&mut rest)?;
+        if !skip_scalar(element, &mut rest)? {
+            return Ok(false);
+        }
+    }
+    *input = rest;
+    Ok(true)
 }
 
 /// Moves `input` past the rest of a scalar value of tag `tag`; `false` if it is not one.
@@ -228,6 +248,47 @@ mod tests {
         let len = bytes.len();
         bytes.extend_from_slice(&[tag::NULL]);
         assert_eq!(skipped(&bytes), Ok(len), "stops right after the value");
+    }
+
+    #[test]
+    fn a_flat_container_is_skipped_as_the_general_walk_skips_it() {
+        let general = |bytes: &[u8]| {
+            let mut input = bytes;
+            let tag = read_tag(&mut input)?;
+            skip_nested(tag, &mut input).map(|()| bytes.len() - input.len())
+        };
+        let values = [
+            crate::Value::Tuple(vec![
+                crate::Value::String("word".into()),
+                crate::Value::Int(-300),
+            ]),
+            crate::Value::List(vec![
+                crate::Value::Null,
+                crate::Value::Bool(true),
+                crate::Value::Float(0.5),
+                crate::Value::Bytes(vec![1, 2]),
+            ]),
+            crate::Value::Tuple(vec![]),
+            crate::Value::Tuple(vec![
+                crate::Value::Int(1),
+                crate::Value::List(vec![crate::Value::Int(2)]),
+            ]),
+        ];
+        for value in values {
+            let whole = value.to_bytes();
+            let mut bytes = whole.clone();
+            bytes.push(tag::NULL);
+            assert_eq!(skipped(&bytes), Ok(whole.len()), "{value:?}");
+            for cut in 1..whole.len() {
+                let cut = &whole[..cut];
+                assert_eq!(skipped(cut), general(cut), "{value:?} cut to {cut:?}");
+            }
+            for at in 1..whole.len() {
+                let mut bad = whole.clone();
+                bad[at] = 42;
+                assert_eq!(skipped(&bad), general(&bad), "{value:?} with {bad:?}");
+            }
+        }
     }
 
     #[test]
