@@ -169,6 +169,7 @@ impl Batch {
         }
     }
 
+    #[inline]
     fn close_record(&mut self) {
         let end = u32::try_from(self.data.len())
             .expect("a batch partition holds at most 4 GiB of record bytes");

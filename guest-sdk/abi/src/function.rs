@@ -129,6 +129,7 @@ impl Progress {
         Progress
     }
 
+    #[inline]
     pub(crate) fn at(&self, index: usize) {
         CURRENT_RECORD.with(|current| current.set(Some(index as u32)));
     }

@@ -9,10 +9,22 @@ const U32_MARKER: u8 = 252;
 const U64_MARKER: u8 = 253;
 
 /// Appends `value` in its shortest form.
+///
+/// Inlined for the one-byte form (a string's length, a count): a WASM guest otherwise
+/// calls it for every record, where a native build inlines it on its own.
+#[inline(always)]
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
     if value <= u64::from(SINGLE_BYTE_MAX) {
         out.push(value as u8);
-    } else if value <= u64::from(u16::MAX) {
+    } else {
+        write_wide(out, value);
+    }
+}
+
+/// [`write_u64`] for a value longer than one byte.
+#[inline(never)]
+fn write_wide(out: &mut Vec<u8>, value: u64) {
+    if value <= u64::from(u16::MAX) {
         out.push(U16_MARKER);
         out.extend_from_slice(&(value as u16).to_le_bytes());
     } else if value <= u64::from(u32::MAX) {
@@ -29,14 +41,23 @@ pub fn write_i64(out: &mut Vec<u8>, value: i64) {
     write_u64(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
-/// Reads a varint from the front of `input`, advancing it.
-#[inline]
+/// Reads a varint from the front of `input`, advancing it (inlined for the one-byte
+/// form, as [`write_u64`] is).
+#[inline(always)]
 pub fn read_u64(input: &mut &[u8]) -> Result<u64, Error> {
-    let width = match input.first() {
+    match input.first() {
         Some(&byte) if byte <= SINGLE_BYTE_MAX => {
             *input = &input[1..];
-            return Ok(u64::from(byte));
+            Ok(u64::from(byte))
         }
+        _ => read_wide(input),
+    }
+}
+
+/// [`read_u64`] for anything but the one-byte form.
+#[inline(never)]
+fn read_wide(input: &mut &[u8]) -> Result<u64, Error> {
+    let width = match input.first() {
         Some(&U16_MARKER) => 2,
         Some(&U32_MARKER) => 4,
         Some(&U64_MARKER) => 8,
@@ -71,7 +92,7 @@ pub fn read_i64(input: &mut &[u8]) -> Result<i64, Error> {
 
 /// Reads a length and checks it against what is left, so a corrupt length fails here
 /// rather than as a huge allocation.
-#[inline]
+#[inline(always)]
 pub fn read_len(input: &mut &[u8]) -> Result<usize, Error> {
     let len = read_u64(input)?;
     if len > input.len() as u64 {
