@@ -1,14 +1,11 @@
 //! Operators that summarise a batch: count, countByValue and reduce.
 
-use std::hash::BuildHasher;
-
 use anyhow::Result;
 use rayon::prelude::*;
-use rustc_hash::{FxBuildHasher, FxHashMap};
 use sluice_abi::encoding::Encoder;
 use sluice_abi::{Batch, Groups};
 
-use super::{BatchContext, Operator, single};
+use super::{BatchContext, Operator, key_tables, single};
 use crate::dataset::Dataset;
 use crate::udf::BoundUdf;
 
@@ -32,7 +29,8 @@ impl Operator for Count {
 /// countByValue: one `[value, count]` pair per distinct record. Records are compared by
 /// their canonical bytes, so no guest is called. Counting is done per partition in
 /// parallel, then merged per hash partition in parallel (Spark: `map((_, 1))
-/// .reduceByKey(_ + _)`, whose output is hash-partitioned the same way).
+/// .reduceByKey(_ + _)`, whose output is hash-partitioned the same way), each in tables
+/// small enough to stay in cache ([`key_tables`]).
 pub struct CountByValue;
 
 impl Operator for CountByValue {
@@ -41,46 +39,7 @@ impl Operator for CountByValue {
     }
 
     fn apply(&self, inputs: Vec<Dataset>, batch: &BatchContext) -> Result<Dataset> {
-        let input = single(inputs)?;
-        let partial: Vec<FxHashMap<&[u8], i64>> = input
-            .partitions()
-            .par_iter()
-            .map(|partition| {
-                let mut counts = FxHashMap::default();
-                for record in partition.iter() {
-                    crate::scheduler::slice::tick()?;
-                    *counts.entry(record).or_insert(0) += 1;
-                }
-                Ok(counts)
-            })
-            .collect::<Result<_>>()?;
-        let targets = batch.partitions.max(1);
-        let hasher = FxBuildHasher;
-        let partitions = (0..targets)
-            .into_par_iter()
-            .map(|target| {
-                let mut merged: FxHashMap<&[u8], i64> = FxHashMap::default();
-                for counts in &partial {
-                    for (record, count) in counts {
-                        crate::scheduler::slice::tick()?;
-                        if hasher.hash_one(record) as usize % targets == target {
-                            *merged.entry(record).or_insert(0) += count;
-                        }
-                    }
-                }
-                let mut pairs = Batch::with_capacity(merged.len(), merged.len() * 16);
-                for (record, count) in merged {
-                    crate::scheduler::slice::tick()?;
-                    pairs.push_with(|out| {
-                        Encoder::new(out).tuple_header(2);
-                        out.extend_from_slice(record);
-                        Encoder::new(out).write_int(count);
-                    });
-                }
-                Ok(pairs)
-            })
-            .collect::<Result<_>>()?;
-        Ok(Dataset::from_partitions(partitions))
+        key_tables::count_by_value(&single(inputs)?, batch.partitions)
     }
 }
 

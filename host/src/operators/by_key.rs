@@ -7,7 +7,7 @@ use sluice_abi::encoding::Encoder;
 use sluice_abi::{Batch, Groups};
 
 use super::keyed::{self, KeyGroups, push_pair, split_pair};
-use super::{BatchContext, Operator, single};
+use super::{BatchContext, Operator, key_tables, single};
 use crate::dataset::Dataset;
 use crate::udf::{BoundUdf, CombiningChain};
 
@@ -27,9 +27,7 @@ impl ReduceByKey {
             .into_par_iter()
             .map(|partition| keyed::reduce_groups(udf, &KeyGroups::of_pairs(&partition)?))
             .collect::<Result<Vec<_>>>()?;
-        keyed::shuffle(combined, partitions)?.try_map_partitions(|partition| {
-            keyed::reduce_groups(udf, &KeyGroups::of_pairs(&partition)?)
-        })
+        key_tables::reduce_by_key(udf, combined, partitions)
     }
 }
 
@@ -70,9 +68,7 @@ impl Operator for CombinedByKey {
             .into_par_iter()
             .map(|partition| Ok(self.chain.run(partition)?))
             .collect::<Result<Vec<_>>>()?;
-        keyed::shuffle(combined, batch.partitions)?.try_map_partitions(|partition| {
-            keyed::reduce_groups(&self.merge_combiners, &KeyGroups::of_pairs(&partition)?)
-        })
+        key_tables::reduce_by_key(&self.merge_combiners, combined, batch.partitions)
     }
 }
 
@@ -166,9 +162,7 @@ impl Operator for CombineByKey {
             .into_par_iter()
             .map(|partition| self.combine_partition(&partition))
             .collect::<Result<Vec<_>>>()?;
-        keyed::shuffle(combined, batch.partitions)?.try_map_partitions(|partition| {
-            keyed::reduce_groups(&self.merge_combiners, &KeyGroups::of_pairs(&partition)?)
-        })
+        key_tables::reduce_by_key(&self.merge_combiners, combined, batch.partitions)
     }
 }
 

@@ -38,9 +38,15 @@ pub fn push_pair(batch: &mut Batch, key: &[u8], value: &[u8]) {
     batch.push_with(|out| write_pair(out, key, value));
 }
 
+/// The hash of a key's canonical bytes, which every keyed operator partitions by.
+#[inline]
+pub fn key_hash(key: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
 /// The partition a key belongs to among `partitions`.
 pub fn partition_of(key: &[u8], partitions: usize) -> usize {
-    (FxBuildHasher.hash_one(key) % partitions as u64) as usize
+    (key_hash(key) % partitions as u64) as usize
 }
 
 /// Values grouped by key, keys in the order first seen, values in arrival order.

@@ -7,6 +7,7 @@ mod aggregate;
 pub mod builtin;
 mod by_key;
 mod join;
+mod key_tables;
 pub mod keyed;
 mod set;
 mod stateless;

@@ -31,9 +31,10 @@ pub(crate) use walk::too_deep;
 /// WASM guest compiles a copy of variable length to `memory.copy`, which wasmtime runs as
 /// a call out of the guest's code that costs more than copying a word; this reads `bytes`
 /// with loads of fixed width (two overlapping ones) instead, and without 128-bit shifts,
-/// which WASM has no instruction for.
+/// which WASM has no instruction for. Natively too, a call to `memcpy` per key costs more
+/// than the rest of keeping a key inline (the host's key tables).
 #[inline]
-pub(crate) fn short_bytes(bytes: &[u8]) -> [u64; 2] {
+pub fn short_bytes(bytes: &[u8]) -> [u64; 2] {
     let len = bytes.len();
     debug_assert!(len <= 16);
     let read8 = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
