@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use sluice_abi::Value;
 
 use super::{Sink, display_text};
@@ -24,7 +25,30 @@ pub struct Files {
     pub quota: Option<std::sync::Arc<DiskQuota>>,
 }
 
+/// Records turned into lines at a time: the lines of a window are made in parallel (a
+/// piece of [`PIECE`] records per task) and written in order, so that a batch's text is
+/// never all in memory.
+const WINDOW: usize = 16 * 1024;
+/// Records one task of a window turns into lines.
+const PIECE: usize = 1024;
+
 impl Files {
+    /// The lines of `records`, each ending in a line break.
+    fn lines(&self, records: &[&[u8]]) -> Result<Vec<u8>> {
+        let mut text = Vec::with_capacity(records.len() * 24);
+        for record in records {
+            crate::scheduler::slice::tick()?;
+            let line = match self.format {
+                FileFormat::Text => display_text(record),
+                FileFormat::JsonLines => Value::decode(record)?.to_json(),
+                FileFormat::JsonTyped => crate::json::to_json(&Value::decode(record)?),
+            };
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        Ok(text)
+    }
+
     fn path(&self, time_ms: i64) -> PathBuf {
         let mut name = self.prefix.file_name().unwrap_or_default().to_os_string();
         name.push(format!("-{time_ms}"));
@@ -54,14 +78,21 @@ impl Sink for Files {
                 .create(&temporary)
                 .with_context(|| format!("cannot write {}", temporary.display()))?,
         );
-        for record in data.records() {
-            crate::scheduler::slice::tick()?;
-            let line = match self.format {
-                FileFormat::Text => display_text(record),
-                FileFormat::JsonLines => Value::decode(record)?.to_json(),
-                FileFormat::JsonTyped => crate::json::to_json(&Value::decode(record)?),
-            };
-            writeln!(file, "{line}")?;
+        let mut records = data.records();
+        let mut window = Vec::with_capacity(WINDOW);
+        loop {
+            window.clear();
+            window.extend(records.by_ref().take(WINDOW));
+            if window.is_empty() {
+                break;
+            }
+            let pieces: Vec<Result<Vec<u8>>> = window
+                .par_chunks(PIECE)
+                .map(|piece| self.lines(piece))
+                .collect();
+            for piece in pieces {
+                file.write_all(&piece?)?;
+            }
         }
         let file = file.into_inner()?;
         if let Some(quota) = &self.quota {
@@ -87,6 +118,28 @@ mod tests {
 
     use super::*;
     use crate::manifest::TableFormat;
+
+    #[test]
+    fn lines_made_in_parallel_are_written_in_the_records_order() {
+        let mut records = Batch::new();
+        (0..3 * WINDOW as i64 + 7).for_each(|n| records.push(&(format!("w{n}"), n)).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Files {
+            prefix: dir.path().join("out"),
+            suffix: String::new(),
+            format: FileFormat::JsonLines,
+            files: JobFiles::Anywhere,
+            quota: None,
+        };
+        let data = Dataset::split(records, 3);
+        sink.write(1000, &data).unwrap();
+        let written = std::fs::read_to_string(dir.path().join("out-1000")).unwrap();
+        let expected: String = data
+            .records()
+            .map(|record| Value::decode(record).unwrap().to_json() + "\n")
+            .collect();
+        assert_eq!(written, expected);
+    }
 
     #[test]
     fn json_typed_files_read_back_as_the_same_records() {
