@@ -8,14 +8,16 @@
 //! result waits in one small buffer per step, never gathered into a batch, and goes to
 //! the next step by one call through a function pointer ([`Emit`] calls the next adapter
 //! itself). The pairs the chain makes wait, key and value, until a thousand or so have
-//! been made, and are then folded into their keys' combiners in a loop of their own.
+//! been made, and are then folded into their keys' combiners in a loop of their own, the
+//! keys of each window of them looked up before any is folded, so that the lookups'
+//! cache misses overlap.
 //! Guests run it behind the `combine` export; the host runs the same code natively.
 
 use crate::batch::Batch;
 use crate::encoding::{Encoder, extend_short, int_value, pair_parts};
 use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
 use crate::handoff::{Emit, Made, Record};
-use crate::table::{KeyTable, Slot, Spill, Stored};
+use crate::table::{Key, KeyTable, Slot, Spill, Stored};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
@@ -68,10 +70,15 @@ pub struct Combiner {
 /// stalling the whole chain (with 10k keys that miss was a fifth of the guest's time).
 const FOLD_EVERY: usize = 1024;
 
+/// How many waiting pairs' keys are looked up together, before their values are folded
+/// in: the lookups of a window overlap their cache misses (with 160k keys the table is
+/// far larger than the cache, and a miss was most of a fold's time).
+const LOOK_AHEAD: usize = 64;
+
 /// Pairs waiting to be folded, in the order made; their keys and encoded values are kept
 /// in one buffer.
 #[derive(Debug, Default)]
-struct Pending {
+pub(crate) struct Pending {
     bytes: Vec<u8>,
     pairs: Vec<PendingPair>,
 }
@@ -279,15 +286,9 @@ impl Combiner {
         let mut failed = None;
         for (index, record) in input.iter().enumerate() {
             progress.at(index);
-            let mut downstream = Downstream {
-                steps: chain,
-                buffers: &mut buffers,
-                first: 0,
-                index,
-                pending: &mut self.pending,
-                failed: &mut failed,
-            };
-            let fed = downstream.send(Record::outside(record));
+            let tail = Tail::Pairs(&mut self.pending);
+            let fed = Downstream::new(chain, &mut buffers, index, tail, &mut failed)
+                .send(Record::outside(record));
             if self.pending.len() >= FOLD_EVERY || fed.is_err() {
                 // Pairs of earlier records first: a failure among them came first.
                 self.fold_pending(merge, &progress)?;
@@ -308,10 +309,34 @@ impl Combiner {
             created,
             pending,
         } = self;
-        let folded = pending.iter().try_for_each(|(index, key, value)| {
-            progress.at(index);
-            fold(table.slot(key), merged, created, index, value, merge)
-        });
+        let mut found = [None; LOOK_AHEAD];
+        let folded = {
+            let mut ahead = pending.iter();
+            let mut pairs = pending.iter();
+            loop {
+                // Look the next keys up first, in a loop that does nothing else: their
+                // lookups do not wait on each other, so the processor overlaps their
+                // cache misses, and the folds below go straight to the entries found.
+                let mut window = 0;
+                for (found, (_, key, _)) in found.iter_mut().zip(ahead.by_ref()) {
+                    *found = table.find(&Key::new(key));
+                    window += 1;
+                }
+                if window == 0 {
+                    break Ok(());
+                }
+                let folded = found[..window].iter().zip(pairs.by_ref()).try_for_each(
+                    |(&found, (index, key, value))| {
+                        progress.at(index);
+                        let slot = table.slot(Key::new(key), found);
+                        fold(slot, merged, created, index, value, merge)
+                    },
+                );
+                if folded.is_err() {
+                    break folded;
+                }
+            }
+        };
         pending.clear();
         folded
     }
@@ -386,8 +411,28 @@ fn fold(
     Ok(())
 }
 
+/// Where the records a chain's last step makes go.
+pub(crate) enum Tail<'d> {
+    /// Taken apart into pairs that wait to be folded.
+    Pairs(&'d mut Pending),
+    /// Appended to a batch as they are: a chain that does not combine
+    /// ([`chain::run`](crate::chain::run)).
+    Records(&'d mut Batch),
+}
+
+impl Tail<'_> {
+    /// The same tail, for a later step's [`Downstream`].
+    #[inline]
+    fn reborrow(&mut self) -> Tail<'_> {
+        match self {
+            Tail::Pairs(pending) => Tail::Pairs(pending),
+            Tail::Records(records) => Tail::Records(records),
+        }
+    }
+}
+
 /// The rest of a chain, from one of its steps on, for one input record: the later steps,
-/// then the waiting pairs.
+/// then the tail.
 pub(crate) struct Downstream<'d> {
     steps: &'d [OneRecord],
     /// One buffer for each of `steps`.
@@ -396,22 +441,48 @@ pub(crate) struct Downstream<'d> {
     first: usize,
     /// The input record the records sent here were made from.
     index: usize,
-    pending: &'d mut Pending,
+    tail: Tail<'d>,
     /// The first failure, named by its step; the steps before it see a bare marker.
     failed: &'d mut Option<Failed>,
 }
 
+impl<'d> Downstream<'d> {
+    /// The whole chain `steps` (with one buffer each in `buffers`) for input record
+    /// `index`, its records going to `tail`, its first failure kept in `failed`.
+    #[inline]
+    pub(crate) fn new(
+        steps: &'d [OneRecord],
+        buffers: &'d mut [Vec<u8>],
+        index: usize,
+        tail: Tail<'d>,
+        failed: &'d mut Option<Failed>,
+    ) -> Self {
+        Self {
+            steps,
+            buffers,
+            first: 0,
+            index,
+            tail,
+            failed,
+        }
+    }
+}
+
 impl Downstream<'_> {
-    /// Runs `record` through the steps and takes the pair it becomes to be folded. The
-    /// steps' adapters call this for each record they make (through [`Emit::send`]), so a
+    /// Runs `record` through the steps and hands what it becomes to the tail. The steps'
+    /// adapters call this for each record they make (through [`Emit::send`]), so a
     /// record passes from step to step by one call through a function pointer each.
     #[inline]
     pub(crate) fn send(&mut self, record: Record<'_>) -> Result<(), Failure> {
         let Some((step, steps)) = self.steps.split_first() else {
-            return match self.pending.hold(self.index, record) {
-                Ok(()) => Ok(()),
-                Err(failure) => Err(self.fail(Stage::Merge, failure)),
+            let held = match &mut self.tail {
+                Tail::Pairs(pending) => pending.hold(self.index, record),
+                Tail::Records(records) => {
+                    records.push_with(|out| record.encode_into(out));
+                    Ok(())
+                }
             };
+            return held.map_err(|failure| self.fail(Stage::Merge, failure));
         };
         let (out, buffers) = self.buffers.split_first_mut().expect("one buffer per step");
         let index = self.index;
@@ -420,7 +491,7 @@ impl Downstream<'_> {
             buffers,
             first: self.first + 1,
             index,
-            pending: self.pending,
+            tail: self.tail.reborrow(),
             failed: self.failed,
         });
         let ran = match *step {
@@ -674,6 +745,55 @@ mod tests {
         let mut table = Combiner::new();
         table.add(&[], SUM, &pairs(&items)).unwrap();
         assert_eq!(decoded::<String>(&table.flush()), expected);
+    }
+
+    #[test]
+    fn keys_new_and_repeated_within_one_look_ahead_are_folded_in_order() {
+        // Windows of looked-up keys in which a key is new and then repeated (found by
+        // neither lookup), and in which the table grows, many times over.
+        let items: Vec<(String, i64)> = (0..5 * FOLD_EVERY)
+            .map(|n| (format!("k{}", (n / 3) % (2 * FOLD_EVERY)), n as i64))
+            .collect();
+        let mut expected: Vec<(String, i64)> = Vec::new();
+        for (key, value) in &items {
+            match expected.iter_mut().find(|(seen, _)| seen == key) {
+                Some((_, sum)) => *sum += value,
+                None => expected.push((key.clone(), *value)),
+            }
+        }
+        let mut table = Combiner::new();
+        table
+            .add(&[], SUM, &pairs(&items[..FOLD_EVERY + 7]))
+            .unwrap();
+        table
+            .add(&[], SUM, &pairs(&items[FOLD_EVERY + 7..]))
+            .unwrap();
+        assert_eq!(decoded::<String>(&table.flush()), expected);
+    }
+
+    #[test]
+    fn a_failure_within_a_look_ahead_names_its_record() {
+        let checked = Merge {
+            create: None,
+            merge: |index, combiner, value, out| match value {
+                Record::Int(i64::MAX) => Err(Failure::at(index, "overflows".into())),
+                _ => fold_one(index, combiner, value, out, sum),
+            },
+        };
+        let mut items: Vec<(String, i64)> = (0..LOOK_AHEAD as i64 * 3)
+            .map(|n| (format!("k{}", n % 5), 1))
+            .collect();
+        let at = LOOK_AHEAD + LOOK_AHEAD / 2;
+        items[at].1 = i64::MAX;
+        items[at + 1].1 = i64::MAX;
+        let failed = Combiner::new()
+            .add(&[], checked, &pairs(&items))
+            .unwrap_err();
+        assert_eq!(failed.stage, Stage::Merge);
+        // Records `at` and `at + 1`, of two keys counted before, both overflow, in the
+        // middle of one window of lookups: the first is named.
+        assert_eq!(failed.failure.record_index, Some(at as u32), "{failed:?}");
+        assert!(failed.failure.message.contains("overflows"), "{failed:?}");
     }
 
     #[test]

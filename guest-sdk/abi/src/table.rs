@@ -7,17 +7,17 @@
 //! of bytes can be kept the same way ([`Stored`]). Map-side combining in the guest
 //! ([`crate::combine`]) and the host's keyed operators share it.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 
 use hashbrown::{HashTable, hash_table};
-use rustc_hash::FxBuildHasher;
+use rustc_hash::FxHasher;
 
 use crate::encoding::short_bytes;
 
 /// Values of type `V` by key, keys in the order first seen.
 #[derive(Debug)]
 pub struct KeyTable<V> {
-    /// Each key with its value, found by the hash of the key's bytes.
+    /// Each key with its value, found by the key's hash ([`Key`]).
     entries: HashTable<Entry<V>>,
     /// Keys (and values) too long to keep in their entry.
     spill: Spill,
@@ -102,13 +102,28 @@ impl Stored {
         }
     }
 
-    /// Whether these are the bytes `key`, whose inline form (if it has one) is `inline`.
+    /// Whether these are the bytes of `key`.
     #[inline]
-    fn is(&self, key: &[u8], inline: Option<Stored>, spill: &Spill) -> bool {
-        match (inline, self.spilled_index()) {
-            (Some(inline), _) => self.numbers() == inline.numbers(),
-            (None, Some(index)) => spill.0[index] == key,
-            (None, None) => false,
+    fn is(&self, key: &Key<'_>, spill: &Spill) -> bool {
+        match key.inline {
+            // Two compares of one number each: a compare of both pairs at once goes
+            // through the shadow stack in a WASM guest (two 8-byte stores reloaded as one
+            // 16-byte load, a store-forwarding stall on every probe).
+            Some(inline) => {
+                let ([a, b], [c, d]) = (self.numbers(), inline.numbers());
+                a == c && b == d
+            }
+            None => self
+                .spilled_index()
+                .is_some_and(|index| spill.0[index] == key.bytes),
+        }
+    }
+
+    /// The hash of these bytes, as [`Key::new`] works it out.
+    fn hash(&self, spill: &Spill) -> u64 {
+        match self.spilled_index() {
+            None => hash_inline(self.numbers()),
+            Some(index) => hash_bytes(&spill.0[index]),
         }
     }
 
@@ -124,6 +139,39 @@ impl Stored {
         }
     }
 }
+
+/// A key to look up in a [`KeyTable`]: its bytes, with its inline form and hash worked
+/// out once.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'k> {
+    bytes: &'k [u8],
+    /// The key inline, if it fits.
+    inline: Option<Stored>,
+    hash: u64,
+}
+
+impl<'k> Key<'k> {
+    /// The key `bytes`. A key that fits inline is hashed from its two inline numbers,
+    /// not byte by byte.
+    #[inline]
+    pub fn new(bytes: &'k [u8]) -> Self {
+        let inline = Stored::inline(bytes);
+        let hash = match inline {
+            Some(inline) => hash_inline(inline.numbers()),
+            None => hash_bytes(bytes),
+        };
+        Self {
+            bytes,
+            inline,
+            hash,
+        }
+    }
+}
+
+/// Where a [`KeyTable`] found a key: its place in the table, good until the table
+/// grows.
+#[derive(Debug, Clone, Copy)]
+pub struct Found(usize);
 
 /// A key's place in a [`KeyTable`].
 pub enum Slot<'t, V> {
@@ -142,8 +190,7 @@ pub enum Slot<'t, V> {
 pub struct Vacant<'t, V> {
     entry: hash_table::VacantEntry<'t, Entry<V>>,
     spill: &'t mut Spill,
-    key: &'t [u8],
-    inline: Option<Stored>,
+    key: Key<'t>,
     order: u32,
 }
 
@@ -156,8 +203,9 @@ impl<'t, V> Vacant<'t, V> {
     /// Adds the key with `value`, after every key already there.
     pub fn insert(self, value: V) -> &'t mut V {
         let key = self
+            .key
             .inline
-            .unwrap_or_else(|| Stored::new(self.key, self.spill));
+            .unwrap_or_else(|| Stored::new(self.key.bytes, self.spill));
         let entry = Entry {
             key,
             value,
@@ -183,17 +231,38 @@ impl<V> KeyTable<V> {
         self.entries.is_empty()
     }
 
-    /// The place of `key`: its value, or where it goes.
+    /// Where the table holds `key`, if it does.
     #[inline]
-    pub fn slot<'t>(&'t mut self, key: &'t [u8]) -> Slot<'t, V> {
-        let hash = hash_of(key);
-        let inline = Stored::inline(key);
+    pub fn find(&self, key: &Key<'_>) -> Option<Found> {
+        self.entries
+            .find_bucket_index(key.hash, |entry| entry.key.is(key, &self.spill))
+            .map(Found)
+    }
+
+    /// The place of `key`: its value, or where it goes. `found` is where an earlier
+    /// [`find`](Self::find) found it, if it did: then the key is not looked up again
+    /// (unless the table has moved it since).
+    #[inline]
+    pub fn slot<'t>(&'t mut self, key: Key<'t>, found: Option<Found>) -> Slot<'t, V> {
         let order = self.entries.len() as u32;
         let Self { entries, spill } = self;
+        let still_there = |Found(bucket)| {
+            entries
+                .get_bucket(bucket)
+                .is_some_and(|entry| entry.key.is(&key, spill))
+                .then_some(bucket)
+        };
+        if let Some(bucket) = found.and_then(still_there) {
+            let entry = entries.get_bucket_mut(bucket).expect("the key is there");
+            return Slot::Found {
+                value: &mut entry.value,
+                spill,
+            };
+        }
         let found = entries.entry(
-            hash,
-            |entry| entry.key.is(key, inline, spill),
-            |entry| hash_of(entry.key.get(spill)),
+            key.hash,
+            |entry| entry.key.is(&key, spill),
+            |entry| entry.key.hash(spill),
         );
         match found {
             hash_table::Entry::Occupied(entry) => Slot::Found {
@@ -204,7 +273,6 @@ impl<V> KeyTable<V> {
                 entry,
                 spill,
                 key,
-                inline,
                 order,
             }),
         }
@@ -234,8 +302,18 @@ impl<V> KeyTable<V> {
     }
 }
 
-fn hash_of(key: &[u8]) -> u64 {
-    let mut hasher = FxBuildHasher.build_hasher();
+/// The hash of a key kept inline, from its two numbers (see [`Stored`]).
+#[inline]
+fn hash_inline([low, high]: [u64; 2]) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write_u64(low);
+    hasher.write_u64(high);
+    hasher.finish()
+}
+
+/// The hash of a key too long to keep inline.
+fn hash_bytes(key: &[u8]) -> u64 {
+    let mut hasher = FxHasher::default();
     hasher.write(key);
     hasher.finish()
 }
@@ -245,7 +323,7 @@ mod tests {
     use super::*;
 
     fn count(table: &mut KeyTable<i64>, key: &[u8]) {
-        match table.slot(key) {
+        match table.slot(Key::new(key), None) {
             Slot::Found { value, .. } => *value += 1,
             Slot::Vacant(vacant) => {
                 vacant.insert(1);
@@ -303,6 +381,68 @@ mod tests {
         }
         let expected: Vec<(Vec<u8>, i64)> = keys.iter().map(|key| (key.to_vec(), 2)).collect();
         assert_eq!(counts(&table), expected);
+    }
+
+    #[test]
+    fn many_keys_of_every_length_are_found_again_as_the_table_grows() {
+        // Inline keys are hashed from their numbers and spilled ones from their bytes,
+        // when looked up and when the table grows: both must agree.
+        let keys: Vec<Vec<u8>> = (0..3000u32)
+            .map(|n| {
+                let length = n as usize % 41;
+                (0..length)
+                    .map(|at| (n >> (at % 4 * 8)) as u8 ^ at as u8)
+                    .collect()
+            })
+            .collect();
+        let mut expected: Vec<(Vec<u8>, i64)> = Vec::new();
+        let mut table = KeyTable::new();
+        for round in 0..2 {
+            for key in &keys {
+                count(&mut table, key);
+                match expected.iter_mut().find(|(seen, _)| seen == key) {
+                    Some((_, count)) => *count += 1,
+                    None => expected.push((key.clone(), 1)),
+                }
+            }
+            assert_eq!(counts(&table), expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_key_found_earlier_is_folded_in_place_even_after_the_table_grew() {
+        let mut table = KeyTable::new();
+        count(&mut table, b"early");
+        count(&mut table, b"a key long enough to be spilled");
+        let found = table.find(&Key::new(b"early"));
+        let spilled = table.find(&Key::new(b"a key long enough to be spilled"));
+        assert!(found.is_some() && spilled.is_some());
+        assert!(table.find(&Key::new(b"absent")).is_none());
+        for n in 0..1000u32 {
+            count(&mut table, &n.to_le_bytes());
+        }
+        for (key, found) in [
+            (&b"early"[..], found),
+            (b"a key long enough to be spilled", spilled),
+        ] {
+            match table.slot(Key::new(key), found) {
+                Slot::Found { value, .. } => *value += 10,
+                Slot::Vacant(_) => panic!("{key:?} is in the table"),
+            }
+        }
+        // A place found for another key is not taken for this one.
+        let other = table.find(&Key::new(&7u32.to_le_bytes()));
+        match table.slot(Key::new(b"new"), other) {
+            Slot::Found { .. } => panic!("`new` is not in the table"),
+            Slot::Vacant(vacant) => {
+                vacant.insert(5);
+            }
+        }
+        let counts = counts(&table);
+        assert_eq!(counts[0], (b"early".to_vec(), 11));
+        assert_eq!(counts[1], (b"a key long enough to be spilled".to_vec(), 11));
+        assert_eq!(counts.last(), Some(&(b"new".to_vec(), 5)));
+        assert_eq!(table.len(), 1003);
     }
 
     #[test]
