@@ -25,7 +25,7 @@ impl ReduceByKey {
         let combined = input
             .into_partitions()
             .into_par_iter()
-            .map(|partition| keyed::reduce_groups(udf, &KeyGroups::of_pairs(&partition)?))
+            .map(|partition| key_tables::reduce_partition(udf, partition))
             .collect::<Result<Vec<_>>>()?;
         key_tables::reduce_by_key(udf, combined, partitions)
     }

@@ -313,8 +313,10 @@ struct SourcePairs<'a> {
 
 /// The pairs of `partition` (source `source`), each under its table of `spread`.
 fn scatter_pairs(source: u32, partition: &Batch, spread: Spread) -> Result<SourcePairs<'_>> {
+    // Hashes spread evenly: room for an eighth more than a table's share.
+    let share = partition.len() / spread.tables();
     let mut tables: Vec<Vec<Pair>> = (0..spread.tables())
-        .map(|_| Vec::with_capacity(2 * partition.len() / spread.tables()))
+        .map(|_| Vec::with_capacity(share + share / 8 + 16))
         .collect();
     let mut long = Vec::new();
     for (index, record) in partition.iter().enumerate() {
@@ -372,6 +374,13 @@ pub fn reduce_by_key(udf: &BoundUdf, sources: Vec<Batch>, targets: usize) -> Res
         })
         .collect::<Result<_>>()?;
     Ok(Dataset::from_partitions(partitions))
+}
+
+/// The values of each key of the pairs of `partition` folded with `udf`, as pairs: the map
+/// side of reduceByKey, as [`reduce_by_key`] into one partition.
+pub fn reduce_partition(udf: &BoundUdf, partition: Batch) -> Result<Batch> {
+    let mut reduced = reduce_by_key(udf, vec![partition], 1)?.into_partitions();
+    Ok(reduced.pop().unwrap_or_default())
 }
 
 /// No value: the end of a list of [`Listed`] values.
