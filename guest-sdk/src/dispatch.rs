@@ -71,32 +71,38 @@ pub fn filter(table: &[NamedFunction], index: u32, input: Batch) -> BitmapResult
     }
 }
 
-/// Runs the map, flat-map and filter functions `indices` of `table` one after the other.
-/// A failure after the first step names its function; its record index is that of the
-/// step's own input, so it is dropped.
+/// Runs the map, flat-map and filter functions `indices` of `table` one after the other,
+/// one record at a time. A failure names its function and the input record it came
+/// from, whichever step it happened in.
 pub fn chain(table: &[NamedFunction], indices: Vec<u32>, input: Batch) -> BatchResult {
-    run_chain(table, indices, from_wit(input)?).map(into_wit)
+    let steps = chain_steps(table, &indices)?;
+    sluice_abi::chain::run(&steps, &from_wit(input)?)
+        .map(into_wit)
+        .map_err(|Failed { stage, failure }| {
+            let Stage::Chain(step) = stage else {
+                unreachable!("a chain that does not combine fails in its steps only")
+            };
+            named(table, indices[step], failure)
+        })
 }
 
-fn run_chain(
-    table: &[NamedFunction],
-    indices: Vec<u32>,
-    mut records: sluice_abi::Batch,
-) -> Result<sluice_abi::Batch, Failure> {
-    for (step, index) in indices.into_iter().enumerate() {
-        let function = lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
-        let result = match function {
-            Function::Map(run) => run(&records),
-            Function::FlatMap(run) => run(&records).map(|groups| groups.into_parts().0),
-            Function::Filter(run) => run(&records).map(|keep| records.select(&keep)),
-            _ => unreachable!("lookup checked the kind"),
-        };
-        records = result.map_err(|failure| Failure {
-            message: format!("in `{}`: {}", table[index as usize].name, failure.message),
-            record_index: failure.record_index.filter(|_| step == 0),
-        })?;
+/// The record-at-a-time adapters of the map, flat-map and filter functions `indices`.
+fn chain_steps(table: &[NamedFunction], indices: &[u32]) -> Result<Vec<OneRecord>, Failure> {
+    indices
+        .iter()
+        .map(|&index| {
+            lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
+            Ok(table[index as usize].one_record)
+        })
+        .collect()
+}
+
+/// `failure` of function `index` of `table`, named by it.
+fn named(table: &[NamedFunction], index: u32, failure: sluice_abi::Failure) -> Failure {
+    Failure {
+        message: format!("in `{}`: {}", table[index as usize].name, failure.message),
+        record_index: failure.record_index,
     }
-    Ok(records)
 }
 
 thread_local! {
@@ -135,13 +141,7 @@ fn combine_into(
     input: Batch,
     flush: bool,
 ) -> BatchResult {
-    let chain = indices
-        .iter()
-        .map(|&index| {
-            lookup(table, index, &[Kind::Map, Kind::FlatMap, Kind::Filter])?;
-            Ok(table[index as usize].one_record)
-        })
-        .collect::<Result<Vec<_>, Failure>>()?;
+    let chain = chain_steps(table, &indices)?;
     let create_fn = match create {
         Some(index) => {
             lookup(table, index, &[Kind::Map])?;
@@ -173,13 +173,7 @@ fn combine_into(
                 Stage::Create => create.expect("only a create function fails creating"),
                 Stage::Merge => merge,
             };
-            Failure {
-                message: format!(
-                    "in `{}`: {}",
-                    table[function as usize].name, failure.message
-                ),
-                record_index: failure.record_index,
-            }
+            named(table, function, failure)
         })?;
     Ok(into_wit(if flush {
         combiner.flush()

@@ -246,6 +246,14 @@ impl BoundUdf {
         Ok(results)
     }
 
+    /// A native function's record-at-a-time adapter, which native chains run.
+    fn one_record(&self) -> OneRecord {
+        match self {
+            BoundUdf::Native(named) => named.one_record,
+            BoundUdf::Wasm { .. } => unreachable!("a native chain's steps are native"),
+        }
+    }
+
     fn failed(&self, failure: sluice_abi::Failure) -> UdfError {
         self.error(CallError::Failed {
             message: failure.message,
@@ -422,13 +430,13 @@ impl UdfChain {
                 )
             }
             UdfChain::Native(steps) => {
-                steps
-                    .iter()
-                    .try_fold(input, |records, step| match step.kind() {
-                        Kind::Filter => step.filter(records),
-                        Kind::FlatMap => step.flat_map(records).map(|groups| groups.into_parts().0),
-                        _ => step.records(records),
-                    })
+                let functions: Vec<OneRecord> = steps.iter().map(BoundUdf::one_record).collect();
+                sluice_abi::chain::run(&functions, &input).map_err(|Failed { stage, failure }| {
+                    let Stage::Chain(step) = stage else {
+                        unreachable!("a chain that does not combine fails in its steps only")
+                    };
+                    steps[step].failed(failure)
+                })
             }
         }
     }
@@ -539,10 +547,7 @@ impl CombiningChain {
                 let UdfChain::Native(steps) = chain else {
                     unreachable!("a native combining chain has native steps")
                 };
-                let one_record = |udf: &BoundUdf| match udf {
-                    BoundUdf::Native(named) => named.one_record,
-                    BoundUdf::Wasm { .. } => unreachable!("a native combining chain is native"),
-                };
+                let one_record = BoundUdf::one_record;
                 let merging = Merge {
                     create: create.as_ref().map(|create| match one_record(create) {
                         OneRecord::Map(run) => run,

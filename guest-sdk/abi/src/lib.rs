@@ -5,11 +5,13 @@
 //!   plain Rust types and the host can render, hash and compare records without a guest.
 //! - [`Batch`] and [`Groups`]: records laid out flat, as they cross the boundary.
 //! - [`function`]: the adapters that run a plain Rust function over a batch.
+//! - [`chain`]: a fused chain of record-at-a-time functions run one record at a time.
 //! - [`combine`]: map-side combining of `(key, value)` pairs by key, behind a fused chain
 //!   whose steps pass records on one at a time ([`handoff`]).
 //! - [`table`]: values by key, short keys kept inline, keys in the order first seen.
 
 pub mod batch;
+pub mod chain;
 pub mod combine;
 pub mod encoding;
 pub mod function;
