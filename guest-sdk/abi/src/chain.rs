@@ -34,18 +34,10 @@ pub fn run(steps: &[OneRecord], input: &Batch) -> Result<Batch, Failed> {
 mod tests {
     use super::*;
     use crate::combine::Stage;
+    use crate::combine::tests::{is_long, with_one, words};
     use crate::function::{Function, NamedFunction};
     use crate::value::Value;
 
-    fn words(line: &str) -> Vec<&str> {
-        line.split(' ').collect()
-    }
-    fn is_long(word: &str) -> bool {
-        word.len() > 2
-    }
-    fn with_one(word: &str) -> (&str, i64) {
-        (word, 1)
-    }
     fn shouted(word: String) -> String {
         word.to_uppercase()
     }

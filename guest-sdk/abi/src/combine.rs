@@ -530,7 +530,7 @@ fn not_a_pair(index: usize, record: Record<'_>) -> Failure {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::function::{NamedFunction, fold_one};
 
@@ -542,6 +542,18 @@ mod tests {
         let mut batch = Batch::new();
         items.iter().for_each(|pair| batch.push(pair).unwrap());
         batch
+    }
+
+    /// Each key of `items` with the sum of its values, keys in the order first seen.
+    fn sums_in_first_seen_order(items: &[(String, i64)]) -> Vec<(String, i64)> {
+        let mut sums: Vec<(String, i64)> = Vec::new();
+        for (key, value) in items {
+            match sums.iter_mut().find(|(seen, _)| seen == key) {
+                Some((_, sum)) => *sum += value,
+                None => sums.push((key.clone(), *value)),
+            }
+        }
+        sums
     }
 
     fn decoded<K: serde::de::DeserializeOwned>(batch: &Batch) -> Vec<(K, i64)> {
@@ -556,13 +568,14 @@ mod tests {
         merge: |index, combiner, value, out| fold_one(index, combiner, value, out, sum),
     };
 
-    fn words(line: &str) -> Vec<&str> {
+    // The word count's steps, which `chain`'s tests run too.
+    pub(crate) fn words(line: &str) -> Vec<&str> {
         line.split(' ').collect()
     }
-    fn is_long(word: &str) -> bool {
+    pub(crate) fn is_long(word: &str) -> bool {
         word.len() > 2
     }
-    fn with_one(word: &str) -> (&str, i64) {
+    pub(crate) fn with_one(word: &str) -> (&str, i64) {
         (word, 1)
     }
     fn no_zeros(number: i64) -> i64 {
@@ -735,13 +748,7 @@ mod tests {
         let items: Vec<(String, i64)> = (0..3 * FOLD_EVERY + 5)
             .map(|n| (format!("key {}", (n * 7) % 11), n as i64))
             .collect();
-        let mut expected: Vec<(String, i64)> = Vec::new();
-        for (key, value) in &items {
-            match expected.iter_mut().find(|(seen, _)| seen == key) {
-                Some((_, sum)) => *sum += value,
-                None => expected.push((key.clone(), *value)),
-            }
-        }
+        let expected = sums_in_first_seen_order(&items);
         let mut table = Combiner::new();
         table.add(&[], SUM, &pairs(&items)).unwrap();
         assert_eq!(decoded::<String>(&table.flush()), expected);
@@ -754,13 +761,7 @@ mod tests {
         let items: Vec<(String, i64)> = (0..5 * FOLD_EVERY)
             .map(|n| (format!("k{}", (n / 3) % (2 * FOLD_EVERY)), n as i64))
             .collect();
-        let mut expected: Vec<(String, i64)> = Vec::new();
-        for (key, value) in &items {
-            match expected.iter_mut().find(|(seen, _)| seen == key) {
-                Some((_, sum)) => *sum += value,
-                None => expected.push((key.clone(), *value)),
-            }
-        }
+        let expected = sums_in_first_seen_order(&items);
         let mut table = Combiner::new();
         table
             .add(&[], SUM, &pairs(&items[..FOLD_EVERY + 7]))

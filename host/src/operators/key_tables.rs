@@ -182,17 +182,50 @@ fn add_count(table: &mut HashTable<Counted>, hash: u64, key: Key, count: i64, lo
     }
 }
 
-/// One source partition's counts: a table per [`Spread`] table, and its long keys.
-struct SourceCounts<'a> {
-    tables: Vec<HashTable<Counted>>,
+/// What one source partition made of its records: a `T` per [`Spread`] table (a table of
+/// counts, a list of pairs), and its long keys.
+struct Scattered<'a, T> {
+    tables: Vec<T>,
     long: Vec<&'a [u8]>,
+}
+
+/// For each target partition, each source's tables of it, in the order of the sources.
+type ByTarget<T> = Vec<Vec<std::vec::IntoIter<T>>>;
+
+/// Each source's tables regrouped by target partition (each source has `spread.subs()`
+/// tables of each target, one target after the other); and the long keys of every source,
+/// for [`LongKeys::of_all`].
+fn by_target<'a, T>(
+    sources: Vec<Scattered<'a, T>>,
+    spread: Spread,
+) -> (ByTarget<T>, Vec<Vec<&'a [u8]>>) {
+    let mut long = Vec::with_capacity(sources.len());
+    let mut by_target: ByTarget<T> = (0..spread.targets()).map(|_| Vec::new()).collect();
+    for source in sources {
+        let mut tables = source.tables.into_iter();
+        for target in &mut by_target {
+            target.push(
+                tables
+                    .by_ref()
+                    .take(spread.subs())
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+        }
+        long.push(source.long);
+    }
+    (by_target, long)
 }
 
 /// Counts the records of `partition` (source `source`) into `spread.tables()` tables: a
 /// chunk of records at a time is scattered into buffers by table first, then each buffer
 /// is counted into its table, so that one small table is filled at a time and the
 /// lookups of a buffer, none waiting for another, overlap their cache misses.
-fn count_source(source: u32, partition: &Batch, spread: Spread) -> Result<SourceCounts<'_>> {
+fn count_source(
+    source: u32,
+    partition: &Batch,
+    spread: Spread,
+) -> Result<Scattered<'_, HashTable<Counted>>> {
     let mut tables: Vec<HashTable<Counted>> =
         (0..spread.tables()).map(|_| HashTable::new()).collect();
     let mut scattered: Vec<Vec<(u64, Key)>> = (0..spread.tables())
@@ -216,7 +249,7 @@ fn count_source(source: u32, partition: &Batch, spread: Spread) -> Result<Source
             }
         }
         if taken < CHUNK {
-            return Ok(SourceCounts { tables, long });
+            return Ok(Scattered { tables, long });
         }
     }
 }
@@ -231,23 +264,7 @@ pub fn count_by_value(input: &Dataset, targets: usize) -> Result<Dataset> {
         .enumerate()
         .map(|(source, partition)| count_source(source as u32, partition, spread))
         .collect::<Result<Vec<_>>>()?;
-    let mut long = Vec::with_capacity(counted.len());
-    // For each target, its tables of each source.
-    let mut by_target: Vec<Vec<std::vec::IntoIter<HashTable<Counted>>>> =
-        (0..spread.targets()).map(|_| Vec::new()).collect();
-    for source in counted {
-        let mut tables = source.tables.into_iter();
-        for target in &mut by_target {
-            target.push(
-                tables
-                    .by_ref()
-                    .take(spread.subs())
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            );
-        }
-        long.push(source.long);
-    }
+    let (by_target, long) = by_target(counted, spread);
     let long = LongKeys::of_all(&long);
     let partitions = by_target
         .into_par_iter()
@@ -305,14 +322,12 @@ impl ValueAt {
     }
 }
 
-/// One source partition's pairs, in a list per [`Spread`] table, and its long keys.
-struct SourcePairs<'a> {
-    tables: Vec<Vec<Pair>>,
-    long: Vec<&'a [u8]>,
-}
-
 /// The pairs of `partition` (source `source`), each under its table of `spread`.
-fn scatter_pairs(source: u32, partition: &Batch, spread: Spread) -> Result<SourcePairs<'_>> {
+fn scatter_pairs(
+    source: u32,
+    partition: &Batch,
+    spread: Spread,
+) -> Result<Scattered<'_, Vec<Pair>>> {
     // Hashes spread evenly: room for an eighth more than a table's share.
     let share = partition.len() / spread.tables();
     let mut tables: Vec<Vec<Pair>> = (0..spread.tables())
@@ -331,7 +346,7 @@ fn scatter_pairs(source: u32, partition: &Batch, spread: Spread) -> Result<Sourc
         let key = Key::new(key, source, &mut long);
         tables[spread.table_of(hash)].push(Pair { hash, key, value });
     }
-    Ok(SourcePairs { tables, long })
+    Ok(Scattered { tables, long })
 }
 
 /// The values of each key of the pairs of `sources` folded with `udf` (a reduce, or
@@ -348,23 +363,7 @@ pub fn reduce_by_key(udf: &BoundUdf, sources: Vec<Batch>, targets: usize) -> Res
         .enumerate()
         .map(|(source, partition)| scatter_pairs(source as u32, partition, spread))
         .collect::<Result<Vec<_>>>()?;
-    let mut long = Vec::with_capacity(scattered.len());
-    // For each target, its lists of pairs of each source.
-    let mut by_target: Vec<Vec<std::vec::IntoIter<Vec<Pair>>>> =
-        (0..spread.targets()).map(|_| Vec::new()).collect();
-    for source in scattered {
-        let mut tables = source.tables.into_iter();
-        for target in &mut by_target {
-            target.push(
-                tables
-                    .by_ref()
-                    .take(spread.subs())
-                    .collect::<Vec<_>>()
-                    .into_iter(),
-            );
-        }
-        long.push(source.long);
-    }
+    let (by_target, long) = by_target(scattered, spread);
     let long = LongKeys::of_all(&long);
     let partitions = by_target
         .into_par_iter()
