@@ -90,6 +90,12 @@ impl Browser {
 
     /// Calls DevTools method `method`; its result (a protocol error fails the test).
     pub fn call(&mut self, method: &str, params: Json) -> Json {
+        self.request(method, params)
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Calls DevTools method `method`: its result, or the protocol's error.
+    fn request(&mut self, method: &str, params: Json) -> Result<Json, Json> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({"id": id, "method": method, "params": params});
@@ -103,12 +109,11 @@ impl Browser {
             };
             let answer: Json = serde_json::from_str(&text).unwrap();
             if answer["id"] == id {
-                assert!(
-                    answer["error"].is_null(),
-                    "{method} failed: {}",
-                    answer["error"]
-                );
-                return answer["result"].clone();
+                return if answer["error"].is_null() {
+                    Ok(answer["result"].clone())
+                } else {
+                    Err(answer["error"].clone())
+                };
             }
         }
     }
@@ -121,12 +126,21 @@ impl Browser {
         });
     }
 
-    /// The value of JavaScript `expression` in the page.
+    /// The value of JavaScript `expression` in the page; `null` if the page went away
+    /// while it ran (a login's redirect, say), as it does before the next page has
+    /// loaded, so that a test polling for what a page shows polls again.
     pub fn eval(&mut self, expression: &str) -> Json {
-        let result = self.call(
+        let answer = self.request(
             "Runtime.evaluate",
             json!({"expression": expression, "returnByValue": true}),
         );
+        let result = match answer {
+            Ok(result) => result,
+            Err(error) if error["message"] == "Inspected target navigated or closed" => {
+                return Json::Null;
+            }
+            Err(error) => panic!("Runtime.evaluate of {expression} failed: {error}"),
+        };
         assert!(
             result["exceptionDetails"].is_null(),
             "{expression} threw: {}",
