@@ -269,7 +269,7 @@ where
     Ok(output)
 }
 
-#[inline]
+#[inline(always)]
 fn decode_one<'a, A: Deserialize<'a>>(index: usize, record: Record<'a>) -> Result<A, Failure> {
     record
         .decode()

@@ -47,17 +47,17 @@ impl<'r> Record<'r> {
     }
 
     /// The record as a value of `A`.
-    #[inline]
+    ///
+    /// Always inlined, with the decoder out of line: a handed-over string or integer (a
+    /// word, a count) is then read in a few instructions where the step's adapter reads
+    /// it, rather than through a call per record that also carries the decoder.
+    #[inline(always)]
     pub fn decode<A: de::Deserialize<'r>>(self) -> Result<A, Error> {
         match self {
             Record::Encoded {
                 bytes,
-                encoded_here: false,
-            } => encoding::from_bytes(bytes),
-            Record::Encoded {
-                bytes,
-                encoded_here: true,
-            } => encoding::from_encoded_bytes(bytes),
+                encoded_here,
+            } => decode_encoded(bytes, encoded_here),
             handed => A::deserialize(Handed(handed)),
         }
     }
@@ -90,6 +90,19 @@ impl<'r> Record<'r> {
                 Record::outside(&bytes).to_json()
             }
         }
+    }
+}
+
+/// [`Record::decode`] of canonical bytes.
+#[inline(never)]
+fn decode_encoded<'r, A: de::Deserialize<'r>>(
+    bytes: &'r [u8],
+    encoded_here: bool,
+) -> Result<A, Error> {
+    if encoded_here {
+        encoding::from_encoded_bytes(bytes)
+    } else {
+        encoding::from_bytes(bytes)
     }
 }
 
@@ -502,21 +515,12 @@ struct Handed<'r>(Record<'r>);
 impl<'de> de::Deserializer<'de> for Handed<'de> {
     type Error = Error;
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.0 {
             Record::Str(text) => visitor.visit_borrowed_str(text),
             Record::Int(int) => visitor.visit_i64(int),
-            Record::Pair(key, value) => {
-                let mut elements = PairElements {
-                    key: Some(key),
-                    value: Some(*value),
-                };
-                let pair = visitor.visit_seq(&mut elements)?;
-                if elements.value.is_some() {
-                    return Err(Error::new("1 element left over in a pair"));
-                }
-                Ok(pair)
-            }
+            Record::Pair(key, value) => visit_pair(key, *value, visitor),
             Record::Encoded { .. } => unreachable!("encoded records are read by the decoder"),
         }
     }
@@ -559,6 +563,25 @@ impl<'de> de::Deserializer<'de> for Handed<'de> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
         unit unit_struct seq tuple tuple_struct map struct identifier
     }
+}
+
+/// A pair handed over, read as a sequence of its two elements. Out of line, so that a
+/// step's reading of a handed-over string or integer stays small enough to be inlined.
+#[inline(never)]
+fn visit_pair<'de, V: Visitor<'de>>(
+    key: &'de [u8],
+    value: Record<'de>,
+    visitor: V,
+) -> Result<V::Value, Error> {
+    let mut elements = PairElements {
+        key: Some(key),
+        value: Some(value),
+    };
+    let pair = visitor.visit_seq(&mut elements)?;
+    if elements.value.is_some() {
+        return Err(Error::new("1 element left over in a pair"));
+    }
+    Ok(pair)
 }
 
 /// The two elements of a pair handed over.

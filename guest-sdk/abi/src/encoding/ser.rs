@@ -202,8 +202,23 @@ impl<'a> ser::Serializer for Encoder<'a> {
     }
 
     fn serialize_str(self, value: &str) -> Result<(), Error> {
-        self.out.push(tag::STRING);
-        Self::write_str(self.out, value);
+        let bytes = value.as_bytes();
+        if bytes.len() > 16 {
+            self.out.push(tag::STRING);
+            Self::write_str(self.out, value);
+            return Ok(());
+        }
+        // A word: its tag, one-byte length and bytes in one append of fixed width (one
+        // check of the room left, and no `memory.copy` in a WASM guest).
+        let [low, high] = super::short_bytes(bytes);
+        let mut block = [0; 18];
+        block[0] = tag::STRING;
+        block[1] = bytes.len() as u8;
+        block[2..10].copy_from_slice(&low.to_le_bytes());
+        block[10..].copy_from_slice(&high.to_le_bytes());
+        let end = self.out.len() + 2 + bytes.len();
+        self.out.extend_from_slice(&block);
+        self.out.truncate(end);
         Ok(())
     }
 
@@ -505,5 +520,27 @@ impl ser::SerializeStructVariant for StructEncoder<'_> {
 
     fn end(self) -> Result<(), Error> {
         self.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::{from_bytes, tag, write_len};
+
+    #[test]
+    fn strings_are_encoded_as_tag_length_and_bytes_at_every_length() {
+        let text: String = (0..300)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        for len in 0..=text.len() {
+            let mut out = vec![0xee];
+            encode_into(&mut out, &text[..len]).unwrap();
+            let mut expected = vec![0xee, tag::STRING];
+            write_len(&mut expected, len);
+            expected.extend_from_slice(&text.as_bytes()[..len]);
+            assert_eq!(out, expected, "{len} bytes");
+            assert_eq!(from_bytes::<&str>(&out[1..]).unwrap(), &text[..len]);
+        }
     }
 }
