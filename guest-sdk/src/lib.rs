@@ -55,6 +55,8 @@
 //! A Kafka source with `metadata = true` gives each function a [`KafkaRecord`]: the key
 //! and value with the topic, partition, offset, timestamp and headers they came with.
 
+#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
+mod alloc;
 #[cfg(target_family = "wasm")]
 #[doc(hidden)]
 pub mod dispatch;
@@ -64,6 +66,12 @@ pub use kafka::KafkaRecord;
 pub use serde;
 pub use sluice_abi as abi;
 pub use sluice_abi::{State, Value, batch_time_ms};
+
+/// Every component's Rust allocations (the strings and vectors its functions return, the
+/// batches the host hands it) go through [`alloc::SizeClasses`].
+#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 /// The bindings wit-bindgen generates for the `combining-udf` world of `sluice:udf`, the
 /// `udf` world plus the `combine` export (used by [`udfs!`]).
