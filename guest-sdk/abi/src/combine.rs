@@ -17,7 +17,7 @@ use crate::batch::Batch;
 use crate::encoding::{Encoder, extend_short, int_value, pair_parts};
 use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
 use crate::handoff::{Emit, Made, Record};
-use crate::table::{Key, KeyTable, Slot, Spill, Stored};
+use crate::table::{KeptKey, Key, KeyTable, Slot, Spill, Stored};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +62,11 @@ pub struct Combiner {
     created: Vec<u8>,
     /// Pairs the chain made, not yet folded into the table.
     pending: Pending,
+    /// How many pairs were folded since the table was last emptied: the order of a key
+    /// first seen in the next pair waiting is this plus its place among them.
+    folded: u32,
+    /// The waiting pairs' places, by region of the table ([`Scatter`]).
+    scatter: Scatter,
 }
 
 /// How many pairs wait before they are folded into the table. Folding them in a loop of
@@ -75,8 +80,24 @@ const FOLD_EVERY: usize = 1024;
 /// far larger than the cache, and a miss was most of a fold's time).
 const LOOK_AHEAD: usize = 64;
 
-/// Pairs waiting to be folded, in the order made; their keys and encoded values are kept
-/// in one buffer.
+/// A table of more buckets than this is folded into region by region: its entries (40
+/// bytes each) outgrow the 1 MiB L2 cache of a core, and the pages of its memory the
+/// TLB's reach, so that a lookup anywhere in it misses both.
+const SCATTER_ABOVE: usize = 1 << 15;
+
+/// The buckets of one region of a large table (about 80 KiB of entries and 2 KiB of
+/// control bytes): the waiting pairs whose keys are looked for in one region are folded
+/// one after the other, so the region's control bytes and pages stay in cache from one
+/// lookup to the next (the host's `key_tables` and the native reference scatter likewise).
+const REGION_BUCKETS: usize = 1 << 11;
+
+/// How many pairs wait before they are folded into a large table: enough for each region
+/// to get a run of them.
+const FOLD_EVERY_SCATTERED: usize = 1 << 18;
+
+/// Pairs waiting to be folded, in the order made: each key kept with its hash worked out
+/// (and inline, if short), each integer value as it is; the bytes of longer keys and of
+/// other values in one buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     bytes: Vec<u8>,
@@ -86,9 +107,15 @@ pub(crate) struct Pending {
 /// A pair waiting to be folded.
 #[derive(Debug, Clone, Copy)]
 struct PendingPair {
+    key: KeptKey,
     /// The input record it was made from.
     index: u32,
-    /// Where its key ends in [`Pending::bytes`] (it starts where the one before ends).
+    /// Its place among the waiting pairs, in the order made.
+    place: u32,
+    /// Where its bytes start in [`Pending::bytes`]: its key's, if too long to keep
+    /// inline, then its value's, if encoded.
+    start: u32,
+    /// Where its key's bytes end there (and its value's start).
     key_end: u32,
     value: PendingValue,
 }
@@ -131,7 +158,11 @@ impl Pending {
     /// Keeps `key` and `value`, made from input record `index`.
     #[inline]
     fn push(&mut self, index: usize, key: &[u8], value: Record<'_>) {
-        extend_short(&mut self.bytes, key);
+        let start = self.bytes.len() as u32;
+        let kept = Key::new(key).keep();
+        if !kept.is_inline() {
+            self.bytes.extend_from_slice(key);
+        }
         let key_end = self.bytes.len() as u32;
         let value = match value {
             Record::Int(int) => PendingValue::Int(int),
@@ -157,32 +188,13 @@ impl Pending {
             }
         };
         self.pairs.push(PendingPair {
+            key: kept,
             index: index as u32,
+            place: self.pairs.len() as u32,
+            start,
             key_end,
             value,
         });
-    }
-
-    /// Each waiting pair in the order made: its input record, key and value.
-    fn iter(&self) -> impl Iterator<Item = (usize, &[u8], Record<'_>)> {
-        let mut start = 0;
-        self.pairs.iter().map(move |pair| {
-            let key = &self.bytes[start..pair.key_end as usize];
-            let value = match pair.value {
-                PendingValue::Int(int) => {
-                    start = pair.key_end as usize;
-                    Record::Int(int)
-                }
-                PendingValue::Encoded { end, encoded_here } => {
-                    start = end as usize;
-                    Record::Encoded {
-                        bytes: &self.bytes[pair.key_end as usize..start],
-                        encoded_here,
-                    }
-                }
-            };
-            (pair.index as usize, key, value)
-        })
     }
 
     fn len(&self) -> usize {
@@ -192,6 +204,30 @@ impl Pending {
     fn clear(&mut self) {
         self.bytes.clear();
         self.pairs.clear();
+    }
+}
+
+impl PendingPair {
+    /// The pair's key, its bytes (if not inline) read from `bytes`, the waiting pairs'.
+    #[inline]
+    fn key<'b>(&self, bytes: &'b [u8]) -> Key<'b> {
+        let long = match self.key.is_inline() {
+            true => &[][..],
+            false => &bytes[self.start as usize..self.key_end as usize],
+        };
+        Key::again(self.key, long)
+    }
+
+    /// The pair's value, read from `bytes` if encoded.
+    #[inline]
+    fn value<'b>(&self, bytes: &'b [u8]) -> Record<'b> {
+        match self.value {
+            PendingValue::Int(int) => Record::Int(int),
+            PendingValue::Encoded { end, encoded_here } => Record::Encoded {
+                bytes: &bytes[self.key_end as usize..end as usize],
+                encoded_here,
+            },
+        }
     }
 }
 
@@ -284,74 +320,83 @@ impl Combiner {
         let progress = Progress::start();
         let mut buffers = vec![Vec::new(); chain.len()];
         let mut failed = None;
+        let mut fold_every = self.fold_every();
         for (index, record) in input.iter().enumerate() {
             progress.at(index);
             let tail = Tail::Pairs(&mut self.pending);
             let fed = Downstream::new(chain, &mut buffers, index, tail, &mut failed)
                 .send(Record::outside(record));
-            if self.pending.len() >= FOLD_EVERY || fed.is_err() {
+            if self.pending.len() >= fold_every || fed.is_err() {
                 // Pairs of earlier records first: a failure among them came first.
                 self.fold_pending(merge, &progress)?;
                 if fed.is_err() {
                     return Err(failed.expect("a failure in the chain is kept"));
                 }
+                fold_every = self.fold_every();
             }
         }
         self.fold_pending(merge, &progress)
     }
 
-    /// Folds the waiting pairs into the table, in the order they were made, and lets
-    /// them go (also on a failure).
+    /// How many pairs wait before they are folded, for the table as large as it is now.
+    fn fold_every(&self) -> usize {
+        if self.table.buckets() > SCATTER_ABOVE {
+            FOLD_EVERY_SCATTERED
+        } else {
+            FOLD_EVERY
+        }
+    }
+
+    /// Folds the waiting pairs into the table and lets them go (also on a failure). Each
+    /// key's values are folded in the order made, and a key first seen takes the order of
+    /// its first pair among all the pairs since the table was emptied. A large table is
+    /// folded into region by region ([`Scatter`]); either way the failure answered is that
+    /// of the first pair, in the order made, whose fold fails.
     fn fold_pending(&mut self, merge: Merge, progress: &Progress) -> Result<(), Failed> {
         let Self {
             table,
             merged,
             created,
             pending,
+            folded,
+            scatter,
         } = self;
-        let mut found = [None; LOOK_AHEAD];
-        let folded = {
-            let mut ahead = pending.iter();
-            let mut pairs = pending.iter();
-            loop {
-                // Look the next keys up first, in a loop that does nothing else: their
-                // lookups do not wait on each other, so the processor overlaps their
-                // cache misses, and the folds below go straight to the entries found.
-                let mut window = 0;
-                for (found, (_, key, _)) in found.iter_mut().zip(ahead.by_ref()) {
-                    *found = table.find(&Key::new(key));
-                    window += 1;
-                }
-                if window == 0 {
-                    break Ok(());
-                }
-                let folded = found[..window].iter().zip(pairs.by_ref()).try_for_each(
-                    |(&found, (index, key, value))| {
-                        progress.at(index);
-                        let slot = table.slot(Key::new(key), found);
-                        fold(slot, merged, created, index, value, merge)
-                    },
-                );
-                if folded.is_err() {
-                    break folded;
-                }
-            }
+        let waiting = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+        if folded.checked_add(waiting).is_none() {
+            *folded = table.renumber();
+        }
+        let mut folding = Folding {
+            table,
+            merged,
+            created,
+            bytes: &pending.bytes,
+            first_order: *folded,
+            merge,
+            progress,
         };
+        let result = if folding.table.buckets() > SCATTER_ABOVE {
+            scatter.fold(&pending.pairs, &mut folding)
+        } else {
+            folding
+                .fold(&pending.pairs, usize::MAX)
+                .map_err(|(_, failed)| failed)
+        };
+        *folded = folded.saturating_add(waiting);
         pending.clear();
-        folded
+        result
     }
 
     /// Every key with its combiner as a `(key, combiner)` pair, keys in the order first
     /// seen; the table is left empty.
     pub fn flush(&mut self) -> Batch {
         let spill = self.table.spill();
-        let bytes = self
-            .table
-            .in_order()
+        let in_order: Vec<_> = self.table.in_order().collect();
+        let bytes = in_order
+            .iter()
             .map(|(key, combiner)| 2 + key.len() + combiner.len(spill))
             .sum();
         let mut pairs = Batch::with_capacity(self.len(), bytes);
-        for (key, combiner) in self.table.in_order() {
+        for (key, combiner) in in_order {
             pairs.push_with(|out| {
                 Encoder::new(out).tuple_header(2);
                 extend_short(out, key);
@@ -366,18 +411,121 @@ impl Combiner {
     pub fn clear(&mut self) {
         self.table.clear();
         self.pending.clear();
+        self.folded = 0;
+    }
+}
+
+/// What folding waiting pairs into a [`Combiner`]'s table works with.
+struct Folding<'f> {
+    table: &'f mut KeyTable<Combined>,
+    merged: &'f mut Vec<u8>,
+    created: &'f mut Vec<u8>,
+    /// The waiting pairs' bytes ([`Pending::bytes`]).
+    bytes: &'f [u8],
+    /// The order of a key first seen in the first waiting pair.
+    first_order: u32,
+    merge: Merge,
+    progress: &'f Progress,
+}
+
+impl Folding<'_> {
+    /// Folds `pairs` (in the order made) up to the first made at place `stop` or later,
+    /// and stops at the first that fails, answering its place.
+    #[inline(never)]
+    fn fold(&mut self, pairs: &[PendingPair], stop: usize) -> Result<(), (usize, Failed)> {
+        let before_stop = pairs.partition_point(|pair| (pair.place as usize) < stop);
+        let mut found = [None; LOOK_AHEAD];
+        for window in pairs[..before_stop].chunks(LOOK_AHEAD) {
+            // Look the window's keys up first, in a loop that does nothing else: their
+            // lookups do not wait on each other, so the processor overlaps their cache
+            // misses, and the folds below go straight to the entries found.
+            for (found, pair) in found.iter_mut().zip(window) {
+                *found = self.table.find(&pair.key(self.bytes));
+            }
+            for (&found, pair) in found.iter().zip(window) {
+                let index = pair.index as usize;
+                self.progress.at(index);
+                let slot = self.table.slot(pair.key(self.bytes), found);
+                let value = pair.value(self.bytes);
+                let order = self.first_order.saturating_add(pair.place);
+                fold(
+                    slot,
+                    self.merged,
+                    self.created,
+                    index,
+                    value,
+                    order,
+                    self.merge,
+                )
+                .map_err(|failed| (pair.place as usize, failed))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The waiting pairs dealt out by the region of the table where their keys are looked
+/// for ([`KeyTable::regions`]), in the order made within each region, so that they can be
+/// folded region by region: the lookups of a region's pairs then find its part of the
+/// table (control bytes, entries, their pages' TLB entries) in cache, where lookups all
+/// over a table of 160k keys (10 MB) missed on nearly every one.
+#[derive(Debug, Default)]
+struct Scatter {
+    /// Where each region's run of `pairs` ends.
+    ends: Vec<u32>,
+    /// The waiting pairs, region by region.
+    pairs: Vec<PendingPair>,
+}
+
+impl Scatter {
+    /// Folds `pairs` region by region. A key's pairs all fall in one region, so its
+    /// values are still folded in the order made; since the table is dropped after a
+    /// failure, the other regions are folded on, each up to the earliest failing pair
+    /// found so far, to answer the failure of the first pair in the order made.
+    fn fold(&mut self, pairs: &[PendingPair], folding: &mut Folding<'_>) -> Result<(), Failed> {
+        let regions = folding.table.regions(REGION_BUCKETS);
+        // A counting sort: each region's count, then where its run ends, then the pairs
+        // dealt out (each run's end moving to the next run's start).
+        self.ends.clear();
+        self.ends.resize(regions.count() + 1, 0);
+        for pair in pairs {
+            self.ends[regions.of(&pair.key) + 1] += 1;
+        }
+        for region in 1..self.ends.len() {
+            self.ends[region] += self.ends[region - 1];
+        }
+        self.pairs.clear();
+        self.pairs.resize(pairs.len(), pairs[0]);
+        for pair in pairs {
+            let next = &mut self.ends[regions.of(&pair.key)];
+            self.pairs[*next as usize] = *pair;
+            *next += 1;
+        }
+        let mut first: Option<(usize, Failed)> = None;
+        let mut start = 0;
+        for &end in &self.ends[..regions.count()] {
+            let region = &self.pairs[start as usize..end as usize];
+            start = end;
+            let stop = first.as_ref().map_or(usize::MAX, |&(place, _)| place);
+            if let Err(failed) = folding.fold(region, stop) {
+                first = Some(failed);
+            }
+        }
+        first.map_or(Ok(()), |(_, failed)| Err(failed))
     }
 }
 
 /// Folds `value`, made from input record `index`, into the combiner in `slot`, or makes
-/// it the combiner of a new key; `merged` and `created` are the functions' buffers.
-#[inline]
+/// it the combiner of a new key of `order`; `merged` and `created` are the functions'
+/// buffers.
+#[inline(always)]
 fn fold(
     slot: Slot<'_, Combined>,
     merged: &mut Vec<u8>,
     created: &mut Vec<u8>,
     index: usize,
     value: Record<'_>,
+    order: u32,
     merge: Merge,
 ) -> Result<(), Failed> {
     let failed = |stage| move |failure| Failed { stage, failure };
@@ -407,7 +555,7 @@ fn fold(
         }
         None => Combined::new(value, merged, vacant.spill()),
     };
-    vacant.insert(combiner);
+    vacant.insert(combiner, order);
     Ok(())
 }
 
@@ -828,6 +976,160 @@ pub(crate) mod tests {
                 .contains("\"lonely\" of record 0, which is not a (key, value) pair"),
             "{failed:?}"
         );
+    }
+
+    /// A reduce whose result depends on the order its values come in.
+    fn in_order(a: i64, b: i64) -> i64 {
+        a.wrapping_mul(31).wrapping_add(b)
+    }
+
+    const IN_ORDER: Merge = Merge {
+        create: None,
+        merge: |index, combiner, value, out| fold_one(index, combiner, value, out, in_order),
+    };
+
+    /// Each key of `items` with its values folded by [`in_order`], keys in the order first
+    /// seen.
+    fn folded_in_order(items: &[(String, i64)]) -> Vec<(String, i64)> {
+        let mut folded: Vec<(String, i64)> = Vec::new();
+        let mut at: std::collections::HashMap<String, usize> = Default::default();
+        for (key, value) in items {
+            match at.get(key) {
+                Some(&place) => folded[place].1 = in_order(folded[place].1, *value),
+                None => {
+                    at.insert(key.clone(), folded.len());
+                    folded.push((key.clone(), *value));
+                }
+            }
+        }
+        folded
+    }
+
+    /// A combiner whose table has grown past [`SCATTER_ABOVE`] buckets and then been
+    /// emptied, so that its folds go region by region from the first.
+    fn scattering() -> Combiner {
+        let mut combiner = Combiner::new();
+        let keys: Vec<(u32, i64)> = (0..SCATTER_ABOVE as u32).map(|n| (n, 1)).collect();
+        combiner.add(&[], SUM, &pairs(&keys)).unwrap();
+        assert!(combiner.table.buckets() > SCATTER_ABOVE);
+        combiner.clear();
+        combiner
+    }
+
+    /// The region where `key`'s lookup starts in `combiner`'s table.
+    fn region_of(combiner: &Combiner, key: &str) -> usize {
+        let bytes = crate::encoding::to_bytes(&key).unwrap();
+        let regions = combiner.table.regions(REGION_BUCKETS);
+        regions.of(&Key::new(&bytes).keep())
+    }
+
+    #[test]
+    fn a_large_table_folded_region_by_region_folds_each_key_s_values_in_order() {
+        // Many keys, repeated in a scrambled order, some of them 16 bytes or longer (not
+        // inline), folded by a reduce that tells orders apart, across adds of many sizes,
+        // as the table grows past the size it is scattered from and after.
+        let items: Vec<(String, i64)> = (0..6 * SCATTER_ABOVE)
+            .map(|n| {
+                let key = (n * 7919) % (2 * SCATTER_ABOVE);
+                let key = match key % 5 {
+                    0 => format!("a key long enough to spill {key}"),
+                    _ => format!("k{key}"),
+                };
+                (key, n as i64)
+            })
+            .collect();
+        let expected = folded_in_order(&items);
+        for mut combiner in [Combiner::new(), scattering()] {
+            let mut at = 0;
+            for size in [1, 7, FOLD_EVERY - 1, 3 * FOLD_EVERY, 50_000]
+                .iter()
+                .cycle()
+            {
+                let end = (at + size).min(items.len());
+                combiner
+                    .add(&[], IN_ORDER, &pairs(&items[at..end]))
+                    .unwrap();
+                at = end;
+                if at == items.len() {
+                    break;
+                }
+            }
+            assert!(combiner.table.buckets() > SCATTER_ABOVE);
+            assert_eq!(decoded::<String>(&combiner.flush()), expected);
+        }
+    }
+
+    #[test]
+    fn keys_of_one_region_are_folded_in_order_and_flushed_in_the_order_first_seen() {
+        // Keys that share a region of the table (so are folded in one run, after keys of
+        // other regions first seen later), interleaved with keys of other regions.
+        let mut combiner = scattering();
+        let keys: Vec<String> = (0..20_000).map(|n| format!("w{n}")).collect();
+        let region = region_of(&combiner, &keys[0]);
+        let (same, other): (Vec<&String>, Vec<&String>) = keys
+            .iter()
+            .partition(|key| region_of(&combiner, key) == region);
+        assert!(same.len() >= 3, "{} keys share a region", same.len());
+        let mut items = Vec::new();
+        for round in 0..3 {
+            for (n, key) in same.iter().enumerate() {
+                items.push(((*key).clone(), (round * 100 + n) as i64));
+                items.push((other[(round * 7 + n) % other.len()].clone(), n as i64));
+            }
+        }
+        combiner.add(&[], IN_ORDER, &pairs(&items)).unwrap();
+        assert_eq!(
+            decoded::<String>(&combiner.flush()),
+            folded_in_order(&items)
+        );
+    }
+
+    #[test]
+    fn a_failure_in_a_large_table_names_the_first_failing_record_of_any_region() {
+        let checked = Merge {
+            create: None,
+            merge: |index, combiner, value, out| match value {
+                Record::Int(i64::MAX) => Err(Failure::at(index, "overflows".into())),
+                _ => fold_one(index, combiner, value, out, sum),
+            },
+        };
+        let combiner = scattering();
+        // Two keys of two regions, whichever fails first in the order made is named,
+        // whether its region is folded before the other's or after.
+        let keys: Vec<String> = (0..1000).map(|n| format!("w{n}")).collect();
+        let (early, late) = keys
+            .iter()
+            .flat_map(|a| keys.iter().map(move |b| (a, b)))
+            .find(|(a, b)| region_of(&combiner, a) < region_of(&combiner, b))
+            .expect("two keys of different regions");
+        for (first, second) in [(early, late), (late, early)] {
+            let mut items: Vec<(String, i64)> = vec![(first.clone(), 1), (second.clone(), 1)];
+            items.extend((0..100).map(|n| (format!("x{n}"), 1)));
+            items.push((first.clone(), i64::MAX));
+            items.push((second.clone(), i64::MAX));
+            items.push((first.clone(), i64::MAX));
+            let failed = scattering().add(&[], checked, &pairs(&items)).unwrap_err();
+            assert_eq!(failed.stage, Stage::Merge);
+            assert_eq!(failed.failure.record_index, Some(102), "{failed:?}");
+        }
+
+        // A failing fold of an earlier record still comes before a later record's chain
+        // failure, in whichever region it is.
+        let mut words = lines(&["one", "two"]);
+        words.push(&7).unwrap();
+        let failing = Merge {
+            create: None,
+            merge: |index, _, _, _| Err(Failure::at(index, "overflow".into())),
+        };
+        let mut combiner = scattering();
+        combiner
+            .add(&chain(WORD_COUNT, &[2]), failing, &lines(&["two", "one"]))
+            .unwrap();
+        let failed = combiner
+            .add(&chain(WORD_COUNT, &[2]), failing, &words)
+            .unwrap_err();
+        assert_eq!(failed.stage, Stage::Merge);
+        assert_eq!(failed.failure.record_index, Some(0));
     }
 
     #[test]

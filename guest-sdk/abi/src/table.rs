@@ -1,5 +1,5 @@
-//! A table of values by key, keys being canonically encoded bytes, kept in the order
-//! first seen.
+//! A table of values by key, keys being canonically encoded bytes, read out in an order
+//! the caller gives each key as it adds it (the order first seen, say).
 //!
 //! Short keys (a word's key, up to 15 bytes) live in the table's entries themselves, not
 //! behind a pointer into the text they came from, so that finding a key touches one
@@ -14,7 +14,7 @@ use rustc_hash::FxHasher;
 
 use crate::encoding::short_bytes;
 
-/// Values of type `V` by key, keys in the order first seen.
+/// Values of type `V` by key, read out in the order given to each key.
 #[derive(Debug)]
 pub struct KeyTable<V> {
     /// Each key with its value, found by the key's hash ([`Key`]).
@@ -37,7 +37,7 @@ impl<V> Default for KeyTable<V> {
 struct Entry<V> {
     key: Stored,
     value: V,
-    /// How many keys were seen before this one.
+    /// Where the key comes when the table is read out ([`Vacant::insert`]).
     order: u32,
 }
 
@@ -67,6 +67,7 @@ impl Stored {
         })
     }
 
+    #[inline]
     fn from_numbers([low, high]: [u64; 2]) -> Self {
         let mut bytes = [0; INLINE + 1];
         bytes[..8].copy_from_slice(&low.to_le_bytes());
@@ -74,6 +75,7 @@ impl Stored {
         Self(bytes)
     }
 
+    #[inline]
     fn numbers(&self) -> [u64; 2] {
         [
             u64::from_le_bytes(self.0[..8].try_into().expect("8")),
@@ -166,6 +168,50 @@ impl<'k> Key<'k> {
             hash,
         }
     }
+
+    /// The key without its bytes, to look it up again later ([`Key::again`]) without
+    /// working its inline form and hash out again.
+    #[inline]
+    pub fn keep(&self) -> KeptKey {
+        KeptKey {
+            inline: self.inline.unwrap_or(NOT_INLINE),
+            hash: self.hash,
+        }
+    }
+
+    /// A key [kept](Key::keep) earlier, whose bytes are `bytes`: these are read only if
+    /// the key was too long to keep inline ([`KeptKey::is_inline`]).
+    #[inline]
+    pub fn again(kept: KeptKey, bytes: &'k [u8]) -> Self {
+        Self {
+            bytes,
+            inline: kept.is_inline().then_some(kept.inline),
+            hash: kept.hash,
+        }
+    }
+}
+
+/// What a [`KeptKey`] holds for a key too long to keep inline.
+const NOT_INLINE: Stored = {
+    let mut bytes = [0; INLINE + 1];
+    bytes[INLINE] = SPILLED;
+    Stored(bytes)
+};
+
+/// A [`Key`] kept without its bytes: its inline form (if it fits) and its hash.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptKey {
+    /// The key inline, or (with a `SPILLED` length) a mark that it does not fit.
+    inline: Stored,
+    hash: u64,
+}
+
+impl KeptKey {
+    /// Whether the key is kept whole (else its bytes must be kept beside it).
+    #[inline]
+    pub fn is_inline(&self) -> bool {
+        self.inline.0[INLINE] != SPILLED
+    }
 }
 
 /// Where a [`KeyTable`] found a key: its place in the table, good until the table
@@ -191,7 +237,6 @@ pub struct Vacant<'t, V> {
     entry: hash_table::VacantEntry<'t, Entry<V>>,
     spill: &'t mut Spill,
     key: Key<'t>,
-    order: u32,
 }
 
 impl<'t, V> Vacant<'t, V> {
@@ -200,17 +245,15 @@ impl<'t, V> Vacant<'t, V> {
         self.spill
     }
 
-    /// Adds the key with `value`, after every key already there.
-    pub fn insert(self, value: V) -> &'t mut V {
+    /// Adds the key with `value`. [`in_order`](KeyTable::in_order) reads keys out by
+    /// increasing `order`; a key's `order` should be unique (such as the number of values
+    /// seen before the key's first).
+    pub fn insert(self, value: V, order: u32) -> &'t mut V {
         let key = self
             .key
             .inline
             .unwrap_or_else(|| Stored::new(self.key.bytes, self.spill));
-        let entry = Entry {
-            key,
-            value,
-            order: self.order,
-        };
+        let entry = Entry { key, value, order };
         &mut self.entry.insert(entry).into_mut().value
     }
 }
@@ -242,9 +285,8 @@ impl<V> KeyTable<V> {
     /// The place of `key`: its value, or where it goes. `found` is where an earlier
     /// [`find`](Self::find) found it, if it did: then the key is not looked up again
     /// (unless the table has moved it since).
-    #[inline]
+    #[inline(always)]
     pub fn slot<'t>(&'t mut self, key: Key<'t>, found: Option<Found>) -> Slot<'t, V> {
-        let order = self.entries.len() as u32;
         let Self { entries, spill } = self;
         let still_there = |Found(bucket)| {
             entries
@@ -269,12 +311,7 @@ impl<V> KeyTable<V> {
                 value: &mut entry.into_mut().value,
                 spill,
             },
-            hash_table::Entry::Vacant(entry) => Slot::Vacant(Vacant {
-                entry,
-                spill,
-                key,
-                order,
-            }),
+            hash_table::Entry::Vacant(entry) => Slot::Vacant(Vacant { entry, spill, key }),
         }
     }
 
@@ -283,22 +320,74 @@ impl<V> KeyTable<V> {
         &self.spill
     }
 
-    /// Every key with its value, keys in the order first seen.
+    /// Every key with its value, by increasing order (see [`Vacant::insert`]).
     pub fn in_order(&self) -> impl Iterator<Item = (&[u8], &V)> {
-        let mut in_order: Vec<Option<&Entry<V>>> = vec![None; self.len()];
-        for entry in &self.entries {
-            in_order[entry.order as usize] = Some(entry);
+        let mut in_order: Vec<(u32, &Entry<V>)> = self
+            .entries
+            .iter()
+            .map(|entry| (entry.order, entry))
+            .collect();
+        in_order.sort_unstable_by_key(|&(order, _)| order);
+        in_order
+            .into_iter()
+            .map(|(_, entry)| (entry.key.get(&self.spill), &entry.value))
+    }
+
+    /// Numbers the keys' orders 0, 1, 2... keeping the order they come in, and answers
+    /// the next free one: for a caller whose numbers would run out.
+    pub fn renumber(&mut self) -> u32 {
+        let mut in_order: Vec<&mut Entry<V>> = self.entries.iter_mut().collect();
+        in_order.sort_unstable_by_key(|entry| entry.order);
+        for (order, entry) in in_order.into_iter().enumerate() {
+            entry.order = order as u32;
         }
-        in_order.into_iter().map(|entry| {
-            let entry = entry.expect("one entry per order");
-            (entry.key.get(&self.spill), &entry.value)
-        })
+        self.len() as u32
+    }
+
+    /// How many buckets the table has now (a power of two): how large a region of
+    /// memory its lookups spread over.
+    pub fn buckets(&self) -> usize {
+        self.entries.num_buckets()
+    }
+
+    /// The table's buckets cut into runs of `buckets_each` (a power of two; fewer if the
+    /// table has fewer), as [`Regions::of`] places keys in them. Valid until the table
+    /// grows.
+    pub fn regions(&self, buckets_each: usize) -> Regions {
+        let buckets = self.buckets();
+        Regions {
+            mask: buckets - 1,
+            shift: buckets_each.min(buckets).trailing_zeros(),
+        }
     }
 
     /// Empties the table, keeping its room for the next use.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.spill.0.clear();
+    }
+}
+
+/// A [`KeyTable`]'s buckets cut into runs of equal length: a key is looked for first in
+/// the bucket its hash picks (hashbrown's probe starts at the hash's low bits, as a
+/// `usize`), so the lookups of keys of one run touch one small part of the table's
+/// memory, however large the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Regions {
+    mask: usize,
+    shift: u32,
+}
+
+impl Regions {
+    /// How many runs there are.
+    pub fn count(&self) -> usize {
+        (self.mask >> self.shift) + 1
+    }
+
+    /// The run where `key`'s lookup starts.
+    #[inline]
+    pub fn of(&self, key: &KeptKey) -> usize {
+        (key.hash as usize & self.mask) >> self.shift
     }
 }
 
@@ -323,10 +412,11 @@ mod tests {
     use super::*;
 
     fn count(table: &mut KeyTable<i64>, key: &[u8]) {
+        let order = table.len() as u32;
         match table.slot(Key::new(key), None) {
             Slot::Found { value, .. } => *value += 1,
             Slot::Vacant(vacant) => {
-                vacant.insert(1);
+                vacant.insert(1, order);
             }
         }
     }
@@ -435,7 +525,7 @@ mod tests {
         match table.slot(Key::new(b"new"), other) {
             Slot::Found { .. } => panic!("`new` is not in the table"),
             Slot::Vacant(vacant) => {
-                vacant.insert(5);
+                vacant.insert(5, 1002);
             }
         }
         let counts = counts(&table);
