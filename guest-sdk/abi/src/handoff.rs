@@ -58,7 +58,9 @@ impl<'r> Record<'r> {
                 bytes,
                 encoded_here,
             } => decode_encoded(bytes, encoded_here),
-            handed => A::deserialize(Handed(handed)),
+            Record::Str(text) => A::deserialize(Handed(text)),
+            Record::Int(int) => A::deserialize(Handed(int)),
+            pair @ Record::Pair(..) => A::deserialize(Handed(pair)),
         }
     }
 
@@ -509,22 +511,72 @@ impl<'p, 'e> ser::Serializer for Probe<'p, 'e> {
 }
 
 /// A string, integer or pair handed over, read as the canonical decoder reads its
-/// encoding.
-struct Handed<'r>(Record<'r>);
+/// encoding. A record known to be a string or an integer is read through its own
+/// [`Handing`], so that reading a word or a count is not a match over every form.
+struct Handed<H>(H);
 
-impl<'de> de::Deserializer<'de> for Handed<'de> {
-    type Error = Error;
+/// What is handed over, as [`Handed`] reads it.
+trait Handing<'de>: Copy {
+    /// Gives the value to `visitor` (serde's `deserialize_any`).
+    fn visit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error>;
 
+    /// Gives the value to `visitor` as an enum: only a string is one (a unit variant).
+    fn visit_enum<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let _ = visitor;
+        Err(Error::new(
+            "an enum must be encoded as its variant name or a one-field struct",
+        ))
+    }
+}
+
+impl<'de> Handing<'de> for &'de str {
     #[inline]
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self.0 {
-            Record::Str(text) => visitor.visit_borrowed_str(text),
-            Record::Int(int) => visitor.visit_i64(int),
+    fn visit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_borrowed_str(self)
+    }
+
+    fn visit_enum<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_enum(self.into_deserializer())
+    }
+}
+
+impl<'de> Handing<'de> for i64 {
+    #[inline]
+    fn visit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_i64(self)
+    }
+}
+
+impl<'de> Handing<'de> for Record<'de> {
+    #[inline]
+    fn visit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Record::Str(text) => text.visit(visitor),
+            Record::Int(int) => int.visit(visitor),
             Record::Pair(key, value) => visit_pair(key, *value, visitor),
             Record::Encoded { .. } => unreachable!("encoded records are read by the decoder"),
         }
     }
 
+    fn visit_enum<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Record::Str(text) => text.visit_enum(visitor),
+            _ => Err(Error::new(
+                "an enum must be encoded as its variant name or a one-field struct",
+            )),
+        }
+    }
+}
+
+impl<'de, H: Handing<'de>> de::Deserializer<'de> for Handed<H> {
+    type Error = Error;
+
+    #[inline]
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.0.visit(visitor)
+    }
+
+    #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         visitor.visit_some(self)
     }
@@ -543,12 +595,7 @@ impl<'de> de::Deserializer<'de> for Handed<'de> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        match self.0 {
-            Record::Str(text) => visitor.visit_enum(text.into_deserializer()),
-            _ => Err(Error::new(
-                "an enum must be encoded as its variant name or a one-field struct",
-            )),
-        }
+        self.0.visit_enum(visitor)
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -680,6 +727,28 @@ mod tests {
         assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
         let (handed, decoded) = both_ways::<_, Value>(-3i16);
         assert_eq!((handed, decoded), (Ok(Value::Int(-3)), Ok(Value::Int(-3))));
+
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        enum Weather {
+            Rain,
+            Sun,
+        }
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Count(i64);
+        let (handed, decoded) = both_ways::<_, Weather>("Sun");
+        assert_eq!(handed, Ok(Weather::Sun));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, Weather>("Snow");
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
+        let (handed, decoded) = both_ways::<_, Weather>(1);
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
+        let (handed, decoded) = both_ways::<_, Option<Count>>(4);
+        assert_eq!(handed, Ok(Some(Count(4))));
+        assert_eq!(handed, decoded);
+        let (handed, decoded) = both_ways::<_, i64>("4");
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
+        let (handed, decoded) = both_ways::<_, String>(4);
+        assert!(handed.is_err() && decoded.is_err(), "{handed:?}");
     }
 
     #[test]
