@@ -1133,6 +1133,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn keys_keep_the_order_first_seen_when_the_count_of_pairs_would_run_out() {
+        let mut combiner = Combiner::new();
+        combiner
+            .add(&[], SUM, &pairs(&[("b", 1), ("a", 1)]))
+            .unwrap();
+        // As if 4G pairs had been folded: the keys' orders are numbered again from 0.
+        combiner.folded = u32::MAX - 1;
+        let more = [("c", 1), ("a", 1), ("d", 1), ("e", 1), ("f", 1)];
+        combiner.add(&[], SUM, &pairs(&more)).unwrap();
+        assert_eq!(
+            decoded::<String>(&combiner.flush()),
+            [
+                ("b".into(), 1),
+                ("a".into(), 2),
+                ("c".into(), 1),
+                ("d".into(), 1),
+                ("e".into(), 1),
+                ("f".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
     fn a_failing_merge_names_its_stage_and_record() {
         let failing = Merge {
             create: None,

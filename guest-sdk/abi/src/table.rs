@@ -451,6 +451,23 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_out_by_the_order_given_and_keep_it_when_numbered_again() {
+        let mut table = KeyTable::new();
+        for (key, order) in [("c", 900), ("a", 5), ("b", u32::MAX)] {
+            match table.slot(Key::new(key.as_bytes()), None) {
+                Slot::Vacant(vacant) => *vacant.insert(0, order) += 1,
+                Slot::Found { .. } => panic!("{key} is new"),
+            };
+        }
+        let expected = [(b"a".to_vec(), 1), (b"c".to_vec(), 1), (b"b".to_vec(), 1)];
+        assert_eq!(counts(&table), expected);
+        assert_eq!(table.renumber(), 3, "the next free order");
+        assert_eq!(counts(&table), expected);
+        count(&mut table, b"z");
+        assert_eq!(counts(&table).last(), Some(&(b"z".to_vec(), 1)));
+    }
+
+    #[test]
     fn keys_of_every_length_are_told_apart_inline_or_spilled() {
         // Keys that share their first 15 bytes, or differ only in length or in a zero
         // byte at the end, are different keys.
