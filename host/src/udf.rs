@@ -16,6 +16,15 @@ const CHUNK_RECORDS: usize = 4096;
 /// The most bytes of records a record-at-a-time function is given in one call.
 const CHUNK_BYTES: usize = 256 << 10;
 
+/// The most records, and bytes of records, a combining chain is given in one call: four
+/// times a record-at-a-time call's, so that a guest whose table of keys has grown large
+/// folds enough pairs into each region of it at once (docs/combining.md); the guest's
+/// memory for the call's waiting pairs (about 20 MiB at most for words) and the call's
+/// time stay far within the job's `memory` and `call_timeout`.
+const COMBINE_CHUNK_RECORDS: usize = 4 * CHUNK_RECORDS;
+/// See [`COMBINE_CHUNK_RECORDS`].
+const COMBINE_CHUNK_BYTES: usize = 4 * CHUNK_BYTES;
+
 /// A function an operator calls once per partition (record-at-a-time kinds: once per
 /// chunk of a partition).
 #[derive(Clone)]
@@ -86,86 +95,72 @@ impl BoundUdf {
     /// Runs a map or map-partition function on one partition.
     pub fn records(&self, input: Batch) -> Result<Batch, UdfError> {
         if self.kind() == Kind::MapPartition {
-            return self.call_records(input);
+            return self.call_records(SentBatch::new(input));
         }
-        in_chunks(
-            input,
-            |chunk| {
-                let sent = chunk.len();
-                let mapped = self.call_records(chunk)?;
-                self.check(
-                    Owed::exactly(sent, "results", "records", PER_RECORD).check(mapped.len()),
-                )?;
-                Ok(mapped)
-            },
-            Batch::extend_from,
-        )
+        in_chunks(input, |chunk| {
+            let sent = chunk.len();
+            let mapped = self.call_records(chunk)?;
+            self.check(Owed::exactly(sent, "results", "records", PER_RECORD).check(mapped.len()))?;
+            Ok(mapped)
+        })
     }
 
     /// Runs a flat-map function on one partition: group `i` holds what record `i` gave.
     pub fn flat_map(&self, input: Batch) -> Result<Groups, UdfError> {
-        in_chunks(
-            input,
-            |chunk| {
-                let sent = chunk.len();
-                let groups = match self {
-                    BoundUdf::Wasm { pool, index, .. } => {
-                        on_records(pool, self.label(), chunk, |instance, chunk| {
-                            instance.call_flat_map(*index, chunk)
-                        })?
-                        .0
+        in_chunks(input, |chunk| {
+            let sent = chunk.len();
+            let groups = match self {
+                BoundUdf::Wasm { pool, index, .. } => {
+                    on_records(pool, self.label(), chunk, |instance, chunk| {
+                        instance.call_flat_map(*index, chunk)
+                    })?
+                    .0
+                }
+                BoundUdf::Native(named) => match named.function {
+                    Function::FlatMap(run) => {
+                        run(&chunk.into_batch()).map_err(|failure| self.failed(failure))?
                     }
-                    BoundUdf::Native(named) => match named.function {
-                        Function::FlatMap(run) => {
-                            run(&chunk).map_err(|failure| self.failed(failure))?
-                        }
-                        _ => unreachable!("operators call flat_map() only on flat-map functions"),
-                    },
-                };
-                self.check(
-                    Owed::exactly(sent, "groups of results", "records", PER_RECORD)
-                        .check(groups.len()),
-                )?;
-                Ok(groups)
-            },
-            Groups::extend_from,
-        )
+                    _ => unreachable!("operators call flat_map() only on flat-map functions"),
+                },
+            };
+            self.check(
+                Owed::exactly(sent, "groups of results", "records", PER_RECORD).check(groups.len()),
+            )?;
+            Ok(groups)
+        })
     }
 
     /// Runs a filter function on one partition, returning the records it keeps.
     pub fn filter(&self, input: Batch) -> Result<Batch, UdfError> {
-        in_chunks(
-            input,
-            |chunk| {
-                let (chunk, keep) = match self {
-                    BoundUdf::Wasm { pool, index, .. } => {
-                        let (keep, chunk) =
-                            on_records(pool, self.label(), chunk, |instance, chunk| {
-                                instance.call_filter(*index, chunk)
-                            })?;
-                        (chunk.into_batch(), keep)
+        in_chunks(input, |chunk| {
+            let (chunk, keep) = match self {
+                BoundUdf::Wasm { pool, index, .. } => {
+                    let (keep, chunk) =
+                        on_records(pool, self.label(), chunk, |instance, chunk| {
+                            instance.call_filter(*index, chunk)
+                        })?;
+                    (chunk.into_batch(), keep)
+                }
+                BoundUdf::Native(named) => match named.function {
+                    Function::Filter(run) => {
+                        let chunk = chunk.into_batch();
+                        let keep = run(&chunk).map_err(|failure| self.failed(failure))?;
+                        (chunk, keep)
                     }
-                    BoundUdf::Native(named) => match named.function {
-                        Function::Filter(run) => {
-                            let keep = run(&chunk).map_err(|failure| self.failed(failure))?;
-                            (chunk, keep)
-                        }
-                        _ => unreachable!("operators call filter() only on filters"),
-                    },
-                };
-                self.check(check_mask(chunk.len(), keep.len()))?;
-                Ok(chunk.select(&keep))
-            },
-            Batch::extend_from,
-        )
+                    _ => unreachable!("operators call filter() only on filters"),
+                },
+            };
+            self.check(check_mask(chunk.len(), keep.len()))?;
+            Ok(chunk.select(&keep))
+        })
     }
 
-    fn call_records(&self, input: Batch) -> Result<Batch, UdfError> {
+    fn call_records(&self, input: SentBatch) -> Result<Batch, UdfError> {
         match self {
             BoundUdf::Wasm {
                 pool, index, kind, ..
             } if *kind == Kind::MapPartition => on_instance(pool, self.label(), |instance| {
-                instance.call_records(*kind, *index, SentBatch::new(input))
+                instance.call_records(*kind, *index, input)
             }),
             BoundUdf::Wasm {
                 pool, index, kind, ..
@@ -175,7 +170,7 @@ impl BoundUdf {
             .map(|(mapped, _)| mapped),
             BoundUdf::Native(named) => match named.function {
                 Function::Map(run) | Function::MapPartition(run) => {
-                    run(&input).map_err(|failure| self.failed(failure))
+                    run(&input.into_batch()).map_err(|failure| self.failed(failure))
                 }
                 _ => unreachable!("operators call records() only on record functions"),
             },
@@ -279,11 +274,15 @@ impl BoundUdf {
 /// in cache and a guest's memory is bounded by the chunk, not by the batch (measured:
 /// WASM map 14.2 M rec/s against 11.4 M with one call per 500k-record partition).
 ///
+/// A chunk is sent as a [`SentBatch`] of the partition, which a guest call lowers without
+/// copying it out first (a native function is given a copy). The first chunk's answer
+/// becomes the partition's, given room for the rest at its rate, so that the answers are
+/// not copied again each time the output outgrows its buffer.
+///
 /// A failure that names no record (see [`on_records`]) names the chunk's records instead.
-fn in_chunks<T: Default>(
+fn in_chunks<T: Answers>(
     input: Batch,
-    mut call: impl FnMut(Batch) -> Result<T, UdfError>,
-    append: impl Fn(&mut T, &T),
+    mut call: impl FnMut(SentBatch) -> Result<T, UdfError>,
 ) -> Result<T, UdfError> {
     let placed = |error: UdfError, first: usize, count: usize| {
         if !error.error.wants_record() || count == 0 {
@@ -296,15 +295,90 @@ fn in_chunks<T: Default>(
     };
     if input.len() <= CHUNK_RECORDS && input.data().len() <= CHUNK_BYTES {
         let count = input.len();
-        return call(input).map_err(|error| placed(error, 0, count));
+        return call(SentBatch::new(input)).map_err(|error| placed(error, 0, count));
     }
-    let mut output = T::default();
-    for (first, chunk) in input.chunks(CHUNK_RECORDS, CHUNK_BYTES) {
-        let count = chunk.len();
-        let result = call(chunk).map_err(|error| placed(error, first, count))?;
-        append(&mut output, &result);
+    let partition = Arc::new(input);
+    let mut output: Option<T> = None;
+    for records in partition.chunk_ranges(CHUNK_RECORDS, CHUNK_BYTES) {
+        let (first, count) = (records.start, records.len());
+        let result = call(SentBatch::part(&partition, records))
+            .map_err(|error| placed(error, first, count))?;
+        match &mut output {
+            Some(output) => output.append(&result),
+            None => {
+                let sent_bytes = partition.ends()[first + count - 1] as usize;
+                let scale = room_for(partition.data().len(), sent_bytes, result.bytes());
+                output = Some(result.with_room(scale));
+            }
+        }
     }
-    Ok(output)
+    Ok(output.unwrap_or_default())
+}
+
+/// The answers of a record-at-a-time function, which [`in_chunks`] concatenates.
+trait Answers: Default {
+    /// The bytes of the answers' records.
+    fn bytes(&self) -> usize;
+    /// These answers, in buffers with room for `scale` times as many.
+    fn with_room(self, scale: f64) -> Self;
+    /// Appends `more`.
+    fn append(&mut self, more: &Self);
+}
+
+/// How many times the answers to the first `sent` of a partition's `bytes` the whole
+/// partition's answers are expected to be, at the first answers' rate (`answered` bytes),
+/// but at most twice the partition's bytes: a function whose first answers are far larger
+/// than the rest's does not reserve memory the partition never needs.
+fn room_for(bytes: usize, sent: usize, answered: usize) -> f64 {
+    let at_first_rate = bytes as f64 / sent.max(1) as f64;
+    at_first_rate.min(2.0 * bytes as f64 / answered.max(1) as f64)
+}
+
+/// `count` scaled by `scale`, with a sixteenth to spare.
+fn room(count: usize, scale: f64) -> usize {
+    let scaled = count as f64 * scale;
+    (scaled + scaled / 16.0) as usize
+}
+
+impl Answers for Batch {
+    fn bytes(&self) -> usize {
+        self.data().len()
+    }
+
+    fn with_room(self, scale: f64) -> Self {
+        let mut sized =
+            Batch::with_capacity(room(self.len(), scale), room(self.data().len(), scale));
+        sized.extend_from(&self);
+        sized
+    }
+
+    fn append(&mut self, more: &Self) {
+        self.extend_from(more);
+    }
+}
+
+impl Answers for Groups {
+    fn bytes(&self) -> usize {
+        self.records().data().len()
+    }
+
+    fn with_room(self, scale: f64) -> Self {
+        let records = self.records();
+        let mut sized = Groups::from_parts(
+            Batch::with_capacity(
+                room(records.len(), scale),
+                room(records.data().len(), scale),
+            ),
+            Vec::with_capacity(room(self.len(), scale)),
+        )
+        .expect("empty groups");
+        sized.extend_from(&self);
+        sized
+    }
+
+    fn append(&mut self, more: &Self) {
+        self.extend_from(more);
+    }
 }
 
 /// Runs `call` over `records` on an instance of `pool`, naming `label` in errors.
@@ -320,14 +394,13 @@ fn in_chunks<T: Default>(
 fn on_records<R>(
     pool: &InstancePool,
     label: &str,
-    records: Batch,
+    records: SentBatch,
     call: impl Fn(&mut crate::runtime::UdfInstance, SentBatch) -> Result<R, CallError>,
 ) -> Result<(R, SentBatch), UdfError> {
     let named = |error| UdfError {
         udf: label.to_owned(),
         error,
     };
-    let records = SentBatch::new(records);
     let count = records.len();
     let error = match pool.with_instance(|instance| call(instance, records.clone())) {
         Ok(Ok(result)) => return Ok((result, records)),
@@ -411,23 +484,19 @@ impl UdfChain {
                         .iter()
                         .map(|&index| pool.component().functions()[index as usize].kind),
                 );
-                in_chunks(
-                    input,
-                    |chunk| {
-                        let sent = chunk.len();
-                        let (records, _) = on_records(pool, label, chunk, |instance, chunk| {
-                            instance.call_chain(functions, chunk)
+                in_chunks(input, |chunk| {
+                    let sent = chunk.len();
+                    let (records, _) = on_records(pool, label, chunk, |instance, chunk| {
+                        instance.call_chain(functions, chunk)
+                    })?;
+                    if let Some(owed) = owed {
+                        owed(sent).check(records.len()).map_err(|error| UdfError {
+                            udf: label.clone(),
+                            error,
                         })?;
-                        if let Some(owed) = owed {
-                            owed(sent).check(records.len()).map_err(|error| UdfError {
-                                udf: label.clone(),
-                                error,
-                            })?;
-                        }
-                        Ok(records)
-                    },
-                    Batch::extend_from,
-                )
+                    }
+                    Ok(records)
+                })
             }
             UdfChain::Native(steps) => {
                 let functions: Vec<OneRecord> = steps.iter().map(BoundUdf::one_record).collect();
@@ -509,7 +578,9 @@ impl CombiningChain {
             } => on_instance(pool, label, |instance| {
                 // One instance holds the partition's table from the first chunk to the
                 // flush; a failed call leaves it part-way, so the instance is dropped.
-                let mut chunks = input.chunks(CHUNK_RECORDS, CHUNK_BYTES).peekable();
+                let mut chunks = input
+                    .chunks(COMBINE_CHUNK_RECORDS, COMBINE_CHUNK_BYTES)
+                    .peekable();
                 while let Some((first, chunk)) = chunks.next() {
                     let flush = chunks.peek().is_none();
                     let answer = instance
@@ -560,7 +631,7 @@ impl CombiningChain {
                 };
                 let functions: Vec<OneRecord> = steps.iter().map(one_record).collect();
                 let mut table = Combiner::new();
-                for (first, chunk) in input.chunks(CHUNK_RECORDS, CHUNK_BYTES) {
+                for (first, chunk) in input.chunks(COMBINE_CHUNK_RECORDS, COMBINE_CHUNK_BYTES) {
                     table.add(&functions, merging, &chunk).map_err(
                         |Failed { stage, failure }| {
                             let udf = match stage {
@@ -726,23 +797,19 @@ mod tests {
             input.push(&record).unwrap();
         }
         let mut calls = 0;
-        let error = in_chunks(
-            input,
-            |chunk| {
-                calls += 1;
-                if calls == 1 {
-                    return Ok(chunk);
-                }
-                Err(UdfError {
-                    udf: "f.wasm#g".into(),
-                    error: CallError::Trapped {
-                        message: "trapped".into(),
-                        record_index: None,
-                    },
-                })
-            },
-            Batch::extend_from,
-        )
+        let error = in_chunks(input, |chunk| {
+            calls += 1;
+            if calls == 1 {
+                return Ok(chunk.into_batch());
+            }
+            Err(UdfError {
+                udf: "f.wasm#g".into(),
+                error: CallError::Trapped {
+                    message: "trapped".into(),
+                    record_index: None,
+                },
+            })
+        })
         .unwrap_err();
         assert!(
             error
@@ -763,11 +830,55 @@ mod tests {
                 })
             }
         };
-        let placed = in_chunks(input, failed(Some(0)), Batch::extend_from).unwrap_err();
+        let placed = in_chunks(input, failed(Some(0))).unwrap_err();
         assert_eq!(
             placed.to_string(),
             "UDF `f.wasm#g` panicked: no (record 0 of its partition)"
         );
+    }
+
+    #[test]
+    fn chunks_are_sent_from_the_partition_and_their_answers_joined_in_order() {
+        let mut input = Batch::new();
+        for record in 0..3 * CHUNK_RECORDS as i64 + 5 {
+            input.push(&format!("record {record}")).unwrap();
+        }
+        let mut starts = vec![];
+        let same = in_chunks(input.clone(), |chunk| {
+            starts.push(chunk.get(0).as_ptr());
+            Ok(chunk.into_batch())
+        })
+        .unwrap();
+        assert_eq!(same, input);
+        assert_eq!(starts.len(), 4);
+        let doubled = in_chunks(input.clone(), |chunk| {
+            let mut twice = Batch::new();
+            (0..chunk.len()).for_each(|i| {
+                twice.push_encoded(chunk.get(i));
+                twice.push_encoded(chunk.get(i));
+            });
+            Ok(
+                Groups::from_parts(twice, (1..=chunk.len() as u32).map(|i| 2 * i).collect())
+                    .unwrap(),
+            )
+        })
+        .unwrap();
+        assert_eq!(doubled.len(), input.len());
+        assert!((0..input.len()).all(|i| {
+            let group = doubled.group(i);
+            group.len() == 2
+                && group
+                    .map(|r| doubled.records().get(r))
+                    .all(|r| r == input.get(i))
+        }));
+    }
+
+    #[test]
+    fn room_is_made_at_the_first_answers_rate_up_to_twice_the_partition() {
+        assert_eq!(room_for(1000, 100, 100), 10.0, "a map");
+        assert_eq!(room_for(1000, 100, 10), 10.0, "a filter keeping a tenth");
+        assert_eq!(room_for(1000, 100, 1000), 2.0, "an explosion, capped");
+        assert_eq!(room(160, 10.0), 1700);
     }
 
     #[test]

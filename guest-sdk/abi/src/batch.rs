@@ -140,6 +140,16 @@ impl Batch {
         max_records: usize,
         max_bytes: usize,
     ) -> impl Iterator<Item = (usize, Batch)> + '_ {
+        self.chunk_ranges(max_records, max_bytes)
+            .map(|records| (records.start, self.slice(records)))
+    }
+
+    /// The records of each piece [`chunks`](Self::chunks) makes, without copying them.
+    pub fn chunk_ranges(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> impl Iterator<Item = Range<usize>> + '_ {
         let mut start = 0;
         std::iter::from_fn(move || {
             if start == self.len() {
@@ -155,7 +165,7 @@ impl Batch {
             }
             let first = start;
             start = end;
-            Some((first, self.slice(first..end)))
+            Some(first..end)
         })
     }
 
