@@ -1,6 +1,7 @@
 //! The self-describing value model every record is an instance of.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -121,6 +122,25 @@ impl Value {
         }
     }
 
+    /// Appends the compact JSON text of the value `record` encodes to `out`: the text
+    /// `Value::decode(record)?.to_json()` gives, written in one walk over the encoding,
+    /// without building the value (what a sink of JSON lines writes every record through).
+    /// A record that is not exactly one well-formed value nested at most
+    /// [`MAX_DEPTH`](encoding::MAX_DEPTH) levels is an error, with part of its text
+    /// written.
+    pub fn write_json_of(record: &[u8], out: &mut String) -> Result<(), Error> {
+        let mut input = record;
+        write_encoded_json(&mut input, 0, out)?;
+        if input.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(format!(
+                "{} bytes left over after the value",
+                input.len()
+            )))
+        }
+    }
+
     /// Compact JSON text for this value (see the `Serialize` impl for the mapping).
     pub fn to_json(&self) -> String {
         let mut out = String::new();
@@ -175,69 +195,200 @@ fn decode_value(input: &mut &[u8]) -> Result<Value, Error> {
 
 /// Writes JSON by hand rather than through serde_json so that guests need no JSON crate;
 /// the `Serialize` impl below gives the same shape to any serde format.
+/// [`write_encoded_json`] writes the same text straight from a value's encoding.
 fn write_json(value: &Value, out: &mut String) {
-    use std::fmt::Write;
-    let list = |items: &[Value], out: &mut String| {
-        out.push('[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_json(item, out);
+    let written: Result<(), Infallible> = match value {
+        Value::Null => {
+            out.push_str("null");
+            Ok(())
         }
-        out.push(']');
-    };
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
-        Value::Int(value) => write!(out, "{value}").expect("writing to a String"),
-        Value::Float(value) if value.is_finite() => {
-            write!(out, "{value:?}").expect("writing to a String")
+        Value::Bool(value) => {
+            write_json_bool(*value, out);
+            Ok(())
         }
-        Value::Float(_) => out.push_str("null"),
-        Value::String(text) => write_json_string(text, out),
-        Value::Bytes(bytes) => list(
-            &bytes
-                .iter()
-                .map(|&b| Value::Int(b.into()))
-                .collect::<Vec<_>>(),
-            out,
-        ),
-        Value::List(items) | Value::Tuple(items) => list(items, out),
+        Value::Int(value) => {
+            write_json_int(*value, out);
+            Ok(())
+        }
+        Value::Float(value) => {
+            write_json_float(*value, out);
+            Ok(())
+        }
+        Value::String(text) => {
+            write_json_string(text, out);
+            Ok(())
+        }
+        Value::Bytes(bytes) => {
+            write_json_bytes(bytes, out);
+            Ok(())
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            write_json_seq(JSON_LIST, items.len(), out, |i, out| {
+                write_json(&items[i], out);
+                Ok(())
+            })
+        }
         Value::Map(entries) if entries.iter().all(|(k, _)| matches!(k, Value::String(_))) => {
-            write_json_object(
-                entries.iter().map(|(key, value)| match key {
-                    Value::String(key) => (key.as_str(), value),
-                    _ => unreachable!("checked above: every key is a string"),
-                }),
-                out,
-            )
+            write_json_seq(JSON_OBJECT, entries.len(), out, |i, out| {
+                let (Value::String(key), value) = &entries[i] else {
+                    unreachable!("checked above: every key is a string")
+                };
+                write_json_field(key, out);
+                write_json(value, out);
+                Ok(())
+            })
         }
-        Value::Map(entries) => list(
-            &entries
-                .iter()
-                .map(|(key, value)| Value::Tuple(vec![key.clone(), value.clone()]))
-                .collect::<Vec<_>>(),
-            out,
-        ),
-        Value::Struct(fields) => write_json_object(
-            fields.iter().map(|(name, value)| (name.as_str(), value)),
-            out,
-        ),
+        Value::Map(entries) => write_json_seq(JSON_LIST, entries.len(), out, |i, out| {
+            let (key, value) = &entries[i];
+            write_json_seq(JSON_LIST, 2, out, |half, out| {
+                write_json(if half == 0 { key } else { value }, out);
+                Ok(())
+            })
+        }),
+        Value::Struct(fields) => write_json_seq(JSON_OBJECT, fields.len(), out, |i, out| {
+            let (name, value) = &fields[i];
+            write_json_field(name, out);
+            write_json(value, out);
+            Ok(())
+        }),
+    };
+    written.unwrap_or_else(|never| match never {})
+}
+
+/// Writes the JSON of the value at the start of `input` (inside `depth` containers) and
+/// moves `input` past it: the text [`write_json`] writes for the decoded value, in one
+/// walk over the encoding, which checks it as [`encoding::check_record`] does (known tags,
+/// lengths inside the input, UTF-8 text, at most [`MAX_DEPTH`](encoding::MAX_DEPTH)
+/// containers deep).
+fn write_encoded_json(input: &mut &[u8], depth: usize, out: &mut String) -> Result<(), Error> {
+    match encoding::read_tag(input)? {
+        tag::NULL => out.push_str("null"),
+        tag::BOOL => match encoding::take(input, 1)?[0] {
+            0 => write_json_bool(false, out),
+            1 => write_json_bool(true, out),
+            other => return Err(Error::new(format!("byte {other} is not a boolean"))),
+        },
+        tag::INT => write_json_int(encoding::read_i64(input)?, out),
+        tag::FLOAT => {
+            let bytes = encoding::take(input, 8)?;
+            write_json_float(f64::from_le_bytes(bytes.try_into().expect("8 bytes")), out)
+        }
+        tag::STRING => write_json_string(encoding::read_str(input)?, out),
+        tag::BYTES => {
+            let len = encoding::read_len(input)?;
+            write_json_bytes(encoding::take(input, len)?, out)
+        }
+        container @ (tag::LIST | tag::TUPLE | tag::MAP | tag::STRUCT) => {
+            if depth == encoding::MAX_DEPTH {
+                return Err(encoding::too_deep());
+            }
+            let count = encoding::read_len(input)?;
+            let depth = depth + 1;
+            match container {
+                tag::STRUCT => write_json_seq(JSON_OBJECT, count, out, |_, out| {
+                    write_json_field(encoding::read_str(input)?, out);
+                    write_encoded_json(input, depth, out)
+                })?,
+                tag::MAP => write_encoded_json_map(input, count, depth, out)?,
+                _ => write_json_seq(JSON_LIST, count, out, |_, out| {
+                    write_encoded_json(input, depth, out)
+                })?,
+            }
+        }
+        other => return Err(encoding::unknown_tag(other)),
+    }
+    Ok(())
+}
+
+/// [`write_encoded_json`] for the `count` entries of a map, its keys and values inside
+/// `depth` containers: an object while every key is a string, else (written again from
+/// the first entry) a list of `[key, value]` pairs.
+fn write_encoded_json_map(
+    input: &mut &[u8],
+    count: usize,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), Error> {
+    let (entries, written) = (*input, out.len());
+    // `Err(None)`: a key that is not a string.
+    let as_object = write_json_seq(JSON_OBJECT, count, out, |_, out| {
+        if input.first() != Some(&tag::STRING) {
+            return Err(None);
+        }
+        *input = &input[1..];
+        write_json_field(encoding::read_str(input)?, out);
+        Ok(write_encoded_json(input, depth, out)?)
+    });
+    match as_object {
+        Ok(()) => Ok(()),
+        Err(Some(error)) => Err(error),
+        Err(None) => {
+            *input = entries;
+            out.truncate(written);
+            write_json_seq(JSON_LIST, count, out, |_, out| {
+                write_json_seq(JSON_LIST, 2, out, |_, out| {
+                    write_encoded_json(input, depth, out)
+                })
+            })
+        }
     }
 }
 
-fn write_json_object<'v>(fields: impl Iterator<Item = (&'v str, &'v Value)>, out: &mut String) {
-    out.push('{');
-    for (i, (name, value)) in fields.enumerate() {
+/// The brackets of a JSON array and of an object.
+const JSON_LIST: [char; 2] = ['[', ']'];
+const JSON_OBJECT: [char; 2] = ['{', '}'];
+
+/// Writes `count` comma-separated items, each by `item`, between `brackets`.
+fn write_json_seq<E>(
+    [open, close]: [char; 2],
+    count: usize,
+    out: &mut String,
+    mut item: impl FnMut(usize, &mut String) -> Result<(), E>,
+) -> Result<(), E> {
+    out.push(open);
+    for i in 0..count {
         if i > 0 {
             out.push(',');
         }
-        write_json_string(name, out);
-        out.push(':');
-        write_json(value, out);
+        item(i, out)?;
     }
-    out.push('}');
+    out.push(close);
+    Ok(())
+}
+
+/// Writes an object field's name and the colon before its value.
+fn write_json_field(name: &str, out: &mut String) {
+    write_json_string(name, out);
+    out.push(':');
+}
+
+fn write_json_bool(value: bool, out: &mut String) {
+    out.push_str(if value { "true" } else { "false" });
+}
+
+fn write_json_int(value: i64, out: &mut String) {
+    use std::fmt::Write;
+    write!(out, "{value}").expect("writing to a String");
+}
+
+/// A finite float in Rust's shortest round-trip form; NaN and the infinities, which JSON
+/// has no numbers for, as `null`.
+fn write_json_float(value: f64, out: &mut String) {
+    use std::fmt::Write;
+    if value.is_finite() {
+        write!(out, "{value:?}").expect("writing to a String");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Bytes as a list of numbers.
+fn write_json_bytes(bytes: &[u8], out: &mut String) {
+    let written: Result<(), Infallible> = write_json_seq(JSON_LIST, bytes.len(), out, |i, out| {
+        write_json_int(bytes[i].into(), out);
+        Ok(())
+    });
+    written.unwrap_or_else(|never| match never {})
 }
 
 fn write_json_string(text: &str, out: &mut String) {
@@ -496,6 +647,164 @@ mod tests {
                 0,
                 "every level is left, on success and on error"
             );
+        });
+    }
+
+    /// The next of a xorshift sequence.
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// Values of every kind, `depth` containers deep at most, from `seed`: the edges of
+    /// numbers, text needing escapes and not ASCII, maps with and without string keys.
+    fn random_value(seed: &mut u64, depth: usize) -> Value {
+        const TEXTS: &[&str] = &[
+            "",
+            "word",
+            "quote \" and \\ backslash",
+            "lines\nand\r\ttabs",
+            "\u{1}\u{1f}\u{7f}",
+            "é",
+            "日本語",
+            "emoji 🦀",
+            "/slash",
+            "\u{2028}",
+        ];
+        const FLOATS: &[f64] = &[
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            0.1,
+            1e300,
+            -1e-300,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            123456789.125,
+        ];
+        const INTS: &[i64] = &[0, 1, -1, 63, 64, -65, 1 << 40, i64::MIN, i64::MAX];
+        let kinds = if depth == 0 { 6 } else { 11 };
+        let pick = next(seed);
+        let count = (next(seed) % 4) as usize;
+        let text = TEXTS[(pick >> 8) as usize % TEXTS.len()].to_owned();
+        match pick % kinds {
+            0 => Value::Null,
+            1 => Value::Bool(pick & 256 != 0),
+            2 => Value::Int(INTS[(pick >> 8) as usize % INTS.len()]),
+            3 => Value::Float(FLOATS[(pick >> 8) as usize % FLOATS.len()]),
+            4 => Value::String(text),
+            5 => Value::Bytes((0..count).map(|i| (pick >> (8 * i)) as u8).collect()),
+            6 => Value::List((0..count).map(|_| random_value(seed, depth - 1)).collect()),
+            7 => Value::Tuple((0..count).map(|_| random_value(seed, depth - 1)).collect()),
+            8 => Value::Map(
+                (0..count)
+                    .map(|_| {
+                        let key = Value::String(format!("{text}{}", next(seed) % 5));
+                        (key, random_value(seed, depth - 1))
+                    })
+                    .collect(),
+            ),
+            9 => Value::Map(
+                (0..count)
+                    .map(|_| (random_value(seed, 0), random_value(seed, depth - 1)))
+                    .collect(),
+            ),
+            _ => Value::Struct(
+                (0..count)
+                    .map(|i| (format!("{text}{i}"), random_value(seed, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn json_written_from_the_encoding_is_the_decoded_values_json() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let bytes = random_value(&mut seed, 4).to_bytes();
+            let decoded = Value::decode(&bytes).unwrap();
+            let mut written = String::from("kept ");
+            Value::write_json_of(&bytes, &mut written).unwrap();
+            assert_eq!(
+                written,
+                format!("kept {}", decoded.to_json()),
+                "{decoded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_keeps_its_mapping() {
+        let text = |value: Value| {
+            let (mut written, bytes) = (String::new(), value.to_bytes());
+            Value::write_json_of(&bytes, &mut written).unwrap();
+            assert_eq!(written, Value::decode(&bytes).unwrap().to_json());
+            written
+        };
+        let string = |text: &str| Value::String(text.to_owned());
+        assert_eq!(
+            text(Value::Struct(vec![
+                ("a\"b".into(), string("x\\y\n\u{1}é")),
+                (
+                    "f".into(),
+                    Value::Tuple(vec![Value::Float(1.0), Value::Float(f64::NAN)])
+                ),
+                (
+                    "g".into(),
+                    Value::List(vec![Value::Float(f64::NEG_INFINITY), Value::Null])
+                ),
+                ("h".into(), Value::Bytes(vec![0, 255])),
+            ])),
+            r#"{"a\"b":"x\\y\n\u0001é","f":[1.0,null],"g":[null,null],"h":[0,255]}"#
+        );
+        assert_eq!(
+            text(Value::Map(vec![
+                (string("k"), Value::Int(-3)),
+                (string("j"), Value::Bool(true))
+            ])),
+            r#"{"j":true,"k":-3}"#,
+            "string keys make an object, in the encoding's order"
+        );
+        assert_eq!(
+            text(Value::Map(vec![
+                (string("b"), Value::Int(1)),
+                (Value::Int(2), string("c"))
+            ])),
+            r#"[[2,"c"],["b",1]]"#,
+            "any other key makes a list of pairs, from the first entry"
+        );
+        assert_eq!(text(Value::Map(vec![])), "{}");
+        assert_eq!(text(Value::Float(1e300)), "1e300");
+    }
+
+    #[test]
+    fn json_is_refused_for_records_a_check_refuses() {
+        let mut written = String::new();
+        for bad in [
+            &[][..],
+            &[encoding::tag::INT, 1, 0],
+            &[encoding::tag::BOOL, 2],
+            &[encoding::tag::STRING, 2, b'a'],
+            &[encoding::tag::STRING, 1, 0xff],
+            &[encoding::tag::LIST, 2, encoding::tag::NULL],
+            &[encoding::tag::MAP, 1, encoding::tag::STRING, 1, b'a'],
+            &[42],
+        ] {
+            assert!(encoding::check_record(bad).is_err() || Value::decode(bad).is_err());
+            assert!(Value::write_json_of(bad, &mut written).is_err(), "{bad:?}");
+        }
+        on_a_worker_stack(|| {
+            let mut written = String::new();
+            Value::write_json_of(&nested_bytes(MAX_DEPTH), &mut written).unwrap();
+            let error = Value::write_json_of(&nested_bytes(MAX_DEPTH + 1), &mut written);
+            assert!(error.unwrap_err().to_string().contains("deeper than 1000"));
         });
     }
 }

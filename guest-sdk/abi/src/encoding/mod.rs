@@ -24,8 +24,8 @@ pub use walk::MAX_DEPTH;
 
 pub(crate) use de::{from_encoded_bytes, read_str};
 
-pub(crate) use varint::read_len;
-pub(crate) use walk::too_deep;
+pub(crate) use varint::{read_i64, read_len, take};
+pub(crate) use walk::{read_tag, too_deep, unknown_tag};
 
 /// Up to 16 bytes as the low bytes of two numbers (low half first), the rest zero. A
 /// WASM guest compiles a copy of variable length to `memory.copy`, which wasmtime runs as
