@@ -14,10 +14,10 @@
 //! Guests run it behind the `combine` export; the host runs the same code natively.
 
 use crate::batch::Batch;
-use crate::encoding::{Encoder, extend_short, int_value, pair_parts};
+use crate::encoding::{Encoder, extend_short, int_value, pair_parts, short_bytes};
 use crate::function::{Failure, FoldOneFn, MapOneFn, OneRecord, Progress};
 use crate::handoff::{Emit, Made, Record};
-use crate::table::{KeptKey, Key, KeyTable, Slot, Spill, Stored};
+use crate::table::{KeptKey, Key, KeyTable, Slot, Spill};
 
 /// How a key's values are folded into its combiner.
 #[derive(Debug, Clone, Copy)]
@@ -231,18 +231,44 @@ impl PendingPair {
     }
 }
 
-/// A key's combiner: an integer (a count, a sum) as it is, so that folding a value into
-/// it neither decodes nor encodes it, and anything else canonically encoded.
+/// A key's combiner, in 12 bytes, so that an entry of the table (key 16 bytes, combiner
+/// 12, order 4) is 32 bytes: two to a cache line, never across two. An integer (a count,
+/// a sum) is kept as it is, so that folding a value into it neither decodes nor encodes
+/// it; any other value canonically encoded, inline up to 11 bytes, else in the table's
+/// [`Spill`]. The last byte tells which: the inline length, [`INT`] or [`SPILLED`].
 #[derive(Debug, Clone, Copy)]
-enum Combined {
-    /// An integer, as its little-endian bytes (an entry then needs no 8-byte alignment,
-    /// and stays as small as one of encoded bytes).
-    Int([u8; 8]),
-    /// Any other value's canonical encoding.
-    Encoded(Stored),
-}
+struct Combined([u8; COMBINED]);
+
+const COMBINED: usize = 12;
+/// The last byte of a [`Combined`] integer; its first eight are the integer.
+const INT: u8 = u8::MAX - 1;
+/// The last byte of a [`Combined`] kept in the [`Spill`]; its first four are the index
+/// there.
+const SPILLED: u8 = u8::MAX;
 
 impl Combined {
+    fn int(int: i64) -> Self {
+        let mut bytes = [0; COMBINED];
+        bytes[..8].copy_from_slice(&int.to_le_bytes());
+        bytes[COMBINED - 1] = INT;
+        Self(bytes)
+    }
+
+    /// The encoded value `encoded`, inline if it fits (copied without `memory.copy`).
+    fn encoded(encoded: &[u8], spill: &mut Spill) -> Self {
+        let mut bytes = [0; COMBINED];
+        if encoded.len() < COMBINED {
+            let [low, high] = short_bytes(encoded);
+            bytes[..8].copy_from_slice(&low.to_le_bytes());
+            bytes[8..COMBINED - 1].copy_from_slice(&high.to_le_bytes()[..COMBINED - 9]);
+            bytes[COMBINED - 1] = encoded.len() as u8;
+        } else {
+            bytes[..4].copy_from_slice(&spill.push(encoded).to_le_bytes());
+            bytes[COMBINED - 1] = SPILLED;
+        }
+        Self(bytes)
+    }
+
     /// Keeps `record`, encoding it into `scratch` first unless it is an integer.
     fn new(record: Record<'_>, scratch: &mut Vec<u8>, spill: &mut Spill) -> Self {
         let int = match record {
@@ -251,47 +277,68 @@ impl Combined {
             Record::Str(_) | Record::Pair(..) => None,
         };
         if let Some(int) = int {
-            return Self::Int(int.to_le_bytes());
+            return Self::int(int);
         }
         scratch.clear();
         record.encode_into(scratch);
-        Self::Encoded(Stored::new(scratch, spill))
+        Self::encoded(scratch, spill)
+    }
+
+    #[inline]
+    fn as_int(&self) -> Option<i64> {
+        (self.0[COMBINED - 1] == INT)
+            .then(|| i64::from_le_bytes(self.0[..8].try_into().expect("8")))
+    }
+
+    #[inline]
+    fn spilled_index(&self) -> Option<u32> {
+        (self.0[COMBINED - 1] == SPILLED)
+            .then(|| u32::from_le_bytes(self.0[..4].try_into().expect("4")))
+    }
+
+    /// The encoded bytes of a combiner that is not an integer.
+    #[inline]
+    fn encoded_bytes<'a>(&'a self, spill: &'a Spill) -> &'a [u8] {
+        match self.spilled_index() {
+            Some(index) => spill.get(index),
+            None => &self.0[..usize::from(self.0[COMBINED - 1])],
+        }
     }
 
     /// The combiner as a fold reads it. Encoded ones are read as bytes from outside, with
     /// their strings checked: a key's first value may have come from the host unread.
     #[inline]
     fn record<'a>(&'a self, spill: &'a Spill) -> Record<'a> {
-        match self {
-            Self::Int(bytes) => Record::Int(i64::from_le_bytes(*bytes)),
-            Self::Encoded(stored) => Record::outside(stored.get(spill)),
+        match self.as_int() {
+            Some(int) => Record::Int(int),
+            None => Record::outside(self.encoded_bytes(spill)),
         }
     }
 
     /// Replaces the combiner with what a fold made: `made`, or if it was encoded, the
-    /// bytes `encoded`.
+    /// bytes `encoded` (in the combiner's place in the spill, if it had one).
     #[inline]
     fn replace(&mut self, made: Made, encoded: &[u8], spill: &mut Spill) {
-        match (made, self) {
-            (Made::Int(int), this) => *this = Self::Int(int.to_le_bytes()),
-            (Made::Encoded, Self::Encoded(stored)) => stored.replace(encoded, spill),
-            (Made::Encoded, this) => *this = Self::Encoded(Stored::new(encoded, spill)),
+        match (made, self.spilled_index()) {
+            (Made::Int(int), _) => *self = Self::int(int),
+            (Made::Encoded, Some(index)) => spill.set(index, encoded),
+            (Made::Encoded, None) => *self = Self::encoded(encoded, spill),
         }
     }
 
     /// An upper bound of the combiner's encoded length.
     fn len(&self, spill: &Spill) -> usize {
-        match self {
-            Self::Int(_) => 10,
-            Self::Encoded(stored) => stored.get(spill).len(),
+        match self.as_int() {
+            Some(_) => 10,
+            None => self.encoded_bytes(spill).len(),
         }
     }
 
     /// Appends the combiner's canonical encoding to `out`.
     fn encode_into(&self, spill: &Spill, out: &mut Vec<u8>) {
-        match self {
-            Self::Int(bytes) => Encoder::new(out).write_int(i64::from_le_bytes(*bytes)),
-            Self::Encoded(stored) => extend_short(out, stored.get(spill)),
+        match self.as_int() {
+            Some(int) => Encoder::new(out).write_int(int),
+            None => extend_short(out, self.encoded_bytes(spill)),
         }
     }
 }
@@ -1153,6 +1200,32 @@ pub(crate) mod tests {
                 ("f".into(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_combiner_grows_from_inline_to_spilled_and_is_replaced_in_place() {
+        fn concat(a: String, b: String) -> String {
+            a + &b
+        }
+        let merge = Merge {
+            create: None,
+            merge: |index, combiner, value, out| fold_one(index, combiner, value, out, concat),
+        };
+        // Encoded in 3 bytes (inline), then in 12 and more (spilled, replaced in place).
+        let parts = ["a", "bcdefghij", "klmnop", "q", "r"];
+        let mut batch = Batch::new();
+        parts
+            .iter()
+            .for_each(|part| batch.push(&("k", part)).unwrap());
+        let mut combiner = Combiner::new();
+        combiner.add(&[], merge, &batch).unwrap();
+        let flushed: Vec<(String, String)> = combiner
+            .flush()
+            .iter()
+            .map(|record| crate::encoding::from_bytes(record).unwrap())
+            .collect();
+        assert_eq!(flushed, [("k".into(), parts.concat())]);
+        assert_eq!(size_of::<Combined>(), 12, "an entry is 32 bytes");
     }
 
     #[test]

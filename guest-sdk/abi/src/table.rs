@@ -50,6 +50,27 @@ const SPILLED: u8 = u8::MAX;
 #[derive(Debug, Default)]
 pub struct Spill(Vec<Vec<u8>>);
 
+impl Spill {
+    /// Keeps `bytes`, and answers where.
+    pub fn push(&mut self, bytes: &[u8]) -> u32 {
+        self.0.push(bytes.to_vec());
+        (self.0.len() - 1) as u32
+    }
+
+    /// The bytes kept at `index`.
+    #[inline]
+    pub fn get(&self, index: u32) -> &[u8] {
+        &self.0[index as usize]
+    }
+
+    /// Replaces the bytes kept at `index` with `bytes`.
+    pub fn set(&mut self, index: u32, bytes: &[u8]) {
+        let kept = &mut self.0[index as usize];
+        kept.clear();
+        kept.extend_from_slice(bytes);
+    }
+}
+
 /// Bytes kept by a table: the first 15 bytes hold them (the rest zero) and the last their
 /// length when they fit, so that comparing two is comparing two pairs of numbers and
 /// storing one copies no run of variable length (see [`short_bytes`]); longer ones are
@@ -86,8 +107,8 @@ impl Stored {
     /// `bytes`, inline if they fit, else in `spill`.
     pub fn new(bytes: &[u8], spill: &mut Spill) -> Self {
         Self::inline(bytes).unwrap_or_else(|| {
-            spill.0.push(bytes.to_vec());
-            Self::from_numbers([(spill.0.len() - 1) as u64, u64::from(SPILLED) << 56])
+            let index = spill.push(bytes);
+            Self::from_numbers([u64::from(index), u64::from(SPILLED) << 56])
         })
     }
 
@@ -126,18 +147,6 @@ impl Stored {
         match self.spilled_index() {
             None => hash_inline(self.numbers()),
             Some(index) => hash_bytes(&spill.0[index]),
-        }
-    }
-
-    /// Replaces the bytes; once spilled, they stay in their spilled place.
-    #[inline]
-    pub fn replace(&mut self, bytes: &[u8], spill: &mut Spill) {
-        match self.spilled_index() {
-            Some(index) => {
-                spill.0[index].clear();
-                spill.0[index].extend_from_slice(bytes);
-            }
-            None => *self = Self::new(bytes, spill),
         }
     }
 }
@@ -555,16 +564,14 @@ mod tests {
     #[test]
     fn stored_bytes_are_kept_inline_or_spilled_and_replaced_in_place() {
         let mut spill = Spill::default();
-        let mut short = Stored::new(b"fifteen bytes!!", &mut spill);
+        let short = Stored::new(b"fifteen bytes!!", &mut spill);
         assert_eq!(short.get(&spill), b"fifteen bytes!!");
         assert!(spill.0.is_empty(), "15 bytes stay inline");
         let long = vec![3u8; 100];
-        let mut spilled = Stored::new(&long, &mut spill);
+        let spilled = Stored::new(&long, &mut spill);
         assert_eq!(spilled.get(&spill), &long[..]);
-        spilled.replace(b"x", &mut spill);
+        spill.set(0, b"x");
         assert_eq!(spilled.get(&spill), b"x");
         assert_eq!(spill.0.len(), 1, "a spilled value is replaced where it is");
-        short.replace(&long, &mut spill);
-        assert_eq!(short.get(&spill), &long[..]);
     }
 }
