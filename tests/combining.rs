@@ -90,9 +90,12 @@ fn both_ways(
 #[test]
 fn a_chain_then_reduce_by_key_combines_in_the_guest_with_the_same_results() {
     let udfs = format!("c = \"{}\"", common::udf("conformance").display());
-    // 3 partitions of 4096-record chunks: a batch of 20k numbers spans several chunks per
-    // partition, so the guest's table lives across calls.
-    let numbers: Vec<String> = (0..20_000).map(|n| (n % 997).to_string()).collect();
+    // 3 partitions of 16384-record chunks: a batch of 90k numbers spans several chunks per
+    // partition, so the guest's table lives across calls, and holds enough keys (33-38k a
+    // partition) to be folded into region by region.
+    let numbers: Vec<String> = (0..90_000)
+        .map(|n| (n * 7919 % 45_007).to_string())
+        .collect();
     let source = format!("batches = [[{}], [1, 2, 3], []]", numbers.join(", "));
     let steps = "{ op = \"flat_map\", udf = \"c#self_and_double\" }, \
                  { op = \"filter\", udf = \"c#is_even\" }, \
@@ -154,10 +157,10 @@ fn a_chain_then_combine_by_key_combines_in_the_guest_with_the_same_results() {
 #[test]
 fn a_failure_inside_a_combining_call_names_the_step_and_the_record() {
     let udfs = format!("c = \"{}\"", common::udf("conformance").display());
-    let numbers: Vec<String> = (0..5_000).map(|n| n.to_string()).collect();
-    // Record 4100 of the only partition is in its second chunk.
+    let numbers: Vec<String> = (0..20_000).map(|n| n.to_string()).collect();
+    // Record 16500 of the only partition is in its second chunk (of 16384 records).
     let mut records = numbers.clone();
-    records[4100] = "\"not a number\"".into();
+    records[16_500] = "\"not a number\"".into();
     let source = format!("batches = [[{}]]", records.join(", "));
     let steps = "{ op = \"flat_map\", udf = \"c#self_and_double\" }, \
                  { op = \"map\", udf = \"c#pair_with_one\" }, \
@@ -167,7 +170,7 @@ fn a_failure_inside_a_combining_call_names_the_step_and_the_record() {
     assert!(error.contains("stream `s` step 1 (combined"), "{error}");
     assert!(error.contains("self_and_double"), "{error}");
     assert!(error.contains("\"not a number\""), "{error}");
-    assert!(error.contains("(record 4100 of its partition)"), "{error}");
+    assert!(error.contains("(record 16500 of its partition)"), "{error}");
 }
 
 /// A component built against `sluice:udf@0.1.0` (before the `combine` export), checked in.
