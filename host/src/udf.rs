@@ -578,11 +578,15 @@ impl CombiningChain {
             } => on_instance(pool, label, |instance| {
                 // One instance holds the partition's table from the first chunk to the
                 // flush; a failed call leaves it part-way, so the instance is dropped.
-                let mut chunks = input
-                    .chunks(COMBINE_CHUNK_RECORDS, COMBINE_CHUNK_BYTES)
+                // Its chunks are sent from the partition, not copied out of it.
+                let partition = Arc::new(input);
+                let mut chunks = partition
+                    .chunk_ranges(COMBINE_CHUNK_RECORDS, COMBINE_CHUNK_BYTES)
                     .peekable();
-                while let Some((first, chunk)) = chunks.next() {
+                while let Some(records) = chunks.next() {
+                    let first = records.start;
                     let flush = chunks.peek().is_none();
+                    let chunk = SentBatch::part(&partition, records);
                     let answer = instance
                         .call_combine(functions, *create, *merge, chunk, flush)
                         .and_then(|pairs| {

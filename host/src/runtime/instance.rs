@@ -10,7 +10,7 @@ use anyhow::Result;
 use sluice_abi::{Batch, Groups, Kind};
 use wasmtime::component::{
     ComponentExportIndex, ComponentNamedList, ComponentType, Func, HasSelf, Lift, Linker, Lower,
-    ResourceTable, TypedFunc,
+    ResourceTable,
 };
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -172,10 +172,9 @@ struct Live {
     exports: Exports,
 }
 
-/// The `combine` export of the `combining-udf` world: (functions, create, merge, input,
-/// flush) -> the combined pairs.
-type CombineFunc =
-    TypedFunc<(Vec<u32>, Option<u32>, u32, wit::Batch, bool), (Result<wit::Batch, wit::Failure>,)>;
+/// The parameters of the `combine` export of the `combining-udf` world: (functions,
+/// create, merge, input, flush); it answers the combined pairs.
+type CombineParams<'a> = (&'a [u32], Option<u32>, u32, BatchView<'a>, bool);
 
 /// An instance's exports: those of the `udf` world, and `combine` when the component has it.
 struct Exports {
@@ -184,7 +183,8 @@ struct Exports {
     /// [`BatchView`] of the caller's buffers, which the bindings' `batch` (owned vectors)
     /// cannot borrow.
     records: RecordExports,
-    combine: Option<CombineFunc>,
+    /// Typed as taking [`CombineParams`] when the instance is made, and per call.
+    combine: Option<Func>,
 }
 
 /// The exports a chunk of a partition is sent to.
@@ -299,7 +299,13 @@ impl UdfInstance {
                 let udf = bindings::Udf::new(&mut store, &instance)?;
                 let records = RecordExports::new(&mut store, &instance)?;
                 let combine = combine
-                    .map(|export| instance.get_typed_func(&mut store, export))
+                    .map(|export| -> wasmtime::Result<Func> {
+                        let typed = instance.get_typed_func::<
+                            CombineParams<'static>,
+                            (Result<wit::Batch, wit::Failure>,),
+                        >(&mut store, export)?;
+                        Ok(*typed.func())
+                    })
                     .transpose()?;
                 wasmtime::Result::Ok(Exports {
                     udf,
@@ -458,21 +464,18 @@ impl UdfInstance {
         functions: &[u32],
         create: Option<u32>,
         merge: u32,
-        input: Batch,
+        input: SentBatch,
         flush: bool,
     ) -> Result<Batch, CallError> {
-        let input = to_wit(input);
         let functions = functions.to_vec();
-        let output = self.call(Box::new(move |exports, store| {
+        let output: wit::Batch = self.call(Box::new(move |exports, store| {
             Box::pin(async move {
                 let combine = exports
                     .combine
-                    .as_ref()
                     .expect("combine is called only on components that export it");
-                let (answer,) = combine
-                    .call_async(store, (functions, create, merge, input, flush))
-                    .await?;
-                Ok(answer)
+                let params: CombineParams<'_> =
+                    (&functions[..], create, merge, input.view(), flush);
+                call_typed(combine, store, params).await
             })
         }))?;
         self.check_output(output.ends.len(), output.data.len())?;
