@@ -408,6 +408,10 @@ impl Combiner {
             folded,
             scatter,
         } = self;
+        // An add whose last record made no pair, or whose pairs were all folded as it went.
+        if pending.len() == 0 {
+            return Ok(());
+        }
         let waiting = u32::try_from(pending.len()).unwrap_or(u32::MAX);
         if folded.checked_add(waiting).is_none() {
             *folded = table.renumber();
@@ -1128,6 +1132,25 @@ pub(crate) mod tests {
         assert_eq!(
             decoded::<String>(&combiner.flush()),
             folded_in_order(&items)
+        );
+    }
+
+    #[test]
+    fn a_large_table_takes_adds_that_leave_no_pair_waiting() {
+        // No record at all, and pairs that fill the waiting pairs exactly (folded inside
+        // the add, none left for its last fold).
+        let mut combiner = scattering();
+        combiner.add(&[], SUM, &Batch::new()).unwrap();
+        let keys: Vec<(u32, i64)> = (0..FOLD_EVERY_SCATTERED as u32)
+            .map(|n| (n % 7, 1))
+            .collect();
+        combiner.add(&[], SUM, &pairs(&keys)).unwrap();
+        combiner.add(&[], SUM, &Batch::new()).unwrap();
+        let counts = decoded::<u32>(&combiner.flush());
+        assert_eq!(counts.len(), 7);
+        assert_eq!(
+            counts.iter().map(|&(_, count)| count).sum::<i64>(),
+            FOLD_EVERY_SCATTERED as i64
         );
     }
 
