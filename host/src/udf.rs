@@ -308,7 +308,7 @@ fn in_chunks<T: Answers>(
             None => {
                 let sent_bytes = partition.ends()[first + count - 1] as usize;
                 let scale = room_for(partition.data().len(), sent_bytes, result.bytes());
-                output = Some(result.with_room(scale));
+                output = Some(result.with_room(scale, 2 * partition.data().len()));
             }
         }
     }
@@ -319,8 +319,9 @@ fn in_chunks<T: Answers>(
 trait Answers: Default {
     /// The bytes of the answers' records.
     fn bytes(&self) -> usize;
-    /// These answers, in buffers with room for `scale` times as many.
-    fn with_room(self, scale: f64) -> Self;
+    /// These answers, in buffers with room for `scale` times as many, none of them given
+    /// room for more than `most` bytes.
+    fn with_room(self, scale: f64, most: usize) -> Self;
     /// Appends `more`.
     fn append(&mut self, more: &Self);
 }
@@ -334,20 +335,28 @@ fn room_for(bytes: usize, sent: usize, answered: usize) -> f64 {
     at_first_rate.min(2.0 * bytes as f64 / answered.max(1) as f64)
 }
 
-/// `count` scaled by `scale`, with a sixteenth to spare.
-fn room(count: usize, scale: f64) -> usize {
+/// `count` items scaled by `scale`, with a sixteenth to spare, but no more items of `size`
+/// bytes than `most` bytes hold: the bytes' bound in [`room_for`] does not bound how many
+/// records they are cut into (a guest may answer a million empty records), and the room
+/// is reserved before any of it is used.
+fn room(count: usize, scale: f64, size: usize, most: usize) -> usize {
     let scaled = count as f64 * scale;
-    (scaled + scaled / 16.0) as usize
+    ((scaled + scaled / 16.0) as usize).min(most / size)
 }
+
+/// The bytes of one record's end in a batch's (or one group's in groups') offsets.
+const END: usize = size_of::<u32>();
 
 impl Answers for Batch {
     fn bytes(&self) -> usize {
         self.data().len()
     }
 
-    fn with_room(self, scale: f64) -> Self {
-        let mut sized =
-            Batch::with_capacity(room(self.len(), scale), room(self.data().len(), scale));
+    fn with_room(self, scale: f64, most: usize) -> Self {
+        let mut sized = Batch::with_capacity(
+            room(self.len(), scale, END, most),
+            room(self.data().len(), scale, 1, most),
+        );
         sized.extend_from(&self);
         sized
     }
@@ -362,14 +371,14 @@ impl Answers for Groups {
         self.records().data().len()
     }
 
-    fn with_room(self, scale: f64) -> Self {
+    fn with_room(self, scale: f64, most: usize) -> Self {
         let records = self.records();
         let mut sized = Groups::from_parts(
             Batch::with_capacity(
-                room(records.len(), scale),
-                room(records.data().len(), scale),
+                room(records.len(), scale, END, most),
+                room(records.data().len(), scale, 1, most),
             ),
-            Vec::with_capacity(room(self.len(), scale)),
+            Vec::with_capacity(room(self.len(), scale, END, most)),
         )
         .expect("empty groups");
         sized.extend_from(&self);
@@ -882,7 +891,13 @@ mod tests {
         assert_eq!(room_for(1000, 100, 100), 10.0, "a map");
         assert_eq!(room_for(1000, 100, 10), 10.0, "a filter keeping a tenth");
         assert_eq!(room_for(1000, 100, 1000), 2.0, "an explosion, capped");
-        assert_eq!(room(160, 10.0), 1700);
+        assert_eq!(room(160, 10.0, 1, usize::MAX), 1700);
+        assert_eq!(room(160, 10.0, 1, 1000), 1000, "at most `most` bytes");
+        // A million empty records answered for the first of a partition's 10 MiB: the
+        // bytes' rate leaves the scale at the partition's, and the records' room is what
+        // twice the partition holds, not a hundred million ends.
+        let scale = room_for(10 << 20, 8 << 10, 0);
+        assert_eq!(room(1_000_000, scale, END, 20 << 20), (20 << 20) / END);
     }
 
     #[test]
