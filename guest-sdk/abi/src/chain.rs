@@ -6,7 +6,7 @@
 //! same code for native chains.
 
 use crate::batch::Batch;
-use crate::combine::{Downstream, Failed, Tail};
+use crate::combine::{Downstream, Failed, Link};
 use crate::function::{OneRecord, Progress};
 use crate::handoff::Record;
 
@@ -15,13 +15,12 @@ use crate::handoff::Record;
 /// `input` of the record it came from, whichever step it happened in.
 pub fn run(steps: &[OneRecord], input: &Batch) -> Result<Batch, Failed> {
     let progress = Progress::start();
-    let mut buffers = vec![Vec::new(); steps.len()];
+    let mut links = Link::chain(steps);
     let mut failed = None;
     let mut output = Batch::with_capacity(input.len(), input.data().len());
     for (index, record) in input.iter().enumerate() {
         progress.at(index);
-        let tail = Tail::Records(&mut output);
-        let sent = Downstream::new(steps, &mut buffers, index, tail, &mut failed)
+        let sent = Downstream::new(&mut links, index, &mut output, &mut failed)
             .send(Record::outside(record));
         if sent.is_err() {
             return Err(failed.expect("a failure in the chain is kept"));

@@ -365,13 +365,12 @@ impl Combiner {
     /// part-way and should be dropped (or [`clear`](Self::clear)ed).
     pub fn add(&mut self, chain: &[OneRecord], merge: Merge, input: &Batch) -> Result<(), Failed> {
         let progress = Progress::start();
-        let mut buffers = vec![Vec::new(); chain.len()];
+        let mut links = Link::chain(chain);
         let mut failed = None;
         let mut fold_every = self.fold_every();
         for (index, record) in input.iter().enumerate() {
             progress.at(index);
-            let tail = Tail::Pairs(&mut self.pending);
-            let fed = Downstream::new(chain, &mut buffers, index, tail, &mut failed)
+            let fed = Downstream::new(&mut links, index, &mut self.pending, &mut failed)
                 .send(Record::outside(record));
             if self.pending.len() >= fold_every || fed.is_err() {
                 // Pairs of earlier records first: a failure among them came first.
@@ -610,110 +609,137 @@ fn fold(
     Ok(())
 }
 
-/// Where the records a chain's last step makes go.
-pub(crate) enum Tail<'d> {
-    /// Taken apart into pairs that wait to be folded.
-    Pairs(&'d mut Pending),
-    /// Appended to a batch as they are: a chain that does not combine
-    /// ([`chain::run`](crate::chain::run)).
-    Records(&'d mut Batch),
+/// Where the records a chain's last step makes go: its [`Downstream`]s are built for one
+/// kind of tail, so that handing a record to it is a direct call, not a match.
+pub(crate) trait Tail: Sized {
+    /// Takes `record`, made from input record `index`.
+    fn take(&mut self, index: usize, record: Record<'_>) -> Result<(), Failure>;
+
+    /// The emitter that sends a step's records to `downstream`.
+    fn emit(downstream: Downstream<'_, Self>) -> Emit<'_>;
 }
 
-impl Tail<'_> {
-    /// The same tail, for a later step's [`Downstream`].
+/// Taken apart into pairs that wait to be folded.
+impl Tail for Pending {
     #[inline]
-    fn reborrow(&mut self) -> Tail<'_> {
-        match self {
-            Tail::Pairs(pending) => Tail::Pairs(pending),
-            Tail::Records(records) => Tail::Records(records),
-        }
+    fn take(&mut self, index: usize, record: Record<'_>) -> Result<(), Failure> {
+        self.hold(index, record)
+    }
+
+    #[inline]
+    fn emit(downstream: Downstream<'_, Self>) -> Emit<'_> {
+        Emit::pairs(downstream)
+    }
+}
+
+/// Appended to a batch as they are: a chain that does not combine
+/// ([`chain::run`](crate::chain::run)).
+impl Tail for Batch {
+    #[inline]
+    fn take(&mut self, _index: usize, record: Record<'_>) -> Result<(), Failure> {
+        self.push_with(|out| record.encode_into(out));
+        Ok(())
+    }
+
+    #[inline]
+    fn emit(downstream: Downstream<'_, Self>) -> Emit<'_> {
+        Emit::records(downstream)
+    }
+}
+
+/// A step of a chain, with the buffer its results are encoded into when they must be.
+/// A chain's links are made once per call, not per record.
+pub(crate) struct Link {
+    step: OneRecord,
+    out: Vec<u8>,
+    /// The step's number in the chain, from 0, for its failures.
+    number: usize,
+}
+
+impl Link {
+    /// The links of the chain `steps`.
+    pub(crate) fn chain(steps: &[OneRecord]) -> Vec<Link> {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(number, &step)| Link {
+                step,
+                out: Vec::new(),
+                number,
+            })
+            .collect()
     }
 }
 
 /// The rest of a chain, from one of its steps on, for one input record: the later steps,
-/// then the tail.
-pub(crate) struct Downstream<'d> {
-    steps: &'d [OneRecord],
-    /// One buffer for each of `steps`.
-    buffers: &'d mut [Vec<u8>],
-    /// The number in the chain of the first of `steps`.
-    first: usize,
+/// then the tail. A step's emitter holds the downstream of the step after it: a slice of
+/// the links and three pointers, so that handing a record on builds nothing else.
+pub(crate) struct Downstream<'d, T> {
+    links: &'d mut [Link],
     /// The input record the records sent here were made from.
     index: usize,
-    tail: Tail<'d>,
+    tail: &'d mut T,
     /// The first failure, named by its step; the steps before it see a bare marker.
     failed: &'d mut Option<Failed>,
 }
 
-impl<'d> Downstream<'d> {
-    /// The whole chain `steps` (with one buffer each in `buffers`) for input record
-    /// `index`, its records going to `tail`, its first failure kept in `failed`.
+impl<'d, T: Tail> Downstream<'d, T> {
+    /// The whole chain `links` for input record `index`, its records going to `tail`, its
+    /// first failure kept in `failed`.
     #[inline]
     pub(crate) fn new(
-        steps: &'d [OneRecord],
-        buffers: &'d mut [Vec<u8>],
+        links: &'d mut [Link],
         index: usize,
-        tail: Tail<'d>,
+        tail: &'d mut T,
         failed: &'d mut Option<Failed>,
     ) -> Self {
         Self {
-            steps,
-            buffers,
-            first: 0,
+            links,
             index,
             tail,
             failed,
         }
     }
-}
 
-impl Downstream<'_> {
     /// Runs `record` through the steps and hands what it becomes to the tail. The steps'
     /// adapters call this for each record they make (through [`Emit::send`]), so a
     /// record passes from step to step by one call through a function pointer each.
     #[inline]
     pub(crate) fn send(&mut self, record: Record<'_>) -> Result<(), Failure> {
-        let Some((step, steps)) = self.steps.split_first() else {
-            let held = match &mut self.tail {
-                Tail::Pairs(pending) => pending.hold(self.index, record),
-                Tail::Records(records) => {
-                    records.push_with(|out| record.encode_into(out));
-                    Ok(())
-                }
-            };
-            return held.map_err(|failure| self.fail(Stage::Merge, failure));
-        };
-        let (out, buffers) = self.buffers.split_first_mut().expect("one buffer per step");
         let index = self.index;
-        let mut next = Emit::chain(Downstream {
-            steps,
-            buffers,
-            first: self.first + 1,
+        let Some((link, links)) = self.links.split_first_mut() else {
+            return (self.tail.take(index, record))
+                .map_err(|failure| fail(self.failed, Stage::Merge, failure));
+        };
+        let mut next = T::emit(Downstream {
+            links,
             index,
-            tail: self.tail.reborrow(),
-            failed: self.failed,
+            tail: &mut *self.tail,
+            failed: &mut *self.failed,
         });
-        let ran = match *step {
+        let ran = match link.step {
             OneRecord::Filter(run) => match run(index, record) {
                 Ok(true) => next.send(record),
                 Ok(false) => Ok(()),
                 Err(failure) => Err(failure),
             },
-            OneRecord::Map(run) | OneRecord::FlatMap(run) => run(index, record, out, &mut next),
+            OneRecord::Map(run) | OneRecord::FlatMap(run) => {
+                run(index, record, &mut link.out, &mut next)
+            }
             OneRecord::Fold(_) | OneRecord::None => Err(Failure::new(
                 "only map, flat-map and filter functions run in a chain",
             )),
         };
-        ran.map_err(|failure| self.fail(Stage::Chain(self.first), failure))
+        ran.map_err(|failure| fail(self.failed, Stage::Chain(link.number), failure))
     }
+}
 
-    /// Keeps `failure` of `stage` unless a later step's failure came first, and answers
-    /// the marker the steps before pass back.
-    #[cold]
-    fn fail(&mut self, stage: Stage, failure: Failure) -> Failure {
-        self.failed.get_or_insert(Failed { stage, failure });
-        Failure::new(String::new())
-    }
+/// Keeps `failure` of `stage` in `failed` unless a later step's failure came first, and
+/// answers the marker the steps before pass back.
+#[cold]
+fn fail(failed: &mut Option<Failed>, stage: Stage, failure: Failure) -> Failure {
+    failed.get_or_insert(Failed { stage, failure });
+    Failure::new(String::new())
 }
 
 #[cold]
@@ -1011,6 +1037,75 @@ pub(crate) mod tests {
             .unwrap_err();
         assert_eq!(failed.stage, Stage::Merge);
         assert_eq!(failed.failure.record_index, Some(1));
+    }
+
+    #[test]
+    fn a_chain_of_several_steps_fanning_out_folds_what_its_steps_make_in_order() {
+        // Two flat-maps (the second making none, one or two pieces of each word), a
+        // filter and a map: every piece reaches the table in the order the steps make
+        // them batch by batch, whichever step's buffer it passed through.
+        fn pieces(word: &str) -> Vec<&str> {
+            match word.len() {
+                0 => vec![],
+                1..=3 => vec![word],
+                length => vec![&word[..length / 2], &word[length / 2..]],
+            }
+        }
+        fn not_a(piece: &str) -> bool {
+            piece != "a"
+        }
+        fn by_first_letter(piece: &str) -> (String, String) {
+            (piece[..1].to_owned(), piece.to_owned())
+        }
+        fn joined(a: String, b: String) -> String {
+            format!("{a},{b}")
+        }
+        const STEPS: &[NamedFunction] = crate::functions! {
+            flat_map words,
+            flat_map pieces,
+            filter not_a,
+            map by_first_letter,
+        };
+        let merge = Merge {
+            create: None,
+            merge: |index, combiner, value, out| fold_one(index, combiner, value, out, joined),
+        };
+        let input = lines(&[
+            "the river  a gate",
+            "",
+            "streams flow a sluice",
+            "gates and rivers",
+        ]);
+
+        let mut stepped = input.clone();
+        for step in STEPS {
+            stepped = match step.function {
+                crate::Function::Map(run) => run(&stepped).unwrap(),
+                crate::Function::FlatMap(run) => run(&stepped).unwrap().into_parts().0,
+                crate::Function::Filter(run) => stepped.select(&run(&stepped).unwrap()),
+                _ => unreachable!("the steps are record functions"),
+            };
+        }
+        let mut expected: Vec<(String, String)> = Vec::new();
+        for record in stepped.iter() {
+            let (key, piece): (String, String) = crate::encoding::from_bytes(record).unwrap();
+            match expected.iter_mut().find(|(seen, _)| *seen == key) {
+                Some((_, all)) => *all = joined(all.clone(), piece),
+                None => expected.push((key, piece)),
+            }
+        }
+        assert_eq!(expected[0], ("t".into(), "the,te,tes".into()));
+
+        let mut table = Combiner::new();
+        table
+            .add(&chain(STEPS, &[0, 1, 2, 3]), merge, &input)
+            .unwrap();
+        let folded: Vec<(String, String)> = table
+            .flush()
+            .iter()
+            .map(|record| crate::encoding::from_bytes(record).unwrap())
+            .collect();
+        assert_eq!(folded, expected);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::fmt;
 use serde::de::{self, IntoDeserializer, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
-use crate::combine::Downstream;
+use crate::batch::Batch;
+use crate::combine::{Downstream, Pending};
 use crate::encoding::{self, Decoder, Encoder, Error};
 use crate::function::Failure;
 use crate::value::Value;
@@ -114,7 +115,11 @@ fn decode_encoded<'r, A: de::Deserialize<'r>>(
 pub struct Emit<'e>(To<'e>);
 
 enum To<'e> {
-    Chain(Downstream<'e>),
+    /// The rest of a combining chain: its pairs wait to be folded.
+    Pairs(Downstream<'e, Pending>),
+    /// The rest of a chain whose records are gathered into a batch.
+    Records(Downstream<'e, Batch>),
+    /// A function of the caller's.
     Each(&'e mut dyn FnMut(Record<'_>) -> Result<(), Failure>),
 }
 
@@ -124,9 +129,14 @@ impl<'e> Emit<'e> {
         Self(To::Each(each))
     }
 
-    /// An emitter that runs every record through the rest of a chain.
-    pub(crate) fn chain(downstream: Downstream<'e>) -> Self {
-        Self(To::Chain(downstream))
+    /// An emitter that runs every record through the rest of a combining chain.
+    pub(crate) fn pairs(downstream: Downstream<'e, Pending>) -> Self {
+        Self(To::Pairs(downstream))
+    }
+
+    /// An emitter that runs every record through the rest of a chain into a batch.
+    pub(crate) fn records(downstream: Downstream<'e, Batch>) -> Self {
+        Self(To::Records(downstream))
     }
 
     /// Sends `record` on. An error is the failure of whatever took the record (a later
@@ -134,7 +144,8 @@ impl<'e> Emit<'e> {
     #[inline]
     pub fn send(&mut self, record: Record<'_>) -> Result<(), Failure> {
         match &mut self.0 {
-            To::Chain(downstream) => downstream.send(record),
+            To::Pairs(downstream) => downstream.send(record),
+            To::Records(downstream) => downstream.send(record),
             To::Each(each) => each(record),
         }
     }
