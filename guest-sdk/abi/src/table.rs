@@ -178,48 +178,67 @@ impl<'k> Key<'k> {
         }
     }
 
-    /// The key without its bytes, to look it up again later ([`Key::again`]) without
-    /// working its inline form and hash out again.
+    /// The key without its bytes, in 16 bytes, to look it up again later
+    /// ([`KeptKey::key`]) without working its inline form and hash out again. `at` is
+    /// where the keeper keeps the key's bytes, if it is too long to keep inline.
     #[inline]
-    pub fn keep(&self) -> KeptKey {
-        KeptKey {
-            inline: self.inline.unwrap_or(NOT_INLINE),
-            hash: self.hash,
-        }
-    }
-
-    /// A key [kept](Key::keep) earlier, whose bytes are `bytes`: these are read only if
-    /// the key was too long to keep inline ([`KeptKey::is_inline`]).
-    #[inline]
-    pub fn again(kept: KeptKey, bytes: &'k [u8]) -> Self {
-        Self {
-            bytes,
-            inline: kept.is_inline().then_some(kept.inline),
-            hash: kept.hash,
+    pub fn keep(&self, at: u32) -> KeptKey {
+        match self.inline {
+            Some(inline) => KeptKey(inline.numbers()),
+            None => KeptKey([
+                u64::from(at) | (self.hash as u32 as u64) << 32,
+                self.bytes.len() as u64 | u64::from(SPILLED) << 56,
+            ]),
         }
     }
 }
 
-/// What a [`KeptKey`] holds for a key too long to keep inline.
-const NOT_INLINE: Stored = {
-    let mut bytes = [0; INLINE + 1];
-    bytes[INLINE] = SPILLED;
-    Stored(bytes)
-};
-
-/// A [`Key`] kept without its bytes: its inline form (if it fits) and its hash.
+/// A [`Key`] kept without its bytes ([`Key::keep`]), in 16 bytes, so that a caller's list
+/// of keys waiting to be looked up is cheap to move: a key that fits inline is kept as
+/// its table entry keeps it (its hash is worked out again from its two numbers when
+/// needed: two multiplications); a longer one as where its bytes are kept (the low four
+/// bytes), their hash (the next four: see [`hash_bytes`]) and their length (with a
+/// `SPILLED` length byte).
 #[derive(Debug, Clone, Copy)]
-pub struct KeptKey {
-    /// The key inline, or (with a `SPILLED` length) a mark that it does not fit.
-    inline: Stored,
-    hash: u64,
-}
+pub struct KeptKey([u64; 2]);
 
 impl KeptKey {
     /// Whether the key is kept whole (else its bytes must be kept beside it).
     #[inline]
     pub fn is_inline(&self) -> bool {
-        self.inline.0[INLINE] != SPILLED
+        (self.0[1] >> 56) as u8 != SPILLED
+    }
+
+    /// The key's hash, as [`Key::new`] worked it out.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        match self.is_inline() {
+            true => hash_inline(self.0),
+            false => spread(self.0[0] >> 32),
+        }
+    }
+
+    /// The key again, its bytes (if it was too long to keep inline) read from `kept`,
+    /// the buffer they were kept in at the place given to [`Key::keep`].
+    #[inline]
+    pub fn key<'k>(&self, kept: &'k [u8]) -> Key<'k> {
+        let hash = self.hash();
+        match self.is_inline() {
+            true => Key {
+                bytes: &[],
+                inline: Some(Stored::from_numbers(self.0)),
+                hash,
+            },
+            false => {
+                let start = self.0[0] as u32 as usize;
+                let length = (self.0[1] & ((1 << 56) - 1)) as usize;
+                Key {
+                    bytes: &kept[start..start + length],
+                    inline: None,
+                    hash,
+                }
+            }
+        }
     }
 }
 
@@ -329,26 +348,37 @@ impl<V> KeyTable<V> {
         &self.spill
     }
 
-    /// Every key with its value, by increasing order (see [`Vacant::insert`]).
-    pub fn in_order(&self) -> impl Iterator<Item = (&[u8], &V)> {
-        let mut in_order: Vec<(u32, &Entry<V>)> = self
+    /// Every key with its value, by increasing order (see [`Vacant::insert`]), copied out
+    /// of the table.
+    ///
+    /// The entries are sorted by a radix sort of their places, then copied out in that
+    /// order in a loop that does nothing else: the copies' loads do not wait on each
+    /// other, so their cache misses overlap (a large table is read all over), and what the
+    /// caller then does with each key reads one array from start to end.
+    pub fn in_order(&self) -> InOrder<'_, V>
+    where
+        V: Copy,
+    {
+        let mut places: Vec<(u32, &Entry<V>)> = self
             .entries
             .iter()
             .map(|entry| (entry.order, entry))
             .collect();
-        in_order.sort_unstable_by_key(|&(order, _)| order);
-        in_order
-            .into_iter()
-            .map(|(_, entry)| (entry.key.get(&self.spill), &entry.value))
+        sort_by_order(&mut places);
+        InOrder {
+            entries: places.into_iter().map(|(_, entry)| *entry).collect(),
+            spill: &self.spill,
+        }
     }
 
     /// Numbers the keys' orders 0, 1, 2... keeping the order they come in, and answers
     /// the next free one: for a caller whose numbers would run out.
     pub fn renumber(&mut self) -> u32 {
-        let mut in_order: Vec<&mut Entry<V>> = self.entries.iter_mut().collect();
-        in_order.sort_unstable_by_key(|entry| entry.order);
-        for (order, entry) in in_order.into_iter().enumerate() {
-            entry.order = order as u32;
+        let mut orders: Vec<(u32, ())> =
+            self.entries.iter().map(|entry| (entry.order, ())).collect();
+        sort_by_order(&mut orders);
+        for entry in self.entries.iter_mut() {
+            entry.order = orders.partition_point(|&(order, ())| order < entry.order) as u32;
         }
         self.len() as u32
     }
@@ -377,6 +407,69 @@ impl<V> KeyTable<V> {
     }
 }
 
+/// A [`KeyTable`]'s keys with their values, by increasing order ([`KeyTable::in_order`]).
+#[derive(Debug)]
+pub struct InOrder<'t, V> {
+    entries: Vec<Entry<V>>,
+    spill: &'t Spill,
+}
+
+impl<V> InOrder<'_, V> {
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each key with its value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        self.entries
+            .iter()
+            .map(|entry| (entry.key.get(self.spill), &entry.value))
+    }
+}
+
+/// How many bits of an order each pass of [`sort_by_order`] sorts by.
+const DIGIT_BITS: u32 = 8;
+
+/// Sorts `items` by their orders (the first of each), keeping items of one order in the
+/// order they come: a radix sort, least significant digit first, with as many passes as
+/// the largest order has digits (three for orders under 16M, where a table's keys' orders
+/// are the places of their first pairs). A comparison sort of a large table's 160k keys
+/// took about as long as the copying out.
+fn sort_by_order<T: Copy>(items: &mut Vec<(u32, T)>) {
+    const DIGITS: usize = 1 << DIGIT_BITS;
+    let Some(&first) = items.first() else {
+        return;
+    };
+    let most = items.iter().map(|&(order, _)| order).max().unwrap_or(0);
+    let mut sorted = vec![first; items.len()];
+    let mut counts = [0usize; DIGITS];
+    let mut shift = 0;
+    while shift < u32::BITS && (shift == 0 || most >> shift != 0) {
+        let digit = |order: u32| (order >> shift) as usize % DIGITS;
+        counts.fill(0);
+        for &(order, _) in items.iter() {
+            counts[digit(order)] += 1;
+        }
+        let mut start = 0;
+        for count in &mut counts {
+            (*count, start) = (start, start + *count);
+        }
+        for &item in items.iter() {
+            let next = &mut counts[digit(item.0)];
+            sorted[*next] = item;
+            *next += 1;
+        }
+        std::mem::swap(items, &mut sorted);
+        shift += DIGIT_BITS;
+    }
+}
+
 /// A [`KeyTable`]'s buckets cut into runs of equal length: a key is looked for first in
 /// the bucket its hash picks (hashbrown's probe starts at the hash's low bits, as a
 /// `usize`), so the lookups of keys of one run touch one small part of the table's
@@ -396,7 +489,7 @@ impl Regions {
     /// The run where `key`'s lookup starts.
     #[inline]
     pub fn of(&self, key: &KeptKey) -> usize {
-        (key.hash as usize & self.mask) >> self.shift
+        (key.hash() as usize & self.mask) >> self.shift
     }
 }
 
@@ -409,11 +502,21 @@ fn hash_inline([low, high]: [u64; 2]) -> u64 {
     hasher.finish()
 }
 
-/// The hash of a key too long to keep inline.
+/// The hash of a key too long to keep inline: 32 bits of hash, [spread](spread) over 64,
+/// so that a [`KeptKey`] keeps it whole in four bytes. (A table looks a key up by the
+/// hash's low bits and tells keys of one bucket group apart by its top seven, on a 32-bit
+/// guest by those of its low 32 bits.)
 fn hash_bytes(key: &[u8]) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(key);
-    hasher.finish()
+    let hash = hasher.finish();
+    spread((hash ^ hash >> 32) as u32 as u64)
+}
+
+/// 32 bits of hash (the low half of `hash`) as a 64-bit one: twice over.
+#[inline]
+fn spread(hash: u64) -> u64 {
+    (hash & u64::from(u32::MAX)) | (hash << 32)
 }
 
 #[cfg(test)]
@@ -433,6 +536,7 @@ mod tests {
     fn counts(table: &KeyTable<i64>) -> Vec<(Vec<u8>, i64)> {
         table
             .in_order()
+            .iter()
             .map(|(key, &count)| (key.to_vec(), count))
             .collect()
     }
@@ -460,6 +564,29 @@ mod tests {
     }
 
     #[test]
+    fn many_keys_keep_the_order_given_when_numbered_again() {
+        // Sparse orders of every size, given out of order: numbered 0, 1, 2... in the
+        // same order, read out the same before and after.
+        let mut table = KeyTable::new();
+        for n in 0..3000u32 {
+            let order = (n.wrapping_mul(2_654_435_761) >> 4) | 1 << 27;
+            match table.slot(Key::new(&n.to_le_bytes()), None) {
+                Slot::Vacant(vacant) => *vacant.insert(0, order) += i64::from(n),
+                Slot::Found { .. } => panic!("{n} is new"),
+            };
+        }
+        let before = counts(&table);
+        assert_eq!(table.renumber(), 3000);
+        assert_eq!(counts(&table), before);
+        let mut orders: Vec<u32> = table.entries.iter().map(|entry| entry.order).collect();
+        orders.sort_unstable();
+        assert!(
+            orders.into_iter().eq(0..3000),
+            "numbered from 0 without gaps"
+        );
+    }
+
+    #[test]
     fn keys_come_out_by_the_order_given_and_keep_it_when_numbered_again() {
         let mut table = KeyTable::new();
         for (key, order) in [("c", 900), ("a", 5), ("b", u32::MAX)] {
@@ -474,6 +601,36 @@ mod tests {
         assert_eq!(counts(&table), expected);
         count(&mut table, b"z");
         assert_eq!(counts(&table).last(), Some(&(b"z".to_vec(), 1)));
+    }
+
+    #[test]
+    fn orders_are_sorted_by_every_digit_they_have_keeping_ties_in_place() {
+        // Orders of one digit, of three (a partition's pairs) and of four (up to the
+        // largest), scrambled, some repeated: sorted as a stable comparison sort does.
+        let mut seed = 0x9e37_79b9u32;
+        for most in [200, 5_000_000, u32::MAX] {
+            let items: Vec<(u32, usize)> = (0..20_000)
+                .map(|at| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let order = match at % 1000 {
+                        0 => most,
+                        1 => 0,
+                        _ => seed % most,
+                    };
+                    (order, at)
+                })
+                .collect();
+            let mut sorted = items.clone();
+            sort_by_order(&mut sorted);
+            let mut expected = items;
+            expected.sort_by_key(|&(order, _)| order);
+            assert_eq!(sorted, expected, "orders up to {most}");
+        }
+        let mut none: Vec<(u32, ())> = Vec::new();
+        sort_by_order(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]
@@ -522,6 +679,46 @@ mod tests {
                 }
             }
             assert_eq!(counts(&table), expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn kept_keys_give_back_their_bytes_and_hash_at_every_length() {
+        // Keys kept in 16 bytes, long ones as a place in a buffer of the keeper's (here
+        // after other bytes), found again in a table by the key they give back.
+        let keys: Vec<Vec<u8>> = (0..200u32)
+            .map(|n| {
+                (0..n as usize % 60)
+                    .map(|at| (n as usize * 31 + at) as u8)
+                    .collect()
+            })
+            .collect();
+        let mut buffer = b"other bytes".to_vec();
+        let mut kept = Vec::new();
+        let mut table = KeyTable::new();
+        for key in &keys {
+            let looked_up = Key::new(key);
+            let keeping = looked_up.keep(buffer.len() as u32);
+            assert_eq!(keeping.is_inline(), key.len() <= INLINE);
+            if !keeping.is_inline() {
+                buffer.extend_from_slice(key);
+            }
+            assert_eq!(keeping.hash(), looked_up.hash, "{key:?}");
+            kept.push(keeping);
+            count(&mut table, key);
+        }
+        assert_eq!(size_of::<KeptKey>(), 16);
+        for (key, kept) in keys.iter().zip(&kept) {
+            let again = kept.key(&buffer);
+            assert_eq!(again.hash, Key::new(key).hash);
+            assert_eq!(again.inline.is_some(), key.len() <= INLINE);
+            match table.slot(again, None) {
+                Slot::Found { value, .. } => {
+                    let times = keys.iter().filter(|other| *other == key).count();
+                    assert_eq!(*value, times as i64, "{key:?}");
+                }
+                Slot::Vacant(_) => panic!("{key:?} is in the table"),
+            }
         }
     }
 
