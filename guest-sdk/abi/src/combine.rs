@@ -80,13 +80,13 @@ const FOLD_EVERY: usize = 1024;
 /// far larger than the cache, and a miss was most of a fold's time).
 const LOOK_AHEAD: usize = 64;
 
-/// A table of more buckets than this is folded into region by region: its entries (40
+/// A table of more buckets than this is folded into region by region: its entries (32
 /// bytes each) outgrow the 1 MiB L2 cache of a core, and the pages of its memory the
 /// TLB's reach, so that a lookup anywhere in it misses both.
 const SCATTER_ABOVE: usize = 1 << 15;
 
-/// The buckets of one region of a large table (about 80 KiB of entries and 2 KiB of
-/// control bytes): the waiting pairs whose keys are looked for in one region are folded
+/// The buckets of one region of a large table (64 KiB of entries and 2 KiB of control
+/// bytes): the waiting pairs whose keys are looked for in one region are folded
 /// one after the other, so the region's control bytes and pages stay in cache from one
 /// lookup to the next (the host's `key_tables` and the native reference scatter likewise).
 const REGION_BUCKETS: usize = 1 << 11;
