@@ -12,6 +12,8 @@
 //!
 //! Run with `cargo bench -p sluice --bench throughput` after `scripts/setup`; words after
 //! `--` keep only the pipelines whose names contain one of them (`-- tokenize`).
+//! `SLUICE_BENCH_COMPONENT=<path>` runs another build of the word count component (an
+//! unstripped one, for a profile; an older one, for an A/B of a guest change).
 
 mod common;
 
@@ -34,8 +36,13 @@ const WORDS: &[&str] = &[
 fn manifest(steps: &str) -> String {
     format!(
         "name = \"bench\"\nbatch_interval = \"1s\"\n[udfs]\nwc = \"{}\"\n[[sources]]\nname = \"lines\"\nkind = \"queue\"\nbatches = []\n[[streams]]\nname = \"out\"\nfrom = \"lines\"\nsteps = [{steps}, {{ op = \"count\" }}]\n[[sinks]]\nfrom = \"out\"\nkind = \"collect\"\n",
-        common::wordcount().display()
+        component().display()
     )
+}
+
+/// The word count component: `$SLUICE_BENCH_COMPONENT`, else the one `scripts/setup` built.
+fn component() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_BENCH_COMPONENT").map_or_else(common::wordcount, Into::into)
 }
 
 /// `count` lines split into `BATCHES` batches, each line built by `line` from a cheap PRNG.

@@ -3,7 +3,7 @@
 
 use super::Error;
 
-const SINGLE_BYTE_MAX: u8 = 250;
+pub(crate) const SINGLE_BYTE_MAX: u8 = 250;
 const U16_MARKER: u8 = 251;
 const U32_MARKER: u8 = 252;
 const U64_MARKER: u8 = 253;
@@ -81,6 +81,18 @@ fn bad_marker(byte: u8) -> Error {
 #[cold]
 fn ends_inside() -> Error {
     Error::new("record ends inside a length or integer")
+}
+
+/// The bytes a varint whose first byte is `first` takes; `None` if `first` starts none.
+#[inline(always)]
+pub(crate) fn width(first: u8) -> Option<usize> {
+    match first {
+        0..=SINGLE_BYTE_MAX => Some(1),
+        U16_MARKER => Some(3),
+        U32_MARKER => Some(5),
+        U64_MARKER => Some(9),
+        _ => None,
+    }
 }
 
 /// Reads a zig-zagged varint from the front of `input`.

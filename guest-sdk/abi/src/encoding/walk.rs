@@ -26,6 +26,54 @@ pub(crate) fn skip(input: &mut &[u8]) -> Result<(), Error> {
     skip_nested(tag, input)
 }
 
+/// Whether `record` is exactly one scalar, or one list or tuple of scalars, in the short
+/// forms most records take (a string or bytes of at most 250 bytes, a list of at most 250
+/// elements; integers of any width): the check of a guest's answer, record by record,
+/// without [`skip`]'s `Result`s at every step. `false` says nothing: the record may still
+/// be well formed in a longer form (or nested), and [`skip`] decides, with its error.
+/// Whatever this accepts, [`skip`] accepts and finds to end where the record does.
+#[inline]
+pub(crate) fn is_whole_flat(record: &[u8]) -> bool {
+    let end = match record.first() {
+        Some(&(tag::TUPLE | tag::LIST)) => match record.get(1) {
+            Some(&count) if count <= varint::SINGLE_BYTE_MAX => {
+                let mut at = 2;
+                for _ in 0..count {
+                    match scalar_end(record, at) {
+                        Some(end) => at = end,
+                        None => return false,
+                    }
+                }
+                at
+            }
+            _ => return false,
+        },
+        _ => match scalar_end(record, 0) {
+            Some(end) => end,
+            None => return false,
+        },
+    };
+    end == record.len()
+}
+
+/// Where the scalar at byte `at` of `record` ends, for the forms [`is_whole_flat`]
+/// takes; `None` for any other value, or one that runs past the record.
+#[inline(always)]
+fn scalar_end(record: &[u8], at: usize) -> Option<usize> {
+    let end = match *record.get(at)? {
+        tag::NULL => at + 1,
+        tag::BOOL => at + 2,
+        tag::FLOAT => at + 9,
+        tag::INT => at + 1 + varint::width(*record.get(at + 1)?)?,
+        tag::STRING | tag::BYTES => match *record.get(at + 1)? {
+            len if len <= varint::SINGLE_BYTE_MAX => at + 2 + usize::from(len),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (end <= record.len()).then_some(end)
+}
+
 /// Moves `input` past the rest of a list or tuple of tag `tag` whose elements are all
 /// scalars (a `(key, count)` pair), without [`skip_nested`]'s stack of open containers;
 /// `false`, with `input` where it was, if it is not one. An error is the one
@@ -287,6 +335,55 @@ mod tests {
                 let mut bad = whole.clone();
                 bad[at] = 42;
                 assert_eq!(skipped(&bad), general(&bad), "{value:?} with {bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_taken_as_flat_is_one_the_general_walk_takes_whole() {
+        use crate::Value;
+        let flat = [
+            Value::Tuple(vec![Value::String("word".into()), Value::Int(1)]),
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-300),
+            Value::Int(1 << 20),
+            Value::Int(i64::MIN),
+            Value::Float(0.5),
+            Value::String("x".repeat(250)),
+            Value::Bytes(vec![7; 3]),
+            Value::List(vec![Value::Null, Value::Float(1.5), Value::Bytes(vec![])]),
+            Value::Tuple(vec![]),
+        ];
+        let not_flat = [
+            Value::String("x".repeat(251)),
+            Value::Tuple(vec![Value::Int(1), Value::List(vec![Value::Int(2)])]),
+            Value::List(vec![Value::Null; 251]),
+            Value::Struct(vec![("a".into(), Value::Int(1))]),
+        ];
+        let whole = |bytes: &[u8]| skipped(bytes) == Ok(bytes.len());
+        for (value, expected) in flat
+            .iter()
+            .map(|v| (v, true))
+            .chain(not_flat.iter().map(|v| (v, false)))
+        {
+            let bytes = value.to_bytes();
+            assert_eq!(is_whole_flat(&bytes), expected, "{value:?}");
+            assert!(whole(&bytes), "{value:?}");
+            for cut in 0..bytes.len() {
+                assert!(!is_whole_flat(&bytes[..cut]), "{value:?} cut to {cut}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(tag::NULL);
+            assert!(!is_whole_flat(&longer), "{value:?} and a byte more");
+            for at in 0..bytes.len().min(40) {
+                for byte in 0..=u8::MAX {
+                    let mut changed = bytes.clone();
+                    changed[at] = byte;
+                    if is_whole_flat(&changed) {
+                        assert!(whole(&changed), "{value:?} with {changed:?}");
+                    }
+                }
             }
         }
     }
