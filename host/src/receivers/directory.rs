@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use sluice_abi::Batch;
 
-use super::{Intake, push_line};
+use super::{Intake, lines_of};
 use crate::beneath::{JobFiles, is_outside};
 use crate::checkpoint::files::{FileId, SeenFiles};
 
@@ -197,15 +197,6 @@ fn read_piece(files: &JobFiles, path: &Path, file: &FileId, offset: u64) -> io::
             return Ok(bytes);
         }
     }
-}
-
-/// The lines of `bytes` as string records (a last line without its line end included).
-fn lines_of(bytes: &[u8]) -> Batch {
-    let mut batch = Batch::new();
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .for_each(|line| push_line(&mut batch, line));
-    batch
 }
 
 /// The visible regular files of `dir` with their identities, oldest first (then by name).

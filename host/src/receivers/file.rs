@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use anyhow::{Result, bail};
 use sluice_abi::Batch;
 
-use super::{Receiver, Replayable, push_line};
+use super::{Receiver, Replayable, lines_of};
 
 /// A text file's lines, one batch of them per cut; then empty batches.
 pub struct FileSource {
@@ -146,11 +146,7 @@ impl Replayable for FileSource {
                 self.path.display()
             ),
         };
-        let mut batch = Batch::new();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .for_each(|line| push_line(&mut batch, line));
-        Ok(batch)
+        Ok(lines_of(&bytes))
     }
 
     fn seek(&self, position: u64) {
@@ -238,6 +234,13 @@ mod tests {
     fn bytes_that_are_not_utf8_become_replacement_characters() {
         let (_dir, source) = scanned(b"a\xffb\nc\n", Some(1));
         assert_eq!(all(&source), [vec!["a\u{fffd}b"], vec!["c"]]);
+
+        let (_dir, source) = scanned(b"a\r\nb\xffc\r\n\nd\r", Some(3));
+        assert_eq!(
+            all(&source),
+            [vec!["a", "b\u{fffd}c", ""], vec!["d\r"]],
+            "only the bad bytes change; lines still end at \\n or \\r\\n"
+        );
     }
 
     #[test]

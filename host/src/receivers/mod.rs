@@ -386,6 +386,36 @@ pub(crate) fn push_line(batch: &mut Batch, line: &str) {
     batch.push(line).expect("a string always encodes");
 }
 
+/// The lines of `bytes` as string records, split as [`str::lines`] splits them (at `\n` or
+/// `\r\n`; a last line without its line end included). Bytes that are not UTF-8 become
+/// U+FFFD, as [`String::from_utf8_lossy`] makes them.
+pub(crate) fn lines_of(bytes: &[u8]) -> Batch {
+    // One check of the whole block is word-at-a-time; the lossy conversion walks byte by
+    // byte, so it is kept for a block that needs it.
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        let mut batch = Batch::new();
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .for_each(|line| push_line(&mut batch, line));
+        return batch;
+    };
+    // Counting the lines first sizes the buffers once (a string record is its bytes with
+    // a tag and a length of one or two bytes in place of the line end, for lines shorter
+    // than 16 KiB), so a batch of a large block is not copied as it grows.
+    let records = memchr::memchr_iter(b'\n', bytes).count() + 1;
+    let mut batch = Batch::with_capacity(records, bytes.len() + 2 * records);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', bytes) {
+        let line = &text[start..end];
+        push_line(&mut batch, line.strip_suffix('\r').unwrap_or(line));
+        start = end + 1;
+    }
+    if start < text.len() {
+        push_line(&mut batch, &text[start..]);
+    }
+    batch
+}
+
 /// The running receivers of one job, in source order; their tasks stop when this is dropped.
 pub struct Receivers {
     receivers: Vec<Arc<dyn Receiver>>,
@@ -801,5 +831,57 @@ mod tests {
         }
         let expected: Vec<Vec<u8>> = expected.iter().map(<[u8]>::to_vec).collect();
         assert!(received == expected, "every line once, in order");
+    }
+
+    fn strings(batch: &Batch) -> Vec<String> {
+        batch
+            .iter()
+            .map(|record| match Value::decode(record).unwrap() {
+                Value::String(line) => line,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_split_as_str_lines_split_them() {
+        let cases: [(&[u8], &[&str]); 9] = [
+            (b"", &[]),
+            (b"\n", &[""]),
+            (b"a\n\nb\n", &["a", "", "b"]),
+            (b"a\r\nb\r\n", &["a", "b"]),
+            (b"a\r\r\n\r\n", &["a\r", ""]),
+            (b"a\rb\nc", &["a\rb", "c"]),
+            (b"last without end", &["last without end"]),
+            (b"a\nlast\r", &["a", "last\r"]),
+            (
+                "\u{e9}t\u{e9}\r\n\u{1f600}".as_bytes(),
+                &["\u{e9}t\u{e9}", "\u{1f600}"],
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let split = strings(&lines_of(bytes));
+            assert_eq!(split, expected, "{bytes:?}");
+            let reference: Vec<&str> = std::str::from_utf8(bytes).unwrap().lines().collect();
+            assert_eq!(split, reference, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_become_replacement_characters_in_their_line_only() {
+        let bytes = b"ok\r\nbad \xff\xe2\x82 here\r\n\xf0\x9f\n\nlast \xe9\r";
+        let expected = [
+            "ok",
+            "bad \u{fffd}\u{fffd} here",
+            "\u{fffd}",
+            "",
+            "last \u{fffd}\r",
+        ];
+        assert_eq!(strings(&lines_of(bytes)), expected);
+        let reference: Vec<String> = String::from_utf8_lossy(bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(strings(&lines_of(bytes)), reference);
     }
 }
