@@ -399,9 +399,10 @@ pub(crate) fn lines_of(bytes: &[u8]) -> Batch {
             .for_each(|line| push_line(&mut batch, line));
         return batch;
     };
-    // Counting the lines first sizes the buffers once (a string record is its bytes with
-    // a tag and a length of one or two bytes in place of the line end, for lines shorter
-    // than 16 KiB), so a batch of a large block is not copied as it grows.
+    // Counting the lines first sizes the buffers once, so a batch of a large block is not
+    // copied as it grows: a line of up to 250 bytes is encoded as its bytes with a tag and
+    // a one-byte length in place of its line end (a longer one takes two bytes more, and
+    // the batch grows for it).
     let records = memchr::memchr_iter(b'\n', bytes).count() + 1;
     let mut batch = Batch::with_capacity(records, bytes.len() + 2 * records);
     let mut start = 0;
