@@ -47,14 +47,8 @@ impl Value {
         encoding::check_record(bytes)?;
         let mut input = bytes;
         let value = decode_value(&mut input)?;
-        if input.is_empty() {
-            Ok(value)
-        } else {
-            Err(Error::new(format!(
-                "{} bytes left over after the value",
-                input.len()
-            )))
-        }
+        encoding::nothing_left_over(input)?;
+        Ok(value)
     }
 
     /// Appends this value's canonical encoding to `out`.
@@ -131,14 +125,7 @@ impl Value {
     pub fn write_json_of(record: &[u8], out: &mut String) -> Result<(), Error> {
         let mut input = record;
         write_encoded_json(&mut input, 0, out)?;
-        if input.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(format!(
-                "{} bytes left over after the value",
-                input.len()
-            )))
-        }
+        encoding::nothing_left_over(input)
     }
 
     /// Compact JSON text for this value (see the `Serialize` impl for the mapping).

@@ -4,7 +4,7 @@
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::walk::{is_whole_flat, read_tag, skip, unknown_tag};
-use super::{Error, tag, varint};
+use super::{Error, nothing_left_over, tag, varint};
 
 /// Checks that `record` is exactly one well-formed value nested at most
 /// [`MAX_DEPTH`](super::MAX_DEPTH) levels, without building anything and without
@@ -15,14 +15,7 @@ pub fn check_record(record: &[u8]) -> Result<(), Error> {
         return Ok(());
     }
     let (_, rest) = skip_value(record)?;
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::new(format!(
-            "{} bytes left over after the value",
-            rest.len()
-        )))
-    }
+    nothing_left_over(rest)
 }
 
 /// Decodes one value that must fill `bytes` exactly.
@@ -41,14 +34,8 @@ pub(crate) fn from_encoded_bytes<'de, T: de::Deserialize<'de>>(
 
 fn decode_whole<'de, T: de::Deserialize<'de>>(mut decoder: Decoder<'de>) -> Result<T, Error> {
     let value = T::deserialize(&mut decoder)?;
-    if decoder.input.is_empty() {
-        Ok(value)
-    } else {
-        Err(Error::new(format!(
-            "{} bytes left over after the value",
-            decoder.input.len()
-        )))
-    }
+    nothing_left_over(decoder.input)?;
+    Ok(value)
 }
 
 /// Splits the first encoded value off `input`, returning it and the rest. This is how the

@@ -117,6 +117,18 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `Ok` if `rest`, what follows a value that should fill its record, is empty; else the
+/// error that says how many bytes were left over.
+#[inline]
+pub(crate) fn nothing_left_over(rest: &[u8]) -> Result<(), Error> {
+    match rest.len() {
+        0 => Ok(()),
+        left => Err(Error::new(format!(
+            "{left} bytes left over after the value"
+        ))),
+    }
+}
+
 impl serde::ser::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         Self::new(msg.to_string())
